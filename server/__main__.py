@@ -1,0 +1,205 @@
+"""Command line: `python -m server serve|worker|migrate|embedded`.
+
+`serve` starts the embedded Redis and PostgreSQL when REDIS_URL / DATABASE_URL are not given,
+applies migrations, optionally creates the demo event, then runs N worker processes that share
+the port with SO_REUSEPORT (or one in-process worker)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import uvloop
+from aiohttp import web
+
+from . import db, logs
+from .app import create_app, make_redis
+from .embedded import EmbeddedServers
+from .keys import EventKeys
+from .messages import EventCreate, SectionIn
+from .room import EventCache, Room
+from .scripts import Scripts
+from .settings import Settings, SettingsError, from_env, to_env, with_dev_secrets
+from .tokens import Signer
+
+log = logging.getLogger("boxoffice")
+
+DEMO_ID = "demo"
+
+
+def demo_event(now: datetime) -> EventCreate:
+    return EventCreate(
+        id=DEMO_ID,
+        name="Boxoffice Demo Night",
+        venue="Loopback Arena",
+        starts_at=now + timedelta(days=30),
+        sale_starts_at=now + timedelta(minutes=1),
+        prequeue_opens_at=now,
+        currency="EUR",
+        sections=[
+            SectionIn(id="A", name="Floor", price=5000, rows=10, seats_per_row=20),
+            SectionIn(id="GA", name="Standing", price=3500, capacity=500),
+        ],
+        rate_per_min=60,
+        max_active=50,
+    )
+
+
+async def prepare(settings: Settings, demo: bool) -> None:
+    """Migrations and the demo event, once, before any worker starts."""
+    from . import catalog
+
+    pool = await db.create_pool(settings.database_url, 2)
+    redis = make_redis(settings)
+    try:
+        await db.migrate(pool)
+        if demo:
+            await pool.execute("DELETE FROM events WHERE id = $1", DEMO_ID)
+            room = Room(settings, redis, Scripts(redis), pool, EventCache(pool), Signer(settings.secret))
+            await redis.delete(*EventKeys(DEMO_ID).all())
+            await catalog.create(room, demo_event(datetime.now(UTC)))
+    finally:
+        await pool.close()
+        await redis.aclose()
+
+
+def run_worker(settings: Settings, reuse_port: bool) -> None:
+    logs.setup(settings.log_level, settings.log_format)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        reuse_port=reuse_port,
+        loop=uvloop.new_event_loop(),
+        print=None,
+        access_log=None,
+        shutdown_timeout=5,
+    )
+
+
+def banner(settings: Settings, demo: bool, generated: bool) -> str:
+    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+    lines = [
+        "",
+        f"Boxoffice is running at {base}/  ({settings.workers} worker(s))",
+    ]
+    if demo:
+        lines.append(f"  fan page (demo event, sale opens in 1 minute): {base}/e/{DEMO_ID}")
+    lines += [
+        f"  admin API: {base}/api/admin/events",
+        f"  admin token: {settings.admin_token}"
+        + ("   (generated for development; set BOXOFFICE_ADMIN_TOKEN)" if generated else ""),
+        f"  e.g. curl -H 'Authorization: Bearer {settings.admin_token}' "
+        f"{base}/api/admin/events/{DEMO_ID if demo else '<id>'}/stats",
+        f"  metrics: {base}/metrics   health: {base}/readyz   API: {base}/api/openapi.json",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def serve(settings: Settings, demo: bool) -> int:
+    settings, generated = with_dev_secrets(settings)
+    embedded = None
+    if settings.embedded:
+        embedded = EmbeddedServers(Path(settings.data_dir))
+        redis_url, database_url = embedded.start(
+            need_redis=not settings.redis_url, need_postgres=not settings.database_url
+        )
+        settings = msgspec.structs.replace(
+            settings,
+            redis_url=settings.redis_url or redis_url,
+            database_url=settings.database_url or database_url,
+        )
+        print(f"embedded servers in {settings.data_dir}/ (Redis and PostgreSQL)", flush=True)
+    try:
+        asyncio.run(prepare(settings, demo))
+        print(banner(settings, demo, generated), flush=True)
+        if settings.workers == 1:
+            run_worker(settings, reuse_port=False)
+            return 0
+        return supervise(settings)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def supervise(settings: Settings) -> int:
+    env = {**os.environ, **to_env(settings)}
+    children = [
+        subprocess.Popen([sys.executable, "-m", "server", "worker"], env=env)
+        for _ in range(settings.workers)
+    ]
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping:
+            for i, child in enumerate(children):
+                if child.poll() is not None and not stopping:
+                    log.warning("worker %s exited with %s; restarting", child.pid, child.returncode)
+                    children[i] = subprocess.Popen(
+                        [sys.executable, "-m", "server", "worker"], env=env
+                    )
+            time.sleep(0.5)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run the service (embedded servers if no URLs)")
+    p_serve.add_argument("--host")
+    p_serve.add_argument("--port", type=int)
+    p_serve.add_argument("--workers", type=int, help="processes sharing the port (SO_REUSEPORT)")
+    p_serve.add_argument("--demo", action="store_true", help="create the demo event")
+    sub.add_parser("worker", help="one worker process (settings from the environment)")
+    sub.add_parser("migrate", help="apply database migrations")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            settings = from_env(host=args.host, port=args.port, workers=args.workers)
+        else:
+            settings = from_env()
+    except SettingsError as exc:
+        print(f"boxoffice: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(settings.log_level, settings.log_format)
+    if args.command == "serve":
+        return serve(settings, args.demo)
+    if args.command == "worker":
+        run_worker(settings, reuse_port=True)
+        return 0
+    if args.command == "migrate":
+        if settings.embedded:
+            print("boxoffice: migrate needs DATABASE_URL and REDIS_URL", file=sys.stderr)
+            return 2
+        asyncio.run(prepare(settings, demo=False))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Ops: create events, change live settings, read stats. Every route needs the admin token."""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from . import catalog, db
+from .api_public import json_response
+from .appkeys import POOL, ROOM, SETTINGS, TICKER
+from .errors import Invalid
+from .identity import require_admin
+from .messages import EventCreate, EventPatch
+
+routes = web.RouteTableDef()
+
+_create = msgspec.json.Decoder(EventCreate)
+_patch = msgspec.json.Decoder(EventPatch)
+
+
+class AdmitNow(msgspec.Struct, forbid_unknown_fields=True):
+    count: int = msgspec.field(default=1)
+
+
+_admit = msgspec.json.Decoder(AdmitNow)
+
+
+async def _body(request: web.Request) -> bytes:
+    body = await request.read()
+    if not body:
+        raise Invalid("a JSON body is required", code="body_required")
+    return body
+
+
+def _admin(request: web.Request) -> None:
+    require_admin(request, request.app[SETTINGS].admin_token)
+
+
+@routes.get("/api/admin/events")
+async def list_events(request: web.Request) -> web.Response:
+    _admin(request)
+    rows = await db.list_events(request.app[POOL], include_closed=True)
+    return json_response([catalog.present(ev, with_settings=True) for ev in rows])
+
+
+@routes.post("/api/admin/events")
+async def create_event(request: web.Request) -> web.Response:
+    _admin(request)
+    body = _create.decode(await _body(request))
+    ev = await catalog.create(request.app[ROOM], body)
+    return json_response(catalog.present(ev, with_settings=True), status=201)
+
+
+@routes.get("/api/admin/events/{event_id}")
+async def get_event(request: web.Request) -> web.Response:
+    _admin(request)
+    ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
+    return json_response(catalog.present(ev, with_settings=True))
+
+
+@routes.patch("/api/admin/events/{event_id}")
+async def patch_event(request: web.Request) -> web.Response:
+    _admin(request)
+    patch = _patch.decode(await _body(request))
+    ev = await request.app[ROOM].change(request.match_info["event_id"], patch)
+    return json_response(catalog.present(ev, with_settings=True))
+
+
+@routes.get("/api/admin/events/{event_id}/stats")
+async def event_stats(request: web.Request) -> web.Response:
+    _admin(request)
+    room = request.app[ROOM]
+    ev = await room.cache.require(request.match_info["event_id"])
+    return json_response(await catalog.stats(room, ev))
+
+
+@routes.post("/api/admin/events/{event_id}/admit")
+async def admit_now(request: web.Request) -> web.Response:
+    """Admit the next N visitors now, beyond the bucket (never beyond max_active)."""
+    _admin(request)
+    body = _admit.decode(await _body(request))
+    if not 1 <= body.count <= 10_000:
+        raise Invalid("count: between 1 and 10000")
+    room = request.app[ROOM]
+    ev = await room.cache.require(request.match_info["event_id"])
+    admitted = await request.app[TICKER].admit_now(ev.id, body.count)
+    return json_response({"admitted": admitted})

@@ -1,0 +1,87 @@
+"""Public routes: events, fan pages, health, metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from . import catalog, db
+from .appkeys import METRICS, POOL, REDIS, ROOM
+from .errors import error_response
+from .messages import encoder
+from .metrics import CONTENT_TYPE
+from .openapi import document
+from .room import check_event_id
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+routes = web.RouteTableDef()
+
+
+def json_response(data: object, status: int = 200) -> web.Response:
+    return web.Response(body=encoder.encode(data), status=status, content_type="application/json")
+
+
+@routes.get("/api/events")
+async def list_events(request: web.Request) -> web.Response:
+    rows = await db.list_events(request.app[POOL])
+    return json_response([catalog.present(ev) for ev in rows])
+
+
+@routes.get("/api/events/{event_id}")
+async def get_event(request: web.Request) -> web.Response:
+    ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
+    return json_response(catalog.present(ev))
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    problems = []
+    try:
+        await request.app[REDIS].ping()
+    except Exception as exc:
+        problems.append(f"redis: {exc}")
+    try:
+        await db.ping(request.app[POOL])
+    except Exception as exc:
+        problems.append(f"postgresql: {exc}")
+    if problems:
+        return error_response(503, "not_ready", "; ".join(problems), retry_after=5)
+    return json_response({"status": "ready"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+@routes.get("/api/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=document(), content_type="application/json")
+
+
+def _page(name: str) -> web.FileResponse:
+    return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+
+
+@routes.get("/")
+async def index(request: web.Request) -> web.FileResponse:
+    return _page("index.html")
+
+
+@routes.get("/e/{event_id}")
+async def waiting_page(request: web.Request) -> web.FileResponse:
+    await request.app[ROOM].cache.require(check_event_id(request.match_info["event_id"]))
+    return _page("waiting.html")
+
+
+@routes.get("/e/{event_id}/seats")
+async def seats_page(request: web.Request) -> web.FileResponse:
+    await request.app[ROOM].cache.require(check_event_id(request.match_info["event_id"]))
+    return _page("seats.html")

@@ -1,0 +1,75 @@
+"""Pure business rules: no I/O, table-tested in tests/test_rules.py."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+EventState = Literal["scheduled", "prequeue", "on_sale", "sold_out", "closed"]
+
+MIN_RATE_WINDOW_MS = 2000
+
+
+def event_state(
+    now_ms: int,
+    prequeue_opens_ms: int,
+    sale_starts_ms: int,
+    *,
+    closed: bool,
+    sold_out: bool,
+) -> EventState:
+    if closed:
+        return "closed"
+    if sold_out:
+        return "sold_out"
+    if now_ms >= sale_starts_ms:
+        return "on_sale"
+    if now_ms >= prequeue_opens_ms:
+        return "prequeue"
+    return "scheduled"
+
+
+def measured_rate_per_min(admitted_in_window: int, window_ms: int) -> float | None:
+    """Admissions per minute actually achieved; None while too little time has passed to say."""
+    if window_ms < MIN_RATE_WINDOW_MS:
+        return None
+    return round(admitted_in_window * 60000 / window_ms, 1)
+
+
+def eta_seconds(position: int | None, rate_per_min: float | None, paused: bool = False) -> int | None:
+    """Seconds until a visitor at `position` (1 = next) is admitted, at the measured rate.
+
+    Unknown (None) when paused, when no rate has been measured yet, or when the rate is zero.
+    """
+    if position is None or paused or not rate_per_min or rate_per_min <= 0:
+        return None
+    return math.ceil(position * 60 / rate_per_min)
+
+
+def position_from_rank(rank: int) -> int | None:
+    """Redis ranks are 0-based; positions start at 1 (next to be admitted). -1 means no rank."""
+    return rank + 1 if rank >= 0 else None
+
+
+def estimated_position(rank_position: int, admitted_then: int, admitted_now: int) -> int:
+    """Position now, from an exact position looked up when `admitted_then` visitors had been
+    admitted. Admission is strictly in line order, so every admission since then was someone
+    ahead. Departures ahead make this an overestimate until the next exact lookup."""
+    return max(1, rank_position - max(0, admitted_now - admitted_then))
+
+
+def bucket_capacity(rate_per_min: int, tick_ms: int) -> float:
+    """The token bucket holds one tick's worth of admissions, and at least one."""
+    return max(1.0, rate_per_min * tick_ms / 60000)
+
+
+def admission_ceiling(rate_per_min: int, tick_ms: int, elapsed_ms: int) -> int:
+    """Most admissions the bucket allows over `elapsed_ms`, starting full."""
+    return math.floor(rate_per_min * elapsed_ms / 60000 + bucket_capacity(rate_per_min, tick_ms))
+
+
+def rate_to_clear(waiting: int, seconds: int) -> int:
+    """Admissions per minute needed to admit `waiting` visitors within `seconds`."""
+    if waiting <= 0:
+        return 0
+    return math.ceil(waiting * 60 / max(1, seconds))

@@ -1,0 +1,127 @@
+"""The Lua scripts of queue/, registered once per Redis client, behind typed async wrappers.
+
+Each wrapper passes every key in KEYS (built by server.keys) and time as "" (Redis TIME) unless
+the caller drives time itself, as tests do. Registered scripts fall back from EVALSHA to loading
+the script on NOSCRIPT, so a SCRIPT FLUSH or a Redis restart heals by itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+
+from .keys import EventKeys
+
+SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "queue"
+SCRIPT_NAMES = ("join", "status", "leave", "reap", "open_sale", "admit")
+
+AnyRedis = Redis | RedisCluster
+
+
+def script_source(name: str) -> str:
+    return (SCRIPTS_DIR / f"{name}.lua").read_text()
+
+
+def _ms(now_ms: int | None) -> str:
+    return "" if now_ms is None else str(now_ms)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Place(msgspec.Struct, frozen=True):
+    """Where a queue entry stands; rank is 0-based, -1 when not waiting in the line."""
+
+    state: str
+    queue_id: str
+    visitor_id: str
+    ticket: int
+    rank: int
+    session_expires_ms: int
+
+
+class Admitted(msgspec.Struct, frozen=True, array_like=True):
+    queue_id: str
+    visitor_id: str
+    expires_ms: int
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    """What one admission step saw and did."""
+
+    found: bool
+    opened: bool = False
+    paused: bool = False
+    closed: bool = False
+    sold_out: bool = False
+    serving: int = 0
+    admitted_total: int = 0
+    waiting: int = 0
+    prequeue: int = 0
+    active: int = 0
+    admitted_last_window: int = 0
+    window_ms: int = 0
+    now_ms: int = 0
+    admitted: tuple[Admitted, ...] = ()
+
+
+class Scripts:
+    """All queue scripts registered on one client."""
+
+    def __init__(self, client: AnyRedis) -> None:
+        self._s: dict[str, AsyncScript] = {
+            name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
+        }
+
+    async def _run(self, name: str, keys: list[str], args: list[str | int]) -> Any:
+        return await self._s[name](keys=keys, args=args)
+
+    async def join(
+        self, k: EventKeys, visitor_id: str, new_queue_id: str, now_ms: int | None = None
+    ) -> Place:
+        keys = [k.cfg, k.visitors, k.owner, k.tickets, k.pre, k.line, k.seen, k.active, k.seq]
+        keys.append(k.stats)
+        r = await self._run("join", keys, [visitor_id, new_queue_id, _ms(now_ms)])
+        return Place(_text(r[0]), _text(r[1]), visitor_id, int(r[2]), int(r[3]), int(r[4]))
+
+    async def status(
+        self, k: EventKeys, queue_id: str, touch: bool = False, now_ms: int | None = None
+    ) -> Place:
+        keys = [k.cfg, k.owner, k.tickets, k.pre, k.line, k.seen, k.active]
+        r = await self._run("status", keys, [queue_id, "1" if touch else "0", _ms(now_ms)])
+        return Place(_text(r[0]), queue_id, _text(r[1]), int(r[2]), int(r[3]), int(r[4]))
+
+    async def leave(self, k: EventKeys, queue_id: str, reason: str = "left") -> bool:
+        keys = [k.visitors, k.owner, k.pre, k.line, k.seen, k.active, k.stats]
+        return bool(await self._run("leave", keys, [queue_id, reason]))
+
+    async def reap(
+        self, k: EventKeys, grace_ms: int, limit: int = 1000, now_ms: int | None = None
+    ) -> int:
+        keys = [k.pre, k.line, k.seen, k.stats]
+        return int(await self._run("reap", keys, [grace_ms, limit, _ms(now_ms)]))
+
+    async def open_sale(self, k: EventKeys, seed: int, now_ms: int | None = None) -> int:
+        keys = [k.cfg, k.pre, k.line, k.tickets, k.seq]
+        return int(await self._run("open_sale", keys, [seed, _ms(now_ms)]))
+
+    async def admit(
+        self, k: EventKeys, max_batch: int = 500, extra: int = 0, now_ms: int | None = None
+    ) -> Snapshot:
+        keys = [k.cfg, k.line, k.active, k.bucket, k.stats, k.admits, k.owner, k.seen, k.pre]
+        r = await self._run("admit", keys, [_ms(now_ms), max_batch, k.channel, extra])
+        if not r[0]:
+            return Snapshot(found=False)
+        flat = r[13:]
+        admitted = tuple(
+            Admitted(_text(flat[i]), _text(flat[i + 1]), int(flat[i + 2]))
+            for i in range(0, len(flat), 3)
+        )
+        return Snapshot(
+            True, *(bool(x) for x in r[1:5]), *(int(x) for x in r[5:13]), admitted=admitted
+        )

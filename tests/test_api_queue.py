@@ -1,0 +1,118 @@
+"""The queue through HTTP and the websocket, against the real app, Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import WSMsgType
+from aiohttp.test_utils import TestClient
+
+from server.tokens import Signer, TokenError
+
+from .conftest import ADMIN, SECRET, create_event
+
+Client = TestClient[Any, Any]
+
+
+async def test_join_is_idempotent_per_visitor(client: Client) -> None:
+    ev = await create_event(client, rate_per_min=0)
+    first = await (await client.post(f"/api/events/{ev['id']}/queue")).json()
+    again = await (await client.post(f"/api/events/{ev['id']}/queue")).json()
+    assert first["state"] == "waiting"
+    assert first["position"] == 1
+    assert again["queue_id"] == first["queue_id"]
+    assert again["ticket"] == first["ticket"]
+
+
+async def test_status_polling_and_leave(client: Client) -> None:
+    ev = await create_event(client, rate_per_min=0)
+    joined = await (await client.post(f"/api/events/{ev['id']}/queue")).json()
+    status = await client.get(f"/api/queue/{joined['queue_id']}")
+    assert status.status == 200
+    assert (await status.json())["position"] == 1
+    gone = await client.delete(f"/api/queue/{joined['queue_id']}")
+    assert gone.status == 204
+    after = await (await client.get(f"/api/queue/{joined['queue_id']}")).json()
+    assert after["state"] == "expired"
+    rejoined = await (await client.post(f"/api/events/{ev['id']}/queue")).json()
+    assert rejoined["queue_id"] != joined["queue_id"]
+
+
+async def test_websocket_streams_status_then_admission(client: Client) -> None:
+    ev = await create_event(client, rate_per_min=0)
+    joined = await (await client.post(f"/api/events/{ev['id']}/queue")).json()
+    ws = await client.ws_connect(f"/api/queue/{joined['queue_id']}/ws")
+    first = await ws.receive_json(timeout=5)
+    assert first["type"] == "status"
+    assert first["state"] == "waiting"
+    assert first["position"] == 1
+    await ws.send_json({"type": "ping"})
+    seen = []
+    patch = await client.patch(f"/api/admin/events/{ev['id']}", json={"rate_per_min": 600}, headers=ADMIN)
+    assert patch.status == 200
+    while True:
+        msg = await ws.receive_json(timeout=5)
+        seen.append(msg["type"])
+        if msg["type"] == "admitted":
+            break
+    assert "pong" in seen
+    claims = Signer(SECRET).verify_access(
+        msg["access_token"], event_id=ev["id"], visitor_id=None, now_ms=0
+    )
+    assert claims.q == joined["queue_id"]
+    status = await (await client.get(f"/api/queue/{joined['queue_id']}")).json()
+    assert status["state"] == "admitted"
+    assert status["access_token"] == msg["access_token"]
+    await ws.close()
+
+
+async def test_token_refused_for_other_event_and_forgery(client: Client) -> None:
+    ev = await create_event(client, rate_per_min=6000)
+    joined = await (await client.post(f"/api/events/{ev['id']}/queue")).json()
+    for _ in range(100):
+        status = await (await client.get(f"/api/queue/{joined['queue_id']}")).json()
+        if status["state"] == "admitted":
+            break
+        await asyncio.sleep(0.05)
+    token = status["access_token"]
+    signer = Signer(SECRET)
+    for kwargs in (
+        {"event_id": "other-event", "visitor_id": None, "now_ms": 0},
+        {"event_id": ev["id"], "visitor_id": "someone-else-xxxxxxxxx", "now_ms": 0},
+        {"event_id": ev["id"], "visitor_id": None, "now_ms": 2**62},
+    ):
+        try:
+            signer.verify_access(token, **kwargs)  # type: ignore[arg-type]
+        except TokenError:
+            pass
+        else:
+            raise AssertionError(f"token accepted with {kwargs}")
+    forged = Signer("another-secret-" + "z" * 32)
+    try:
+        forged.verify_access(token, event_id=ev["id"], visitor_id=None, now_ms=0)
+    except TokenError:
+        pass
+    else:
+        raise AssertionError("token verified under another secret")
+
+
+async def test_garbage_websocket_frames_get_errors(client: Client) -> None:
+    ev = await create_event(client, rate_per_min=0)
+    joined = await (await client.post(f"/api/events/{ev['id']}/queue")).json()
+    ws = await client.ws_connect(f"/api/queue/{joined['queue_id']}/ws")
+    assert (await ws.receive_json(timeout=5))["type"] == "status"
+    for frame in ("not json", '{"type": "launch"}', "[]"):
+        await ws.send_str(frame)
+        reply = await ws.receive_json(timeout=5)
+        while reply["type"] == "tick":
+            reply = await ws.receive_json(timeout=5)
+        assert reply["type"] == "error"
+    await ws.send_bytes(b"\x00\x01")
+    reply = await ws.receive_json(timeout=5)
+    assert reply["type"] in ("error", "tick")
+    status = await (await client.get(f"/api/queue/{joined['queue_id']}")).json()
+    assert status["state"] == "waiting" and status["position"] == 1
+    await ws.close()
+    assert ws.closed
+    assert (await ws.receive()).type in (WSMsgType.CLOSED, WSMsgType.CLOSE)
