@@ -66,8 +66,7 @@ def present(ev: db.EventRow, with_settings: bool = False) -> Event:
             sold_out=ev.sold_out,
         )
     sections = [
-        SectionOut(s.id, s.name, s.price, s.capacity, s.rows, s.seats_per_row)
-        for s in ev.sections
+        SectionOut(s.id, s.name, s.price, s.capacity, s.rows, s.seats_per_row) for s in ev.sections
     ]
     return Event(
         id=ev.id,

@@ -133,7 +133,9 @@ async def list_events(pool: Pool, include_closed: bool = False) -> list[EventRow
         return [_event(r, sections.get(r["id"], [])) for r in rows]
 
 
-async def insert_event(pool: Pool, event_id: str, body: EventCreate, prequeue_opens_at: datetime) -> bool:
+async def insert_event(
+    pool: Pool, event_id: str, body: EventCreate, prequeue_opens_at: datetime
+) -> bool:
     """Insert an event and its sections; False if the id is taken."""
     async with pool.acquire() as conn, conn.transaction():
         inserted = await conn.fetchval(
@@ -163,9 +165,7 @@ PATCHABLE = tuple(EventPatch.__struct_fields__)
 
 
 async def update_event(pool: Pool, event_id: str, patch: EventPatch) -> bool:
-    changes = {
-        f: getattr(patch, f) for f in PATCHABLE if getattr(patch, f) is not msgspec.UNSET
-    }
+    changes = {f: getattr(patch, f) for f in PATCHABLE if getattr(patch, f) is not msgspec.UNSET}
     if not changes:
         return await pool.fetchval("SELECT true FROM events WHERE id = $1", event_id) is not None
     assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=2))

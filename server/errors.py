@@ -69,6 +69,15 @@ class Unavailable(DomainError):
 
 _encoder = msgspec.json.Encoder()
 
+DATABASE_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+)
+
 HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -124,7 +133,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         log.warning("redis unavailable", extra={"path": request.path, "error": str(exc)})
         return error_response(503, "redis_unavailable", "queue store unavailable, retry", 5)
-    except (OSError, asyncpg.PostgresConnectionStatusError, asyncpg.CannotConnectNowError) as exc:
+    except DATABASE_DOWN as exc:
         log.warning("database unavailable", extra={"path": request.path, "error": str(exc)})
         return error_response(503, "database_unavailable", "database unavailable, retry", 5)
     except Exception:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from .errors import Handler, Unauthorized
 from .tokens import Signer, new_id
@@ -14,7 +15,7 @@ VISITOR_KEY = web.RequestKey("visitor_id", str)
 COOKIE_MAX_AGE = 30 * 24 * 3600
 
 
-def visitor_middleware(signer: Signer, secure: bool) -> Handler:
+def visitor_middleware(signer: Signer, secure: bool) -> Middleware:
     """Every request gets a visitor id; a new or invalid cookie is replaced on the response."""
 
     @web.middleware
@@ -37,7 +38,7 @@ def visitor_middleware(signer: Signer, secure: bool) -> Handler:
             )
         return response
 
-    return middleware  # type: ignore[return-value]
+    return middleware
 
 
 def visitor_id(request: web.Request) -> str:

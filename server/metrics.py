@@ -52,14 +52,21 @@ class Metrics:
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
-        self.joins = Counter("boxoffice_joins", "Join requests by result", ["event", "result"], registry=r)
+        self.joins = Counter(
+            "boxoffice_joins", "Join requests by result", ["event", "result"], registry=r
+        )
         self.admissions = Counter(
-            "boxoffice_admissions", "Visitors admitted by this process's steps", ["event"], registry=r
+            "boxoffice_admissions",
+            "Visitors admitted by this process's steps",
+            ["event"],
+            registry=r,
         )
         self.delivered = Counter(
             "boxoffice_admissions_delivered", "Admission messages sent to local sockets", registry=r
         )
-        self.websockets = Gauge("boxoffice_websocket_connections", "Open queue websockets", registry=r)
+        self.websockets = Gauge(
+            "boxoffice_websocket_connections", "Open queue websockets", registry=r
+        )
         self.broadcast = Histogram(
             "boxoffice_broadcast_seconds",
             "Time to push one tick to every local socket of an event",

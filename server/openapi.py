@@ -59,23 +59,26 @@ def document() -> bytes:
     ref_of = dict(zip(types, refs, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for method, path, summary, body, status, answer, auth in OPERATIONS:
-        op: dict[str, Any] = {"summary": summary, "responses": {}}
+        spec: dict[str, Any] = {"summary": summary, "responses": {}}
         params = [p.strip("{}") for p in path.split("/") if p.startswith("{")]
         if params:
-            op["parameters"] = [
+            spec["parameters"] = [
                 {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                 for p in params
             ]
         if body is not None:
-            op["requestBody"] = {"required": True, "content": _content(ref_of[body])}
+            spec["requestBody"] = {"required": True, "content": _content(ref_of[body])}
         ok: dict[str, Any] = {"description": "success"}
         if answer is not None:
             ok["content"] = _content(ref_of[answer])
-        op["responses"][str(status)] = ok
-        op["responses"]["default"] = {"description": "error", "content": _content(ref_of[ErrorBody])}
+        spec["responses"][str(status)] = ok
+        spec["responses"]["default"] = {
+            "description": "error",
+            "content": _content(ref_of[ErrorBody]),
+        }
         if auth:
-            op["security"] = [{"bearer": []}]
-        paths.setdefault(path, {})[method] = op
+            spec["security"] = [{"bearer": []}]
+        paths.setdefault(path, {})[method] = spec
     doc = {
         "openapi": "3.1.0",
         "info": {"title": "Boxoffice", "version": "1"},

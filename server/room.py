@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from . import db, rules
 from .errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from .keys import EVENT_ID, EVENTS_CHANNEL, EventKeys
-from .messages import ChangedNews, EventPatch, QueueStatus, encoder
+from .messages import ChangedNews, EventPatch, QueueState, QueueStatus, encoder
 from .scripts import Place, Scripts, Snapshot
 from .settings import Settings
 from .tokens import AccessClaims, Signer, new_id
@@ -153,7 +153,8 @@ class Room:
         if place.state == "not_open":
             raise Conflict("the queue for this event is not open yet", code="not_open")
         if place.state in ("closed", "sold_out"):
-            return QueueStatus(queue_id=None, event_id=ev.id, state=place.state)
+            refused: QueueState = "closed" if place.state == "closed" else "sold_out"
+            return QueueStatus(queue_id=None, event_id=ev.id, state=refused)
         if place.state == "nocfg":
             raise Unavailable("the queue is being rebuilt, retry", retry_after=1)
         return self.describe(ev.id, place)

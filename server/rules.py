@@ -36,7 +36,9 @@ def measured_rate_per_min(admitted_in_window: int, window_ms: int) -> float | No
     return round(admitted_in_window * 60000 / window_ms, 1)
 
 
-def eta_seconds(position: int | None, rate_per_min: float | None, paused: bool = False) -> int | None:
+def eta_seconds(
+    position: int | None, rate_per_min: float | None, paused: bool = False
+) -> int | None:
     """Seconds until a visitor at `position` (1 = next) is admitted, at the measured rate.
 
     Unknown (None) when paused, when no rate has been measured yet, or when the rate is zero.

@@ -122,6 +122,21 @@ class Scripts:
             Admitted(_text(flat[i]), _text(flat[i + 1]), int(flat[i + 2]))
             for i in range(0, len(flat), 3)
         )
+        flags = [bool(x) for x in r[1:5]]
+        figures = [int(x) for x in r[5:13]]
         return Snapshot(
-            True, *(bool(x) for x in r[1:5]), *(int(x) for x in r[5:13]), admitted=admitted
+            found=True,
+            opened=flags[0],
+            paused=flags[1],
+            closed=flags[2],
+            sold_out=flags[3],
+            serving=figures[0],
+            admitted_total=figures[1],
+            waiting=figures[2],
+            prequeue=figures[3],
+            active=figures[4],
+            admitted_last_window=figures[5],
+            window_ms=figures[6],
+            now_ms=figures[7],
+            admitted=admitted,
         )

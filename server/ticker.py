@@ -7,7 +7,8 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import msgspec
 
@@ -52,7 +53,7 @@ class Ticker:
         self._last_reap: dict[str, float] = {}
         self._refreshed_at = 0.0
 
-    def tasks(self) -> list[Callable[[], Awaitable[None]]]:
+    def tasks(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
         return [
             lambda: forever("admission", self.admission_step),
             lambda: forever("news", self.listen),
@@ -114,7 +115,7 @@ class Ticker:
                     continue
                 await self.on_news(message["channel"], message["data"])
         finally:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
         return 0.5
 
     async def on_news(self, channel: bytes | str, data: bytes) -> None:
