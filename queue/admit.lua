@@ -51,6 +51,7 @@ if now > ts then
   ts = now
 end
 tokens = math.min(tokens, capacity)
+if rate <= 0 then tokens = 0 end -- rate 0 admits nobody, not even the starting burst
 
 local want = 0
 local extra = tonumber(ARGV[4] or '0')

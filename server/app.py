@@ -10,12 +10,16 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from . import api_admin, api_public, api_queue, db
-from .appkeys import HUB, METRICS, POOL, REDIS, ROOM, SETTINGS, TICKER
+from . import api_admin, api_booking, api_public, api_queue, db
+from .appkeys import BOOKING, HUB, METRICS, POOL, REDIS, ROOM, SETTINGS, TICKER
+from .booking import Booking
 from .errors import Handler, error_middleware
 from .fanout import Hub
 from .identity import visitor_middleware
+from .inventory import Inventory
 from .metrics import Metrics
+from .payments import make_provider
+from .relay import Relay
 from .room import EventCache, Room
 from .scripts import Scripts
 from .settings import Settings
@@ -62,8 +66,11 @@ async def _room_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     metrics = Metrics(lambda: room.snapshots)
     hub = Hub(room, metrics)
-    ticker = Ticker(room, hub, metrics)
+    provider = make_provider(settings)
+    booking = Booking(room, Inventory(app[REDIS]), provider, room.signer)
+    ticker = Ticker(room, hub, metrics, booking, Relay(booking))
     app[ROOM], app[METRICS], app[HUB], app[TICKER] = room, metrics, hub, ticker
+    app[BOOKING] = booking
     tasks = [asyncio.create_task(make()) for make in ticker.tasks()]
     yield
     for task in tasks:
@@ -72,6 +79,7 @@ async def _room_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await hub.close_everything()
+    await provider.close()
 
 
 @web.middleware
@@ -104,5 +112,6 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(api_public.routes)
     app.add_routes(api_queue.routes)
     app.add_routes(api_admin.routes)
+    app.add_routes(api_booking.routes)
     app.router.add_static("/static/", api_public.STATIC, name="static")
     return app

@@ -6,6 +6,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from . import db
+from .booking import Booking
 from .fanout import Hub
 from .metrics import Metrics
 from .room import Room
@@ -18,4 +19,5 @@ POOL = web.AppKey("pool", db.Pool)
 ROOM = web.AppKey("room", Room)
 HUB = web.AppKey("hub", Hub)
 TICKER = web.AppKey("ticker", Ticker)
+BOOKING = web.AppKey("booking", Booking)
 METRICS = web.AppKey("metrics", Metrics)

@@ -49,6 +49,7 @@ async def create(room: Room, body: EventCreate) -> db.EventRow:
         raise Conflict(f"an event with id {event_id!r} exists", code="event_exists")
     ev = await room.cache.require(event_id)
     await room.mirror(ev)
+    await room.announce(ev.id)
     return ev
 
 

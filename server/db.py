@@ -158,6 +158,18 @@ async def insert_event(
                 for i, s in enumerate(body.sections)
             ],
         )  # fmt: skip
+        await conn.execute(
+            "INSERT INTO seats (event_id, id, section_id, row_no, seat_no)"
+            " SELECT s.event_id, s.id || '-' || r || '-' || n, s.id, r, n FROM sections s,"
+            " generate_series(1, s.rows) r, generate_series(1, s.seats_per_row) n"
+            " WHERE s.event_id = $1 AND s.rows IS NOT NULL",
+            event_id,
+        )
+        await conn.execute(
+            "INSERT INTO ga_sales (event_id, section_id, capacity) SELECT event_id, id, capacity"
+            " FROM sections WHERE event_id = $1 AND rows IS NULL",
+            event_id,
+        )
         return True
 
 
@@ -175,6 +187,43 @@ async def update_event(pool: Pool, event_id: str, patch: EventPatch) -> bool:
         *changes.values(),
     )
     return result is not None
+
+
+async def inventory_truth(pool: Pool, event_id: str) -> dict[str, Any]:
+    """What PostgreSQL says is sold or owed a hold, for rebuilding Redis seat state."""
+    async with pool.acquire() as conn:
+        ga = await conn.fetch(
+            "SELECT section_id, capacity, sold FROM ga_sales WHERE event_id = $1", event_id
+        )
+        sold = await conn.fetch("SELECT seat_id FROM sold_seats WHERE event_id = $1", event_id)
+        paid = await conn.fetch(
+            "SELECT id FROM orders WHERE event_id = $1 AND status = 'paid'", event_id
+        )
+        pending = await conn.fetch(
+            "SELECT o.hold_id, o.visitor_id, o.queue_id, o.expires_at, l.section_id, l.seat_id,"
+            " l.quantity FROM orders o JOIN order_lines l ON l.order_id = o.id"
+            " WHERE o.event_id = $1 AND o.status = 'pending' AND o.expires_at > now()"
+            " ORDER BY o.created_at, l.line_no",
+            event_id,
+        )
+    orders: dict[str, dict[str, Any]] = {}
+    for r in pending:
+        o = orders.setdefault(
+            r["hold_id"],
+            {"h": r["hold_id"], "v": r["visitor_id"], "q": r["queue_id"], "s": [], "g": {},
+             "e": int(r["expires_at"].timestamp() * 1000)},
+        )  # fmt: skip
+        if r["seat_id"] is not None:
+            o["s"].append(r["seat_id"])
+        else:
+            o["g"][r["section_id"]] = r["quantity"]
+    return {
+        "gacap": {r["section_id"]: r["capacity"] for r in ga},
+        "gasold": {r["section_id"]: r["sold"] for r in ga},
+        "sold": [r["seat_id"] for r in sold],
+        "paid": [r["id"] for r in paid],
+        "orders": list(orders.values()),
+    }
 
 
 async def ping(pool: Pool) -> None:

@@ -24,11 +24,19 @@ class DomainError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, detail: str, *, code: str | None = None, retry_after: int | None = None):
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        retry_after: int | None = None,
+        extra: dict[str, object] | None = None,
+    ):
         super().__init__(detail)
         self.detail = detail
         self.code = code or self.code
         self.retry_after = retry_after
+        self.extra = extra or {}
 
 
 class BadRequest(DomainError):
@@ -49,6 +57,10 @@ class Forbidden(DomainError):
 
 class NotFound(DomainError):
     status, code = 404, "not_found"
+
+
+class PaymentDeclined(DomainError):
+    status, code = 402, "card_declined"
 
 
 class Conflict(DomainError):
@@ -90,12 +102,19 @@ HTTP_CODES = {
 
 
 def error_response(
-    status: int, code: str, detail: str, retry_after: int | None = None
+    status: int,
+    code: str,
+    detail: str,
+    retry_after: int | None = None,
+    extra: dict[str, object] | None = None,
 ) -> web.Response:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    body: object = ErrorBody(code, detail)
+    if extra:
+        body = {"error": code, "detail": detail, **extra}
     return web.Response(
         status=status,
-        body=_encoder.encode(ErrorBody(code, detail)),
+        body=_encoder.encode(body),
         content_type="application/json",
         headers=headers,
     )
@@ -123,7 +142,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except DomainError as exc:
-        return error_response(exc.status, exc.code, exc.detail, exc.retry_after)
+        return error_response(exc.status, exc.code, exc.detail, exc.retry_after, exc.extra)
     except web.HTTPException as exc:
         return _from_http_exception(exc)
     except msgspec.ValidationError as exc:

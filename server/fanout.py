@@ -16,6 +16,7 @@ from .keys import EventKeys
 from .messages import (
     AdmittedMsg,
     ClosedMsg,
+    ConfirmedMsg,
     ServerMsg,
     StatusMsg,
     TickMsg,
@@ -180,6 +181,10 @@ class Hub:
             for conn in list(self._by_queue.get(entry.queue_id, ())):
                 if conn.event_id == event_id and not conn.admitted:
                     await self.send_admitted(conn, entry.expires_ms)
+
+    async def deliver_confirmed(self, queue_id: str, order_id: str) -> None:
+        for conn in list(self._by_queue.get(queue_id, ())):
+            await self.send(conn, ConfirmedMsg(order_id))
 
     async def close_all(self, event_id: str, reason: str) -> None:
         msg = ClosedMsg("sold_out" if reason == "sold_out" else "ended")

@@ -78,6 +78,65 @@ class EventKeys:
         return self._key("admits")
 
     @property
+    def seats(self) -> str:
+        """HASH seat_id -> hold_id, or "sold": live state of assigned seats (absent = free)."""
+        return self._key("seats")
+
+    @property
+    def holds(self) -> str:
+        """HASH hold_id -> JSON {v: visitor, q: queue_id, s: seats, g: {section: qty}, x}."""
+        return self._key("holds")
+
+    @property
+    def holdexp(self) -> str:
+        """ZSET hold_id -> expiry ms: a hold is live while its expiry is in the future."""
+        return self._key("holdexp")
+
+    @property
+    def vhold(self) -> str:
+        """HASH visitor_id -> hold_id: one live hold per visitor."""
+        return self._key("vhold")
+
+    @property
+    def gacap(self) -> str:
+        """HASH section -> capacity of each standing section."""
+        return self._key("gacap")
+
+    @property
+    def gasold(self) -> str:
+        """HASH section -> units sold in each standing section."""
+        return self._key("gasold")
+
+    @property
+    def gaheld(self) -> str:
+        """HASH section -> units in holds not yet tidied away."""
+        return self._key("gaheld")
+
+    @property
+    def sold_orders(self) -> str:
+        """SET of order ids whose seats are marked sold in Redis."""
+        return self._key("sold_orders")
+
+    @property
+    def inventory(self) -> str:
+        """HASH: built_ms when seat state was last rebuilt from PostgreSQL."""
+        return self._key("inventory")
+
+    @property
+    def reservations(self) -> str:
+        """STREAM of confirmed reservations, fed by the outbox relay."""
+        return self._key("reservations")
+
+    def rate(self, kind: str, visitor_id: str) -> str:
+        """STRING: a visitor's attempts at one kind of request in the current window."""
+        return self._key(f"rl:{kind}:{visitor_id}")
+
+    def hold_keys(self) -> list[str]:
+        """The first seven KEYS of every hold script (queue/lib/holds.lua)."""
+        return [self.seats, self.holds, self.holdexp, self.vhold, self.gacap, self.gasold,
+                self.gaheld]  # fmt: skip
+
+    @property
     def channel(self) -> str:
         """Pub/sub channel for this event's news (admissions, state changes)."""
         return self._key("news")
@@ -85,5 +144,6 @@ class EventKeys:
     def all(self) -> list[str]:
         return [
             self.cfg, self.visitors, self.owner, self.tickets, self.pre, self.line, self.seen,
-            self.active, self.bucket, self.seq, self.stats, self.admits,
+            self.active, self.bucket, self.seq, self.stats, self.admits, *self.hold_keys(),
+            self.sold_orders, self.inventory, self.reservations,
         ]  # fmt: skip

@@ -186,7 +186,6 @@ class PingMsg(Struct, frozen=True, tag="ping", tag_field="type"):
 
 
 ClientMsg = PingMsg
-ServerMsg = StatusMsg | TickMsg | AdmittedMsg | ClosedMsg | PongMsg | ErrorMsg
 
 
 # ---- pub/sub between processes -----------------------------------------------------------------
@@ -200,7 +199,111 @@ class ChangedNews(Struct, frozen=True, tag="changed", tag_field="type"):
     event_id: str
 
 
-News = AdmittedNews | ChangedNews
+# ---- booking ---------------------------------------------------------------------------------
+
+SeatStatus = Literal["free", "held", "sold"]
+OrderStatusName = Literal["pending", "paid", "expired", "failed", "voided", "refunded"]
+
+
+class Seat(Struct, frozen=True):
+    id: str
+    label: str
+    price: int
+    status: SeatStatus
+
+
+class SeatRow(Struct, frozen=True):
+    row: int
+    seats: list[Seat]
+
+
+class SeatSection(Struct, frozen=True):
+    id: str
+    name: str
+    price: int
+    kind: Literal["seated", "standing"]
+    capacity: int
+    available: int
+    rows: list[SeatRow] | None = None
+
+
+class SeatMap(Struct, frozen=True):
+    event_id: str
+    currency: str
+    state: EventStateName
+    available: int
+    sections: list[SeatSection]
+
+
+class HoldRequest(Struct, forbid_unknown_fields=True, frozen=True):
+    seats: Annotated[list[Annotated[str, Meta(max_length=40)]], Meta(max_length=50)] | None = None
+    section: Annotated[str, Meta(max_length=8)] | None = None
+    quantity: int | None = None
+
+
+class Hold(Struct, frozen=True):
+    hold_id: str
+    event_id: str
+    seats: list[str]
+    expires_at: datetime
+    amount: int
+    currency: str
+    section: str | None = None
+    quantity: int | None = None
+    replaced_hold_id: str | None = None
+
+
+Email = Annotated[str, Meta(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,63}$", max_length=254)]
+
+
+class CheckoutRequest(Struct, forbid_unknown_fields=True, frozen=True):
+    email: Email
+
+
+class PayRequest(Struct, forbid_unknown_fields=True, frozen=True):
+    card: Annotated[str, Meta(max_length=32)]
+
+
+class Payment(Struct, frozen=True):
+    provider: Literal["dev", "stripe"]
+    client_secret: str | None = None
+    publishable_key: str | None = None
+
+
+class Ticket(Struct, frozen=True):
+    code: str
+    section_id: str
+    seat_id: str | None
+
+
+class Order(Struct, frozen=True):
+    order_id: str
+    event_id: str
+    hold_id: str
+    status: OrderStatusName
+    amount: int
+    currency: str
+    seats: list[str]
+    email: str
+    expires_at: datetime
+    payment: Payment
+    tickets: list[Ticket]
+    section: str | None = None
+    quantity: int | None = None
+    status_reason: str | None = None
+
+
+class ConfirmedMsg(Struct, frozen=True, tag="confirmed", tag_field="type"):
+    order_id: str
+
+
+class ConfirmedNews(Struct, frozen=True, tag="confirmed", tag_field="type"):
+    queue_id: str
+    order_id: str
+
+
+ServerMsg = StatusMsg | TickMsg | AdmittedMsg | ClosedMsg | PongMsg | ErrorMsg | ConfirmedMsg
+News = AdmittedNews | ChangedNews | ConfirmedNews
 
 encoder = msgspec.json.Encoder()
 client_decoder = msgspec.json.Decoder(ClientMsg)

@@ -137,8 +137,12 @@ class Room:
         self.cache.invalidate(event_id)
         ev = await self.cache.require(event_id)
         await self.mirror(ev)
-        await self.redis.publish(EVENTS_CHANNEL, encoder.encode(ChangedNews(event_id)))
+        await self.announce(event_id)
         return ev
+
+    async def announce(self, event_id: str) -> None:
+        """Tell every process that an event's settings changed (they re-read it at once)."""
+        await self.redis.publish(EVENTS_CHANNEL, encoder.encode(ChangedNews(event_id)))
 
     # ---- fan operations ---------------------------------------------------------------------
 
@@ -161,11 +165,16 @@ class Room:
 
     async def place(self, queue_id: str, visitor_id: str | None, touch: bool) -> Place:
         event_id = parse_queue_id(queue_id)
-        place = await self.scripts.status(EventKeys(event_id), queue_id, touch=touch)
+        # Only the owner's requests are a sign of life: a stranger's refused request must
+        # change nothing, nor keep someone else's abandoned place alive.
+        owned = visitor_id is not None
+        place = await self.scripts.status(EventKeys(event_id), queue_id, touch=touch and not owned)
         if place.state == "unknown":
             raise NotFound("no such place in the queue", code="queue_not_found")
         if visitor_id is not None and place.visitor_id != visitor_id:
             raise Forbidden("this place in the queue belongs to another visitor")
+        if touch and owned and place.state in ("waiting", "prequeue"):
+            await self.touch(event_id, [queue_id])
         return place
 
     async def status(self, queue_id: str, visitor_id: str | None) -> QueueStatus:

@@ -75,3 +75,50 @@ def rate_to_clear(waiting: int, seconds: int) -> int:
     if waiting <= 0:
         return 0
     return math.ceil(waiting * 60 / max(1, seconds))
+
+
+# ---- seats, prices and orders ------------------------------------------------------------------
+
+OrderStatus = Literal["pending", "paid", "expired", "failed", "voided", "refunded"]
+
+ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"paid", "expired", "failed", "voided"}),
+    "paid": frozenset({"refunded"}),
+    "expired": frozenset(),
+    "failed": frozenset(),
+    "voided": frozenset(),
+    "refunded": frozenset(),
+}
+
+
+def can_transition(current: str, target: str) -> bool:
+    return target in ORDER_TRANSITIONS.get(current, frozenset())
+
+
+def seat_id(section: str, row: int, seat: int) -> str:
+    return f"{section}-{row}-{seat}"
+
+
+def parse_seat_id(value: str) -> tuple[str, int, int] | None:
+    """("A", 3, 17) from "A-3-17"; None if the text is not a seat id."""
+    parts = value.split("-")
+    if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    if len(value) > 40:
+        return None
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def hold_amount(
+    seat_sections: list[str], ga_section: str | None, quantity: int, prices: dict[str, int]
+) -> int:
+    """Total in minor units: each assigned seat at its section's price, plus standing units."""
+    total = sum(prices[s] for s in seat_sections)
+    if ga_section is not None:
+        total += prices[ga_section] * quantity
+    return total
+
+
+def payment_window_ms(hold_expires_ms: int, now_ms: int, checkout_ms: int) -> int:
+    """Starting checkout extends a hold once, to at least `checkout_ms` from now."""
+    return max(hold_expires_ms, now_ms + checkout_ms)

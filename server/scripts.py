@@ -22,8 +22,18 @@ SCRIPT_NAMES = ("join", "status", "leave", "reap", "open_sale", "admit")
 AnyRedis = Redis | RedisCluster
 
 
+INCLUDE = "--#include "
+
+
 def script_source(name: str) -> str:
-    return (SCRIPTS_DIR / f"{name}.lua").read_text()
+    """A script's text with its `--#include <lib>` lines replaced by queue/lib/<lib>.lua."""
+    lines = []
+    for line in (SCRIPTS_DIR / f"{name}.lua").read_text().splitlines():
+        if line.startswith(INCLUDE):
+            lines.append((SCRIPTS_DIR / "lib" / f"{line[len(INCLUDE) :].strip()}.lua").read_text())
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def _ms(now_ms: int | None) -> str:

@@ -12,7 +12,14 @@ from typing import Literal
 import msgspec
 
 PREFIX = "BOXOFFICE_"
-PLAIN_VARIABLES = {"REDIS_URL": "redis_url", "DATABASE_URL": "database_url"}
+PLAIN_VARIABLES = {
+    "REDIS_URL": "redis_url",
+    "DATABASE_URL": "database_url",
+    "STRIPE_SECRET_KEY": "stripe_secret_key",
+    "STRIPE_WEBHOOK_SECRET": "stripe_webhook_secret",
+    "STRIPE_PUBLISHABLE_KEY": "stripe_publishable_key",
+    "STRIPE_API_BASE": "stripe_api_base",
+}
 SECRET_FIELDS = ("secret", "admin_token")
 MIN_SECRET_LENGTH = 32
 
@@ -43,6 +50,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     public_url: str = ""
+    checkout_minutes: int = 5
+    late_payment_minutes: int = 10
+    stripe_secret_key: str = ""
+    stripe_webhook_secret: str = ""
+    stripe_publishable_key: str = ""
+    stripe_api_base: str = ""
 
     def __post_init__(self) -> None:
         _check_ranges(self)
@@ -64,6 +77,9 @@ def _check_ranges(s: Settings) -> None:
         "max_body_bytes": 1024 <= s.max_body_bytes <= 16 * 1024 * 1024,
         "redis_max_connections": 2 <= s.redis_max_connections <= 10000,
         "database_pool_size": 1 <= s.database_pool_size <= 1000,
+        "checkout_minutes": 1 <= s.checkout_minutes <= 60,
+        "late_payment_minutes": 0 <= s.late_payment_minutes <= 24 * 60,
+        "stripe_webhook_secret": not s.stripe_secret_key or bool(s.stripe_webhook_secret),
     }
     bad = [name for name, ok in checks.items() if not ok]
     if bad:
@@ -124,6 +140,8 @@ def _check_secrets(s: Settings) -> None:
             )
     if s.embedded:
         raise SettingsError("production mode needs REDIS_URL and DATABASE_URL")
+    if s.stripe_api_base:
+        raise SettingsError("STRIPE_API_BASE (a stand-in for Stripe) is for development only")
 
 
 def with_dev_secrets(s: Settings) -> tuple[Settings, bool]:

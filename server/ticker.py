@@ -13,10 +13,12 @@ from typing import Any
 import msgspec
 
 from . import db
+from .booking import Booking
 from .fanout import Hub
 from .keys import EVENTS_CHANNEL, EventKeys
-from .messages import AdmittedNews, ChangedNews, news_decoder
+from .messages import AdmittedNews, ChangedNews, ConfirmedNews, news_decoder
 from .metrics import Metrics
+from .relay import Relay
 from .room import Room, event_state, now_ms
 from .scripts import Admitted
 
@@ -44,10 +46,14 @@ async def forever(name: str, step: Callable[[], Awaitable[float]]) -> None:
 
 
 class Ticker:
-    def __init__(self, room: Room, hub: Hub, metrics: Metrics) -> None:
+    def __init__(
+        self, room: Room, hub: Hub, metrics: Metrics, booking: Booking, relay: Relay
+    ) -> None:
         self.room = room
         self.hub = hub
         self.metrics = metrics
+        self.booking = booking
+        self.relay = relay
         self.settings = room.settings
         self.live: list[db.EventRow] = []
         self._last_reap: dict[str, float] = {}
@@ -59,6 +65,10 @@ class Ticker:
             lambda: forever("news", self.listen),
             lambda: forever("heartbeat", self.heartbeat_step),
             lambda: forever("ranks", self.ranks_step),
+            lambda: forever("inventory", self.inventory_step),
+            lambda: forever("orders", self.orders_step),
+            lambda: forever("outbox", self.outbox_step),
+            lambda: forever("reservations", self.reservations_step),
         ]
 
     # ---- admission --------------------------------------------------------------------------
@@ -131,6 +141,8 @@ class Ticker:
             if ev is not None and (ev.closed or ev.sold_out):
                 await self.hub.close_all(ev.id, "sold_out" if ev.sold_out else "ended")
             self._refreshed_at = 0.0
+        elif isinstance(news, ConfirmedNews):
+            await self.hub.deliver_confirmed(news.queue_id, news.order_id)
         elif isinstance(news, AdmittedNews) and channel.startswith("bo:{ev:"):
             event_id = channel[len("bo:{ev:") : channel.index("}")]
             entries = [Admitted(*e) for e in news.entries]
@@ -147,3 +159,27 @@ class Ticker:
     async def ranks_step(self) -> float:
         await self.hub.refresh_ranks()
         return 1.0
+
+    # ---- booking duties ---------------------------------------------------------------------
+
+    async def inventory_step(self) -> float:
+        """Tidy expired holds and notice a sell-out, for every live event."""
+        for ev in self.live:
+            keys = EventKeys(ev.id)
+            await self.booking.inventory.ensure(keys, self.room.pool)
+            await self.booking.inventory.reap(keys)
+            await self.booking.check_sold_out(ev)
+        return 1.0
+
+    async def orders_step(self) -> float:
+        await self.booking.expire_orders()
+        await self.booking.run_actions()
+        return 5.0
+
+    async def outbox_step(self) -> float:
+        published = await self.relay.publish_outbox()
+        return 0.05 if published else 0.5
+
+    async def reservations_step(self) -> float:
+        await self.relay.consume([ev.id for ev in self.live])
+        return 0.0 if self.live else 1.0

@@ -88,3 +88,17 @@ class Signer:
         if claims.x + leeway_ms <= now_ms:
             raise TokenError("access token has expired")
         return claims
+
+    def ticket_code(self, order_id: str, number: int) -> str:
+        """One code per ticket: unguessable (the order id is random) and verifiable offline."""
+        body = f"{order_id}-{number}"
+        return f"{body}-{self._mac('ticket', body)[:16]}"
+
+    def verify_ticket(self, code: str) -> tuple[str, int]:
+        body, _, mac = code.rpartition("-")
+        order_id, _, number = body.rpartition("-")
+        if not order_id or not number.isdigit() or len(code) > 200:
+            raise TokenError("malformed ticket code")
+        if not hmac.compare_digest(mac, self._mac("ticket", body)[:16]):
+            raise TokenError("ticket code does not verify")
+        return order_id, int(number)

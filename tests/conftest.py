@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
+from aiohttp import DummyCookieJar
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
@@ -92,6 +93,17 @@ async def client(
     return result
 
 
+@pytest.fixture
+async def fans(
+    aiohttp_client: Any, settings: Settings, redis: Redis, pg: asyncpg.Pool
+) -> TestClient[Any, Any]:
+    """A client that keeps no cookies: each request says which visitor it is (see visitor())."""
+    result: TestClient[Any, Any] = await aiohttp_client(
+        create_app(settings), cookie_jar=DummyCookieJar()
+    )
+    return result
+
+
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
@@ -123,3 +135,30 @@ async def create_event(client: TestClient[Any, Any], **overrides: Any) -> dict[s
 
 def decode(data: bytes | str, kind: type[Any]) -> Any:
     return msgspec.json.decode(data, type=kind)
+
+
+def visitor(visitor_id: str | None = None) -> dict[str, str]:
+    """Request headers that make a client act as one distinct visitor (a signed cookie)."""
+    from server.tokens import Signer, new_id
+
+    return {"Cookie": f"bo_visitor={Signer(SECRET).visitor_cookie(visitor_id or new_id())}"}
+
+
+async def admitted(
+    client: TestClient[Any, Any], event_id: str, headers: dict[str, str], tries: int = 400
+) -> tuple[str, str]:
+    """Join as this visitor and wait (bounded) until admitted: (queue_id, access_token)."""
+    import asyncio
+
+    joined = await (await client.post(f"/api/events/{event_id}/queue", headers=headers)).json()
+    queue_id = joined["queue_id"]
+    for _ in range(tries):
+        status = await (await client.get(f"/api/queue/{queue_id}", headers=headers)).json()
+        if status["state"] == "admitted":
+            return queue_id, status["access_token"]
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"not admitted: {status}")
+
+
+def bearer(headers: dict[str, str], token: str) -> dict[str, str]:
+    return {**headers, "Authorization": f"Bearer {token}"}

@@ -1,0 +1,82 @@
+"""Booking routes: seat map, holds, checkout, orders, dev payments and the Stripe webhook."""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from .api_public import json_response
+from .appkeys import BOOKING
+from .errors import Conflict, Invalid
+from .identity import bearer, visitor_id
+from .messages import CheckoutRequest, HoldRequest, PayRequest
+from .payments import webhooks
+
+routes = web.RouteTableDef()
+
+_hold = msgspec.json.Decoder(HoldRequest)
+_checkout = msgspec.json.Decoder(CheckoutRequest)
+_pay = msgspec.json.Decoder(PayRequest)
+
+
+async def _body(request: web.Request) -> bytes:
+    body = await request.read()
+    if not body:
+        raise Invalid("a JSON body is required", code="body_required")
+    return body
+
+
+@routes.get("/api/events/{event_id}/seats")
+async def seat_map(request: web.Request) -> web.Response:
+    booking = request.app[BOOKING]
+    return json_response(await booking.seat_map(request.match_info["event_id"]))
+
+
+@routes.post("/api/events/{event_id}/holds")
+async def create_hold(request: web.Request) -> web.Response:
+    booking = request.app[BOOKING]
+    event_id = request.match_info["event_id"]
+    await booking.cache.require(event_id)
+    claims = booking.access(bearer(request), event_id, visitor_id(request))
+    body = _hold.decode(await _body(request))
+    return json_response(await booking.hold(event_id, claims, body), status=201)
+
+
+@routes.delete("/api/holds/{hold_id}")
+async def release_hold(request: web.Request) -> web.Response:
+    await request.app[BOOKING].release(request.match_info["hold_id"], visitor_id(request))
+    return web.Response(status=204)
+
+
+@routes.post("/api/holds/{hold_id}/checkout")
+async def checkout(request: web.Request) -> web.Response:
+    booking = request.app[BOOKING]
+    body = _checkout.decode(await _body(request))
+    order = await booking.checkout(request.match_info["hold_id"], visitor_id(request), body)
+    return json_response(order, status=201)
+
+
+@routes.get("/api/orders/{order_id}")
+async def get_order(request: web.Request) -> web.Response:
+    booking = request.app[BOOKING]
+    return json_response(await booking.order(request.match_info["order_id"], visitor_id(request)))
+
+
+@routes.post("/api/orders/{order_id}/pay")
+async def pay(request: web.Request) -> web.Response:
+    booking = request.app[BOOKING]
+    if booking.provider.name != "dev":
+        raise Conflict("payments go through Stripe on this server", code="wrong_provider")
+    body = _pay.decode(await _body(request))
+    order = await booking.pay_dev(request.match_info["order_id"], visitor_id(request), body)
+    return json_response(order)
+
+
+@routes.post("/api/webhooks/stripe")
+async def stripe_webhook(request: web.Request) -> web.Response:
+    booking = request.app[BOOKING]
+    if not booking.settings.stripe_webhook_secret:
+        raise Conflict("Stripe is not configured on this server", code="stripe_not_configured")
+    raw = await request.read()
+    result = await webhooks.handle(booking, raw, request.headers.get("Stripe-Signature"))
+    return json_response({"received": True, "result": result})
