@@ -24,6 +24,7 @@ from aiohttp import web
 from . import db, logs
 from .app import create_app, make_redis
 from .embedded import EmbeddedServers
+from .inventory import Inventory
 from .keys import EventKeys
 from .messages import EventCreate, SectionIn
 from .room import EventCache, Room
@@ -69,6 +70,18 @@ async def prepare(settings: Settings, demo: bool) -> None:
             )
             await redis.delete(*EventKeys(DEMO_ID).all())
             await catalog.create(room, demo_event(datetime.now(UTC)))
+    finally:
+        await pool.close()
+        await redis.aclose()
+
+
+async def rebuild_inventory(settings: Settings, event_id: str) -> int:
+    pool = await db.create_pool(settings.database_url, 2)
+    redis = make_redis(settings)
+    try:
+        if await db.get_event(pool, event_id) is None:
+            raise SystemExit(f"boxoffice: no event {event_id!r}")
+        return await Inventory(redis).rebuild(EventKeys(event_id), pool, force=True)
     finally:
         await pool.close()
         await redis.aclose()
@@ -179,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--demo", action="store_true", help="create the demo event")
     sub.add_parser("worker", help="one worker process (settings from the environment)")
     sub.add_parser("migrate", help="apply database migrations")
+    p_rebuild = sub.add_parser(
+        "rebuild-inventory", help="recompute an event's live seat state in Redis from PostgreSQL"
+    )
+    p_rebuild.add_argument("event_id")
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
@@ -193,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings, args.demo)
     if args.command == "worker":
         run_worker(settings, reuse_port=True)
+        return 0
+    if args.command == "rebuild-inventory":
+        if settings.embedded:
+            print("boxoffice: rebuild-inventory needs DATABASE_URL and REDIS_URL", file=sys.stderr)
+            return 2
+        restored = asyncio.run(rebuild_inventory(settings, args.event_id))
+        print(f"rebuilt seat state of {args.event_id}; {restored} pending holds restored")
         return 0
     if args.command == "migrate":
         if settings.embedded:

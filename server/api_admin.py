@@ -7,9 +7,10 @@ from aiohttp import web
 
 from . import catalog, db
 from .api_public import json_response
-from .appkeys import POOL, ROOM, SETTINGS, TICKER
+from .appkeys import BOOKING, POOL, ROOM, SETTINGS, TICKER
 from .errors import Invalid
 from .identity import require_admin
+from .keys import EventKeys
 from .messages import EventCreate, EventPatch
 
 routes = web.RouteTableDef()
@@ -71,7 +72,17 @@ async def event_stats(request: web.Request) -> web.Response:
     _admin(request)
     room = request.app[ROOM]
     ev = await room.cache.require(request.match_info["event_id"])
-    return json_response(await catalog.stats(room, ev))
+    return json_response(await catalog.stats(room, request.app[BOOKING].inventory, ev))
+
+
+@routes.post("/api/admin/events/{event_id}/rebuild-inventory")
+async def rebuild_inventory(request: web.Request) -> web.Response:
+    """Recompute live seat state from PostgreSQL (keeps live holds of seats not sold)."""
+    _admin(request)
+    ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
+    booking = request.app[BOOKING]
+    restored = await booking.inventory.rebuild(EventKeys(ev.id), booking.pool, force=True)
+    return json_response({"event_id": ev.id, "holds_restored": restored})
 
 
 @routes.post("/api/admin/events/{event_id}/admit")

@@ -7,7 +7,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import catalog, db
-from .appkeys import METRICS, POOL, REDIS, ROOM
+from .appkeys import BOOKING, METRICS, POOL, REDIS, ROOM
 from .errors import error_response
 from .messages import encoder
 from .metrics import CONTENT_TYPE
@@ -25,13 +25,17 @@ def json_response(data: object, status: int = 200) -> web.Response:
 @routes.get("/api/events")
 async def list_events(request: web.Request) -> web.Response:
     rows = await db.list_events(request.app[POOL])
-    return json_response([catalog.present(ev) for ev in rows])
+    booking = request.app[BOOKING]
+    return json_response(
+        [catalog.present(ev, available=(await booking.seat_map(ev.id)).available) for ev in rows]
+    )
 
 
 @routes.get("/api/events/{event_id}")
 async def get_event(request: web.Request) -> web.Response:
     ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
-    return json_response(catalog.present(ev))
+    seat_map = await request.app[BOOKING].seat_map(ev.id)
+    return json_response(catalog.present(ev, available=seat_map.available))
 
 
 @routes.get("/healthz")

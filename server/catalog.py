@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from . import db
 from .errors import Conflict, Invalid
+from .inventory import Inventory
 from .keys import EventKeys
 from .messages import Event, EventCreate, EventSettings, SectionOut, Stats
 from .room import Room, event_state, now_ms
@@ -53,7 +54,7 @@ async def create(room: Room, body: EventCreate) -> db.EventRow:
     return ev
 
 
-def present(ev: db.EventRow, with_settings: bool = False) -> Event:
+def present(ev: db.EventRow, with_settings: bool = False, available: int | None = None) -> Event:
     settings = None
     if with_settings:
         settings = EventSettings(
@@ -79,14 +80,18 @@ def present(ev: db.EventRow, with_settings: bool = False) -> Event:
         currency=ev.currency,
         state=event_state(ev),
         capacity=ev.capacity,
-        available=ev.capacity,
+        available=ev.capacity if available is None else available,
         sections=sections,
         settings=settings,
     )
 
 
-async def stats(room: Room, ev: db.EventRow) -> Stats:
+async def stats(room: Room, inventory: Inventory, ev: db.EventRow) -> Stats:
     k = EventKeys(ev.id)
+    seats = await inventory.snapshot(k)
+    paid = await room.pool.fetchval(
+        "SELECT count(*) FROM orders WHERE event_id = $1 AND status = 'paid'", ev.id
+    )
     async with room.redis.pipeline(transaction=False) as pipe:
         pipe.hmget(k.stats, ["joins", "admitted", "expired", "left"])
         pipe.zcard(k.line)
@@ -101,10 +106,10 @@ async def stats(room: Room, ev: db.EventRow) -> Stats:
         prequeue=int(prequeue),
         admitted_total=admitted,
         active=int(active),
-        holds=0,
-        seats_held=0,
-        seats_sold=0,
-        orders_paid=0,
+        holds=seats.live_holds,
+        seats_held=len(seats.held) + sum(seats.ga_held.values()),
+        seats_sold=len(seats.sold) + sum(seats.ga_sold.values()),
+        orders_paid=int(paid or 0),
         rate_per_min=ev.rate_per_min,
         measured_rate_per_min=room.measured_rate(ev.id),
         max_active=ev.max_active,
