@@ -352,13 +352,20 @@ class Booking:
         return done
 
     async def check_sold_out(self, ev: db.EventRow) -> None:
-        """Sold out once every seat and standing unit is sold; the room is told at once."""
-        if ev.sold_out or ev.closed:
+        """Sold out once every seat and standing unit is sold: the room is told at once and
+        refuses joins. While every seat left is held, admission pauses (holds may expire and
+        give seats back, which resumes it)."""
+        if ev.sold_out or ev.closed or not ev.capacity:
             return
-        state = await self.inventory.snapshot(EventKeys(ev.id))
+        k = EventKeys(ev.id)
+        state = await self.inventory.snapshot(k)
         sold = len(state.sold) + sum(state.ga_sold.values())
-        if ev.capacity and sold >= ev.capacity:
+        held = len(state.held) + sum(state.ga_held.values())
+        if sold >= ev.capacity:
             await self.room.change(ev.id, EventPatch(sold_out=True))
+            return
+        exhausted = int(sold + held >= ev.capacity)
+        await self.room.redis.hset(k.cfg, "exhausted", exhausted)
 
     # ---- views ------------------------------------------------------------------------------
 

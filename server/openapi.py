@@ -10,14 +10,21 @@ import msgspec
 from .errors import ErrorBody
 from .messages import (
     AdmittedMsg,
+    CheckoutRequest,
     ClosedMsg,
+    ConfirmedMsg,
     ErrorMsg,
     Event,
     EventCreate,
     EventPatch,
+    Hold,
+    HoldRequest,
+    Order,
+    PayRequest,
     PingMsg,
     PongMsg,
     QueueStatus,
+    SeatMap,
     Stats,
     StatusMsg,
     TickMsg,
@@ -33,17 +40,28 @@ OPERATIONS: list[tuple[str, str, str, Any, int, Any, str | None]] = [
     ("get", "/api/queue/{queue_id}", "Queue status (polling fallback)", None, 200, QueueStatus, None),
     ("delete", "/api/queue/{queue_id}", "Leave the queue", None, 204, None, None),
     ("get", "/api/queue/{queue_id}/ws", "Websocket: status, tick, admitted, closed, pong", None, 101, None, None),
+    ("get", "/api/events/{event_id}/seats", "Seat map: sections, rows, seats with status", None, 200, SeatMap, None),
+    ("post", "/api/events/{event_id}/holds", "Hold seats or a standing quantity (access token)", HoldRequest, 201, Hold, "access"),
+    ("delete", "/api/holds/{hold_id}", "Release a hold", None, 204, None, None),
+    ("post", "/api/holds/{hold_id}/checkout", "Create the order and payment (idempotent per hold)", CheckoutRequest, 201, Order, None),
+    ("get", "/api/orders/{order_id}", "An order, with ticket codes once paid", None, 200, Order, None),
+    ("post", "/api/orders/{order_id}/pay", "Pay with a test card (dev provider only)", PayRequest, 200, Order, None),
+    ("post", "/api/webhooks/stripe", "Stripe webhook (signature verified on the raw body)", None, 200, None, None),
     ("get", "/api/admin/events", "All events with settings", None, 200, list[Event], "admin"),
     ("post", "/api/admin/events", "Create an event", EventCreate, 201, Event, "admin"),
     ("get", "/api/admin/events/{event_id}", "One event with settings", None, 200, Event, "admin"),
     ("patch", "/api/admin/events/{event_id}", "Change live settings", EventPatch, 200, Event, "admin"),
     ("get", "/api/admin/events/{event_id}/stats", "Live figures", None, 200, Stats, "admin"),
+    ("post", "/api/admin/events/{event_id}/admit", "Admit the next N now (body {count})", None, 200, None, "admin"),
+    ("post", "/api/admin/events/{event_id}/rebuild-inventory", "Rebuild seat state from PostgreSQL", None, 200, None, "admin"),
     ("get", "/healthz", "Liveness", None, 200, None, None),
     ("get", "/readyz", "Readiness: Redis and PostgreSQL reachable", None, 200, None, None),
     ("get", "/metrics", "Prometheus metrics", None, 200, None, None),
 ]  # fmt: skip
 
-WEBSOCKET_TYPES = [StatusMsg, TickMsg, AdmittedMsg, ClosedMsg, PongMsg, ErrorMsg, PingMsg]
+WEBSOCKET_TYPES = [
+    StatusMsg, TickMsg, AdmittedMsg, ClosedMsg, ConfirmedMsg, PongMsg, ErrorMsg, PingMsg,
+]  # fmt: skip
 
 
 def _content(ref: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +95,7 @@ def document() -> bytes:
             "content": _content(ref_of[ErrorBody]),
         }
         if auth:
-            spec["security"] = [{"bearer": []}]
+            spec["security"] = [{auth: []}]
         paths.setdefault(path, {})[method] = spec
     doc = {
         "openapi": "3.1.0",
@@ -85,7 +103,10 @@ def document() -> bytes:
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "admin": {"type": "http", "scheme": "bearer", "description": "admin token"},
+                "access": {"type": "http", "scheme": "bearer", "description": "access token"},
+            },
         },
         "x-websocket-messages": [ref_of[t] for t in WEBSOCKET_TYPES],
     }
