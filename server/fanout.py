@@ -199,6 +199,14 @@ class Hub:
             for conn in list(conns):
                 await conn.ws.close(code=1001, message=b"server shutting down")
 
+    async def _recheck(self, conn: Conn) -> None:
+        place = await self.room.scripts.status(EventKeys(conn.event_id), conn.queue_id)
+        if place.state in ("expired", "unknown"):
+            await self.send(conn, ClosedMsg("expired"))
+            await conn.ws.close()
+        elif place.state == "admitted" and not conn.admitted:
+            await self.send_admitted(conn, place.session_expires_ms, place)
+
     async def refresh_ranks(self) -> int:
         """Look up the exact rank of the sockets whose jittered refresh time has come."""
         now = time.monotonic()
@@ -217,7 +225,8 @@ class Hub:
         for conn, rank in zip(due, ranks, strict=True):
             self.schedule_rank(conn)
             if rank is None:
-                continue  # pre-queue, admitted meanwhile, or dropped: other paths tell the visitor
+                await self._recheck(conn)  # pre-queue, admitted meanwhile, or gone
+                continue
             place = Place("waiting", conn.queue_id, conn.visitor_id, -1, int(rank), 0)
             msg = self.status_for(conn, place)
             conn.position, conn.admitted_then = msg.position, msg.admitted_total
