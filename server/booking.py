@@ -316,10 +316,13 @@ class Booking:
         self._maps.pop(order.event_id, None)
 
     async def payment_failed(self, order: ledger.OrderRow, reason: str) -> ledger.OrderRow | None:
-        failed = await ledger.change_status(self.pool, order.id, "failed", reason)
+        # Void the payment too: Stripe lets a customer retry a declined intent, and money
+        # authorised later for this failed order would otherwise be held and never captured.
+        failed = await ledger.change_status(self.pool, order.id, "failed", reason, action="void")
         if failed is not None:
             await self.inventory.release(EventKeys(order.event_id), order.hold_id)
             self._maps.pop(order.event_id, None)
+            await self.run_actions()
         return failed
 
     # ---- background duties (safe to run in every process) -----------------------------------

@@ -1,0 +1,660 @@
+"""Stripe payments end to end: the real app, Redis, PostgreSQL and `stripe` library, with the
+in-process fake of Stripe's HTTP API (tests/fakestripe.py) as the only stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+from aiohttp import DummyCookieJar
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from server import ledger
+from server.app import create_app
+from server.booking import order_lines
+from server.inventory import Inventory
+from server.keys import EventKeys
+from server.payments.stripe_provider import StripeProvider
+from server.settings import Settings
+from server.tokens import new_id
+
+from .conftest import ADMIN, admitted, bearer, create_event, visitor
+from .fakestripe import FakeStripe, Recorded
+
+Client = TestClient[Any, Any]
+Headers = dict[str, str]
+
+SECRET_KEY = "sk_test_" + "k" * 24
+WEBHOOK_SECRET = "whsec_" + "w" * 32
+PUBLISHABLE_KEY = "pk_test_" + "p" * 24
+AUTHORISED = "payment_intent.amount_capturable_updated"
+SUCCEEDED = "payment_intent.succeeded"
+FAILED = "payment_intent.payment_failed"
+PRICE = 5000  # section A of conftest.event_body
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeStripe]:
+    stripe_api = FakeStripe(SECRET_KEY)
+    await stripe_api.start()
+    yield stripe_api
+    await stripe_api.close()
+
+
+@pytest.fixture
+def stripe_settings(settings: Settings, fake: FakeStripe) -> Settings:
+    return msgspec.structs.replace(
+        settings,
+        stripe_secret_key=SECRET_KEY,
+        stripe_webhook_secret=WEBHOOK_SECRET,
+        stripe_publishable_key=PUBLISHABLE_KEY,
+        stripe_api_base=fake.url,
+    )
+
+
+@pytest.fixture
+async def shop(
+    fake: FakeStripe,
+    stripe_settings: Settings,
+    aiohttp_client: Any,
+    redis: Redis,
+    pg: asyncpg.Pool,
+) -> Client:
+    """The app configured for Stripe, talking to the fake; keeps no cookies (see visitor())."""
+    result: Client = await aiohttp_client(create_app(stripe_settings), cookie_jar=DummyCookieJar())
+    return result
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, tries: int = 200) -> None:
+    for _ in range(tries):
+        if await check():
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def new_fan(shop: Client, event_id: str) -> Headers:
+    headers = visitor()
+    _, token = await admitted(shop, event_id, headers)
+    return bearer(headers, token)
+
+
+async def hold(shop: Client, event_id: str, fan: Headers, seats: list[str]) -> dict[str, Any]:
+    response = await shop.post(f"/api/events/{event_id}/holds", json={"seats": seats}, headers=fan)
+    assert response.status == 201, await response.text()
+    data: dict[str, Any] = await response.json()
+    return data
+
+
+async def checkout(shop: Client, hold_id: str, fan: Headers) -> dict[str, Any]:
+    response = await shop.post(
+        f"/api/holds/{hold_id}/checkout", json={"email": "fan@example.com"}, headers=fan
+    )
+    assert response.status == 201, await response.text()
+    data: dict[str, Any] = await response.json()
+    return data
+
+
+class Sale(msgspec.Struct):
+    event_id: str
+    fan: Headers
+    hold: dict[str, Any]
+    order: dict[str, Any]
+    intent_id: str
+
+    @property
+    def order_id(self) -> str:
+        return str(self.order["order_id"])
+
+
+async def start_sale(
+    shop: Client, fake: FakeStripe, event_id: str, seats: list[str], fan: Headers | None = None
+) -> Sale:
+    """A fan holds seats and checks out: a pending order with its PaymentIntent."""
+    fan = fan or await new_fan(shop, event_id)
+    held = await hold(shop, event_id, fan, seats)
+    order = await checkout(shop, held["hold_id"], fan)
+    assert order["status"] == "pending"
+    intent = fake.intent_for_order(order["order_id"])
+    return Sale(event_id, fan, held, order, intent["id"])
+
+
+async def post_webhook(shop: Client, payload: bytes, signature: str | None) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if signature is not None:
+        headers["Stripe-Signature"] = signature
+    response = await shop.post("/api/webhooks/stripe", data=payload, headers=headers)
+    return response.status, await response.json()
+
+
+async def deliver(shop: Client, fake: FakeStripe, payload: bytes) -> dict[str, Any]:
+    """Deliver a correctly signed event; it must be accepted (200)."""
+    status, body = await post_webhook(shop, payload, fake.sign(payload, WEBHOOK_SECRET))
+    assert status == 200, body
+    assert body["received"] is True
+    result: dict[str, Any] = body
+    return result
+
+
+async def recorded_events(pg: asyncpg.Pool, *payloads: bytes) -> int:
+    """How many of these events' ids PostgreSQL has recorded as received."""
+    ids = [msgspec.json.decode(p)["id"] for p in payloads]
+    found = await pg.fetchval("SELECT count(*) FROM stripe_events WHERE id = ANY($1)", ids)
+    return int(found)
+
+
+async def order_row(pg: asyncpg.Pool, order_id: str) -> ledger.OrderRow:
+    row = await ledger.get_order(pg, order_id)
+    assert row is not None
+    return row
+
+
+async def sold_seats(pg: asyncpg.Pool, event_id: str) -> dict[str, str]:
+    rows = await pg.fetch("SELECT seat_id, order_id FROM sold_seats WHERE event_id = $1", event_id)
+    return {r["seat_id"]: r["order_id"] for r in rows}
+
+
+async def seat_status(shop: Client, event_id: str, seat: str) -> str:
+    seat_map = await (await shop.get(f"/api/events/{event_id}/seats")).json()
+    for section in seat_map["sections"]:
+        for row in section.get("rows") or []:
+            for s in row["seats"]:
+                if s["id"] == seat:
+                    return str(s["status"])
+    raise AssertionError(f"no seat {seat}")
+
+
+async def expire_hold(redis: Redis, event_id: str, hold_id: str) -> None:
+    """Move the hold's expiry into the past (the only expiry is this time comparison)."""
+    past = int(time.time() * 1000) - 60_000
+    changed = await redis.zadd(EventKeys(event_id).holdexp, {hold_id: past}, xx=True, ch=True)
+    assert changed == 1
+
+
+async def intent_status(fake: FakeStripe, intent_id: str, wanted: str) -> None:
+    async def reached() -> bool:
+        return bool(fake.intents[intent_id]["status"] == wanted)
+
+    await eventually(reached, f"intent {intent_id} {wanted}")
+
+
+# ---- checkout ----------------------------------------------------------------------------------
+
+
+async def test_checkout_creates_one_intent_with_idempotency_key(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool
+) -> None:
+    ev = await create_event(shop, rate_per_min=60000)
+    sale = await start_sale(shop, fake, ev["id"], ["A-1-1", "A-1-2"])
+    creates = fake.creates()
+    assert len(creates) == 1 and len(fake.intents) == 1
+    sent = creates[0]
+    assert sent.idempotency_key == f"boxoffice-order-{sale.order_id}"
+    assert sent.params["amount"] == str(2 * PRICE) == str(sale.order["amount"])
+    assert sent.params["currency"] == "eur"
+    assert sent.params["capture_method"] == "manual"
+    assert sent.params["metadata[order_id]"] == sale.order_id
+    assert sent.params["metadata[hold_id]"] == sale.hold["hold_id"]
+    assert sent.params["metadata[event_id]"] == ev["id"]
+    intent = fake.intents[sale.intent_id]
+    payment = sale.order["payment"]
+    assert payment == {
+        "provider": "stripe",
+        "client_secret": intent["client_secret"],
+        "publishable_key": PUBLISHABLE_KEY,
+    }
+    assert (await order_row(pg, sale.order_id)).payment_id == sale.intent_id
+    again = await checkout(shop, sale.hold["hold_id"], sale.fan)
+    assert again["order_id"] == sale.order_id
+    assert again["payment"]["client_secret"] == intent["client_secret"]
+    assert len(fake.creates()) == 1, "a second checkout of the same hold reuses the intent"
+
+
+async def test_concurrent_checkouts_make_one_order_and_one_intent(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool
+) -> None:
+    ev = await create_event(shop, rate_per_min=60000)
+    fan = await new_fan(shop, ev["id"])
+    held = await hold(shop, ev["id"], fan, ["A-2-1"])
+    orders = await asyncio.gather(*(checkout(shop, held["hold_id"], fan) for _ in range(6)))
+    assert len({o["order_id"] for o in orders}) == 1
+    count = await pg.fetchval("SELECT count(*) FROM orders WHERE hold_id = $1", held["hold_id"])
+    assert count == 1
+    assert len(fake.intents) == 1
+    assert {r.idempotency_key for r in fake.creates()} == {
+        f"boxoffice-order-{orders[0]['order_id']}"
+    }
+    intent = next(iter(fake.intents.values()))
+    assert {o["payment"]["client_secret"] for o in orders} == {intent["client_secret"]}
+    assert (await order_row(pg, orders[0]["order_id"])).payment_id == intent["id"]
+
+
+# ---- webhooks: the happy path ------------------------------------------------------------------
+
+
+async def test_authorised_payment_is_confirmed_then_captured(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool
+) -> None:
+    ev = await create_event(shop, rate_per_min=60000)
+    sale = await start_sale(shop, fake, ev["id"], ["A-1-1", "A-1-2"])
+    at_capture: list[tuple[str, int, int]] = []
+
+    async def look(request: Recorded) -> None:
+        if request.path.endswith("/capture"):
+            row = await order_row(pg, sale.order_id)
+            sold = len(await sold_seats(pg, ev["id"]))
+            at_capture.append((row.status, len(row.tickets), sold))
+
+    fake.on_request = look
+    fake.authorize(sale.intent_id)
+    result = await deliver(shop, fake, fake.event(AUTHORISED, sale.intent_id))
+    assert result["result"] == "paid"
+    order = await (await shop.get(f"/api/orders/{sale.order_id}", headers=sale.fan)).json()
+    assert order["status"] == "paid"
+    assert order["payment"]["client_secret"] is None
+    assert sorted(t["seat_id"] for t in order["tickets"]) == ["A-1-1", "A-1-2"]
+    await intent_status(fake, sale.intent_id, "succeeded")
+    captures = fake.captures(sale.intent_id)
+    assert {c.idempotency_key for c in captures} == {f"boxoffice-capture-{sale.order_id}"}
+    assert captures[0].seq > fake.creates()[0].seq
+    # Every capture saw the sale already committed: paid, two tickets, two sold seats.
+    assert at_capture and set(at_capture) == {("paid", 2, 2)}
+    assert await seat_status(shop, ev["id"], "A-1-1") == "sold"
+
+    # Stripe then reports the capture: nothing more happens.
+    succeeded = await deliver(shop, fake, fake.event(SUCCEEDED, sale.intent_id))
+    assert succeeded["result"] == "already_paid"
+    row = await order_row(pg, sale.order_id)
+    assert row.status == "paid" and len(row.tickets) == 2
+    assert not fake.cancels() and not fake.refunds
+    assert {c.idempotency_key for c in fake.captures()} == {f"boxoffice-capture-{sale.order_id}"}
+
+
+async def test_webhook_racing_checkout_is_matched_by_metadata(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool
+) -> None:
+    """Stripe's webhook may arrive before checkout has stored the intent id on the order."""
+    ev = await create_event(shop, rate_per_min=60000)
+    fan = await new_fan(shop, ev["id"])
+    held = await hold(shop, ev["id"], fan, ["A-3-3"])
+    created, release = asyncio.Event(), asyncio.Event()
+
+    async def stall_create(request: Recorded) -> None:
+        if request.path == "/v1/payment_intents":
+            created.set()
+            await release.wait()
+
+    fake.on_request = stall_create
+    pending = asyncio.create_task(checkout(shop, held["hold_id"], fan))
+    await asyncio.wait_for(created.wait(), 30)
+    intent_id = str(fake.creates()[0].response["id"])
+    order_id = fake.creates()[0].params["metadata[order_id]"]
+    assert (await order_row(pg, order_id)).payment_id is None
+    fake.authorize(intent_id)
+    result = await deliver(shop, fake, fake.event(AUTHORISED, intent_id))
+    assert result["result"] == "paid"
+    release.set()
+    order = await pending
+    assert order["order_id"] == order_id and order["status"] == "paid"
+    row = await order_row(pg, order_id)
+    assert row.payment_id == intent_id and len(row.tickets) == 1
+    await intent_status(fake, intent_id, "succeeded")
+
+
+# ---- webhooks: signatures ----------------------------------------------------------------------
+
+
+def _tampered(payload: bytes) -> tuple[bytes, str | None]:
+    signature = FakeStripe.sign(payload, WEBHOOK_SECRET)
+    changed = payload.replace(b'"amount": 5000', b'"amount": 1', 1)
+    assert changed != payload
+    return changed, signature
+
+
+SIGNATURE_CASES: dict[str, Callable[[bytes], tuple[bytes, str | None]]] = {
+    "tampered_body": _tampered,
+    "wrong_secret": lambda p: (p, FakeStripe.sign(p, "whsec_" + "x" * 32)),
+    "stale_timestamp": lambda p: (p, FakeStripe.sign(p, WEBHOOK_SECRET, int(time.time()) - 600)),
+    "missing_header": lambda p: (p, None),
+    "garbage_header": lambda p: (p, "t=yesterday,v1=nothing"),
+    "no_v1_signature": lambda p: (p, f"t={int(time.time())}"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SIGNATURE_CASES))
+async def test_bad_signatures_are_refused_and_change_nothing(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool, case: str
+) -> None:
+    ev = await create_event(shop, rate_per_min=60000)
+    sale = await start_sale(shop, fake, ev["id"], ["A-1-1"])
+    fake.authorize(sale.intent_id)
+    payload = fake.event(AUTHORISED, sale.intent_id)
+    body, signature = SIGNATURE_CASES[case](payload)
+    status, error = await post_webhook(shop, body, signature)
+    assert status == 400
+    assert error["error"] == "bad_signature" and error["detail"]
+    row = await order_row(pg, sale.order_id)
+    assert row.status == "pending" and not row.tickets
+    assert await recorded_events(pg, payload) == 0
+    assert await sold_seats(pg, ev["id"]) == {}
+    assert not fake.captures() and not fake.cancels()
+    # The genuine delivery of the same event is still applied afterwards.
+    assert (await deliver(shop, fake, payload))["result"] == "paid"
+
+
+async def test_duplicate_event_is_applied_once(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool
+) -> None:
+    ev = await create_event(shop, rate_per_min=60000)
+    sale = await start_sale(shop, fake, ev["id"], ["A-1-1", "A-1-2", "A-1-3"])
+    fake.authorize(sale.intent_id)
+    payload = fake.event(AUTHORISED, sale.intent_id)
+    signature = fake.sign(payload, WEBHOOK_SECRET)
+    answers = await asyncio.gather(*(post_webhook(shop, payload, signature) for _ in range(4)))
+    assert [status for status, _ in answers] == [200] * 4
+    again = await deliver(shop, fake, payload)
+    assert again["result"] == "duplicate"
+    row = await order_row(pg, sale.order_id)
+    assert row.status == "paid" and len(row.tickets) == 3
+    assert await pg.fetchval("SELECT count(*) FROM tickets") == 3
+    assert len(await sold_seats(pg, ev["id"])) == 3
+    assert await recorded_events(pg, payload) == 1
+    assert (
+        await pg.fetchval(
+            "SELECT count(*) FROM outbox WHERE kind = 'order_paid' AND event_id = $1", ev["id"]
+        )
+        == 1
+    )
+    await intent_status(fake, sale.intent_id, "succeeded")
+    assert {c.idempotency_key for c in fake.captures()} == {f"boxoffice-capture-{sale.order_id}"}
+    assert not fake.cancels()
+
+
+async def test_succeeded_before_authorised_still_one_paid_order(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool
+) -> None:
+    ev = await create_event(shop, rate_per_min=60000)
+    sale = await start_sale(shop, fake, ev["id"], ["A-4-1", "A-4-2"])
+    authorised = fake.event(AUTHORISED, sale.intent_id, status="requires_capture")
+    fake.capture_elsewhere(sale.intent_id)
+    first = await deliver(shop, fake, fake.event(SUCCEEDED, sale.intent_id))
+    assert first["result"] == "paid"
+    late = await deliver(shop, fake, authorised)
+    assert late["result"] == "already_paid"
+    row = await order_row(pg, sale.order_id)
+    assert row.status == "paid" and sorted(t.seat_id or "" for t in row.tickets) == [
+        "A-4-1",
+        "A-4-2",
+    ]
+    assert await pg.fetchval("SELECT count(*) FROM tickets") == 2
+    # Already captured: no capture to do, and nothing voided or refunded.
+    assert not fake.captures() and not fake.cancels() and not fake.refunds
+
+
+async def test_webhook_for_an_order_not_committed_yet_is_retried(
+    shop: Client,
+    fake: FakeStripe,
+    stripe_settings: Settings,
+    redis: Redis,
+    pg: asyncpg.Pool,
+) -> None:
+    """Another process made the intent but its order row is not visible yet: 503 + Retry-After,
+    nothing recorded, and Stripe's retry of the same event succeeds once the order exists."""
+    ev = await create_event(shop, rate_per_min=60000)
+    fan = await new_fan(shop, ev["id"])
+    held = await hold(shop, ev["id"], fan, ["A-5-5"])
+    order_id = new_id()
+    provider = StripeProvider(stripe_settings)
+    try:
+        intent = await provider.create(
+            order_id=order_id,
+            hold_id=held["hold_id"],
+            event_id=ev["id"],
+            amount=PRICE,
+            currency="EUR",
+        )
+    finally:
+        await provider.close()
+    assert intent is not None
+    fake.authorize(intent.id)
+    payload = fake.event(AUTHORISED, intent.id)
+    status, body = await post_webhook(shop, payload, fake.sign(payload, WEBHOOK_SECRET))
+    assert status == 503 and body["error"] == "order_not_ready"
+    response = await shop.post(
+        "/api/webhooks/stripe",
+        data=payload,
+        headers={"Stripe-Signature": fake.sign(payload, WEBHOOK_SECRET)},
+    )
+    assert response.status == 503 and int(response.headers["Retry-After"]) > 0
+    assert await recorded_events(pg, payload) == 0
+    assert not fake.captures() and not fake.cancels()
+
+    # The other process's commit lands: the order for that hold, with that id.
+    record = await Inventory(redis).read_hold(EventKeys(ev["id"]), held["hold_id"])
+    assert record is not None
+    await ledger.create_order(
+        pg,
+        order_id=order_id,
+        event_id=ev["id"],
+        hold_id=held["hold_id"],
+        visitor_id=record.visitor_id,
+        queue_id=record.queue_id,
+        email="fan@example.com",
+        amount=PRICE,
+        currency="EUR",
+        provider="stripe",
+        expires_at=datetime.now(UTC) + timedelta(minutes=5),
+        lines=order_lines(record, {"A": PRICE}),
+    )
+    retried = await deliver(shop, fake, payload)  # Stripe re-signs each retry
+    assert retried["result"] == "paid"
+    row = await order_row(pg, order_id)
+    assert row.status == "paid" and row.payment_id == intent.id and len(row.tickets) == 1
+    await intent_status(fake, intent.id, "succeeded")
+    assert {c.idempotency_key for c in fake.captures()} == {f"boxoffice-capture-{order_id}"}
+
+
+# ---- webhooks: failures and mismatches ---------------------------------------------------------
+
+
+async def test_payment_failed_fails_order_and_frees_seats(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool
+) -> None:
+    ev = await create_event(shop, rate_per_min=60000)
+    sale = await start_sale(shop, fake, ev["id"], ["A-2-2", "A-2-3"])
+    assert await seat_status(shop, ev["id"], "A-2-2") == "held"
+    fake.decline(sale.intent_id)
+    result = await deliver(shop, fake, fake.event(FAILED, sale.intent_id))
+    assert result["result"] == "failed"
+    order = await (await shop.get(f"/api/orders/{sale.order_id}", headers=sale.fan)).json()
+    assert order["status"] == "failed" and order["tickets"] == []
+    assert await seat_status(shop, ev["id"], "A-2-2") == "free"
+    assert await seat_status(shop, ev["id"], "A-2-3") == "free"
+    other = await new_fan(shop, ev["id"])
+    await hold(shop, ev["id"], other, ["A-2-2", "A-2-3"])
+    # The intent is cancelled, so the fan cannot later authorise money for an order that
+    # will never be paid (Stripe lets a customer retry an intent after a decline).
+    await intent_status(fake, sale.intent_id, "canceled")
+    assert {c.idempotency_key for c in fake.cancels()} == {f"boxoffice-void-{sale.order_id}"}
+    assert not fake.captures()
+    assert await sold_seats(pg, ev["id"]) == {}
+
+
+@pytest.mark.parametrize(
+    "override", [{"amount": PRICE - 1}, {"amount": PRICE + 1}, {"currency": "usd"}], ids=str
+)
+async def test_amount_or_currency_mismatch_is_not_paid(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool, override: dict[str, Any]
+) -> None:
+    ev = await create_event(shop, rate_per_min=60000)
+    sale = await start_sale(shop, fake, ev["id"], ["A-1-9"])
+    fake.authorize(sale.intent_id)
+    result = await deliver(shop, fake, fake.event(AUTHORISED, sale.intent_id, **override))
+    assert result["result"] == "mismatch"
+    row = await order_row(pg, sale.order_id)
+    assert row.status == "pending" and not row.tickets
+    assert await sold_seats(pg, ev["id"]) == {}
+    assert not fake.captures()
+    assert fake.intents[sale.intent_id]["status"] == "requires_capture"
+
+
+# ---- PostgreSQL is the arbiter -----------------------------------------------------------------
+
+
+async def test_postgres_refuses_a_seat_sold_twice_and_voids_the_loser(
+    shop: Client, fake: FakeStripe, redis: Redis, pg: asyncpg.Pool
+) -> None:
+    """Redis loses the record that A-1-1 is held (a lost write), so a second fan holds it too.
+    Both pay; PostgreSQL's primary key refuses the second sale, which is voided at Stripe."""
+    ev = await create_event(shop, rate_per_min=60000)
+    first = await start_sale(shop, fake, ev["id"], ["A-1-1"])
+    assert await redis.hdel(EventKeys(ev["id"]).seats, "A-1-1") == 1
+    second = await start_sale(shop, fake, ev["id"], ["A-1-1", "A-1-2"])
+    assert first.intent_id != second.intent_id
+    fake.authorize(first.intent_id)
+    fake.authorize(second.intent_id)
+
+    assert (await deliver(shop, fake, fake.event(AUTHORISED, first.intent_id)))["result"] == "paid"
+    lost = await deliver(shop, fake, fake.event(AUTHORISED, second.intent_id))
+    assert lost["result"] == "voided"
+
+    loser = await order_row(pg, second.order_id)
+    assert loser.status == "voided" and loser.status_reason == "seats_taken"
+    assert not loser.tickets
+    assert await sold_seats(pg, ev["id"]) == {"A-1-1": first.order_id}
+    assert await pg.fetchval("SELECT count(*) FROM tickets") == 1
+    await intent_status(fake, second.intent_id, "canceled")
+    assert {c.idempotency_key for c in fake.cancels()} == {f"boxoffice-void-{second.order_id}"}
+    assert not fake.captures(second.intent_id) and not fake.refunds
+    await intent_status(fake, first.intent_id, "succeeded")
+    # The loser's other seat went back on sale.
+    assert await seat_status(shop, ev["id"], "A-1-2") == "free"
+
+
+# ---- payments after the hold expired -----------------------------------------------------------
+
+
+async def test_late_payment_with_seats_still_free_is_honoured(
+    shop: Client, fake: FakeStripe, redis: Redis, pg: asyncpg.Pool
+) -> None:
+    ev = await create_event(shop, rate_per_min=60000)
+    sale = await start_sale(shop, fake, ev["id"], ["A-3-1", "A-3-2"])
+    await expire_hold(redis, ev["id"], sale.hold["hold_id"])
+    assert await seat_status(shop, ev["id"], "A-3-1") == "free"
+    fake.authorize(sale.intent_id)
+    result = await deliver(shop, fake, fake.event(AUTHORISED, sale.intent_id))
+    assert result["result"] == "paid"
+    row = await order_row(pg, sale.order_id)
+    assert row.status == "paid" and len(row.tickets) == 2
+    assert set(await sold_seats(pg, ev["id"])) == {"A-3-1", "A-3-2"}
+    await intent_status(fake, sale.intent_id, "succeeded")
+    assert not fake.cancels()
+    assert await seat_status(shop, ev["id"], "A-3-2") == "sold"
+
+
+@pytest.mark.parametrize("meanwhile", ["held", "bought"])
+async def test_late_payment_with_seats_taken_is_voided(
+    shop: Client, fake: FakeStripe, redis: Redis, pg: asyncpg.Pool, meanwhile: str
+) -> None:
+    ev = await create_event(shop, rate_per_min=60000)
+    late = await start_sale(shop, fake, ev["id"], ["A-3-5", "A-3-6"])
+    await expire_hold(redis, ev["id"], late.hold["hold_id"])
+    rival = await start_sale(shop, fake, ev["id"], ["A-3-6"])
+    if meanwhile == "bought":
+        fake.authorize(rival.intent_id)
+        bought = await deliver(shop, fake, fake.event(AUTHORISED, rival.intent_id))
+        assert bought["result"] == "paid"
+
+    fake.authorize(late.intent_id)
+    result = await deliver(shop, fake, fake.event(AUTHORISED, late.intent_id))
+    assert result["result"] == "voided"
+    row = await order_row(pg, late.order_id)
+    assert row.status == "voided" and row.status_reason == "seats_taken" and not row.tickets
+    await intent_status(fake, late.intent_id, "canceled")
+    assert {c.idempotency_key for c in fake.cancels()} == {f"boxoffice-void-{late.order_id}"}
+    assert not fake.captures(late.intent_id)
+    rival_row = await order_row(pg, rival.order_id)
+    if meanwhile == "bought":
+        assert rival_row.status == "paid"
+        assert await sold_seats(pg, ev["id"]) == {"A-3-6": rival.order_id}
+        assert await seat_status(shop, ev["id"], "A-3-6") == "sold"
+    else:
+        assert rival_row.status == "pending"
+        assert await sold_seats(pg, ev["id"]) == {}
+        assert await seat_status(shop, ev["id"], "A-3-6") == "held"
+    assert await seat_status(shop, ev["id"], "A-3-5") == "free"
+
+
+async def test_late_captured_payment_with_seats_sold_is_refunded(
+    shop: Client, fake: FakeStripe, redis: Redis, pg: asyncpg.Pool
+) -> None:
+    """Money already captured (succeeded) for an order that lost its seats: refunded, so every
+    captured payment ends with either an order that has its seats or its money back."""
+    ev = await create_event(shop, rate_per_min=60000)
+    late = await start_sale(shop, fake, ev["id"], ["A-5-1"])
+    await expire_hold(redis, ev["id"], late.hold["hold_id"])
+    rival = await start_sale(shop, fake, ev["id"], ["A-5-1"])
+    fake.authorize(rival.intent_id)
+    assert (await deliver(shop, fake, fake.event(AUTHORISED, rival.intent_id)))["result"] == "paid"
+
+    fake.capture_elsewhere(late.intent_id)
+    result = await deliver(shop, fake, fake.event(SUCCEEDED, late.intent_id))
+    assert result["result"] == "voided"
+    row = await order_row(pg, late.order_id)
+    assert row.status == "voided" and not row.tickets
+
+    async def refunded() -> bool:
+        return any(r["payment_intent"] == late.intent_id for r in fake.refunds.values())
+
+    await eventually(refunded, "refund of the late payment")
+    refunds = fake.calls("/v1/refunds")
+    assert {r.idempotency_key for r in refunds} == {f"boxoffice-refund-{late.order_id}"}
+    assert refunds[0].params["metadata[order_id]"] == late.order_id
+    assert len(fake.refunds) == 1
+    assert not fake.cancels(late.intent_id) and not fake.captures(late.intent_id)
+    assert await sold_seats(pg, ev["id"]) == {"A-5-1": rival.order_id}
+
+
+async def test_redis_flushed_mid_sale_rebuilds_and_sells_each_seat_once(
+    shop: Client, fake: FakeStripe, redis: Redis, pg: asyncpg.Pool
+) -> None:
+    """FLUSHALL while one order is pending and another paid: rebuilding seat state from
+    PostgreSQL restores the pending hold and the sale, so a newcomer cannot take either seat,
+    and the pending payment still completes."""
+    ev = await create_event(shop, rate_per_min=60000)
+    paid = await start_sale(shop, fake, ev["id"], ["A-1-1"])
+    fake.authorize(paid.intent_id)
+    assert (await deliver(shop, fake, fake.event(AUTHORISED, paid.intent_id)))["result"] == "paid"
+    pending = await start_sale(shop, fake, ev["id"], ["A-1-2"])
+
+    await redis.flushall()
+    rebuilt = await shop.post(f"/api/admin/events/{ev['id']}/rebuild-inventory", headers=ADMIN)
+    assert rebuilt.status == 200, await rebuilt.text()
+    assert (await rebuilt.json())["holds_restored"] == 1
+
+    newcomer = await new_fan(shop, ev["id"])
+    for seat in ("A-1-1", "A-1-2"):
+        refused = await shop.post(
+            f"/api/events/{ev['id']}/holds", json={"seats": [seat]}, headers=newcomer
+        )
+        assert refused.status == 409, await refused.text()
+    await hold(shop, ev["id"], newcomer, ["A-1-3"])
+
+    fake.authorize(pending.intent_id)
+    result = await deliver(shop, fake, fake.event(AUTHORISED, pending.intent_id))
+    assert result["result"] == "paid"
+    assert await sold_seats(pg, ev["id"]) == {
+        "A-1-1": paid.order_id,
+        "A-1-2": pending.order_id,
+    }
+    assert not fake.cancels() and not fake.refunds
