@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -116,6 +117,8 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if self._server is not None:
             self._server.cleanup()  # type: ignore[attr-defined]
+            # its exit handler would run the cleanup again and leave a lock file behind
+            atexit.unregister(self._server._cleanup)  # type: ignore[attr-defined]
             self._server = None
 
 
