@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench loadtest venv clean
+.PHONY: run up test lint bench loadtest venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,6 +15,9 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/python -m server serve --demo
+
+up: $(STAMP)
+	$(BIN)/python -m server up --demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

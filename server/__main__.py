@@ -190,7 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--port", type=int)
     p_serve.add_argument("--workers", type=int, help="processes sharing the port (SO_REUSEPORT)")
     p_serve.add_argument("--demo", action="store_true", help="create the demo event")
-    sub.add_parser("worker", help="one worker process (settings from the environment)")
+    p_worker = sub.add_parser("worker", help="one worker process (settings from the environment)")
+    p_worker.add_argument(
+        "--no-reuse-port", action="store_true", help="own the port alone (behind NGINX)"
+    )
+    p_up = sub.add_parser("up", help="sale day: NGINX in front of N workers (server/up.py)")
+    p_up.add_argument("--port", type=int, help="NGINX port (default BOXOFFICE_PORT)")
+    p_up.add_argument("--workers", type=int, help="app processes (default: one per CPU)")
+    p_up.add_argument("--demo", action="store_true", help="create the demo event")
+    p_up.add_argument("--tls-cert", help="PEM certificate: serve HTTPS (TLS 1.3)")
+    p_up.add_argument("--tls-key", help="PEM private key of --tls-cert")
     sub.add_parser("migrate", help="apply database migrations")
     p_rebuild = sub.add_parser(
         "rebuild-inventory", help="recompute an event's live seat state in Redis from PostgreSQL"
@@ -209,8 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return serve(settings, args.demo)
     if args.command == "worker":
-        run_worker(settings, reuse_port=True)
+        run_worker(settings, reuse_port=not args.no_reuse_port)
         return 0
+    if args.command == "up":
+        from .up import up
+
+        return up(settings, args.port, args.workers, args.demo, args.tls_cert, args.tls_key)
     if args.command == "rebuild-inventory":
         if settings.embedded:
             print("boxoffice: rebuild-inventory needs DATABASE_URL and REDIS_URL", file=sys.stderr)

@@ -1,0 +1,316 @@
+"""The production NGINX configuration, checked with `nginx -t` and exercised for real: NGINX in
+front of two app processes (started the way `python -m server up` starts them) on the session's
+Redis and PostgreSQL. Traffic goes to 127.0.0.1 only; every loop is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from server import nginx, up
+from server.embedded import free_port
+from server.settings import Settings
+
+from .conftest import ADMIN, ADMIN_TOKEN, SECRET, event_body, need
+
+pytestmark = pytest.mark.slow
+TIMEOUT = aiohttp.ClientTimeout(total=15)
+
+
+def nginx_binary() -> str:
+    binary = nginx.find_nginx()
+    need(binary is not None, "nginx is not installed (apt-get install nginx)")
+    assert binary is not None
+    return binary
+
+
+def self_signed(folder: Path) -> tuple[str, str]:
+    """A throw-away certificate for localhost (openssl; the venv has no `cryptography`)."""
+    need(shutil.which("openssl") is not None, "openssl is not installed")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+def make_folder() -> Path:
+    # Under /tmp and world-traversable: NGINX workers run as www-data when the tests run as root.
+    folder = Path(tempfile.mkdtemp(prefix="bo-nginx-", dir="/tmp"))
+    folder.chmod(0o755)
+    return folder
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "tls"])
+def test_rendered_config_passes_nginx_t(tls: bool) -> None:
+    binary = nginx_binary()
+    folder = make_folder()
+    try:
+        cert, key = self_signed(folder) if tls else (None, None)
+        settings = Settings(host="127.0.0.1", port=free_port())
+        params = up.nginx_params(
+            settings, settings.port, [free_port(), free_port()], folder / "nginx", cert, key
+        )
+        conf = nginx.write_config(folder / "nginx", params)
+        nginx.check_config(binary, folder / "nginx", conf)
+        text = conf.read_text()
+        assert "reuseport" in text
+        assert "least_conn;" in text
+        assert "non_idempotent" not in text.replace("`non_idempotent` is deliberately NOT", "")
+        assert ("ssl_protocols TLSv1.3;" in text) is tls
+        assert ("Strict-Transport-Security" in text) is tls
+        assert "{{" not in text
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_render_refuses_unsafe_values() -> None:
+    template = nginx.TEMPLATE.read_text()
+    good = nginx.Params(listen_port=8080, upstreams=("127.0.0.1:9000",), prefix="/tmp/x")
+    assert "server 127.0.0.1:9000 max_fails=3" in nginx.render(template, good)
+    for bad in (
+        nginx.Params(listen_port=8080, upstreams=("127.0.0.1:9000;",), prefix="/tmp/x"),
+        nginx.Params(listen_port=8080, upstreams=("127.0.0.1:9000",), prefix="/tmp/x; evil"),
+        nginx.Params(listen_port=0, upstreams=("127.0.0.1:9000",), prefix="/tmp/x"),
+        nginx.Params(listen_port=8080, upstreams=(), prefix="/tmp/x"),
+        nginx.Params(
+            listen_port=8080, upstreams=("127.0.0.1:9000",), prefix="/tmp/x", tls_cert="/c"
+        ),
+    ):
+        with pytest.raises(ValueError):
+            nginx.render(template, bad)
+
+
+@dataclass
+class Stack:
+    """NGINX on one port in front of two `python -m server worker` processes."""
+
+    settings: Settings
+    folder: Path
+    binary: str
+    port: int = field(default_factory=free_port)
+    worker_ports: list[int] = field(default_factory=lambda: [free_port(), free_port()])
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    front: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start_workers(self) -> None:
+        self.workers = [up.start_worker(self.settings, p) for p in self.worker_ports]
+        for process, port in zip(self.workers, self.worker_ports, strict=True):
+            up.wait_port("127.0.0.1", port, 30, process)
+
+    def kill_workers(self) -> None:
+        for process in self.workers:
+            up.stop_process(process, signal.SIGKILL, 5)
+
+    def start(self) -> None:
+        self.start_workers()
+        prefix = self.folder / "nginx"
+        params = up.nginx_params(self.settings, self.port, self.worker_ports, prefix)
+        conf = nginx.write_config(prefix, params)
+        nginx.check_config(self.binary, prefix, conf)
+        self.front = up.start_nginx(self.binary, prefix, conf)
+        up.wait_port("127.0.0.1", self.port, 10, self.front)
+
+    def stop(self) -> None:
+        if self.front is not None:
+            up.stop_process(self.front, signal.SIGQUIT, 12)
+        for process in self.workers:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.workers:
+            up.stop_process(process, signal.SIGTERM, 10)
+
+
+@pytest.fixture(scope="module")
+def stack(server_urls: tuple[str, str]) -> Iterator[Stack]:
+    binary = nginx_binary()
+    folder = make_folder()
+    settings = Settings(
+        redis_url=server_urls[0],
+        database_url=server_urls[1],
+        secret=SECRET,
+        admin_token=ADMIN_TOKEN,
+        data_dir=str(folder),
+        tick_ms=50,
+        broadcast_ms=100,
+        log_format="text",
+        log_level="warning",
+    )
+    running = Stack(settings, folder, binary)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def session() -> aiohttp.ClientSession:
+    # unsafe=True: keep cookies set by an IP-address host (127.0.0.1).
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), timeout=TIMEOUT)
+
+
+async def create_event(http: aiohttp.ClientSession, base: str, **overrides: Any) -> str:
+    event_id = "ng-" + uuid.uuid4().hex[:12]
+    body = event_body(id=event_id, **overrides)
+    async with http.post(f"{base}/api/admin/events", json=body, headers=ADMIN) as response:
+        assert response.status == 201, await response.text()
+    return event_id
+
+
+async def test_events_through_nginx_with_micro_cache(stack: Stack) -> None:
+    async with session() as http:
+        event_id = await create_event(http, stack.base)
+        async with http.get(f"{stack.base}/api/events") as response:
+            assert response.status == 200
+            assert response.headers["Server"] == "nginx"
+            assert response.content_type == "application/json"
+            assert event_id in {ev["id"] for ev in await response.json()}
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            assert "js.stripe.com" in response.headers["Content-Security-Policy"]
+        # With a cookie: the second read within a second comes from the micro-cache, and a
+        # cached answer never carries anyone's Set-Cookie.
+        statuses = []
+        for _ in range(3):
+            async with http.get(f"{stack.base}/api/events/{event_id}") as response:
+                assert response.status == 200
+                assert (await response.json())["id"] == event_id
+                statuses.append(response.headers.get("X-Cache-Status"))
+                assert "Set-Cookie" not in response.headers
+        assert "HIT" in statuses, statuses
+        async with http.get(
+            f"{stack.base}/api/events/{event_id}", headers={"Authorization": "Bearer x"}
+        ) as response:
+            assert response.headers.get("X-Cache-Status") == "BYPASS"
+    # Without a cookie: straight to the app, which hands out the visitor cookie.
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), timeout=TIMEOUT) as bare,
+        bare.get(f"{stack.base}/api/events/{event_id}") as response,
+    ):
+        assert response.status == 200
+        assert response.headers.get("X-Cache-Status") == "BYPASS"
+        assert "bo_visitor=" in response.headers.get("Set-Cookie", "")
+
+
+async def test_websocket_join_and_status_through_nginx(stack: Stack) -> None:
+    async with session() as http:
+        event_id = await create_event(http, stack.base, rate_per_min=0)
+        async with http.post(f"{stack.base}/api/events/{event_id}/queue") as response:
+            assert response.status == 200, await response.text()
+            joined = await response.json()
+        ws_url = f"ws://127.0.0.1:{stack.port}/api/queue/{joined['queue_id']}/ws"
+        async with http.ws_connect(ws_url) as ws:
+            first = await ws.receive_json(timeout=10)
+            assert first["type"] == "status"
+            assert first["state"] == "waiting"
+            assert first["position"] == 1
+            await ws.send_json({"type": "ping"})
+            async with http.patch(
+                f"{stack.base}/api/admin/events/{event_id}",
+                json={"rate_per_min": 600},
+                headers=ADMIN,
+            ) as response:
+                assert response.status == 200
+            seen = []
+            for _ in range(200):
+                message = await ws.receive_json(timeout=10)
+                seen.append(message["type"])
+                if message["type"] == "admitted":
+                    break
+            assert "pong" in seen
+            assert seen[-1] == "admitted", seen
+            assert message["access_token"]
+
+
+async def test_join_hammering_gets_json_429_with_retry_after(stack: Stack) -> None:
+    async with session() as http:
+        event_id = await create_event(http, stack.base)
+        statuses: list[int] = []
+        refused: dict[str, Any] = {}
+        for _ in range(40):
+            async with http.post(f"{stack.base}/api/events/{event_id}/queue") as response:
+                statuses.append(response.status)
+                if response.status == 429:
+                    assert response.content_type == "application/json"
+                    assert int(response.headers["Retry-After"]) >= 1
+                    refused = await response.json()
+                    break
+        assert statuses[0] == 200
+        assert statuses[-1] == 429, statuses
+        assert refused["error"] == "rate_limited"
+        assert "this visitor" in refused["detail"]  # NGINX's answer, not the app's
+        # Another visitor is not affected.
+        async with session() as other, other.post(f"{stack.base}/api/events/{event_id}/queue") as r:
+            assert r.status == 200
+
+
+async def test_static_files_served_by_nginx_with_cache_control(stack: Stack) -> None:
+    async with session() as http:
+        async with http.get(f"{stack.base}/static/css/app.css") as response:
+            assert response.status == 200
+            assert response.content_type == "text/css"
+            assert response.headers["Cache-Control"] == "public, max-age=300"
+            assert response.headers.get("Content-Encoding") == "gzip"
+            assert "--accent" in await response.text()
+        async with http.get(f"{stack.base}/static/js/common.js?v=abc123") as response:
+            assert response.status == 200
+            assert response.content_type == "application/javascript"
+            assert "immutable" in response.headers["Cache-Control"]
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+        async with http.get(f"{stack.base}/") as response:
+            assert response.status == 200
+            assert response.headers["Cache-Control"] == "no-cache"
+
+
+async def test_busy_page_and_json_503_when_every_upstream_is_down(stack: Stack) -> None:
+    async with session() as http:
+        event_id = await create_event(http, stack.base)
+        async with http.get(f"{stack.base}/e/{event_id}") as response:
+            assert response.status == 200
+        stack.kill_workers()
+        await asyncio.sleep(2.1)  # micro-cache entries: 1 s, counted in whole seconds (< 2 s)
+        try:
+            async with http.get(f"{stack.base}/e/{event_id}") as response:
+                assert response.status == 503
+                assert response.content_type == "text/html"
+                assert int(response.headers["Retry-After"]) >= 1
+                page = await response.text()
+                assert "your place is safe" in page.lower()
+                assert "/static/js/busy.js" in page
+            for url in (f"{stack.base}/api/events", f"{stack.base}/api/events/{event_id}"):
+                async with http.get(url) as response:
+                    assert response.status == 503
+                    assert response.content_type == "application/json"
+                    assert int(response.headers["Retry-After"]) >= 1
+                    body = await response.json()
+                    assert body["error"] == "unavailable"
+                    assert body["detail"]
+            async with http.post(f"{stack.base}/api/events/{event_id}/queue") as response:
+                assert response.status == 503
+                assert (await response.json())["error"] == "unavailable"
+        finally:
+            stack.start_workers()
+        # Back: NGINX uses the processes again (failures rest them for at most fail_timeout).
+        for _ in range(120):
+            async with http.get(f"{stack.base}/api/events/{event_id}") as response:
+                if response.status == 200:
+                    break
+            await asyncio.sleep(0.25)
+        assert response.status == 200
