@@ -73,18 +73,26 @@ class Relay:
             await self._ensure_group(stream)
             streams[stream] = ">"
         applied = 0
-        for stream in streams:
-            claimed = await self.redis.xautoclaim(stream, GROUP, self.consumer, 30_000, "0-0", 100)
-            for entry_id, fields in claimed[1]:
-                applied += await self._apply(stream, entry_id, fields)
-        # One stream per call keeps the keys of a read in one cluster slot.
-        for stream in streams:
-            batch: Any = await self.redis.xreadgroup(
-                GROUP, self.consumer, {stream: ">"}, count=100, block=block_ms // len(streams) or 1
-            )
-            for _, entries in batch or []:
-                for entry_id, fields in entries:
+        try:
+            for stream in streams:
+                claimed = await self.redis.xautoclaim(
+                    stream, GROUP, self.consumer, 30_000, "0-0", 100
+                )
+                for entry_id, fields in claimed[1]:
                     applied += await self._apply(stream, entry_id, fields)
+            # One stream per call keeps the keys of a read in one cluster slot.
+            for stream in streams:
+                batch: Any = await self.redis.xreadgroup(
+                    GROUP, self.consumer, {stream: ">"}, count=100,
+                    block=block_ms // len(streams) or 1,
+                )  # fmt: skip
+                for _, entries in batch or []:
+                    for entry_id, fields in entries:
+                        applied += await self._apply(stream, entry_id, fields)
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                self._groups.clear()  # Redis lost the groups (restart, flush): create them again
+            raise
         return applied
 
     async def _apply(self, stream: str | bytes, entry_id: bytes, fields: dict[bytes, bytes]) -> int:
