@@ -43,6 +43,8 @@ CHROMIUM_ARGS = [
 PHONE = ViewportSize(width=390, height=844)
 TIMEOUT_MS = 30_000
 SHOTS = Path("/tmp")
+# expect() waits 5 s by default: too tight when the machine is busy running other suites
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture
@@ -177,8 +179,8 @@ async def test_position_falls_then_admitted(
         await page.screenshot(path=str(SHOTS / "boxoffice-admitted-phone.png"), full_page=True)
 
         await link.click()
-        await expect(page.locator("#view-in")).to_be_visible()
-        await expect(page.locator("#expiry-countdown")).to_have_text(re.compile(r"^\d\d:\d\d$"))
+        await expect(page.locator("#view-pick")).to_be_visible()
+        await expect(page.locator("#turn-countdown")).to_have_text(re.compile(r"^\d\d:\d\d$"))
         await page.screenshot(path=str(SHOTS / "boxoffice-seats-phone.png"), full_page=True)
     finally:
         await close_all(others)
@@ -238,3 +240,202 @@ async def test_polling_fallback_when_websocket_fails(
         await expect(page.locator("#view-admitted")).to_be_visible(timeout=TIMEOUT_MS)
     finally:
         await close_all(others)
+
+
+# ---- the seat page: map, hold, checkout, payment, confirmation ----------------------------------
+
+
+async def admitted_seat_page(browser: Browser, base_url: str, event_id: str) -> Page:
+    """A new visitor (own browser context) joins, is admitted and opens the seat map."""
+    page = await phone_page(browser)
+    await page.goto(f"{base_url}/e/{event_id}")
+    await expect(page.locator("#view-admitted")).to_be_visible(timeout=TIMEOUT_MS)
+    await page.locator("#admitted-link").click()
+    await expect(page.locator("#view-pick")).to_be_visible()
+    await expect(page.locator("#seat-A-1-1")).to_be_visible()
+    return page
+
+
+async def admitted_visitor(base_url: str, event_id: str) -> tuple[aiohttp.ClientSession, str]:
+    """Another visitor outside the browser: (its session with the cookie, its access token)."""
+    session = aiohttp.ClientSession(base_url, cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with session.post(f"/api/events/{event_id}/queue") as response:
+        assert response.status == 200, await response.text()
+        queue_id = (await response.json())["queue_id"]
+    for _ in range(400):
+        async with session.get(f"/api/queue/{queue_id}") as response:
+            status = await response.json()
+        if status["state"] == "admitted":
+            return session, str(status["access_token"])
+        await asyncio.sleep(0.05)
+    await session.close()
+    raise AssertionError(f"not admitted: {status}")
+
+
+def seat(page: Page, seat_id: str) -> Any:
+    return page.locator(f"#seat-{seat_id}")
+
+
+async def test_seat_journey_to_tickets(
+    base_url: str, browser: Browser, admin: aiohttp.ClientSession
+) -> None:
+    event_id = await create_event(admin, name="Seat Tour", rate_per_min=6000)
+    page = await admitted_seat_page(browser, base_url, event_id)
+    await expect(page.locator("#event-name")).to_have_text("Seat Tour")
+    await expect(page.locator("#turn-countdown")).to_have_text(re.compile(r"^\d\d:\d\d$"))
+    first, second = seat(page, "A-1-3"), seat(page, "A-1-4")
+    await expect(first).to_have_attribute("aria-label", "Row 1, seat 3, €50.00, free")
+    await expect(first).to_have_attribute("aria-pressed", "false")
+    await expect(page.locator("#hold-button")).to_be_disabled()
+
+    # keyboard: select, arrow right, select
+    await first.focus()
+    await page.keyboard.press("Space")
+    await page.keyboard.press("ArrowRight")
+    await expect(second).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(first).to_have_attribute("aria-pressed", "true")
+    await expect(second).to_have_attribute("aria-label", "Row 1, seat 4, €50.00, selected")
+    await expect(page.locator("#selection-count")).to_have_text("2 seats · €100.00")
+    await page.screenshot(path=str(SHOTS / "boxoffice-seatmap-phone.png"), full_page=True)
+    await page.screenshot(path=str(SHOTS / "boxoffice-seatmap-phone-viewport.png"))
+
+    await page.locator("#hold-button").click()
+    await expect(page.locator("#view-held")).to_be_visible()
+    await expect(page.locator("#hold-countdown")).to_have_text(re.compile(r"^\d\d:\d\d$"))
+    await expect(page.locator("#held-seats")).to_contain_text("Floor, Row 1, seat 3")
+    await expect(page.locator("#held-amount")).to_have_text("€100.00")
+    await page.screenshot(path=str(SHOTS / "boxoffice-held-phone.png"), full_page=True)
+
+    await page.locator("#email").fill("not-an-email")
+    await page.locator("#checkout-button").click()
+    await expect(page.locator("#email-error")).to_be_visible()
+    await expect(page.locator("#email")).to_have_attribute("aria-invalid", "true")
+    await page.locator("#email").fill("fan@example.com")
+    await page.locator("#checkout-button").click()
+    await expect(page.locator("#view-pay")).to_be_visible()
+    await expect(page.locator("#card-hint")).to_contain_text("4242 4242 4242 4242")
+    await page.screenshot(path=str(SHOTS / "boxoffice-pay-phone.png"), full_page=True)
+    await page.locator("#card").fill("4242 4242 4242 4242")
+    await page.locator("#pay-button").click()
+
+    await expect(page.locator("#view-done")).to_be_visible()
+    codes = page.locator("#tickets .ticket-code")
+    await expect(codes).to_have_count(2)
+    await expect(page.locator("#view-done")).to_contain_text("Keep these codes")
+    order_id = (await page.locator("#done-order").text_content() or "").strip()
+    assert f"order={order_id}" in page.url
+    response = await page.request.get(f"{base_url}/api/orders/{order_id}")
+    assert response.status == 200
+    order = await response.json()
+    assert order["status"] == "paid"
+    assert sorted(order["seats"]) == ["A-1-3", "A-1-4"]
+    expected = sorted(t["code"] for t in order["tickets"])
+    assert sorted(await codes.all_text_contents()) == expected
+    await page.screenshot(path=str(SHOTS / "boxoffice-confirmation-phone.png"), full_page=True)
+
+    await page.reload()  # the confirmation survives a reload
+    await expect(page.locator("#view-done")).to_be_visible()
+    assert sorted(await codes.all_text_contents()) == expected
+
+    # Another visitor sees both seats sold and cannot pick or hold them.
+    other = await admitted_seat_page(browser, base_url, event_id)
+    for seat_id in ("A-1-3", "A-1-4"):
+        await expect(seat(other, seat_id)).to_have_class(re.compile(r"\bsold\b"))
+        await expect(seat(other, seat_id)).to_have_attribute("aria-disabled", "true")
+        await expect(seat(other, seat_id)).to_have_attribute("aria-label", re.compile(r", sold$"))
+    await seat(other, "A-1-3").click(force=True)  # aria-disabled: Playwright would wait
+    await expect(other.locator("#pick-error")).to_contain_text("Row 1, seat 3 in Floor is sold")
+    await expect(seat(other, "A-1-3")).to_have_attribute("aria-pressed", "false")
+    await expect(other.locator("#hold-button")).to_be_disabled()
+    token = await other.evaluate(f"sessionStorage.getItem('bo_access_{event_id}')")
+    answer = await other.evaluate(
+        """async ([eventId, token]) => {
+            const r = await fetch(`/api/events/${eventId}/holds`, {method: "POST",
+              headers: {"Authorization": `Bearer ${token}`, "Content-Type": "application/json"},
+              body: JSON.stringify({seats: ["A-1-3", "A-1-4"]})});
+            return [r.status, await r.json()];
+        }""",
+        [event_id, token],
+    )
+    assert answer[0] == 409 and answer[1]["error"] == "seats_unavailable", answer
+    assert sorted(answer[1]["seats"]) == ["A-1-3", "A-1-4"]
+
+
+async def test_seat_taken_while_choosing(
+    base_url: str, browser: Browser, admin: aiohttp.ClientSession
+) -> None:
+    event_id = await create_event(admin, rate_per_min=6000)
+    page = await admitted_seat_page(browser, base_url, event_id)
+    # Freeze the map this page sees, so it cannot learn of the rival's hold before trying.
+    seats_url = f"{base_url}/api/events/{event_id}/seats"
+    async with aiohttp.ClientSession() as plain, plain.get(seats_url) as response:
+        stale = await response.text()
+    await page.route(
+        seats_url, lambda route: route.fulfill(body=stale, content_type="application/json")
+    )
+    await seat(page, "A-2-5").click()
+    await seat(page, "A-2-6").click()
+
+    rival, token = await admitted_visitor(base_url, event_id)
+    try:
+        async with rival.post(
+            f"/api/events/{event_id}/holds",
+            json={"seats": ["A-2-5"]},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            assert response.status == 201, await response.text()
+        await page.locator("#hold-button").click()
+        error = page.locator("#pick-error")
+        await expect(error).to_be_visible()
+        await expect(error).to_contain_text("Floor, Row 2, seat 5 was just taken")
+        await expect(seat(page, "A-2-5")).to_have_class(re.compile(r"\btaken-now\b"))
+        await expect(seat(page, "A-2-5")).to_have_attribute("aria-pressed", "false")
+        await expect(seat(page, "A-2-6")).to_have_attribute("aria-pressed", "true")
+        await expect(page.locator("#bar-note")).to_contain_text("Just taken: Row 2, seat 5")
+        await page.locator('.map-section[data-section="A"]').screenshot(
+            path=str(SHOTS / "boxoffice-seat-taken-section-phone.png")
+        )
+
+        await page.unroute(seats_url)  # the live refresh now shows the rival's hold
+        await expect(seat(page, "A-2-5")).to_have_class(re.compile(r"\bheld\b"), timeout=TIMEOUT_MS)
+        await page.screenshot(path=str(SHOTS / "boxoffice-seat-taken-phone.png"), full_page=True)
+        await page.locator("#hold-button").click()  # the seat still chosen can be held
+        await expect(page.locator("#view-held")).to_be_visible()
+        await expect(page.locator("#held-seats")).to_have_text("Floor, Row 2, seat 6")
+    finally:
+        await rival.close()
+
+
+async def test_declined_card_releases_seats(
+    base_url: str, browser: Browser, admin: aiohttp.ClientSession
+) -> None:
+    event_id = await create_event(admin, rate_per_min=6000)
+    page = await admitted_seat_page(browser, base_url, event_id)
+    await seat(page, "A-3-1").click()
+    await page.locator("#hold-button").click()
+    await expect(page.locator("#view-held")).to_be_visible()
+    await page.locator("#email").fill("fan@example.com")
+    await page.locator("#checkout-button").click()
+    await page.locator("#card").fill("4000 0000 0000 0002")
+    await page.locator("#pay-button").click()
+    await expect(page.locator("#view-failed")).to_be_visible()
+    await expect(page.locator("#failed-text")).to_contain_text("declined")
+    await page.screenshot(path=str(SHOTS / "boxoffice-declined-phone.png"), full_page=True)
+    await page.locator("#pick-again").click()
+    await expect(page.locator("#view-pick")).to_be_visible()
+    assert "order=" not in page.url
+    await expect(seat(page, "A-3-1")).to_have_class(re.compile(r"\bfree\b"), timeout=TIMEOUT_MS)
+
+    # Standing tickets: a quantity, then releasing gives them back.
+    await page.get_by_role("button", name="One more ticket in Standing").click()
+    await page.get_by_role("button", name="One more ticket in Standing").click()
+    await expect(page.locator("#qty-GA")).to_have_value("2")
+    await expect(page.locator("#selection-count")).to_have_text("2 tickets · €70.00")
+    await page.locator("#hold-button").click()
+    await expect(page.locator("#view-held")).to_be_visible()
+    await expect(page.locator("#held-seats")).to_contain_text("2 standing tickets, Standing")
+    await page.locator("#release-button").click()
+    await expect(page.locator("#view-pick")).to_be_visible()
+    await expect(page.locator("#pick-error")).to_contain_text("released")
+    await expect(page.locator("#avail-GA")).to_have_text("100 of 100 left", timeout=TIMEOUT_MS)
