@@ -27,8 +27,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check server loadtest tests
 	$(BIN)/mypy
 
+# `make bench BENCH_ARGS=--quick` for a short smoke run of every benchmark.
 bench: $(STAMP)
-	$(BIN)/python -m loadtest.bench
+	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)
+	$(BIN)/python -m loadtest.bench_booking $(BENCH_ARGS)
+	$(BIN)/python -m loadtest.bench_nginx $(BENCH_ARGS)
 
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtest.run $(ARGS)

@@ -98,6 +98,9 @@ def run_worker(settings: Settings, reuse_port: bool) -> None:
         print=None,
         access_log=None,
         shutdown_timeout=5,
+        # A crowd's burst of handshakes overflows the default backlog of 128; NGINX then times
+        # out connecting and marks the process down.
+        backlog=4096,
     )
 
 

@@ -13,6 +13,7 @@ from .errors import BadRequest
 from .fanout import Conn, Hub
 from .identity import visitor_id
 from .messages import ErrorMsg, PongMsg, client_decoder
+from .keys import EventKeys
 from .room import parse_queue_id
 
 log = logging.getLogger("boxoffice.queue")
@@ -54,6 +55,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     conn = Conn(ws, event_id, queue_id, place.visitor_id)
     hub.add(conn)
     try:
+        if place.state in ("waiting", "prequeue"):
+            # Read again now that the socket is registered: an admission announced while the
+            # upgrade was in flight reached no socket, and this read sees it.
+            place = await room.scripts.status(EventKeys(event_id), queue_id)
         if await hub.greet(conn, place):
             await _serve(conn, hub)
     finally:

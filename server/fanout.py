@@ -127,10 +127,12 @@ class Hub:
 
     async def greet(self, conn: Conn, place: Place) -> bool:
         """First message on a (re)connected socket; False if the socket should close."""
+        if conn.admitted:
+            return True  # the admission news arrived first and was delivered
         if place.state == "admitted":
             await self.send_admitted(conn, place.session_expires_ms, place)
             return True
-        if place.state == "expired":
+        if place.state in ("expired", "unknown"):
             await self.send(conn, ClosedMsg("expired"))
             return False
         msg = self.status_for(conn, place)

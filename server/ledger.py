@@ -320,14 +320,20 @@ async def record_stripe_event(pool: Pool, event_id: str, kind: str) -> None:
     )
 
 
-async def due_actions(pool: Pool, limit: int = 50) -> list[PaymentAction]:
+async def due_actions(
+    pool: Pool, limit: int = 50, order_id: str | None = None
+) -> list[PaymentAction]:
+    """Payment follow-ups not done yet: one order's (right after its commit), or all of them
+    (the background loop, with a growing pause between attempts)."""
     rows = await pool.fetch(
         "SELECT a.id, a.order_id, a.action, o.provider, o.payment_id, a.attempts"
         " FROM payment_actions a JOIN orders o ON o.id = a.order_id"
-        " WHERE a.done_at IS NULL AND a.attempts < 20"
-        " AND a.created_at < now() - make_interval(secs => least(300, a.attempts * a.attempts))"
+        " WHERE a.done_at IS NULL AND a.attempts < 20 AND ($2::text IS NULL OR a.order_id = $2)"
+        " AND ($2::text IS NOT NULL OR"
+        "      a.created_at < now() - make_interval(secs => least(300, a.attempts * a.attempts)))"
         " ORDER BY a.id LIMIT $1",
         limit,
+        order_id,
     )
     return [msgspec.convert(dict(r), PaymentAction) for r in rows]
 

