@@ -65,8 +65,9 @@ if section ~= '' and quantity > 0 then
   local sold = tonumber(redis.call('HGET', KEYS[6], section) or '0')
   local held = tonumber(redis.call('HGET', KEYS[7], section) or '0')
   local mine = 0
-  for _, other in ipairs({own, hold_id}) do
-    if other then
+  -- `own or false`: ipairs stops at a nil, which would skip hold_id when there is no own hold
+  for i, other in ipairs({own or false, hold_id}) do
+    if other and (i == 1 or other ~= own) then
       local h = read_hold(other)
       if h and h.g[section] then mine = mine + h.g[section] end
     end

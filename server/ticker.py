@@ -14,6 +14,7 @@ import msgspec
 
 from . import db
 from .booking import Booking
+from .errors import DATABASE_DOWN
 from .fanout import Hub
 from .keys import EVENTS_CHANNEL, EventKeys
 from .messages import AdmittedNews, ChangedNews, ConfirmedNews, news_decoder
@@ -32,7 +33,12 @@ TOUCH_CHUNK = 1000
 async def forever(name: str, step: Callable[[], Awaitable[float]]) -> None:
     """Run `step` again and again; it returns the seconds to sleep. Errors back off and retry."""
     backoff = 0.5
+    task = asyncio.current_task()
     while True:
+        # On Python 3.11 a library may swallow a cancellation (asyncio.wait_for / timeout races)
+        # or turn it into a TimeoutError caught below; a cancel request still pending ends us.
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
         try:
             delay = await step()
             backoff = 0.5
@@ -74,7 +80,13 @@ class Ticker:
     # ---- admission --------------------------------------------------------------------------
 
     async def refresh_events(self) -> None:
-        rows = await self.room.cache.refresh_all()
+        try:
+            rows = await self.room.cache.refresh_all()
+        except DATABASE_DOWN as exc:
+            # PostgreSQL unreachable: keep admitting for the events already known, retry later.
+            log.warning("events refresh failed: %s", exc, extra={"loop": "admission"})
+            self._refreshed_at = time.monotonic()
+            return
         now = now_ms()
         self.live = [ev for ev in rows if event_state(ev, now) not in ("scheduled", "closed")]
         self._refreshed_at = time.monotonic()
