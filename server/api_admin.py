@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from . import catalog, db
+from . import audit, catalog, db
 from .api_public import json_response
 from .appkeys import BOOKING, POOL, ROOM, SETTINGS, TICKER
 from .errors import Invalid
@@ -47,8 +47,11 @@ async def list_events(request: web.Request) -> web.Response:
 @routes.post("/api/admin/events")
 async def create_event(request: web.Request) -> web.Response:
     _admin(request)
+    who = audit.operator(request)
     body = _create.decode(await _body(request))
     ev = await catalog.create(request.app[ROOM], body)
+    created = catalog.present(ev, with_settings=True).settings
+    await audit.record(request.app[POOL], ev.id, who, "create", {"settings": (None, created)})
     return json_response(catalog.present(ev, with_settings=True), status=201)
 
 
@@ -62,8 +65,9 @@ async def get_event(request: web.Request) -> web.Response:
 @routes.patch("/api/admin/events/{event_id}")
 async def patch_event(request: web.Request) -> web.Response:
     _admin(request)
+    who = audit.operator(request)
     patch = _patch.decode(await _body(request))
-    ev = await request.app[ROOM].change(request.match_info["event_id"], patch)
+    ev = await request.app[ROOM].change(request.match_info["event_id"], patch, who=who)
     return json_response(catalog.present(ev, with_settings=True))
 
 
@@ -89,10 +93,13 @@ async def rebuild_inventory(request: web.Request) -> web.Response:
 async def admit_now(request: web.Request) -> web.Response:
     """Admit the next N visitors now, beyond the bucket (never beyond max_active)."""
     _admin(request)
+    who = audit.operator(request)
     body = _admit.decode(await _body(request))
     if not 1 <= body.count <= 10_000:
         raise Invalid("count: between 1 and 10000")
     room = request.app[ROOM]
     ev = await room.cache.require(request.match_info["event_id"])
     admitted = await request.app[TICKER].admit_now(ev.id, body.count)
+    change = {"admit_now": (None, {"requested": body.count, "admitted": admitted})}
+    await audit.record(request.app[POOL], ev.id, who, "admit_now", change)
     return json_response({"admitted": admitted})

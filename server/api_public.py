@@ -79,6 +79,11 @@ async def index(request: web.Request) -> web.FileResponse:
     return _page("index.html")
 
 
+@routes.get("/admin")
+async def admin_console(request: web.Request) -> web.FileResponse:
+    return _page("admin/index.html")
+
+
 @routes.get("/e/{event_id}")
 async def waiting_page(request: web.Request) -> web.FileResponse:
     await request.app[ROOM].cache.require(check_event_id(request.match_info["event_id"]))

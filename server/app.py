@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from . import api_admin, api_booking, api_public, api_queue, db
+from . import api_admin, api_booking, api_console, api_public, api_queue, db
 from .appkeys import BOOKING, HUB, METRICS, POOL, REDIS, ROOM, SETTINGS, TICKER
 from .booking import Booking
 from .errors import Handler, error_middleware
@@ -113,5 +113,6 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(api_queue.routes)
     app.add_routes(api_admin.routes)
     app.add_routes(api_booking.routes)
+    api_console.setup(app)
     app.router.add_static("/static/", api_public.STATIC, name="static")
     return app

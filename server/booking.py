@@ -287,15 +287,18 @@ class Booking:
             voided = await ledger.change_status(
                 self.pool, order.id, "voided", "seats_taken", action=lost
             )
-            await self.run_actions()
+            await self.run_actions(order.id)
             return voided or order
         outcome, row = await ledger.confirm(self.pool, order.id, self.signer.ticket_code, captured)
         assert row is not None
         if outcome == "paid":
             await self._mark_sold(row)
         elif outcome == "seats_taken":
+            # Redis thought these seats were free and PostgreSQL says sold: Redis was wrong.
+            # Recompute its seat state from the truth (live holds are kept).
             await self.inventory.release(k, order.hold_id)
-        await self.run_actions()
+            await self.inventory.rebuild(k, self.pool, force=True)
+        await self.run_actions(order.id)
         return row
 
     async def _mark_sold(self, order: ledger.OrderRow) -> None:
@@ -322,7 +325,7 @@ class Booking:
         if failed is not None:
             await self.inventory.release(EventKeys(order.event_id), order.hold_id)
             self._maps.pop(order.event_id, None)
-            await self.run_actions()
+            await self.run_actions(order.id)
         return failed
 
     # ---- background duties (safe to run in every process) -----------------------------------
@@ -336,9 +339,11 @@ class Booking:
             await self.run_actions()
         return len(expired)
 
-    async def run_actions(self) -> int:
+    async def run_actions(self, order_id: str | None = None) -> int:
+        """Capture, void or refund what PostgreSQL says is owed: for one order right after its
+        commit, or for all (background loop; idempotency keys make a repeat harmless)."""
         done = 0
-        for action in await ledger.due_actions(self.pool):
+        for action in await ledger.due_actions(self.pool, order_id=order_id):
             error = None
             if action.payment_id is not None:
                 try:
@@ -365,7 +370,9 @@ class Booking:
         sold = len(state.sold) + sum(state.ga_sold.values())
         held = len(state.held) + sum(state.ga_held.values())
         if sold >= ev.capacity:
-            await self.room.change(ev.id, EventPatch(sold_out=True))
+            await self.room.change(
+                ev.id, EventPatch(sold_out=True), who="system", action="sold_out"
+            )
             return
         exhausted = int(sold + held >= ev.capacity)
         await self.room.redis.hset(k.cfg, "exhausted", exhausted)

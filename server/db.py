@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
 from .messages import EventCreate, EventPatch
 
@@ -176,17 +177,24 @@ async def insert_event(
 PATCHABLE = tuple(EventPatch.__struct_fields__)
 
 
-async def update_event(pool: Pool, event_id: str, patch: EventPatch) -> bool:
+async def update_event(
+    pool: Pool | asyncpg.Connection | PoolConnectionProxy, event_id: str, patch: EventPatch
+) -> dict[str, Any] | None:
+    """Apply a patch in one statement; the patched fields' values before it, None if no event.
+    Pass a connection inside a transaction to write an audit row atomically with the change."""
     changes = {f: getattr(patch, f) for f in PATCHABLE if getattr(patch, f) is not msgspec.UNSET}
     if not changes:
-        return await pool.fetchval("SELECT true FROM events WHERE id = $1", event_id) is not None
+        found = await pool.fetchval("SELECT true FROM events WHERE id = $1", event_id)
+        return {} if found is not None else None
     assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=2))
-    result = await pool.fetchval(
-        f"UPDATE events SET {assignments}, updated_at = now() WHERE id = $1 RETURNING true",
+    olds = ", ".join(f"prev.{name}" for name in changes)
+    row = await pool.fetchrow(
+        f"UPDATE events e SET {assignments}, updated_at = now() FROM (SELECT id, {', '.join(changes)}"
+        f" FROM events WHERE id = $1 FOR UPDATE) prev WHERE e.id = prev.id RETURNING {olds}",
         event_id,
         *changes.values(),
     )
-    return result is not None
+    return None if row is None else dict(row)
 
 
 async def inventory_truth(pool: Pool, event_id: str) -> dict[str, Any]:

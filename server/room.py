@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
-from . import db, rules
-from .errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
+from . import audit, db, rules
+from .errors import DATABASE_DOWN, Conflict, Forbidden, Invalid, NotFound, Unavailable
 from .keys import EVENT_ID, EVENTS_CHANNEL, EventKeys
 from .messages import ChangedNews, EventPatch, QueueState, QueueStatus, encoder
 from .scripts import Place, Scripts, Snapshot
@@ -57,6 +57,9 @@ def event_state(ev: db.EventRow, now: int | None = None) -> rules.EventState:
     )
 
 
+MAX_CACHED = 10_000
+
+
 class EventCache:
     """Events read from PostgreSQL, kept per process for a few seconds."""
 
@@ -70,9 +73,23 @@ class EventCache:
         hit = self._events.get(event_id)
         if hit is not None and time.monotonic() - hit[0] < self._ttl:
             return hit[1]
-        row = await db.get_event(self._pool, event_id)
+        try:
+            row = await db.get_event(self._pool, event_id)
+        except DATABASE_DOWN:
+            if hit is None:
+                raise
+            # PostgreSQL unreachable: a known event keeps serving (joins and waiting go on);
+            # re-stamped so a dead database is tried once per TTL, not on every request.
+            self._events[event_id] = (time.monotonic(), hit[1])
+            return hit[1]
+        if row is None and len(self._events) >= MAX_CACHED:
+            self._forget_unknown()  # random ids must not grow memory without bound
         self._events[event_id] = (time.monotonic(), row)
         return row
+
+    def _forget_unknown(self) -> None:
+        for key in [k for k, (_, row) in self._events.items() if row is None]:
+            del self._events[key]
 
     async def require(self, event_id: str) -> db.EventRow:
         row = await self.get(check_event_id(event_id))
@@ -131,9 +148,21 @@ class Room:
         if now_ms() >= to_ms(ev.sale_starts_at):
             await self.scripts.open_sale(EventKeys(ev.id), secrets.randbelow(2**31))
 
-    async def change(self, event_id: str, patch: EventPatch) -> db.EventRow:
-        if not await db.update_event(self.pool, check_event_id(event_id), patch):
-            raise NotFound("no such event", code="event_not_found")
+    async def change(
+        self,
+        event_id: str,
+        patch: EventPatch,
+        who: str = audit.DEFAULT_WHO,
+        action: str = "patch",
+        note: str | None = None,
+    ) -> db.EventRow:
+        """Apply a settings patch; the audit rows go in the same transaction as the change."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            old = await db.update_event(conn, check_event_id(event_id), patch)
+            if old is None:
+                raise NotFound("no such event", code="event_not_found")
+            new = {f: getattr(patch, f) for f in old}
+            await audit.record(conn, event_id, who, action, audit.diff(old, new), note)
         self.cache.invalidate(event_id)
         ev = await self.cache.require(event_id)
         await self.mirror(ev)
