@@ -12,8 +12,8 @@ from .appkeys import HUB, ROOM
 from .errors import BadRequest
 from .fanout import Conn, Hub
 from .identity import visitor_id
-from .messages import ErrorMsg, PongMsg, client_decoder
 from .keys import EventKeys
+from .messages import ErrorMsg, PongMsg, client_decoder
 from .room import parse_queue_id
 
 log = logging.getLogger("boxoffice.queue")
