@@ -15,15 +15,13 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import msgspec
 import uvloop
 from aiohttp import web
 
 from . import db, logs
 from .app import create_app, make_redis
-from .embedded import EmbeddedServers
+from .embedded import start_missing
 from .inventory import Inventory
 from .keys import EventKeys
 from .messages import EventCreate, SectionIn
@@ -126,18 +124,7 @@ def banner(settings: Settings, demo: bool, generated: bool) -> str:
 
 def serve(settings: Settings, demo: bool) -> int:
     settings, generated = with_dev_secrets(settings)
-    embedded = None
-    if settings.embedded:
-        embedded = EmbeddedServers(Path(settings.data_dir))
-        redis_url, database_url = embedded.start(
-            need_redis=not settings.redis_url, need_postgres=not settings.database_url
-        )
-        settings = msgspec.structs.replace(
-            settings,
-            redis_url=settings.redis_url or redis_url,
-            database_url=settings.database_url or database_url,
-        )
-        print(f"embedded servers in {settings.data_dir}/ (Redis and PostgreSQL)", flush=True)
+    settings, embedded = start_missing(settings)
     try:
         asyncio.run(prepare(settings, demo))
         print(banner(settings, demo, generated), flush=True)

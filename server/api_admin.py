@@ -6,7 +6,7 @@ import msgspec
 from aiohttp import web
 
 from . import audit, catalog, db
-from .api_public import json_response
+from .api_public import json_response, read_body
 from .appkeys import BOOKING, POOL, ROOM, SETTINGS, TICKER
 from .errors import Invalid
 from .identity import require_admin
@@ -26,13 +26,6 @@ class AdmitNow(msgspec.Struct, forbid_unknown_fields=True):
 _admit = msgspec.json.Decoder(AdmitNow)
 
 
-async def _body(request: web.Request) -> bytes:
-    body = await request.read()
-    if not body:
-        raise Invalid("a JSON body is required", code="body_required")
-    return body
-
-
 def _admin(request: web.Request) -> None:
     require_admin(request, request.app[SETTINGS].admin_token)
 
@@ -48,7 +41,7 @@ async def list_events(request: web.Request) -> web.Response:
 async def create_event(request: web.Request) -> web.Response:
     _admin(request)
     who = audit.operator(request)
-    body = _create.decode(await _body(request))
+    body = _create.decode(await read_body(request))
     ev = await catalog.create(request.app[ROOM], body)
     created = catalog.present(ev, with_settings=True).settings
     await audit.record(request.app[POOL], ev.id, who, "create", {"settings": (None, created)})
@@ -66,7 +59,7 @@ async def get_event(request: web.Request) -> web.Response:
 async def patch_event(request: web.Request) -> web.Response:
     _admin(request)
     who = audit.operator(request)
-    patch = _patch.decode(await _body(request))
+    patch = _patch.decode(await read_body(request))
     ev = await request.app[ROOM].change(request.match_info["event_id"], patch, who=who)
     return json_response(catalog.present(ev, with_settings=True))
 
@@ -94,7 +87,7 @@ async def admit_now(request: web.Request) -> web.Response:
     """Admit the next N visitors now, beyond the bucket (never beyond max_active)."""
     _admin(request)
     who = audit.operator(request)
-    body = _admit.decode(await _body(request))
+    body = _admit.decode(await read_body(request))
     if not 1 <= body.count <= 10_000:
         raise Invalid("count: between 1 and 10000")
     room = request.app[ROOM]

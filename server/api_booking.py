@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from .api_public import json_response
+from .api_public import json_response, read_body
 from .appkeys import BOOKING
-from .errors import Conflict, Invalid
+from .errors import Conflict
 from .identity import bearer, visitor_id
 from .messages import CheckoutRequest, HoldRequest, PayRequest
 from .payments import webhooks
@@ -17,13 +17,6 @@ routes = web.RouteTableDef()
 _hold = msgspec.json.Decoder(HoldRequest)
 _checkout = msgspec.json.Decoder(CheckoutRequest)
 _pay = msgspec.json.Decoder(PayRequest)
-
-
-async def _body(request: web.Request) -> bytes:
-    body = await request.read()
-    if not body:
-        raise Invalid("a JSON body is required", code="body_required")
-    return body
 
 
 @routes.get("/api/events/{event_id}/seats")
@@ -38,7 +31,7 @@ async def create_hold(request: web.Request) -> web.Response:
     event_id = request.match_info["event_id"]
     await booking.cache.require(event_id)
     claims = booking.access(bearer(request), event_id, visitor_id(request))
-    body = _hold.decode(await _body(request))
+    body = _hold.decode(await read_body(request))
     return json_response(await booking.hold(event_id, claims, body), status=201)
 
 
@@ -51,7 +44,7 @@ async def release_hold(request: web.Request) -> web.Response:
 @routes.post("/api/holds/{hold_id}/checkout")
 async def checkout(request: web.Request) -> web.Response:
     booking = request.app[BOOKING]
-    body = _checkout.decode(await _body(request))
+    body = _checkout.decode(await read_body(request))
     order = await booking.checkout(request.match_info["hold_id"], visitor_id(request), body)
     return json_response(order, status=201)
 
@@ -67,7 +60,7 @@ async def pay(request: web.Request) -> web.Response:
     booking = request.app[BOOKING]
     if booking.provider.name != "dev":
         raise Conflict("payments go through Stripe on this server", code="wrong_provider")
-    body = _pay.decode(await _body(request))
+    body = _pay.decode(await read_body(request))
     order = await booking.pay_dev(request.match_info["order_id"], visitor_id(request), body)
     return json_response(order)
 

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from . import catalog, db
 from .appkeys import BOOKING, METRICS, POOL, REDIS, ROOM
-from .errors import error_response
+from .errors import Invalid, error_response
 from .messages import encoder
 from .metrics import CONTENT_TYPE
 from .openapi import document
@@ -16,6 +16,14 @@ from .room import check_event_id
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 routes = web.RouteTableDef()
+
+
+async def read_body(request: web.Request) -> bytes:
+    """A request's body, which must not be empty (it is decoded by the caller's Struct)."""
+    body = await request.read()
+    if not body:
+        raise Invalid("a JSON body is required", code="body_required")
+    return body
 
 
 def json_response(data: object, status: int = 200) -> web.Response:

@@ -12,7 +12,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import redis
+
+from .settings import Settings
 
 
 class EmbeddedError(Exception):
@@ -155,3 +158,21 @@ class EmbeddedServers:
     def wipe(self) -> None:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def start_missing(settings: Settings) -> tuple[Settings, EmbeddedServers | None]:
+    """Start private servers for whichever of REDIS_URL / DATABASE_URL is not given; the
+    settings come back pointing at them."""
+    if not settings.embedded:
+        return settings, None
+    servers = EmbeddedServers(Path(settings.data_dir))
+    redis_url, database_url = servers.start(
+        need_redis=not settings.redis_url, need_postgres=not settings.database_url
+    )
+    settings = msgspec.structs.replace(
+        settings,
+        redis_url=settings.redis_url or redis_url,
+        database_url=settings.database_url or database_url,
+    )
+    print(f"embedded servers in {servers.data_dir}/ (Redis and PostgreSQL)", flush=True)
+    return settings, servers

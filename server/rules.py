@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Literal
 
 EventState = Literal["scheduled", "prequeue", "on_sale", "sold_out", "closed"]
@@ -61,8 +62,11 @@ def estimated_position(rank_position: int, admitted_then: int, admitted_now: int
 
 
 def bucket_capacity(rate_per_min: int, tick_ms: int) -> float:
-    """The token bucket holds one tick's worth of admissions, and at least one."""
-    return max(1.0, rate_per_min * tick_ms / 60000)
+    """The token bucket holds one tick's worth of admissions plus one (so the fraction of a token
+    carried between ticks is never clipped away); rate 0 admits nobody (queue/admit.lua)."""
+    if rate_per_min <= 0:
+        return 0.0
+    return rate_per_min * tick_ms / 60000 + 1
 
 
 def admission_ceiling(rate_per_min: int, tick_ms: int, elapsed_ms: int) -> int:
@@ -99,14 +103,19 @@ def seat_id(section: str, row: int, seat: int) -> str:
     return f"{section}-{row}-{seat}"
 
 
+SEAT_ID = re.compile(r"([^-]+)-(0|[1-9][0-9]*)-(0|[1-9][0-9]*)")
+
+
 def parse_seat_id(value: str) -> tuple[str, int, int] | None:
-    """("A", 3, 17) from "A-3-17"; None if the text is not a seat id."""
-    parts = value.split("-")
-    if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2].isdigit():
-        return None
+    """("A", 3, 17) from "A-3-17"; None if the text is not a seat id in its one spelling (ASCII
+    digits, no leading zeros): "A-03-17" must not name a second key for the same seat, and "²"
+    passes str.isdigit() but breaks int()."""
     if len(value) > 40:
         return None
-    return parts[0], int(parts[1]), int(parts[2])
+    match = SEAT_ID.fullmatch(value)
+    if match is None:
+        return None
+    return match.group(1), int(match.group(2)), int(match.group(3))
 
 
 def hold_amount(

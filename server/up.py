@@ -25,7 +25,7 @@ from pathlib import Path
 import msgspec
 
 from . import nginx
-from .embedded import EmbeddedServers, free_port
+from .embedded import free_port, start_missing
 from .settings import PREFIX, Settings, to_env, with_dev_secrets
 
 log = logging.getLogger("boxoffice.up")
@@ -221,17 +221,7 @@ def up(
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        if settings.embedded:
-            embedded = EmbeddedServers(data_dir)
-            redis_url, database_url = embedded.start(
-                need_redis=not settings.redis_url, need_postgres=not settings.database_url
-            )
-            settings = msgspec.structs.replace(
-                settings,
-                redis_url=settings.redis_url or redis_url,
-                database_url=settings.database_url or database_url,
-            )
-            print(f"embedded servers in {data_dir}/ (Redis and PostgreSQL)", flush=True)
+        settings, embedded = start_missing(settings)
         asyncio.run(prepare(settings, demo))
         base = public_base(settings, port, tls_cert is not None)
         settings = msgspec.structs.replace(settings, public_url=settings.public_url or base)
