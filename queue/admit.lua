@@ -40,9 +40,12 @@ local ended = redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 if ended > 0 then redis.call('HINCRBY', KEYS[5], 'sessions_ended', ended) end
 local active = redis.call('ZCARD', KEYS[3])
 
--- The bucket holds at most one tick's worth of admissions (at least one), so over any interval
--- of t ms no more than rate * t / 60000 + capacity are admitted.
-local capacity = math.max(1, rate * tick_ms / 60000)
+-- The bucket holds at most one tick's worth of admissions plus one, so over any interval of t ms
+-- no more than rate * t / 60000 + capacity are admitted. The extra one keeps the fraction of a
+-- token carried from one tick to the next: with a cap of one tick's worth, every tick clipped
+-- that fraction away and one process ticking every tick_ms fell far short of the rate
+-- (e.g. 600 instead of 1000 a minute at tick_ms 50).
+local capacity = rate * tick_ms / 60000 + 1
 local bucket = redis.call('HMGET', KEYS[4], 'tokens', 'ts')
 local tokens = tonumber(bucket[1] or capacity)
 local ts = tonumber(bucket[2] or now)
@@ -91,14 +94,18 @@ end
 redis.call('HSET', KEYS[4], 'tokens', tostring(tokens), 'ts', ts)
 
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. (now - 60000))
+local counters = redis.call('HMGET', KEYS[5], 'serving', 'admitted')
+-- Admitted in the last minute, in O(1): every batch records the running total after it, so
+-- the window holds everything admitted since just before its oldest batch.
 local recent = 0
-for _, batch in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
-  recent = recent + tonumber(string.match(batch, ':(%d+)$'))
+local oldest = redis.call('ZRANGE', KEYS[6], 0, 0)[1]
+if oldest then
+  local total_after, n = string.match(oldest, ':(%d+):(%d+)$')
+  recent = tonumber(counters[2] or '0') - (tonumber(total_after) - tonumber(n))
 end
 local window = 0
 if opened then window = math.min(60000, now - tonumber(cfg[9] or now)) end
 
-local counters = redis.call('HMGET', KEYS[5], 'serving', 'admitted')
 local result = {1, opened and 1 or 0, paused and 1 or 0, closed and 1 or 0, sold_out and 1 or 0,
   tonumber(counters[1] or '0'), tonumber(counters[2] or '0'), redis.call('ZCARD', KEYS[2]),
   redis.call('ZCARD', KEYS[9]), active, recent, window, now}
