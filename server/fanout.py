@@ -41,6 +41,7 @@ class Conn:
     admitted_then: int = 0
     next_rank_at: float = 0.0
     admitted: bool = False
+    greeted: bool = False  # ticks start after the first status, which they build on
     sent: int = field(default=0)
 
 
@@ -106,7 +107,7 @@ class Hub:
         started = time.perf_counter()
         for i in range(0, len(conns), CHUNK):
             for conn in conns[i : i + CHUNK]:
-                if not conn.admitted:
+                if conn.greeted and not conn.admitted:
                     await self._write(conn, text)
             await asyncio.sleep(0)
         self.metrics.broadcast.observe(time.perf_counter() - started)
@@ -142,6 +143,7 @@ class Hub:
         conn.position, conn.admitted_then = msg.position, msg.admitted_total
         self.schedule_rank(conn)
         await self.send(conn, msg)
+        conn.greeted = True
         return True
 
     async def send_admitted(self, conn: Conn, expires_ms: int, place: Place | None = None) -> None:
