@@ -840,7 +840,7 @@ class Stack:
         out.append(
             "Listen-queue overflows: TcpExt ListenOverflows of the whole network namespace "
             "(other jobs' sockets too), i.e. connections dropped because an accept queue was "
-            "full; the app listens with aiohttp's default backlog (128), NGINX with 4096."
+            "full; the app and NGINX both listen with a backlog of 4096."
         )
         if self.nginx_log:
             out += ["", "NGINX error log, most frequent messages per phase:"]
