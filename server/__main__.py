@@ -111,7 +111,7 @@ def banner(settings: Settings, demo: bool, generated: bool) -> str:
     if demo:
         lines.append(f"  fan page (demo event, sale opens in 1 minute): {base}/e/{DEMO_ID}")
     lines += [
-        f"  admin API: {base}/api/admin/events",
+        f"  ops console: {base}/admin   admin API: {base}/api/admin/events",
         f"  admin token: {settings.admin_token}"
         + ("   (generated for development; set BOXOFFICE_ADMIN_TOKEN)" if generated else ""),
         f"  e.g. curl -H 'Authorization: Bearer {settings.admin_token}' "
