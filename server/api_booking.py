@@ -55,6 +55,18 @@ async def get_order(request: web.Request) -> web.Response:
     return json_response(await booking.order(request.match_info["order_id"], visitor_id(request)))
 
 
+@routes.get("/api/orders/{order_id}/tickets/{number}.svg")
+async def ticket_qr(request: web.Request) -> web.Response:
+    booking = request.app[BOOKING]
+    match = request.match_info
+    svg = await booking.ticket_svg(match["order_id"], visitor_id(request), match["number"])
+    return web.Response(
+        body=svg,
+        content_type="image/svg+xml",
+        headers={"Cache-Control": "private, max-age=86400"},
+    )
+
+
 @routes.post("/api/orders/{order_id}/pay")
 async def pay(request: web.Request) -> web.Response:
     booking = request.app[BOOKING]

@@ -3,9 +3,12 @@ PostgreSQL (server.ledger) is the final arbiter of every sale."""
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from datetime import timedelta
+
+import segno
 
 from . import db, ledger, rules
 from .errors import (
@@ -235,6 +238,17 @@ class Booking:
     async def order(self, order_id: str, visitor_id: str) -> Order:
         return self.present(await self._own_order(order_id, visitor_id))
 
+    async def ticket_svg(self, order_id: str, visitor_id: str, number: str) -> bytes:
+        """The QR code of one ticket of a paid order of this visitor, as SVG."""
+        order = await self._own_order(order_id, visitor_id)
+        if order.status != "paid":
+            raise Conflict(f"this order is {order.status}", code="order_not_paid")
+        wanted = int(number) if number.isdigit() and len(number) <= 6 else -1
+        for ticket in order.tickets:
+            if ticket.number == wanted:
+                return ticket_svg(ticket.code)
+        raise NotFound("no such ticket in this order", code="ticket_not_found")
+
     async def _own_order(self, order_id: str, visitor_id: str) -> ledger.OrderRow:
         if len(order_id) > 64:
             raise NotFound("no such order", code="order_not_found")
@@ -397,7 +411,7 @@ class Booking:
             email=order.email,
             expires_at=order.expires_at,
             payment=payment,
-            tickets=[Ticket(t.code, t.section_id, t.seat_id) for t in order.tickets],
+            tickets=[Ticket(t.code, t.section_id, t.seat_id, t.number) for t in order.tickets],
             section=ga_section or None,
             quantity=quantity or None,
             status_reason=order.status_reason,
@@ -405,6 +419,12 @@ class Booking:
 
 
 # ---- pure helpers ----------------------------------------------------------------------------
+
+
+def ticket_svg(code: str) -> bytes:
+    buf = io.BytesIO()
+    segno.make(code, error="m").save(buf, kind="svg", scale=4, border=2)
+    return buf.getvalue()
 
 
 def check_hold_request(ev: db.EventRow, body: HoldRequest) -> tuple[list[str], str | None, int]:

@@ -274,6 +274,7 @@ class Ticket(Struct, frozen=True):
     code: str
     section_id: str
     seat_id: str | None
+    number: int = 0  # 1, 2, …: the QR image is /api/orders/{order_id}/tickets/{number}.svg
 
 
 class Order(Struct, frozen=True):

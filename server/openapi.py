@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any
 
@@ -45,6 +46,7 @@ OPERATIONS: list[tuple[str, str, str, Any, int, Any, str | None]] = [
     ("delete", "/api/holds/{hold_id}", "Release a hold", None, 204, None, None),
     ("post", "/api/holds/{hold_id}/checkout", "Create the order and payment (idempotent per hold)", CheckoutRequest, 201, Order, None),
     ("get", "/api/orders/{order_id}", "An order, with ticket codes once paid", None, 200, Order, None),
+    ("get", "/api/orders/{order_id}/tickets/{number}.svg", "QR code (SVG) of one ticket of a paid order", None, 200, None, None),
     ("post", "/api/orders/{order_id}/pay", "Pay with a test card (dev provider only)", PayRequest, 200, Order, None),
     ("post", "/api/webhooks/stripe", "Stripe webhook (signature verified on the raw body)", None, 200, None, None),
     ("get", "/api/admin/events", "All events with settings", None, 200, list[Event], "admin"),
@@ -83,7 +85,7 @@ def document() -> bytes:
     paths: dict[str, dict[str, Any]] = {}
     for method, path, summary, body, status, answer, auth in OPERATIONS:
         spec: dict[str, Any] = {"summary": summary, "responses": {}}
-        params = [p.strip("{}") for p in path.split("/") if p.startswith("{")]
+        params = re.findall(r"\{(\w+)\}", path)
         if params:
             spec["parameters"] = [
                 {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}

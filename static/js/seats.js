@@ -1041,7 +1041,7 @@
     $("done-email").textContent = order.email;
     var list = $("tickets");
     list.textContent = "";
-    order.tickets.forEach(function (t) {
+    order.tickets.forEach(function (t, i) {
       var li = document.createElement("li");
       li.className = "ticket";
       var what = document.createElement("span");
@@ -1052,8 +1052,16 @@
       code.className = "ticket-code";
       code.textContent = t.code;
       code.setAttribute("aria-label", "Ticket code " + t.code.split("").join(" "));
+      // Tickets come numbered 1, 2, … in this order; the QR code encodes the same ticket code.
+      var qr = document.createElement("img");
+      qr.className = "ticket-qr";
+      qr.alt = "QR code for ticket " + t.code;
+      qr.src = "/api/orders/" + encodeURIComponent(order.order_id) + "/tickets/" + (t.number || i + 1) + ".svg";
+      qr.width = 132;
+      qr.height = 132;
       li.appendChild(what);
       li.appendChild(code);
+      li.appendChild(qr);
       list.appendChild(li);
     });
     BO.session.removeItem(holdKey);
