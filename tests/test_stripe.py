@@ -491,7 +491,14 @@ async def test_payment_failed_fails_order_and_frees_seats(
 
 
 @pytest.mark.parametrize(
-    "override", [{"amount": PRICE - 1}, {"amount": PRICE + 1}, {"currency": "usd"}], ids=str
+    "override",
+    [
+        {"amount": PRICE - 1},
+        {"amount": PRICE + 1},
+        {"currency": "usd"},
+        {"id": "pi_not_this_order"},
+    ],
+    ids=str,
 )
 async def test_amount_or_currency_mismatch_is_not_paid(
     shop: Client, fake: FakeStripe, pg: asyncpg.Pool, override: dict[str, Any]

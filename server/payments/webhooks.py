@@ -85,6 +85,7 @@ async def handle(booking: Booking, raw: bytes, signature: str | None) -> str:
         event.livemode != livemode
         or intent.amount != order.amount
         or intent.currency.upper() != order.currency
+        or (order.payment_id is not None and order.payment_id != intent.id)
     ):
         log.error("webhook does not match order", extra={"event": event.id, "order_id": order.id})
         await ledger.record_stripe_event(pool, event.id, event.type)
