@@ -20,13 +20,8 @@
 -- Returns {found, opened, paused, closed, sold_out, serving, admitted_total, waiting, prequeue,
 --          active, admitted_last_window, window_ms, now, queue_id1, visitor1, expires1, ...}
 -- with found = 0 (and nothing else) when the event is not mirrored in Redis.
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+--#include clock
+local now = now_ms(ARGV[1])
 
 local cfg = redis.call('HMGET', KEYS[1], 'rate_per_min', 'max_active', 'session_ms', 'tick_ms',
   'paused', 'closed', 'sold_out', 'opened', 'opened_ms')

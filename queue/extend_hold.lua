@@ -7,6 +7,7 @@
 --
 -- Returns the hold's expiry in ms (extended if this was the first time), or 0 if the hold
 -- is not live.
+--#include clock
 --#include holds
 
 local now = now_ms(ARGV[3])

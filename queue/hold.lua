@@ -21,6 +21,7 @@
 --      or {"ga_unavailable", available_now}   (not enough standing capacity)
 --      or {"no_session"}                      (the admitted session is over)
 --      or {"not_ready"}                       (seat state must be rebuilt first)
+--#include clock
 --#include holds
 
 local now = now_ms(ARGV[5])

@@ -18,13 +18,8 @@
 --   state "prequeue" | "waiting" | "admitted"      the visitor's place (rank is 0-based or -1)
 --   state "closed" | "sold_out" | "not_open"       no place given
 --   state "nocfg"                                  the event is not mirrored in Redis yet
-local now
-if ARGV[3] ~= '' then
-  now = tonumber(ARGV[3])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+--#include clock
+local now = now_ms(ARGV[3])
 
 local visitor = ARGV[1]
 local cfg = redis.call('HMGET', KEYS[1], 'closed', 'sold_out', 'opened', 'prequeue_opens_ms')

@@ -11,13 +11,8 @@
 --
 -- Returns the number of visitors moved from the pre-queue to the line; -1 if the sale was
 -- already open, -2 if it is not time yet, -3 if the event is not mirrored in Redis.
-local now
-if ARGV[2] ~= '' then
-  now = tonumber(ARGV[2])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+--#include clock
+local now = now_ms(ARGV[2])
 
 local cfg = redis.call('HMGET', KEYS[1], 'opened', 'sale_starts_ms')
 if not cfg[2] then return -3 end

@@ -10,13 +10,8 @@
 -- ARGV[3] now in ms, or "" to use Redis TIME
 --
 -- Returns the number of places dropped.
-local now
-if ARGV[3] ~= '' then
-  now = tonumber(ARGV[3])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+--#include clock
+local now = now_ms(ARGV[3])
 
 local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[1])),
   'LIMIT', 0, tonumber(ARGV[2]))

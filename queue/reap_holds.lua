@@ -6,6 +6,7 @@
 -- ARGV[2] now in ms, or "" to use Redis TIME
 --
 -- Returns the number of holds tidied.
+--#include clock
 --#include holds
 
 return purge_expired(now_ms(ARGV[2]), tonumber(ARGV[1]))

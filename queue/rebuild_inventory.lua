@@ -11,6 +11,7 @@
 -- ARGV[3] now in ms, or "" to use Redis TIME
 --
 -- Returns -1 if nothing was done (marker present, no force), else the number of holds restored.
+--#include clock
 --#include holds
 
 if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[8]) == 1 then return -1 end

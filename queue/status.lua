@@ -13,13 +13,8 @@
 --
 -- Returns {state, visitor_id, ticket, rank, session_expires_ms}, state one of
 --   "prequeue" | "waiting" | "admitted" | "expired" (place lost or session over) | "unknown"
-local now
-if ARGV[3] ~= '' then
-  now = tonumber(ARGV[3])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+--#include clock
+local now = now_ms(ARGV[3])
 
 local queue_id = ARGV[1]
 local visitor = redis.call('HGET', KEYS[2], queue_id)

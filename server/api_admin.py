@@ -26,20 +26,20 @@ class AdmitNow(msgspec.Struct, forbid_unknown_fields=True):
 _admit = msgspec.json.Decoder(AdmitNow)
 
 
-def _admin(request: web.Request) -> None:
+def admin_only(request: web.Request) -> None:
     require_admin(request, request.app[SETTINGS].admin_token)
 
 
 @routes.get("/api/admin/events")
 async def list_events(request: web.Request) -> web.Response:
-    _admin(request)
+    admin_only(request)
     rows = await db.list_events(request.app[POOL], include_closed=True)
     return json_response([catalog.present(ev, with_settings=True) for ev in rows])
 
 
 @routes.post("/api/admin/events")
 async def create_event(request: web.Request) -> web.Response:
-    _admin(request)
+    admin_only(request)
     who = audit.operator(request)
     body = _create.decode(await read_body(request))
     ev = await catalog.create(request.app[ROOM], body)
@@ -50,14 +50,14 @@ async def create_event(request: web.Request) -> web.Response:
 
 @routes.get("/api/admin/events/{event_id}")
 async def get_event(request: web.Request) -> web.Response:
-    _admin(request)
+    admin_only(request)
     ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
     return json_response(catalog.present(ev, with_settings=True))
 
 
 @routes.patch("/api/admin/events/{event_id}")
 async def patch_event(request: web.Request) -> web.Response:
-    _admin(request)
+    admin_only(request)
     who = audit.operator(request)
     patch = _patch.decode(await read_body(request))
     ev = await request.app[ROOM].change(request.match_info["event_id"], patch, who=who)
@@ -66,7 +66,7 @@ async def patch_event(request: web.Request) -> web.Response:
 
 @routes.get("/api/admin/events/{event_id}/stats")
 async def event_stats(request: web.Request) -> web.Response:
-    _admin(request)
+    admin_only(request)
     room = request.app[ROOM]
     ev = await room.cache.require(request.match_info["event_id"])
     return json_response(await catalog.stats(room, request.app[BOOKING].inventory, ev))
@@ -75,7 +75,7 @@ async def event_stats(request: web.Request) -> web.Response:
 @routes.post("/api/admin/events/{event_id}/rebuild-inventory")
 async def rebuild_inventory(request: web.Request) -> web.Response:
     """Recompute live seat state from PostgreSQL (keeps live holds of seats not sold)."""
-    _admin(request)
+    admin_only(request)
     ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
     booking = request.app[BOOKING]
     restored = await booking.inventory.rebuild(EventKeys(ev.id), booking.pool, force=True)
@@ -85,7 +85,7 @@ async def rebuild_inventory(request: web.Request) -> web.Response:
 @routes.post("/api/admin/events/{event_id}/admit")
 async def admit_now(request: web.Request) -> web.Response:
     """Admit the next N visitors now, beyond the bucket (never beyond max_active)."""
-    _admin(request)
+    admin_only(request)
     who = audit.operator(request)
     body = _admit.decode(await read_body(request))
     if not 1 <= body.count <= 10_000:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,12 +16,14 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from . import audit, autopilot
+from .api_admin import admin_only
 from .api_public import json_response
 from .appkeys import BOOKING, METRICS, POOL, ROOM, SETTINGS, TICKER
 from .errors import Invalid, NotFound, Unauthorized
-from .identity import require_admin
+from .identity import admin_token_matches
 from .keys import EventKeys
 from .live import LiveCollector, LiveHub
+from .messages import PingMsg
 from .room import check_event_id, now_ms, to_ms
 
 routes = web.RouteTableDef()
@@ -44,19 +45,11 @@ class AuthMsg(msgspec.Struct, frozen=True, tag="auth", tag_field="type"):
     token: str
 
 
-class PingMsg(msgspec.Struct, frozen=True, tag="ping", tag_field="type"):
-    pass
-
-
 _client = msgspec.json.Decoder(AuthMsg | PingMsg)
 
 
-def _admin(request: web.Request) -> None:
-    require_admin(request, request.app[SETTINGS].admin_token)
-
-
 def _token_ok(request: web.Request, token: str) -> bool:
-    return hmac.compare_digest(token.encode(), request.app[SETTINGS].admin_token.encode())
+    return admin_token_matches(token, request.app[SETTINGS].admin_token)
 
 
 # ---- audit ----------------------------------------------------------------------------------------
@@ -65,7 +58,7 @@ def _token_ok(request: web.Request, token: str) -> bool:
 @routes.get("/api/admin/events/{event_id}/audit")
 async def audit_trail(request: web.Request) -> web.Response:
     """The event's settings changes, newest first (?limit=1..500, default 100)."""
-    _admin(request)
+    admin_only(request)
     ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
     raw = request.query.get("limit", "100")
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_AUDIT:
@@ -93,7 +86,7 @@ def _clear_by(raw: str | None) -> datetime | None:
 async def eta(request: web.Request) -> web.Response:
     """How long the last fan in line waits at the measured and configured rates; with
     ?clear_by=<RFC 3339>, the rate that admits everyone in line by then."""
-    _admin(request)
+    admin_only(request)
     room = request.app[ROOM]
     ev = await room.cache.require(request.match_info["event_id"])
     clear_by = _clear_by(request.query.get("clear_by"))
@@ -142,7 +135,7 @@ async def _autopilot_view(request: web.Request, event_id: str) -> AutopilotView:
 
 @routes.get("/api/admin/events/{event_id}/autopilot")
 async def get_autopilot(request: web.Request) -> web.Response:
-    _admin(request)
+    admin_only(request)
     ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
     return json_response(await _autopilot_view(request, ev.id))
 
@@ -150,7 +143,7 @@ async def get_autopilot(request: web.Request) -> web.Response:
 @routes.patch("/api/admin/events/{event_id}/autopilot")
 async def patch_autopilot(request: web.Request) -> web.Response:
     """Turn the autopilot on or off and set its bounds; audited like every settings change."""
-    _admin(request)
+    admin_only(request)
     who = audit.operator(request)
     ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
     body = await request.read()

@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 
 from . import audit, db, rules
 from .keys import EventKeys
-from .messages import EventPatch
+from .messages import EventPatch, RatePerMin
 from .room import Room, now_ms, to_ms
 
 log = logging.getLogger("boxoffice.autopilot")
@@ -117,7 +117,6 @@ def eta_preview(
 # ---- the control rule (pure) ----------------------------------------------------------------------
 
 Fraction = Annotated[float, Meta(gt=0, le=1)]
-Rate = Annotated[int, Meta(ge=0, le=1_000_000)]
 Horizon = Annotated[int, Meta(ge=5, le=3600)]
 
 
@@ -133,8 +132,8 @@ class AutopilotConfig(Struct, frozen=True, kw_only=True):
 class AutopilotPatch(Struct, frozen=True, forbid_unknown_fields=True):
     enabled: bool | UnsetType = UNSET
     target_fraction: Fraction | UnsetType = UNSET
-    min_rate: Rate | UnsetType = UNSET
-    max_rate: Rate | UnsetType = UNSET
+    min_rate: RatePerMin | UnsetType = UNSET
+    max_rate: RatePerMin | UnsetType = UNSET
     max_step_fraction: Fraction | UnsetType = UNSET
     horizon_seconds: Horizon | UnsetType = UNSET
 

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -42,7 +42,6 @@ class Conn:
     next_rank_at: float = 0.0
     admitted: bool = False
     greeted: bool = False  # ticks start after the first status, which they build on
-    sent: int = field(default=0)
 
 
 class Hub:
@@ -96,7 +95,6 @@ class Hub:
             return
         try:
             await conn.ws.send_str(text)
-            conn.sent += 1
         except (ConnectionError, RuntimeError) as exc:
             log.debug("send failed", extra={"queue_id": conn.queue_id, "error": str(exc)})
 

@@ -53,7 +53,11 @@ def bearer(request: web.Request) -> str | None:
     return token.strip()
 
 
+def admin_token_matches(token: str, admin_token: str) -> bool:
+    return hmac.compare_digest(token.encode(), admin_token.encode())
+
+
 def require_admin(request: web.Request, admin_token: str) -> None:
     token = bearer(request)
-    if token is None or not hmac.compare_digest(token.encode(), admin_token.encode()):
+    if token is None or not admin_token_matches(token, admin_token):
         raise Unauthorized("admin token missing or wrong", code="unauthorized")

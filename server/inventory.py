@@ -3,26 +3,18 @@ state from PostgreSQL, which stays the truth."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgspec
 
 from . import db
 from .keys import EventKeys
-from .scripts import AnyRedis, script_source
+from .room import now_ms as clock_ms
+from .scripts import AnyRedis, as_text, script_source, time_arg
 
 HOLD_SCRIPTS = (
     "hold", "release_hold", "extend_hold", "sell", "reap_holds", "rebuild_inventory", "rate_limit",
 )  # fmt: skip
-
-
-def _ms(now_ms: int | None) -> str:
-    return "" if now_ms is None else str(now_ms)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class HoldResult(msgspec.Struct, frozen=True):
@@ -92,14 +84,14 @@ class Inventory:
         now_ms: int | None = None,
     ) -> HoldResult:
         keys = [*k.hold_keys(), k.active, k.inventory]
-        args: list[str | int] = [hold_id, visitor_id, queue_id, hold_ms, _ms(now_ms)]
+        args: list[str | int] = [hold_id, visitor_id, queue_id, hold_ms, time_arg(now_ms)]
         args += [ga_section, quantity, "1" if claim else "0", *seats]
         r = await self._run("hold", keys, args)
-        status = _text(r[0])
+        status = as_text(r[0])
         if status == "ok":
-            return HoldResult(status, int(r[1]), _text(r[2]))
+            return HoldResult(status, int(r[1]), as_text(r[2]))
         if status == "unavailable":
-            return HoldResult(status, taken=tuple(_text(x) for x in r[1:]))
+            return HoldResult(status, taken=tuple(as_text(x) for x in r[1:]))
         if status == "ga_unavailable":
             return HoldResult(status, available=int(r[1]))
         return HoldResult(status)
@@ -115,7 +107,9 @@ class Inventory:
     async def extend(
         self, k: EventKeys, hold_id: str, window_ms: int, now_ms: int | None = None
     ) -> int:
-        return int(await self._run("extend_hold", k.hold_keys(), [hold_id, window_ms, _ms(now_ms)]))
+        return int(
+            await self._run("extend_hold", k.hold_keys(), [hold_id, window_ms, time_arg(now_ms)])
+        )
 
     async def sell(
         self,
@@ -132,7 +126,7 @@ class Inventory:
         return bool(await self._run("sell", keys, args))
 
     async def reap(self, k: EventKeys, limit: int = 500, now_ms: int | None = None) -> int:
-        return int(await self._run("reap_holds", k.hold_keys(), [limit, _ms(now_ms)]))
+        return int(await self._run("reap_holds", k.hold_keys(), [limit, time_arg(now_ms)]))
 
     async def read_hold(self, k: EventKeys, hold_id: str) -> HoldRecord | None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -147,26 +141,26 @@ class Inventory:
         return HoldRecord(hold_id, h.v, h.q, seats, ga, h.x == 1, int(expires))
 
     async def snapshot(self, k: EventKeys) -> SeatState:
-        now = time.time_ns() // 1_000_000
+        now = clock_ms()
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(k.seats)
             pipe.zrangebyscore(k.holdexp, f"({now}", "+inf")
             pipe.hgetall(k.gasold)
             pipe.hgetall(k.gaheld)
             seats, live, ga_sold, ga_held = await pipe.execute()
-        live_ids = {_text(h) for h in live}
+        live_ids = {as_text(h) for h in live}
         held, sold = set(), set()
         for seat, holder in seats.items():
-            holder_id = _text(holder)
+            holder_id = as_text(holder)
             if holder_id == "sold":
-                sold.add(_text(seat))
+                sold.add(as_text(seat))
             elif holder_id in live_ids:
-                held.add(_text(seat))
+                held.add(as_text(seat))
         return SeatState(
             held=frozenset(held),
             sold=frozenset(sold),
-            ga_sold={_text(s): int(n) for s, n in ga_sold.items()},
-            ga_held={_text(s): max(0, int(n)) for s, n in ga_held.items()},
+            ga_sold={as_text(s): int(n) for s, n in ga_sold.items()},
+            ga_held={as_text(s): max(0, int(n)) for s, n in ga_held.items()},
             live_holds=len(live_ids),
         )
 

@@ -38,11 +38,12 @@ def script_source(name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _ms(now_ms: int | None) -> str:
+def time_arg(now_ms: int | None) -> str:
+    """The time ARGV of a script: "" lets the script read Redis TIME."""
     return "" if now_ms is None else str(now_ms)
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -154,15 +155,15 @@ class Scripts:
     ) -> Place:
         keys = [k.cfg, k.visitors, k.owner, k.tickets, k.pre, k.line, k.seen, k.active, k.seq]
         keys.append(k.stats)
-        r = await self._run("join", keys, [visitor_id, new_queue_id, _ms(now_ms)])
-        return Place(_text(r[0]), _text(r[1]), visitor_id, int(r[2]), int(r[3]), int(r[4]))
+        r = await self._run("join", keys, [visitor_id, new_queue_id, time_arg(now_ms)])
+        return Place(as_text(r[0]), as_text(r[1]), visitor_id, int(r[2]), int(r[3]), int(r[4]))
 
     async def status(
         self, k: EventKeys, queue_id: str, touch: bool = False, now_ms: int | None = None
     ) -> Place:
         keys = [k.cfg, k.owner, k.tickets, k.pre, k.line, k.seen, k.active]
-        r = await self._run("status", keys, [queue_id, "1" if touch else "0", _ms(now_ms)])
-        return Place(_text(r[0]), queue_id, _text(r[1]), int(r[2]), int(r[3]), int(r[4]))
+        r = await self._run("status", keys, [queue_id, "1" if touch else "0", time_arg(now_ms)])
+        return Place(as_text(r[0]), queue_id, as_text(r[1]), int(r[2]), int(r[3]), int(r[4]))
 
     async def leave(self, k: EventKeys, queue_id: str, reason: str = "left") -> bool:
         keys = [k.visitors, k.owner, k.pre, k.line, k.seen, k.active, k.stats]
@@ -172,22 +173,22 @@ class Scripts:
         self, k: EventKeys, grace_ms: int, limit: int = 1000, now_ms: int | None = None
     ) -> int:
         keys = [k.pre, k.line, k.seen, k.stats]
-        return int(await self._run("reap", keys, [grace_ms, limit, _ms(now_ms)]))
+        return int(await self._run("reap", keys, [grace_ms, limit, time_arg(now_ms)]))
 
     async def open_sale(self, k: EventKeys, seed: int, now_ms: int | None = None) -> int:
         keys = [k.cfg, k.pre, k.line, k.tickets, k.seq]
-        return int(await self._run("open_sale", keys, [seed, _ms(now_ms)]))
+        return int(await self._run("open_sale", keys, [seed, time_arg(now_ms)]))
 
     async def admit(
         self, k: EventKeys, max_batch: int = 500, extra: int = 0, now_ms: int | None = None
     ) -> Snapshot:
         keys = [k.cfg, k.line, k.active, k.bucket, k.stats, k.admits, k.owner, k.seen, k.pre]
-        r = await self._run("admit", keys, [_ms(now_ms), max_batch, k.channel, extra])
+        r = await self._run("admit", keys, [time_arg(now_ms), max_batch, k.channel, extra])
         if not r[0]:
             return Snapshot(found=False)
         flat = r[13:]
         admitted = tuple(
-            Admitted(_text(flat[i]), _text(flat[i + 1]), int(flat[i + 2]))
+            Admitted(as_text(flat[i]), as_text(flat[i + 1]), int(flat[i + 2]))
             for i in range(0, len(flat), 3)
         )
         flags = [bool(x) for x in r[1:5]]

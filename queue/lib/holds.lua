@@ -9,12 +9,6 @@
 --   KEYS[6] gasold   HASH  section -> sold
 --   KEYS[7] gaheld   HASH  section -> quantity in holds not yet tidied away
 
-local function now_ms(arg)
-  if arg ~= nil and arg ~= '' then return tonumber(arg) end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
 local function hold_expiry(hold_id)
   local e = redis.call('ZSCORE', KEYS[3], hold_id)
   if e then return tonumber(e) end
