@@ -219,7 +219,7 @@ def proc_parents() -> dict[int, tuple[int, str]]:
 def mint_cookies(count: int) -> list[str]:
     """Fresh visitors' valid, signed `bo_visitor` values (what the app would have set), minted
     up front so that timed loops only pop from a list."""
-    from server.tokens import Signer, new_id
+    from server.core.tokens import Signer, new_id
 
     signer = Signer(SECRET)
     return [signer.visitor_cookie(new_id()) for _ in range(count)]
@@ -883,7 +883,7 @@ def run_embedded(
 ) -> int:
     """Start private Redis and PostgreSQL in a temporary folder, run `orchestrate` on uvloop
     (SIGTERM and SIGINT cancel it), print its report and the time taken; clean up always."""
-    from server.embedded import EmbeddedServers
+    from server.runtime.embedded import EmbeddedServers
 
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     if world_readable:
@@ -1003,7 +1003,7 @@ class Bench:
     load_start: str = field(default_factory=loadavg)
 
     def settings_env(self, port: int) -> dict[str, str]:
-        from server.settings import Settings, to_env
+        from server.core.settings import Settings, to_env
 
         settings = Settings(
             port=port,

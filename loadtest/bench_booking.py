@@ -472,7 +472,7 @@ class BookingBench(Bench):
     # -- (b) webhooks ------------------------------------------------------------------------
 
     async def bench_webhooks(self) -> None:
-        from server import db
+        from server.store import db
         from tests.fakestripe import FakeStripe
 
         a = self.args
@@ -569,9 +569,9 @@ class BookingBench(Bench):
     async def bench_race(self) -> None:
         from redis.asyncio import BlockingConnectionPool, Redis
 
-        from server import db
-        from server.inventory import Inventory
-        from server.keys import EventKeys
+        from server.booking.inventory import Inventory
+        from server.core.keys import EventKeys
+        from server.store import db
 
         a = self.args
         clients, count = a.race_clients, a.race_seats

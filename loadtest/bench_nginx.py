@@ -463,8 +463,8 @@ class Stack:
     # -- start-up ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        from server import nginx, up
-        from server.settings import Settings
+        from server.core.settings import Settings
+        from server.runtime import nginx, up
 
         binary = nginx.find_nginx()
         if binary is None:

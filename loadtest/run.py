@@ -383,8 +383,8 @@ async def verify(
     import asyncpg
     from redis.asyncio import Redis
 
-    from server.keys import EventKeys
-    from server.rules import admission_ceiling
+    from server.core.keys import EventKeys
+    from server.core.rules import admission_ceiling
 
     k = EventKeys(event_id)
     pool = await asyncpg.connect(database_url)
@@ -616,7 +616,7 @@ def _worst_minute(
     """Over every pair of samples at most 60 s apart: the busiest window (admissions, seconds,
     the bucket's ceiling for it) and how many windows exceed their ceiling. 1 s is added to each
     window for the jitter between a sample and the admission step."""
-    from server.rules import admission_ceiling
+    from server.core.rules import admission_ceiling
 
     busiest, over = (0, 0.0, admission_ceiling(rate, tick_ms, 1000)), 0
     for i, a in enumerate(samples):
@@ -730,7 +730,7 @@ def table(checks: list[Check]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.embedded import EmbeddedServers, free_port
+    from server.runtime.embedded import EmbeddedServers, free_port
 
     plan = make_plan(args)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

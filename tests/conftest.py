@@ -18,10 +18,10 @@ from aiohttp import DummyCookieJar
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from server import db
-from server.app import create_app
-from server.embedded import EmbeddedServers
-from server.settings import Settings
+from server.core.settings import Settings
+from server.runtime.app import create_app
+from server.runtime.embedded import EmbeddedServers
+from server.store import db
 
 ADMIN_TOKEN = "test-admin-token-" + "x" * 32
 SECRET = "test-secret-" + "y" * 32
@@ -139,7 +139,7 @@ def decode(data: bytes | str, kind: type[Any]) -> Any:
 
 def visitor(visitor_id: str | None = None) -> dict[str, str]:
     """Request headers that make a client act as one distinct visitor (a signed cookie)."""
-    from server.tokens import Signer, new_id
+    from server.core.tokens import Signer, new_id
 
     return {"Cookie": f"bo_visitor={Signer(SECRET).visitor_cookie(visitor_id or new_id())}"}
 

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
-from server.tokens import Signer, TokenError
+from server.core.tokens import Signer, TokenError
 
 from .conftest import ADMIN, SECRET, create_event
 

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from server.api_console import AUTOPILOT
-from server.app import create_app
-from server.autopilot import (
+from server.core.settings import Settings
+from server.ops.autopilot import (
     HISTORY_S,
     LOCK_KEY,
     AutopilotConfig,
@@ -26,7 +25,8 @@ from server.autopilot import (
     departures_per_min,
     max_step,
 )
-from server.settings import Settings
+from server.ops.console_routes import AUTOPILOT
+from server.runtime.app import create_app
 
 from .conftest import ADMIN, create_event
 from .test_console import audit_rows, join_many

@@ -19,10 +19,10 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from server.identity import VISITOR_COOKIE
-from server.keys import EventKeys
-from server.settings import Settings
-from server.tokens import Signer, new_id
+from server.core.identity import VISITOR_COOKIE
+from server.core.keys import EventKeys
+from server.core.settings import Settings
+from server.core.tokens import Signer, new_id
 
 from .conftest import ADMIN, SECRET, create_event, event_body
 

@@ -23,8 +23,8 @@ from playwright.async_api import (
 )
 from redis.asyncio import Redis
 
-from server.app import create_app
-from server.settings import Settings
+from server.core.settings import Settings
+from server.runtime.app import create_app
 
 from .conftest import ADMIN, event_body, need
 

@@ -22,8 +22,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, ResponseError
 
-from server.keys import EventKeys
-from server.scripts import Scripts
+from server.core.keys import EventKeys
+from server.waiting.line import Scripts
 
 from .conftest import need
 

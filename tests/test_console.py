@@ -14,11 +14,11 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 from playwright.async_api import Browser, ViewportSize, expect
 
-from server.api_console import LIVE
-from server.app import create_app
-from server.autopilot import clearing_rate, eta_preview, last_fan_wait
-from server.live import histogram_quantile
-from server.settings import Settings
+from server.core.settings import Settings
+from server.ops.autopilot import clearing_rate, eta_preview, last_fan_wait
+from server.ops.console_routes import LIVE
+from server.ops.live import histogram_quantile
+from server.runtime.app import create_app
 
 from .conftest import ADMIN, ADMIN_TOKEN, create_event, event_body, visitor
 from .test_browser import SHOTS, TIMEOUT_MS, admin, base_url, browser, chromium_path  # noqa: F401

@@ -15,10 +15,10 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from server import db
-from server.inventory import HoldResult, Inventory
-from server.keys import EventKeys
-from server.messages import EventCreate
+from server.booking.inventory import HoldResult, Inventory
+from server.core.keys import EventKeys
+from server.core.messages import EventCreate
+from server.store import db
 
 from .conftest import event_body
 

@@ -18,9 +18,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from server import nginx, up
-from server.embedded import free_port
-from server.settings import Settings
+from server.core.settings import Settings
+from server.runtime import nginx, up
+from server.runtime.embedded import free_port
 
 from .conftest import ADMIN, ADMIN_TOKEN, SECRET, event_body, need
 

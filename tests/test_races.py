@@ -25,11 +25,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from server import rules
-from server.app import create_app
-from server.embedded import free_port
-from server.keys import EventKeys
-from server.settings import Settings, to_env
+from server.core import rules
+from server.core.keys import EventKeys
+from server.core.settings import Settings, to_env
+from server.runtime.app import create_app
+from server.runtime.embedded import free_port
 
 from .conftest import ADMIN, create_event, event_body
 

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from server import rules
+from server.core import rules
 
 PRE, SALE = 1_000, 5_000
 

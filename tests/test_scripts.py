@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from server import rules
-from server.keys import EventKeys
-from server.scripts import Place, Scripts
+from server.core import rules
+from server.core.keys import EventKeys
+from server.waiting.line import Place, Scripts
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z: real-sized epoch milliseconds
 PRE = T0  # the pre-queue opens

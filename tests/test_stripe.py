@@ -16,14 +16,14 @@ from aiohttp import DummyCookieJar
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from server import ledger
-from server.app import create_app
-from server.booking import order_lines
-from server.inventory import Inventory
-from server.keys import EventKeys
+from server.booking import ledger
+from server.booking.inventory import Inventory
+from server.booking.service import order_lines
+from server.core.keys import EventKeys
+from server.core.settings import Settings
+from server.core.tokens import new_id
 from server.payments.stripe_provider import StripeProvider
-from server.settings import Settings
-from server.tokens import new_id
+from server.runtime.app import create_app
 
 from .conftest import ADMIN, admitted, bearer, create_event, visitor
 from .fakestripe import FakeStripe, Recorded

@@ -6,7 +6,7 @@ from typing import Protocol
 
 import msgspec
 
-from ..settings import Settings
+from server.core.settings import Settings
 
 
 class PaymentError(Exception):
@@ -36,9 +36,9 @@ class Provider(Protocol):
 
 def make_provider(settings: Settings) -> Provider:
     if settings.stripe_secret_key:
-        from .stripe_provider import StripeProvider
+        from server.payments.stripe_provider import StripeProvider
 
         return StripeProvider(settings)
-    from .dev import DevProvider
+    from server.payments.dev import DevProvider
 
     return DevProvider()

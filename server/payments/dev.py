@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from . import Intent
+from server.payments import Intent
 
 APPROVED_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000002"

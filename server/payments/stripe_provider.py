@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import stripe
 
-from ..settings import Settings
-from . import Intent, PaymentError
+from server.core.settings import Settings
+from server.payments import Intent, PaymentError
 
 
 class StripeProvider:

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 import msgspec
 import stripe
 
-from .. import ledger
-from ..errors import BadRequest, Unavailable
-from ..keys import EventKeys
+from server.booking import ledger
+from server.core.errors import BadRequest, Unavailable
+from server.core.keys import EventKeys
 
 if TYPE_CHECKING:
-    from ..booking import Booking
+    from server.booking.service import Booking
 
 log = logging.getLogger("boxoffice.webhooks")
 

@@ -1,0 +1,1 @@
+"""Boxoffice: a virtual waiting room and seat booking service for flash ticket sales."""

@@ -1,0 +1,70 @@
+-- join: put a visitor in an event's queue; idempotent per visitor.
+--
+-- KEYS[1] cfg       HASH  live settings and sale state
+-- KEYS[2] visitors  HASH  visitor_id -> queue_id
+-- KEYS[3] owner     HASH  queue_id -> visitor_id
+-- KEYS[4] tickets   HASH  queue_id -> ticket
+-- KEYS[5] pre       ZSET  pre-queue: queue_id -> join ms
+-- KEYS[6] line      ZSET  waiting line: queue_id -> ticket
+-- KEYS[7] seen      ZSET  queue_id -> last sign of life ms
+-- KEYS[8] active    ZSET  queue_id -> session expiry ms
+-- KEYS[9] seq       STRING last ticket handed out
+-- KEYS[10] stats    HASH  counters
+-- ARGV[1] visitor_id
+-- ARGV[2] queue_id to use if the visitor has no live place
+-- ARGV[3] now in ms, or "" to use Redis TIME
+--
+-- Returns {state, queue_id, ticket, rank, session_expires_ms}:
+--   state "prequeue" | "waiting" | "admitted"      the visitor's place (rank is 0-based or -1)
+--   state "closed" | "sold_out" | "not_open"       no place given
+--   state "nocfg"                                  the event is not mirrored in Redis yet
+--#include clock
+local now = now_ms(ARGV[3])
+
+local visitor = ARGV[1]
+local cfg = redis.call('HMGET', KEYS[1], 'closed', 'sold_out', 'opened', 'prequeue_opens_ms')
+if not cfg[1] then
+  return {'nocfg', '', -1, -1, 0}
+end
+
+local existing = redis.call('HGET', KEYS[2], visitor)
+if existing then
+  local expires = redis.call('ZSCORE', KEYS[8], existing)
+  if expires and tonumber(expires) > now then
+    local ticket = tonumber(redis.call('HGET', KEYS[4], existing) or '-1')
+    return {'admitted', existing, ticket, -1, tonumber(expires)}
+  end
+  local rank = redis.call('ZRANK', KEYS[6], existing)
+  if rank then
+    redis.call('ZADD', KEYS[7], now, existing)
+    return {'waiting', existing, tonumber(redis.call('ZSCORE', KEYS[6], existing)), rank, 0}
+  end
+  if redis.call('ZSCORE', KEYS[5], existing) then
+    redis.call('ZADD', KEYS[7], now, existing)
+    return {'prequeue', existing, -1, -1, 0}
+  end
+end
+
+if cfg[1] == '1' then
+  return {'closed', '', -1, -1, 0}
+end
+if cfg[2] == '1' then
+  return {'sold_out', '', -1, -1, 0}
+end
+if now < tonumber(cfg[4]) then
+  return {'not_open', '', -1, -1, 0}
+end
+
+local queue_id = ARGV[2]
+redis.call('HSET', KEYS[2], visitor, queue_id)
+redis.call('HSET', KEYS[3], queue_id, visitor)
+redis.call('ZADD', KEYS[7], now, queue_id)
+redis.call('HINCRBY', KEYS[10], 'joins', 1)
+if cfg[3] ~= '1' then
+  redis.call('ZADD', KEYS[5], now, queue_id)
+  return {'prequeue', queue_id, -1, -1, 0}
+end
+local ticket = redis.call('INCR', KEYS[9])
+redis.call('HSET', KEYS[4], queue_id, ticket)
+redis.call('ZADD', KEYS[6], ticket, queue_id)
+return {'waiting', queue_id, ticket, redis.call('ZRANK', KEYS[6], queue_id), 0}

@@ -1,0 +1,726 @@
+/* Boxoffice ops console. The admin token lives in sessionStorage (this tab only) and travels
+   as a bearer header, or as the first message of the live websocket — never in a URL. */
+(function () {
+  "use strict";
+
+  var TOKEN_KEY = "bo_admin_token";
+  var OPERATOR_KEY = "bo_admin_operator";
+  var HISTORY = 300;
+
+  var $ = function (id) { return document.getElementById(id); };
+  var state = {
+    eventId: null,
+    event: null,
+    samples: [],
+    socket: null,
+    socketTries: 0,
+    timers: [],
+    lastEta: null,
+    drawPending: false,
+  };
+
+  // ---- auth and API --------------------------------------------------------------------------
+
+  function token() { return BO.session.getItem(TOKEN_KEY); }
+
+  function headers() {
+    var h = { "Authorization": "Bearer " + token() };
+    var who = BO.session.getItem(OPERATOR_KEY);
+    if (who) h["X-Boxoffice-Operator"] = who;
+    return h;
+  }
+
+  async function call(path, options) {
+    var opts = options || {};
+    var answer = await BO.api(path, {
+      method: opts.method, body: opts.body, headers: headers(), tries: opts.tries || 2,
+    });
+    if (answer.status === 401) {
+      signOut("Your admin token is no longer accepted. Sign in again.");
+      throw new Error("unauthorized");
+    }
+    return answer;
+  }
+
+  function signOut(message) {
+    BO.session.removeItem(TOKEN_KEY);
+    stopEvent();
+    $("nav").hidden = true;
+    show("view-signin");
+    $("signin-error").textContent = message || "";
+    $("token").value = "";
+    if (location.hash) history.replaceState(null, "", location.pathname);
+  }
+
+  async function signIn(ev) {
+    ev.preventDefault();
+    var value = $("token").value.trim();
+    var who = $("operator").value.trim();
+    $("signin-error").textContent = "";
+    if (!value) { $("signin-error").textContent = "Enter the admin token."; return; }
+    if (who && !/^[A-Za-z0-9][A-Za-z0-9 ._@+-]{0,39}$/.test(who)) {
+      $("signin-error").textContent = "Your name: up to 40 letters, digits, spaces or . _ @ + -";
+      return;
+    }
+    var answer = await BO.api("/api/admin/events", {
+      headers: { "Authorization": "Bearer " + value }, tries: 2,
+    });
+    if (answer.status === 401) {
+      $("signin-error").textContent = "That admin token was not accepted.";
+      $("token").setAttribute("aria-invalid", "true");
+      $("token").focus();
+      return;
+    }
+    if (!answer.ok) {
+      $("signin-error").textContent = "The service did not answer (" + answer.status + "). Try again.";
+      return;
+    }
+    $("token").removeAttribute("aria-invalid");
+    BO.session.setItem(TOKEN_KEY, value);
+    if (who) BO.session.setItem(OPERATOR_KEY, who); else BO.session.removeItem(OPERATOR_KEY);
+    $("token").value = "";
+    $("nav").hidden = false;
+    if (!location.hash || location.hash === "#") location.hash = "#events"; else route();
+  }
+
+  // ---- views ---------------------------------------------------------------------------------
+
+  var VIEWS = ["view-signin", "view-events", "view-new", "view-event"];
+
+  function show(id) {
+    VIEWS.forEach(function (v) { $(v).hidden = v !== id; });
+  }
+
+  function route() {
+    if (!token()) { signOut(); return; }
+    $("nav").hidden = false;
+    var hash = location.hash.replace(/^#/, "");
+    stopEvent();
+    if (hash.indexOf("event/") === 0) {
+      openEvent(decodeURIComponent(hash.slice(6)));
+    } else if (hash === "new") {
+      show("view-new");
+      if (!$("sections").children.length) addSection(true);
+      defaultTimes();
+      $("new-heading").focus();
+    } else {
+      show("view-events");
+      loadEvents();
+    }
+  }
+
+  // ---- field errors from 422 answers ---------------------------------------------------------
+
+  /** The field a 422 detail names: msgspec's "… - at `$.a[0].b`", "missing required field `x`",
+   *  or the service's "field: sentence". */
+  function fieldOf(detail) {
+    var at = /at `\$\.([^`]+)`/.exec(detail);
+    var missing = /(?:missing required|unknown) field `([^`]+)`/.exec(detail);
+    if (missing) return (at ? at[1] + "." : "") + missing[1];
+    if (at) return at[1];
+    var lead = /^([A-Za-z_][\w-]*(?:\[\d+\])?(?:\.[A-Za-z_]\w*)?)(?::|\s)/.exec(detail);
+    return lead ? lead[1] : "";
+  }
+
+  function clearErrors(root) {
+    root.querySelectorAll(".field-error").forEach(function (p) { p.textContent = ""; });
+    root.querySelectorAll("[aria-invalid]").forEach(function (el) { el.removeAttribute("aria-invalid"); });
+  }
+
+  function showError(root, detail, fallbackId) {
+    var path = fieldOf(detail || "");
+    var target = null;
+    var probe = path;
+    while (probe && !target) {
+      target = root.querySelector('[data-error-for="' + probe + '"]');
+      if (target) break;
+      var cut = Math.max(probe.lastIndexOf("."), probe.lastIndexOf("["));
+      probe = cut > 0 ? probe.slice(0, cut) : "";
+    }
+    if (!target) target = fallbackId ? $(fallbackId) : root.querySelector('[data-error-for=""]');
+    if (!target) target = root.querySelector(".field-error");
+    if (!target) return;
+    target.textContent = detail;
+    var input = target.parentElement && target.parentElement.querySelector("input, select");
+    if (input) { input.setAttribute("aria-invalid", "true"); input.focus(); }
+  }
+
+  // ---- events list ---------------------------------------------------------------------------
+
+  async function loadEvents() {
+    $("events-status").textContent = "Loading events…";
+    var answer = await call("/api/admin/events");
+    var body = $("events-body");
+    body.textContent = "";
+    if (!answer.ok) { $("events-status").textContent = "Could not load the events."; return; }
+    $("events-status").textContent = answer.body.length ? "" : "No events yet.";
+    answer.body.forEach(function (ev) {
+      var tr = document.createElement("tr");
+      var name = document.createElement("td");
+      var a = document.createElement("a");
+      a.href = "#event/" + encodeURIComponent(ev.id);
+      a.textContent = ev.name;
+      name.appendChild(a);
+      var small = document.createElement("div");
+      small.className = "muted small";
+      small.textContent = ev.venue + " · " + ev.id;
+      name.appendChild(small);
+      tr.appendChild(name);
+      [ev.state, BO.formatDateTime(ev.sale_starts_at), ev.settings.rate_per_min,
+        ev.settings.max_active, ev.capacity].forEach(function (v) {
+        var td = document.createElement("td");
+        td.textContent = String(v);
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+  }
+
+  // ---- new event form ------------------------------------------------------------------------
+
+  var sectionCount = 0;
+
+  function addSection(first) {
+    var i = $("sections").children.length;
+    var row = document.createElement("div");
+    row.className = "section-row";
+    var n = sectionCount++;
+    var letters = "ABCDEFGH";
+    function cell(label, name, type, value) {
+      var wrap = document.createElement("div");
+      var id = "s" + n + "-" + name;
+      var l = document.createElement("label");
+      l.htmlFor = id; l.textContent = label;
+      var input = document.createElement(type === "select" ? "select" : "input");
+      input.id = id; input.dataset.name = name;
+      if (type === "select") {
+        ["seated", "standing"].forEach(function (k) {
+          var o = document.createElement("option"); o.value = k; o.textContent = k; input.appendChild(o);
+        });
+      } else {
+        input.type = type;
+        if (type === "number") input.min = "0";
+      }
+      if (value !== undefined) input.value = value;
+      wrap.appendChild(l); wrap.appendChild(input);
+      return wrap;
+    }
+    row.appendChild(cell("Id", "id", "text", letters[i % 8] + (i >= 8 ? i : "")));
+    row.appendChild(cell("Name", "name", "text", first ? "Floor" : ""));
+    row.appendChild(cell("Price", "price", "number", first ? "5000" : ""));
+    row.appendChild(cell("Kind", "kind", "select"));
+    row.appendChild(cell("Rows", "rows", "number", first ? "10" : ""));
+    row.appendChild(cell("Seats/row", "seats_per_row", "number", first ? "20" : ""));
+    row.appendChild(cell("Capacity", "capacity", "number", ""));
+    var remove = document.createElement("button");
+    remove.type = "button"; remove.className = "button"; remove.textContent = "Remove";
+    remove.addEventListener("click", function () { row.remove(); renumber(); });
+    row.appendChild(remove);
+    var err = document.createElement("p");
+    err.className = "field-error";
+    row.appendChild(err);
+    var kind = row.querySelector('[data-name="kind"]');
+    kind.addEventListener("change", function () { toggleKind(row); });
+    $("sections").appendChild(row);
+    toggleKind(row);
+    renumber();
+  }
+
+  function toggleKind(row) {
+    var seated = row.querySelector('[data-name="kind"]').value === "seated";
+    row.querySelector('[data-name="rows"]').disabled = !seated;
+    row.querySelector('[data-name="seats_per_row"]').disabled = !seated;
+    row.querySelector('[data-name="capacity"]').disabled = seated;
+  }
+
+  /** Error slots named like the API's paths: sections[i] and sections[i].field. */
+  function renumber() {
+    Array.prototype.forEach.call($("sections").children, function (row, i) {
+      row.querySelector(":scope > .field-error").dataset.errorFor = "sections[" + i + "]";
+      row.querySelectorAll("input, select").forEach(function (input) {
+        var slot = input.parentElement.querySelector(".field-error");
+        if (!slot) {
+          slot = document.createElement("p");
+          slot.className = "field-error";
+          input.parentElement.appendChild(slot);
+        }
+        slot.dataset.errorFor = "sections[" + i + "]." + input.dataset.name;
+      });
+    });
+  }
+
+  function isoFromLocal(value) {
+    if (!value) return "";
+    var d = new Date(value);
+    return isNaN(d.getTime()) ? value : d.toISOString();
+  }
+
+  function eventBody() {
+    var form = $("event-form");
+    var body = {
+      name: form.elements.name.value.trim(),
+      venue: form.elements.venue.value.trim(),
+      starts_at: isoFromLocal(form.elements.starts_at.value),
+      sale_starts_at: isoFromLocal(form.elements.sale_starts_at.value),
+      currency: form.elements.currency.value.trim().toUpperCase(),
+      sections: [],
+    };
+    ["rate_per_min", "max_active", "session_minutes", "hold_minutes", "max_seats_per_order"]
+      .forEach(function (k) {
+        var v = form.elements[k].value;
+        if (v !== "") body[k] = Number(v);
+      });
+    Array.prototype.forEach.call($("sections").children, function (row) {
+      function val(name) { return row.querySelector('[data-name="' + name + '"]').value.trim(); }
+      var s = { id: val("id"), name: val("name"), price: val("price") === "" ? undefined : Number(val("price")) };
+      if (val("kind") === "seated") {
+        if (val("rows") !== "") s.rows = Number(val("rows"));
+        if (val("seats_per_row") !== "") s.seats_per_row = Number(val("seats_per_row"));
+      } else if (val("capacity") !== "") {
+        s.capacity = Number(val("capacity"));
+      }
+      body.sections.push(s);
+    });
+    return body;
+  }
+
+  async function createEvent(ev) {
+    ev.preventDefault();
+    var form = $("event-form");
+    clearErrors(form);
+    var button = $("create-submit");
+    button.disabled = true;
+    try {
+      var answer = await call("/api/admin/events", { method: "POST", body: eventBody(), tries: 1 });
+      if (answer.status === 201) {
+        form.reset();
+        $("sections").textContent = "";
+        location.hash = "#event/" + encodeURIComponent(answer.body.id);
+      } else {
+        showError(form, (answer.body && answer.body.detail) || "The event was refused (" + answer.status + ").", "form-error");
+      }
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function defaultTimes() {
+    function local(d) {
+      var off = d.getTimezoneOffset() * 60000;
+      return new Date(d.getTime() - off).toISOString().slice(0, 16);
+    }
+    var form = $("event-form");
+    if (!form.elements.sale_starts_at.value) form.elements.sale_starts_at.value = local(new Date(Date.now() - 60000));
+    if (!form.elements.starts_at.value) form.elements.starts_at.value = local(new Date(Date.now() + 30 * 86400000));
+  }
+
+  // ---- one event: live view ------------------------------------------------------------------
+
+  function stopEvent() {
+    state.timers.forEach(clearInterval);
+    state.timers = [];
+    if (state.socket) {
+      var s = state.socket;
+      state.socket = null;
+      s.onclose = null;
+      s.close();
+    }
+    state.eventId = null;
+    state.samples = [];
+  }
+
+  async function openEvent(eventId) {
+    show("view-event");
+    state.eventId = eventId;
+    state.samples = [];
+    $("control-status").textContent = "";
+    $("eta-needed").textContent = "";
+    $("eta-apply").hidden = true;
+    clearErrors($("view-event"));
+    var answer = await call("/api/admin/events/" + encodeURIComponent(eventId));
+    if (answer.status === 404) {
+      $("event-heading").textContent = "No such event";
+      return;
+    }
+    if (!answer.ok || state.eventId !== eventId) return;
+    showEvent(answer.body, true);
+    $("fan-link").href = "/e/" + encodeURIComponent(eventId);
+    connect();
+    refreshAudit(); refreshEta(); refreshSeats(); loadAutopilot();
+    state.timers.push(setInterval(refreshAudit, 10000));
+    state.timers.push(setInterval(refreshEta, 3000));
+    state.timers.push(setInterval(refreshSeats, 5000));
+    state.timers.push(setInterval(loadAutopilot, 15000));
+    $("event-heading").focus();
+  }
+
+  function showEvent(ev, fillInputs) {
+    state.event = ev;
+    $("event-heading").textContent = ev.name;
+    $("event-meta").textContent = ev.venue + " · sale " + BO.formatDateTime(ev.sale_starts_at) + " · " + ev.id;
+    var s = ev.settings;
+    var label = s.closed ? "closed" : s.paused ? "paused" : ev.state;
+    $("event-state").textContent = label;
+    $("event-state").dataset.state = label;
+    $("pause-button").textContent = s.paused ? "Resume admission" : "Pause admission";
+    $("pause-button").dataset.paused = s.paused ? "1" : "0";
+    $("close-button").disabled = s.closed;
+    var fields = { "ctl-rate": s.rate_per_min, "ctl-max": s.max_active, "ctl-session": s.session_minutes, "ctl-hold": s.hold_minutes };
+    Object.keys(fields).forEach(function (id) {
+      if (fillInputs || document.activeElement !== $(id)) $(id).value = fields[id];
+    });
+  }
+
+  function connect() {
+    var eventId = state.eventId;
+    var scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    var ws = new WebSocket(scheme + "//" + location.host + "/api/admin/events/" + encodeURIComponent(eventId) + "/live");
+    state.socket = ws;
+    setFeed("connecting");
+    ws.onopen = function () { ws.send(JSON.stringify({ type: "auth", token: token() })); };
+    ws.onmessage = function (m) {
+      var msg;
+      try { msg = JSON.parse(m.data); } catch (e) { return; }
+      if (msg.type === "ready") { state.socketTries = 0; setFeed("live"); }
+      else if (msg.type === "history") { state.samples = msg.samples.slice(-HISTORY); schedule(); }
+      else if (msg.type === "sample") {
+        state.samples.push(msg);
+        if (state.samples.length > HISTORY) state.samples.shift();
+        schedule();
+      }
+    };
+    ws.onclose = function (e) {
+      if (state.socket !== ws) return;
+      state.socket = null;
+      if (e.code === 4401) { signOut("Your admin token is no longer accepted. Sign in again."); return; }
+      if (e.code === 4404) { setFeed("lost"); return; }
+      setFeed("lost");
+      var delay = Math.min(10000, 500 * Math.pow(2, state.socketTries++));
+      setTimeout(function () { if (state.eventId === eventId && !state.socket) connect(); }, BO.jitter(delay));
+    };
+  }
+
+  function setFeed(mode) {
+    $("feed-state").textContent = mode;
+    $("feed-state").dataset.state = mode;
+  }
+
+  function schedule() {
+    if (state.drawPending) return;
+    state.drawPending = true;
+    requestAnimationFrame(function () { state.drawPending = false; render(); });
+  }
+
+  function num(v) { return v === null || v === undefined ? "–" : String(v); }
+  function pct(l) { return l ? Math.round(l.p50_ms) + " / " + Math.round(l.p95_ms) : "–"; }
+
+  function render() {
+    var xs = state.samples;
+    if (!xs.length) return;
+    var s = xs[xs.length - 1];
+    $("t-waiting").textContent = num(s.waiting);
+    $("t-prequeue").textContent = num(s.prequeue);
+    $("t-measured").textContent = s.measured_rate_per_min === null ? "–" : String(Math.round(s.measured_rate_per_min));
+    $("t-configured").textContent = num(s.rate_per_min);
+    $("t-admitted").textContent = num(s.admitted_total);
+    $("t-active").textContent = num(s.active);
+    $("t-max-active").textContent = num(s.max_active);
+    $("t-held").textContent = num(s.seats_held);
+    $("t-sold").textContent = num(s.seats_sold);
+    $("t-capacity").textContent = num(s.capacity);
+    $("t-paid").textContent = num(s.orders_paid);
+    $("t-failed").textContent = num(s.orders_failed);
+    $("t-pending").textContent = num(s.orders_pending);
+    $("t-join").textContent = pct(s.join_latency);
+    $("t-hold").textContent = pct(s.hold_latency);
+    if (state.event && (state.event.settings.paused !== s.paused || state.event.settings.rate_per_min !== s.rate_per_min
+        || state.event.settings.closed !== s.closed || state.event.settings.max_active !== s.max_active)) {
+      // Another operator (or the autopilot) changed a setting: follow it.
+      var ev = JSON.parse(JSON.stringify(state.event));
+      ev.settings.paused = s.paused; ev.settings.rate_per_min = s.rate_per_min;
+      ev.settings.closed = s.closed; ev.settings.max_active = s.max_active;
+      ev.state = s.state;
+      showEvent(ev, false);
+    }
+    var t = xs.map(function (x) { return x.t; });
+    function col(f) { return xs.map(f); }
+    BOChart.draw($("c-waiting"), t, [{ values: col(function (x) { return x.waiting + x.prequeue; }) }]);
+    BOChart.draw($("c-rate"), t, [
+      { values: col(function (x) { return x.measured_rate_per_min; }) },
+      { values: col(function (x) { return x.rate_per_min; }), dashed: true },
+    ]);
+    BOChart.draw($("c-active"), t, [
+      { values: col(function (x) { return x.active; }) },
+      { values: col(function (x) { return x.max_active; }), dashed: true },
+    ]);
+    BOChart.draw($("c-seats"), t, [
+      { values: col(function (x) { return x.seats_held; }) },
+      { values: col(function (x) { return x.seats_sold; }) },
+    ]);
+    BOChart.draw($("c-orders"), t, [
+      { values: col(function (x) { return x.orders_paid; }) },
+      { values: col(function (x) { return x.orders_failed; }) },
+    ]);
+    BOChart.draw($("c-latency"), t, [
+      { values: col(function (x) { return x.join_latency ? x.join_latency.p95_ms : null; }) },
+      { values: col(function (x) { return x.hold_latency ? x.hold_latency.p95_ms : null; }) },
+    ]);
+  }
+
+  // ---- controls ------------------------------------------------------------------------------
+
+  function confirmAction(text) {
+    var dialog = $("confirm");
+    $("confirm-text").textContent = text;
+    return new Promise(function (resolve) {
+      dialog.addEventListener("close", function done() {
+        dialog.removeEventListener("close", done);
+        resolve(dialog.returnValue === "ok");
+      });
+      dialog.returnValue = "";
+      dialog.showModal();
+      $("confirm-ok").focus();
+    });
+  }
+
+  var LABELS = {
+    rate_per_min: ["admissions per minute", ""],
+    max_active: ["max active sessions", ""],
+    session_minutes: ["session length", " min"],
+    hold_minutes: ["hold length", " min"],
+  };
+
+  async function patch(changes, root, message) {
+    var answer = await call("/api/admin/events/" + encodeURIComponent(state.eventId), {
+      method: "PATCH", body: changes, tries: 1,
+    });
+    if (answer.ok) {
+      showEvent(answer.body, true);
+      $("control-status").textContent = message;
+      refreshAudit(); refreshEta();
+      return true;
+    }
+    showError(root || $("view-event"), (answer.body && answer.body.detail) || "Refused (" + answer.status + ")", "control-status");
+    return false;
+  }
+
+  async function onControl(ev) {
+    ev.preventDefault();
+    var form = ev.currentTarget;
+    clearErrors(form);
+    var field = form.dataset.field;
+    var raw = form.querySelector("input").value;
+    if (raw === "" || isNaN(Number(raw))) { showError(form, field + ": enter a number"); return; }
+    var value = Number(raw);
+    var label = LABELS[field];
+    if (!(await confirmAction("Set " + label[0] + " to " + value + label[1] + "?"))) return;
+    var change = {};
+    change[field] = value;
+    await patch(change, form, "Set " + label[0] + " to " + value + label[1] + ".");
+  }
+
+  async function onPause() {
+    var paused = $("pause-button").dataset.paused === "1";
+    var text = paused ? "Resume admission?" : "Pause admission? Nobody new is let in until you resume.";
+    if (!(await confirmAction(text))) return;
+    await patch({ paused: !paused }, null, paused ? "Admission resumed." : "Admission paused.");
+  }
+
+  async function onClose() {
+    if (!(await confirmAction("Close the sale? Every waiting fan is told the sale has ended."))) return;
+    await patch({ closed: true }, null, "Sale closed.");
+  }
+
+  async function onAdmit(ev) {
+    ev.preventDefault();
+    var form = $("admit-form");
+    clearErrors(form);
+    var count = Number($("ctl-admit").value);
+    if (!(await confirmAction("Admit the next " + count + " fans now (beyond the rate, within max active)?"))) return;
+    var answer = await call("/api/admin/events/" + encodeURIComponent(state.eventId) + "/admit", {
+      method: "POST", body: { count: count }, tries: 1,
+    });
+    if (answer.ok) {
+      $("control-status").textContent = "Admitted " + answer.body.admitted + " now.";
+      refreshAudit();
+    } else {
+      showError(form, (answer.body && answer.body.detail) || "Refused (" + answer.status + ")");
+    }
+  }
+
+  // ---- ETA preview ---------------------------------------------------------------------------
+
+  function wait(seconds) {
+    if (seconds === null || seconds === undefined) return "unknown";
+    if (seconds === 0) return "no wait";
+    return BO.formatDuration(seconds);
+  }
+
+  async function refreshEta(ev) {
+    if (ev) ev.preventDefault();
+    if (!state.eventId) return;
+    var form = $("eta-form");
+    var local = $("eta-clear-by").value;
+    var q = local ? "?clear_by=" + encodeURIComponent(isoFromLocal(local)) : "";
+    var answer = await call("/api/admin/events/" + encodeURIComponent(state.eventId) + "/eta" + q);
+    if (!answer.ok) {
+      if (ev) { clearErrors(form); showError(form, answer.body && answer.body.detail); }
+      return;
+    }
+    if (ev) clearErrors(form);
+    var p = answer.body;
+    state.lastEta = p;
+    $("eta-in-line").textContent = String(p.in_line);
+    $("eta-measured").textContent = wait(p.last_fan_wait_seconds_measured);
+    $("eta-configured").textContent = wait(p.last_fan_wait_seconds_configured);
+    if (p.clear_by) {
+      if (p.rate_to_clear === null) {
+        $("eta-needed").textContent = "No rate can clear the line by then (it is before the sale starts or already past).";
+        $("eta-apply").hidden = true;
+      } else {
+        $("eta-needed").textContent = "To clear the line by " + BO.formatTime(p.clear_by) + ": " + p.rate_to_clear +
+          " admissions/min" + (p.configured_rate_clears_in_time ? " — the configured rate already does." : ".");
+        $("eta-apply").hidden = p.rate_to_clear === p.configured_rate_per_min;
+        $("eta-apply").textContent = "Set the rate to " + p.rate_to_clear + "/min";
+      }
+    }
+  }
+
+  async function applyEta() {
+    var p = state.lastEta;
+    if (!p || p.rate_to_clear === null) return;
+    if (!(await confirmAction("Set admissions per minute to " + p.rate_to_clear + "?"))) return;
+    await patch({ rate_per_min: p.rate_to_clear }, null, "Set admissions per minute to " + p.rate_to_clear + ".");
+  }
+
+  // ---- seat heat -----------------------------------------------------------------------------
+
+  async function refreshSeats() {
+    if (!state.eventId) return;
+    var answer = await BO.api("/api/events/" + encodeURIComponent(state.eventId) + "/seats", { tries: 1 });
+    if (!answer.ok) return;
+    var heat = $("heat");
+    heat.textContent = "";
+    answer.body.sections.forEach(function (section) {
+      var box = document.createElement("div");
+      box.className = "heat-section";
+      var h = document.createElement("h3");
+      h.textContent = section.name + " (" + section.id + ") — " + section.available + " of " + section.capacity + " available";
+      box.appendChild(h);
+      if (section.rows) {
+        var grid = document.createElement("div");
+        grid.className = "heat-grid";
+        var width = section.rows.reduce(function (m, r) { return Math.max(m, r.seats.length); }, 0);
+        grid.style.gridTemplateColumns = "repeat(" + width + ", 10px)";
+        section.rows.forEach(function (row) {
+          row.seats.forEach(function (seat) {
+            var cell = document.createElement("span");
+            cell.className = seat.status;
+            cell.title = seat.id + " " + seat.status;
+            grid.appendChild(cell);
+          });
+        });
+        grid.setAttribute("role", "img");
+        grid.setAttribute("aria-label", section.name + ": " + section.available + " of " + section.capacity + " free");
+        box.appendChild(grid);
+      } else {
+        var bar = document.createElement("div");
+        bar.className = "ga-bar";
+        var taken = section.capacity - section.available;
+        var sold = document.createElement("span");
+        sold.className = "sold";
+        sold.style.width = (100 * taken / Math.max(1, section.capacity)) + "%";
+        bar.appendChild(sold);
+        box.appendChild(bar);
+      }
+      heat.appendChild(box);
+    });
+  }
+
+  // ---- audit ---------------------------------------------------------------------------------
+
+  function show_(v) { return v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v); }
+
+  async function refreshAudit() {
+    if (!state.eventId) return;
+    var answer = await call("/api/admin/events/" + encodeURIComponent(state.eventId) + "/audit?limit=50");
+    if (!answer.ok) return;
+    var body = $("audit-body");
+    body.textContent = "";
+    answer.body.forEach(function (r) {
+      var tr = document.createElement("tr");
+      tr.dataset.field = r.field;
+      tr.dataset.action = r.action;
+      var when = new Date(r.at);
+      [when.toLocaleTimeString(), r.who, r.action, r.field,
+        show_(r.old) + " → " + show_(r.new), r.note || ""].forEach(function (v, i) {
+        var td = document.createElement("td");
+        if (i === 4) { var c = document.createElement("code"); c.textContent = v; td.appendChild(c); }
+        else td.textContent = v;
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+  }
+
+  // ---- autopilot -----------------------------------------------------------------------------
+
+  async function loadAutopilot() {
+    if (!state.eventId) return;
+    var answer = await call("/api/admin/events/" + encodeURIComponent(state.eventId) + "/autopilot");
+    if (!answer.ok) return;
+    var c = answer.body.config;
+    var form = $("autopilot-form");
+    if (!form.contains(document.activeElement)) {
+      $("ap-enabled").checked = c.enabled;
+      $("ap-target").value = c.target_fraction;
+      $("ap-min").value = c.min_rate;
+      $("ap-max").value = c.max_rate;
+      $("ap-step").value = c.max_step_fraction;
+    }
+    var last = answer.body.last_decision;
+    $("ap-status").textContent = (c.enabled ? "On" : "Off") + (last ? " — last: " + last.reason : "");
+  }
+
+  async function saveAutopilot(ev) {
+    ev.preventDefault();
+    var form = $("autopilot-form");
+    clearErrors(form);
+    var body = {
+      enabled: $("ap-enabled").checked,
+      target_fraction: Number($("ap-target").value),
+      min_rate: Number($("ap-min").value),
+      max_rate: Number($("ap-max").value),
+      max_step_fraction: Number($("ap-step").value),
+    };
+    var text = body.enabled
+      ? "Turn the autopilot on? It will set the rate between " + body.min_rate + " and " + body.max_rate + " per minute."
+      : "Save the autopilot settings (off)?";
+    if (!(await confirmAction(text))) return;
+    var answer = await call("/api/admin/events/" + encodeURIComponent(state.eventId) + "/autopilot", {
+      method: "PATCH", body: body, tries: 1,
+    });
+    if (answer.ok) { loadAutopilot(); refreshAudit(); }
+    else showError(form, (answer.body && answer.body.detail) || "Refused (" + answer.status + ")", "ap-status");
+  }
+
+  // ---- start ---------------------------------------------------------------------------------
+
+  document.addEventListener("DOMContentLoaded", function () {
+    $("signin-form").addEventListener("submit", signIn);
+    $("sign-out").addEventListener("click", function () { signOut("Signed out."); });
+    $("add-section").addEventListener("click", function () { addSection(false); });
+    $("event-form").addEventListener("submit", createEvent);
+    document.querySelectorAll("form.control[data-field]").forEach(function (f) { f.addEventListener("submit", onControl); });
+    $("admit-form").addEventListener("submit", onAdmit);
+    $("pause-button").addEventListener("click", onPause);
+    $("close-button").addEventListener("click", onClose);
+    $("eta-form").addEventListener("submit", refreshEta);
+    $("eta-apply").addEventListener("click", applyEta);
+    $("autopilot-form").addEventListener("submit", saveAutopilot);
+    window.addEventListener("hashchange", route);
+    window.addEventListener("resize", schedule);
+    defaultTimes();
+    if (token()) route(); else show("view-signin");
+  });
+})();

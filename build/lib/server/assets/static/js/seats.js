@@ -1,0 +1,1190 @@
+/* The seat page: seat map (live), hold with countdown, checkout, payment and confirmation.
+ *
+ * Views: loading → pick → held → pay → done (or failed / out). The URL carries ?order=<id> once
+ * an order exists, so a reload shows the payment form or the confirmation again; an active
+ * hold is remembered in sessionStorage (bo_hold_<event_id>) for the same reason.
+ * The access token from the waiting room is in sessionStorage bo_access_<event_id>.
+ */
+(function () {
+  "use strict";
+
+  var BO = window.BO;
+  var DEFAULT_MAX = 6;
+  var POLL_MS = 3000;
+  var POLL_HIDDEN_MS = 12000;
+  var TAKEN_MS = 15000;          // how long a just-taken seat stays highlighted
+  var STRIPE_JS = "https://js.stripe.com/v3/";
+  var EMAIL_RE = /^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,63}$/;
+
+  var eventId = BO.eventIdFromPath();
+  var holdKey = "bo_hold_" + eventId;
+  var emailKey = "bo_email";
+
+  var S = {
+    view: "loading",
+    event: null,
+    currency: "EUR",
+    map: null,
+    access: null,           // {token, expires}
+    maxSeats: DEFAULT_MAX,
+    selected: [],           // seat ids, in the order picked
+    ga: null,               // {section, quantity}
+    seatInfo: {},           // seat id -> {label, price, status, section, button}
+    sectionNames: {},
+    taken: {},              // seat id -> time it was reported taken
+    hold: null,
+    order: null,
+    pollTimer: null,
+    busy: false,
+    retryUntil: 0,
+    stripe: null,
+    stripeElements: null,
+    warned: {},
+    fits: [],               // re-measure the "swipe sideways" hints
+  };
+
+  function $(id) { return document.getElementById(id); }
+
+  // ---- formatting -----------------------------------------------------------------------------
+
+  var moneyFormats = {};
+  function money(amount, currency) {
+    var cur = currency || S.currency;
+    var nf = moneyFormats[cur];
+    if (!nf) {
+      try {
+        nf = new Intl.NumberFormat(undefined, { style: "currency", currency: cur });
+      } catch (e) {
+        nf = new Intl.NumberFormat(undefined, { minimumFractionDigits: 2 });
+      }
+      moneyFormats[cur] = nf;
+    }
+    var digits = nf.resolvedOptions().maximumFractionDigits;
+    return nf.format(amount / Math.pow(10, digits));
+  }
+
+  function seatNumber(seatId) {
+    var parts = seatId.split("-");
+    return parts[parts.length - 1];
+  }
+
+  /** "Floor, Row 3, seat 17" for a seat id, from the map when known. */
+  function seatName(seatId) {
+    var info = S.seatInfo[seatId];
+    var parts = seatId.split("-");
+    var section = S.sectionNames[parts[0]] || parts[0];
+    if (info) return section + ", " + info.label;
+    if (parts.length === 3) return section + ", Row " + parts[1] + ", seat " + parts[2];
+    return seatId;
+  }
+
+  function plural(n, one, many) { return n + " " + (n === 1 ? one : many); }
+
+  // ---- announcements ------------------------------------------------------------------------
+
+  var announceTimer = null;
+  function speak(text) {
+    var region = $("announcer");
+    clearTimeout(announceTimer);
+    region.textContent = "";
+    announceTimer = setTimeout(function () { region.textContent = text; }, 60);
+  }
+
+  function showError(id, text, short) {
+    var el = $(id);
+    if (id === "pick-error") {
+      // the alert sits above the map: repeat it (shortly) by the button, where a phone user looks
+      var note = $("bar-note");
+      note.hidden = !text;
+      note.textContent = !text ? "" : short || (typeof text === "string" ? text : text.textContent);
+    }
+    if (!text) {
+      el.hidden = true;
+      el.textContent = "";
+      return;
+    }
+    el.hidden = false;
+    el.textContent = "";
+    // a fresh node so role=alert announces a repeated message again
+    if (typeof text === "string") {
+      el.appendChild(document.createTextNode(text));
+    } else {
+      el.appendChild(text);
+    }
+  }
+
+  function messageWithLink(text, linkText, href) {
+    var frag = document.createDocumentFragment();
+    frag.appendChild(document.createTextNode(text + " "));
+    var a = document.createElement("a");
+    a.href = href;
+    a.textContent = linkText;
+    frag.appendChild(a);
+    return frag;
+  }
+
+  // ---- views ----------------------------------------------------------------------------------
+
+  var VIEWS = ["loading", "pick", "held", "pay", "failed", "done", "out"];
+
+  function showView(view) {
+    var changed = view !== S.view;
+    S.view = view;
+    VIEWS.forEach(function (v) { $("view-" + v).hidden = v !== view; });
+    $("turn-clock").hidden = !(S.access && (view === "pick" || view === "held"));
+    if (view === "pick") {
+      startPolling();
+      S.fits.forEach(function (f) { f(); });
+    } else {
+      stopPolling();
+    }
+    if (!changed) return;
+    var heading = $("view-" + view).querySelector("h2");
+    if (heading && view !== "loading") heading.focus();
+    var name = S.event ? " — " + S.event.name : "";
+    var titles = {
+      pick: "Choose your seats", held: "Seats held", pay: "Payment", failed: "Not booked",
+      done: "Your tickets", out: "No active turn", loading: "Choose your seats",
+    };
+    document.title = titles[view] + name + " — Boxoffice";
+  }
+
+  function setOrderInUrl(orderId) {
+    var url = new URL(location.href);
+    if (orderId) url.searchParams.set("order", orderId);
+    else url.searchParams.delete("order");
+    ["payment_intent", "payment_intent_client_secret", "redirect_status"].forEach(function (p) {
+      url.searchParams.delete(p);
+    });
+    history.replaceState(null, "", url.pathname + url.search);
+  }
+
+  function clearAccess() {
+    S.access = null;
+    BO.session.removeItem(BO.accessKey(eventId));
+    BO.session.removeItem(BO.accessExpiresKey(eventId));
+  }
+
+  function goOut(text, linkText) {
+    S.hold = null;
+    BO.session.removeItem(holdKey);
+    $("out-text").textContent = text || "We couldn't find an active turn for this event in this tab.";
+    $("back-link").textContent = linkText || "Go to the waiting room";
+    showView("out");
+  }
+
+  function turnOver() {
+    clearAccess();
+    goOut("Your turn to choose seats has ended. You can rejoin the waiting room to try again.",
+      "Back to the waiting room");
+  }
+
+  function accessValid() {
+    return !!(S.access && Date.parse(S.access.expires) > BO.now());
+  }
+
+  // ---- access ---------------------------------------------------------------------------------
+
+  /** The token from this tab, or from the queue place remembered for this event. */
+  async function findAccess() {
+    var token = BO.session.getItem(BO.accessKey(eventId));
+    var expires = BO.session.getItem(BO.accessExpiresKey(eventId));
+    if (token && expires && Date.parse(expires) > BO.now()) return { token: token, expires: expires };
+    var queueId = BO.local.getItem(BO.queueKey(eventId));
+    if (!queueId) return null;
+    var r = await BO.api("/api/queue/" + encodeURIComponent(queueId), { tries: 4 });
+    if (r.status === 200 && r.body && r.body.state === "admitted" && r.body.access_token) {
+      BO.session.setItem(BO.accessKey(eventId), r.body.access_token);
+      BO.session.setItem(BO.accessExpiresKey(eventId), r.body.access_expires_at);
+      return { token: r.body.access_token, expires: r.body.access_expires_at };
+    }
+    return null;
+  }
+
+  // ---- the seat map ---------------------------------------------------------------------------
+
+  var STATUS_WORDS = {
+    free: "free",
+    held: "held by someone else",
+    sold: "sold",
+  };
+
+  function seatAria(info, selected) {
+    var status = selected ? "selected" : STATUS_WORDS[info.status];
+    if (S.taken[info.id] && info.status !== "free") status = "just taken, " + status;
+    return info.label + ", " + money(info.price) + ", " + status;
+  }
+
+  function paintSeat(info) {
+    var b = info.button;
+    var selected = S.selected.indexOf(info.id) >= 0;
+    b.className = "seat " + (selected ? "selected" : info.status)
+      + (S.taken[info.id] ? " taken-now" : "");
+    b.setAttribute("aria-pressed", selected ? "true" : "false");
+    if (info.status !== "free" && !selected) b.setAttribute("aria-disabled", "true");
+    else b.removeAttribute("aria-disabled");
+    b.setAttribute("aria-label", seatAria(info, selected));
+    b.title = info.label + " — " + money(info.price) + " — "
+      + (selected ? "selected" : STATUS_WORDS[info.status]);
+    b.setAttribute("data-status", info.status);
+  }
+
+  function buildSeated(section, card) {
+    var scroller = document.createElement("div");
+    scroller.className = "seat-scroll";
+    var grid = document.createElement("div");
+    grid.className = "seat-grid";
+    grid.setAttribute("role", "group");
+    grid.setAttribute("aria-label", section.name + " seats. Use the arrow keys to move.");
+    grid.setAttribute("data-section", section.id);
+    var stage = document.createElement("div");
+    stage.className = "stage";
+    stage.setAttribute("aria-hidden", "true");
+    stage.textContent = "Stage";
+    grid.appendChild(stage);
+    section.rows.forEach(function (row) {
+      var line = document.createElement("div");
+      line.className = "seat-row";
+      line.setAttribute("role", "group");
+      line.setAttribute("aria-label", "Row " + row.row);
+      var label = document.createElement("span");
+      label.className = "row-label";
+      label.setAttribute("aria-hidden", "true");
+      label.textContent = row.row;
+      line.appendChild(label);
+      row.seats.forEach(function (seat) {
+        var b = document.createElement("button");
+        b.type = "button";
+        b.id = "seat-" + seat.id;
+        b.setAttribute("data-seat", seat.id);
+        b.tabIndex = -1;
+        b.textContent = seatNumber(seat.id);
+        line.appendChild(b);
+        var info = {
+          id: seat.id, label: seat.label, price: seat.price, status: seat.status,
+          section: section.id, button: b,
+        };
+        S.seatInfo[seat.id] = info;
+        paintSeat(info);
+      });
+      grid.appendChild(line);
+    });
+    scroller.appendChild(grid);
+    card.appendChild(scroller);
+    var hint = document.createElement("p");
+    hint.className = "muted small scroll-hint";
+    hint.setAttribute("aria-hidden", "true");
+    hint.textContent = "← Swipe sideways to see every seat →";
+    hint.hidden = true;
+    card.appendChild(hint);
+    var fits = function () { hint.hidden = scroller.scrollWidth <= scroller.clientWidth + 1; };
+    S.fits.push(fits);
+    setTimeout(fits, 0);
+    grid.addEventListener("click", onSeatClick);
+    grid.addEventListener("keydown", onGridKey);
+    grid.addEventListener("focusin", function (e) {
+      var b = e.target.closest("button.seat");
+      if (b) setRoving(grid, b);
+    });
+    var first = grid.querySelector("button.seat.free") || grid.querySelector("button.seat");
+    if (first) first.tabIndex = 0;
+  }
+
+  function buildStanding(section, card) {
+    var box = document.createElement("div");
+    box.className = "quantity";
+    var id = "qty-" + section.id;
+    var label = document.createElement("label");
+    label.className = "field-label";
+    label.htmlFor = id;
+    label.textContent = "Tickets in " + section.name;
+    var row = document.createElement("div");
+    row.className = "stepper";
+    var minus = document.createElement("button");
+    minus.type = "button";
+    minus.className = "button secondary step";
+    minus.textContent = "−";
+    minus.setAttribute("aria-label", "One ticket fewer in " + section.name);
+    var input = document.createElement("input");
+    input.type = "number";
+    input.id = id;
+    input.className = "field qty";
+    input.min = "0";
+    input.inputMode = "numeric";
+    input.value = "0";
+    input.setAttribute("data-ga", section.id);
+    var plus = document.createElement("button");
+    plus.type = "button";
+    plus.className = "button secondary step";
+    plus.textContent = "+";
+    plus.setAttribute("aria-label", "One more ticket in " + section.name);
+    row.appendChild(minus);
+    row.appendChild(input);
+    row.appendChild(plus);
+    box.appendChild(label);
+    box.appendChild(row);
+    card.appendChild(box);
+    function set(n) {
+      var avail = sectionAvailable(section.id);
+      var max = Math.min(S.maxSeats, avail);
+      var q = Math.max(0, Math.min(isNaN(n) ? 0 : n, max));
+      if (n > max) {
+        speak(avail < S.maxSeats ? "Only " + plural(avail, "ticket", "tickets") + " left in "
+          + section.name + "." : "You can choose up to " + S.maxSeats + " tickets per order.");
+      }
+      chooseGa(section.id, q);
+    }
+    minus.addEventListener("click", function () { set(gaQuantity(section.id) - 1); });
+    plus.addEventListener("click", function () { set(gaQuantity(section.id) + 1); });
+    input.addEventListener("change", function () { set(parseInt(input.value, 10)); });
+  }
+
+  function sectionAvailable(sectionId) {
+    var secs = S.map ? S.map.sections : [];
+    for (var i = 0; i < secs.length; i++) if (secs[i].id === sectionId) return secs[i].available;
+    return 0;
+  }
+
+  function gaQuantity(sectionId) {
+    return S.ga && S.ga.section === sectionId ? S.ga.quantity : 0;
+  }
+
+  function availabilityText(section) {
+    if (section.available === 0) return "None left";
+    return section.available + " of " + section.capacity + " left";
+  }
+
+  function buildMap(map) {
+    var root = $("sections");
+    root.textContent = "";
+    S.seatInfo = {};
+    S.fits = [];
+    map.sections.forEach(function (section) {
+      S.sectionNames[section.id] = section.name;
+      var card = document.createElement("section");
+      card.className = "card map-section";
+      card.setAttribute("data-section", section.id);
+      var headId = "section-" + section.id;
+      card.setAttribute("aria-labelledby", headId);
+      var head = document.createElement("div");
+      head.className = "section-head";
+      var h = document.createElement("h3");
+      h.id = headId;
+      h.textContent = section.name;
+      var meta = document.createElement("p");
+      meta.className = "section-meta";
+      var price = document.createElement("span");
+      price.className = "price";
+      price.textContent = money(section.price) + (section.kind === "standing" ? " · standing" : "");
+      var avail = document.createElement("span");
+      avail.className = "muted small avail";
+      avail.id = "avail-" + section.id;
+      avail.textContent = availabilityText(section);
+      meta.appendChild(price);
+      meta.appendChild(document.createTextNode(" "));
+      meta.appendChild(avail);
+      head.appendChild(h);
+      head.appendChild(meta);
+      card.appendChild(head);
+      if (section.kind === "seated" && section.rows) buildSeated(section, card);
+      else buildStanding(section, card);
+      root.appendChild(card);
+    });
+  }
+
+  /** Same layout as before? Then statuses are updated in place and focus is kept. */
+  function sameLayout(a, b) {
+    if (!a || a.sections.length !== b.sections.length) return false;
+    for (var i = 0; i < a.sections.length; i++) {
+      var x = a.sections[i];
+      var y = b.sections[i];
+      if (x.id !== y.id || x.kind !== y.kind || (x.rows || []).length !== (y.rows || []).length) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  function applyMap(map) {
+    var old = S.map;
+    S.currency = map.currency || S.currency;
+    var lost = [];
+    if (!sameLayout(old, map)) {
+      S.map = map;
+      buildMap(map);
+    } else {
+      S.map = map;
+      map.sections.forEach(function (section) {
+        $("avail-" + section.id).textContent = availabilityText(section);
+        (section.rows || []).forEach(function (row) {
+          row.seats.forEach(function (seat) {
+            var info = S.seatInfo[seat.id];
+            if (!info) return;
+            if (info.status !== seat.status || info.price !== seat.price) {
+              info.status = seat.status;
+              info.price = seat.price;
+              paintSeat(info);
+            }
+          });
+        });
+      });
+    }
+    // seats picked but taken meanwhile by someone else leave the selection
+    S.selected.slice().forEach(function (id) {
+      var info = S.seatInfo[id];
+      if (!info || info.status !== "free") {
+        lost.push(id);
+        S.selected.splice(S.selected.indexOf(id), 1);
+        if (info) paintSeat(info);
+      }
+    });
+    if (lost.length) {
+      speak(lost.map(seatName).join("; ") + (lost.length === 1 ? " was" : " were")
+        + " just taken by someone else and removed from your choice.");
+      lost.forEach(function (id) { S.taken[id] = Date.now(); });
+      lost.forEach(function (id) { if (S.seatInfo[id]) paintSeat(S.seatInfo[id]); });
+    }
+    if (S.ga && S.ga.quantity > sectionAvailable(S.ga.section)) {
+      chooseGa(S.ga.section, sectionAvailable(S.ga.section));
+    }
+    var soldOut = map.state === "sold_out" || map.available === 0;
+    $("sold-out-note").hidden = !soldOut;
+    if (map.state === "closed") {
+      showError("pick-error", "This sale has ended.");
+    }
+    updateSummary();
+  }
+
+  function expireTakenMarks() {
+    var t = Date.now();
+    Object.keys(S.taken).forEach(function (id) {
+      if (t - S.taken[id] > TAKEN_MS) {
+        delete S.taken[id];
+        if (S.seatInfo[id]) paintSeat(S.seatInfo[id]);
+      }
+    });
+  }
+
+  async function loadMap() {
+    var r = await BO.api("/api/events/" + encodeURIComponent(eventId) + "/seats", { tries: 1 });
+    if (r.ok && r.body) {
+      applyMap(r.body);
+      setMapStatus("live", "Live — updates every few seconds");
+      return true;
+    }
+    setMapStatus("polling", "Busy — the map will update shortly");
+    return false;
+  }
+
+  function setMapStatus(mode, text) {
+    $("map-status").setAttribute("data-mode", mode);
+    $("map-status-text").textContent = text;
+  }
+
+  function startPolling() {
+    if (S.pollTimer !== null) return;
+    var loop = async function () {
+      S.pollTimer = null;
+      if (S.view !== "pick") return;
+      try {
+        await loadMap();
+      } catch (e) {
+        setMapStatus("offline", "Offline — retrying…");
+      }
+      expireTakenMarks();
+      if (S.view !== "pick") return;
+      S.pollTimer = setTimeout(loop, BO.jitter(document.hidden ? POLL_HIDDEN_MS : POLL_MS, 0.2));
+    };
+    S.pollTimer = setTimeout(loop, BO.jitter(POLL_MS, 0.2));
+  }
+
+  function stopPolling() {
+    if (S.pollTimer !== null) clearTimeout(S.pollTimer);
+    S.pollTimer = null;
+  }
+
+  // ---- selection ------------------------------------------------------------------------------
+
+  function onSeatClick(e) {
+    var b = e.target.closest("button.seat");
+    if (!b) return;
+    var info = S.seatInfo[b.getAttribute("data-seat")];
+    if (!info) return;
+    var i = S.selected.indexOf(info.id);
+    if (i >= 0) {
+      S.selected.splice(i, 1);
+      paintSeat(info);
+      speak(info.label + " removed. " + selectionWords());
+      updateSummary();
+      return;
+    }
+    if (info.status !== "free") {
+      var why = info.status === "sold" ? "is sold" : "is held by someone else";
+      showError("pick-error", info.label + " in " + S.sectionNames[info.section] + " " + why
+        + ". Please pick a free seat.");
+      return;
+    }
+    if (S.selected.length >= S.maxSeats) {
+      showError("pick-error", "You can choose up to " + S.maxSeats
+        + " tickets per order. Remove one to pick another.");
+      return;
+    }
+    if (S.ga) {
+      clearGa();
+      speak("Standing tickets cleared: one order is either seats or standing tickets.");
+    }
+    S.selected.push(info.id);
+    delete S.taken[info.id];
+    paintSeat(info);
+    showError("pick-error", "");
+    speak(info.label + " selected. " + selectionWords());
+    updateSummary();
+  }
+
+  function clearGa() {
+    var prev = S.ga;
+    S.ga = null;
+    if (prev) {
+      var input = document.querySelector('input[data-ga="' + prev.section + '"]');
+      if (input) input.value = "0";
+    }
+  }
+
+  function chooseGa(sectionId, quantity) {
+    if (quantity > 0 && S.selected.length) {
+      var ids = S.selected.slice();
+      S.selected = [];
+      ids.forEach(function (id) { if (S.seatInfo[id]) paintSeat(S.seatInfo[id]); });
+      speak("Seat choice cleared: one order is either seats or standing tickets.");
+    }
+    if (S.ga && S.ga.section !== sectionId) clearGa();
+    S.ga = quantity > 0 ? { section: sectionId, quantity: quantity } : null;
+    var input = document.querySelector('input[data-ga="' + sectionId + '"]');
+    if (input) input.value = String(quantity);
+    showError("pick-error", "");
+    updateSummary();
+  }
+
+  function selectionWords() {
+    var n = S.selected.length;
+    return n ? plural(n, "seat", "seats") + " of " + S.maxSeats + " selected." : "No seats selected.";
+  }
+
+  function updateSummary() {
+    var count = $("selection-count");
+    var detail = $("selection-detail");
+    var button = $("hold-button");
+    var amount = 0;
+    if (S.ga) {
+      var price = 0;
+      S.map.sections.forEach(function (s) { if (s.id === S.ga.section) price = s.price; });
+      amount = price * S.ga.quantity;
+      count.textContent = plural(S.ga.quantity, "ticket", "tickets") + " · " + money(amount);
+      detail.textContent = S.sectionNames[S.ga.section] + " (standing)";
+      button.textContent = "Hold these tickets";
+    } else if (S.selected.length) {
+      S.selected.forEach(function (id) { amount += S.seatInfo[id] ? S.seatInfo[id].price : 0; });
+      count.textContent = plural(S.selected.length, "seat", "seats") + " · " + money(amount);
+      detail.textContent = S.selected.map(seatName).join("; ");
+      button.textContent = "Hold these seats";
+    } else {
+      count.textContent = "No tickets selected";
+      detail.textContent = "Up to " + S.maxSeats + " per order";
+      button.textContent = "Hold these seats";
+    }
+    var waiting = S.retryUntil > Date.now();
+    button.disabled = S.busy || waiting || !(S.ga || S.selected.length);
+  }
+
+  // ---- arrow keys in a seat grid (roving tabindex) --------------------------------------------
+
+  function setRoving(grid, target) {
+    var current = grid.querySelectorAll('button.seat[tabindex="0"]');
+    for (var i = 0; i < current.length; i++) if (current[i] !== target) current[i].tabIndex = -1;
+    target.tabIndex = 0;
+  }
+
+  function onGridKey(e) {
+    var b = e.target.closest("button.seat");
+    if (!b) return;
+    var grid = e.currentTarget;
+    var rows = grid.querySelectorAll(".seat-row");
+    var row = b.parentNode;
+    var seats = row.querySelectorAll("button.seat");
+    var r = Array.prototype.indexOf.call(rows, row);
+    var c = Array.prototype.indexOf.call(seats, b);
+    var next = null;
+    function at(ri, ci) {
+      var rowSeats = rows[ri].querySelectorAll("button.seat");
+      return rowSeats[Math.min(ci, rowSeats.length - 1)];
+    }
+    switch (e.key) {
+      case "ArrowRight": next = seats[c + 1]; break;
+      case "ArrowLeft": next = seats[c - 1]; break;
+      case "ArrowDown": if (r + 1 < rows.length) next = at(r + 1, c); break;
+      case "ArrowUp": if (r > 0) next = at(r - 1, c); break;
+      case "Home": next = e.ctrlKey ? at(0, 0) : seats[0]; break;
+      case "End": next = e.ctrlKey ? at(rows.length - 1, 1e9) : seats[seats.length - 1]; break;
+      case "PageDown": next = at(rows.length - 1, c); break;
+      case "PageUp": next = at(0, c); break;
+      default: return;
+    }
+    e.preventDefault();
+    if (next) {
+      setRoving(grid, next);
+      next.focus();
+    }
+  }
+
+  // ---- holding --------------------------------------------------------------------------------
+
+  async function holdSelection() {
+    if (S.busy) return;
+    if (!accessValid()) { turnOver(); return; }
+    var body = S.ga ? { section: S.ga.section, quantity: S.ga.quantity } : { seats: S.selected.slice() };
+    if (!S.ga && !S.selected.length) return;
+    S.busy = true;
+    showError("pick-error", "");
+    updateSummary();
+    $("hold-button").textContent = "Holding…";
+    var r;
+    try {
+      r = await BO.api("/api/events/" + encodeURIComponent(eventId) + "/holds", {
+        method: "POST", body: body, tries: 1,
+        headers: { "Authorization": "Bearer " + S.access.token },
+      });
+    } catch (e) {
+      S.busy = false;
+      updateSummary();
+      showError("pick-error", "We couldn't reach Boxoffice. Check your connection and try again.");
+      return;
+    }
+    S.busy = false;
+    handleHoldAnswer(r);
+    updateSummary();
+  }
+
+  function handleHoldAnswer(r) {
+    var b = r.body || {};
+    if (r.status === 201) {
+      var picked = S.selected;
+      S.selected = [];
+      picked.forEach(function (id) { if (S.seatInfo[id]) paintSeat(S.seatInfo[id]); });
+      clearGa();
+      startHold(b);
+      return;
+    }
+    if (r.status === 409 && b.error === "seats_unavailable") {
+      var taken = b.seats || [];
+      if (taken.length) {
+        var t = Date.now();
+        taken.forEach(function (id) {
+          S.taken[id] = t;
+          var i = S.selected.indexOf(id);
+          if (i >= 0) S.selected.splice(i, 1);
+          var info = S.seatInfo[id];
+          if (info) {
+            if (info.status === "free") info.status = "held";
+            paintSeat(info);
+          }
+        });
+        showError("pick-error", "Sorry — " + taken.map(seatName).join("; ")
+          + (taken.length === 1 ? " was" : " were") + " just taken by someone else. "
+          + (S.selected.length ? "Your other seats are still selected. " : "")
+          + "Please pick other seats.",
+          "Just taken: " + taken.map(function (id) {
+            return S.seatInfo[id] ? S.seatInfo[id].label : id;
+          }).join("; ") + ". Please pick again.");
+        var first = S.seatInfo[taken[0]];
+        if (first) first.button.scrollIntoView({ block: "nearest", inline: "center" });
+      } else if (b.section) {
+        showError("pick-error", "Only " + plural(b.available || 0, "ticket is", "tickets are")
+          + " left in " + (S.sectionNames[b.section] || b.section) + ".");
+      } else {
+        showError("pick-error", "Those tickets were just taken. Please pick again.");
+      }
+      loadMap().catch(function () {});
+      return;
+    }
+    if (r.status === 409 && b.error === "sale_closed") {
+      showError("pick-error", "This sale has ended.");
+      return;
+    }
+    if (r.status === 410 || (r.status === 403 && (b.error === "no_access" || b.error === "bad_access"))) {
+      turnOver();
+      return;
+    }
+    if (r.status === 422 && b.error === "too_many_seats") {
+      var m = /at most (\d+)/.exec(b.detail || "");
+      if (m) S.maxSeats = Number(m[1]);
+      $("max-seats").textContent = S.maxSeats;
+      showError("pick-error", "You can choose up to " + S.maxSeats + " tickets per order.");
+      return;
+    }
+    if (r.status === 422 && b.error === "unknown_seats") {
+      showError("pick-error", "Some of those seats don't exist any more. The map was refreshed.");
+      loadMap().catch(function () {});
+      return;
+    }
+    if (r.status === 429 || r.status === 503) {
+      var secs = Number(r.response.headers.get("Retry-After")) || 5;
+      S.retryUntil = Date.now() + secs * 1000;
+      showError("pick-error", (r.status === 429 ? "Too many tries in a short time." : "Boxoffice is busy.")
+        + " Please wait " + plural(secs, "second", "seconds") + " and try again.");
+      setTimeout(updateSummary, secs * 1000 + 50);
+      return;
+    }
+    showError("pick-error", (b.detail ? "Couldn't hold: " + b.detail + "." : "Couldn't hold those seats.")
+      + " Please try again.");
+  }
+
+  function startHold(hold) {
+    S.hold = hold;
+    BO.session.setItem(holdKey, JSON.stringify(hold));
+    renderPicked($("held-seats"), hold.seats, hold.section, hold.quantity, hold.amount, hold.currency);
+    $("held-amount").textContent = money(hold.amount, hold.currency);
+    var saved = BO.local.getItem(emailKey);
+    if (saved && !$("email").value) $("email").value = saved;
+    showError("held-error", "");
+    showView("held");
+    tick();
+    speak("Your tickets are held for " + BO.formatDuration(
+      (Date.parse(hold.expires_at) - BO.now()) / 1000) + ".");
+  }
+
+  function renderPicked(list, seats, section, quantity, amount, currency) {
+    list.textContent = "";
+    (seats || []).forEach(function (id) {
+      var li = document.createElement("li");
+      li.textContent = seatName(id);
+      list.appendChild(li);
+    });
+    if (section && quantity) {
+      var li = document.createElement("li");
+      li.textContent = plural(quantity, "standing ticket", "standing tickets") + ", "
+        + (S.sectionNames[section] || section);
+      list.appendChild(li);
+    }
+  }
+
+  async function releaseHold(message) {
+    var hold = S.hold;
+    S.hold = null;
+    BO.session.removeItem(holdKey);
+    if (hold) {
+      try {
+        await BO.api("/api/holds/" + encodeURIComponent(hold.hold_id), { method: "DELETE", tries: 2 });
+      } catch (e) { /* it expires on its own */ }
+    }
+    backToPick(message || "Your seats were released.");
+  }
+
+  function backToPick(message) {
+    S.hold = null;
+    S.order = null;
+    BO.session.removeItem(holdKey);
+    setOrderInUrl(null);
+    if (!accessValid()) {
+      turnOver();
+      if (message) $("out-text").textContent = message + " Your turn to choose seats has ended: "
+        + "rejoin the waiting room to try again.";
+      return;
+    }
+    showView("pick");
+    showError("pick-error", message || "");
+    loadMap().catch(function () {});
+  }
+
+  // ---- checkout -------------------------------------------------------------------------------
+
+  async function checkout(e) {
+    e.preventDefault();
+    if (S.busy || !S.hold) return;
+    var email = $("email").value.trim();
+    if (!EMAIL_RE.test(email)) {
+      fieldError("email", "Enter an email address like name@example.com.");
+      $("email").focus();
+      return;
+    }
+    fieldError("email", "");
+    BO.local.setItem(emailKey, email);
+    S.busy = true;
+    $("checkout-button").disabled = true;
+    var r;
+    try {
+      r = await BO.api("/api/holds/" + encodeURIComponent(S.hold.hold_id) + "/checkout", {
+        method: "POST", body: { email: email }, tries: 3,
+      });
+    } catch (err) {
+      r = null;
+    }
+    S.busy = false;
+    $("checkout-button").disabled = false;
+    if (!r) {
+      showError("held-error", "We couldn't reach Boxoffice. Your seats are still held: try again.");
+      return;
+    }
+    var b = r.body || {};
+    if (r.status === 201 || r.status === 200) {
+      BO.session.removeItem(holdKey);
+      S.hold = null;
+      showOrder(b);
+      return;
+    }
+    if (r.status === 410) {
+      backToPick("Your hold expired and the seats were released. Please pick again.");
+      return;
+    }
+    if (r.status === 422) {
+      fieldError("email", "This email address doesn't look right. Please check it.");
+      $("email").focus();
+      return;
+    }
+    if (r.status === 403 || r.status === 404) {
+      backToPick("That hold isn't yours any more. Please pick again.");
+      return;
+    }
+    showError("held-error", (b.detail ? b.detail + ". " : "") + "Your seats are still held: try again.");
+  }
+
+  function fieldError(field, text) {
+    var input = $(field);
+    var err = $(field + "-error");
+    if (text) {
+      input.setAttribute("aria-invalid", "true");
+      err.textContent = text;
+      err.hidden = false;
+    } else {
+      input.removeAttribute("aria-invalid");
+      err.textContent = "";
+      err.hidden = true;
+    }
+  }
+
+  // ---- orders ---------------------------------------------------------------------------------
+
+  function showOrder(order) {
+    S.order = order;
+    setOrderInUrl(order.order_id);
+    if (order.status === "paid") { showDone(order); return; }
+    if (order.status === "pending") { showPay(order); return; }
+    var texts = {
+      failed: order.status_reason === "card_declined"
+        ? "Your card was declined, so no money was taken. Your seats were released."
+        : "The payment failed, so no money was taken. Your seats were released.",
+      expired: "The time to pay ran out, so the seats were released. No money was taken.",
+      voided: "Sorry — the seats were taken before the payment completed. "
+        + "The payment was cancelled and no money was taken.",
+      refunded: "This order was refunded.",
+    };
+    showFailed(texts[order.status] || "This order can't be completed.");
+  }
+
+  function showFailed(text) {
+    S.hold = null;
+    BO.session.removeItem(holdKey);
+    $("failed-text").textContent = text;
+    $("pick-again").textContent = accessValid() ? "Pick seats again" : "Back to the waiting room";
+    showView("failed");
+  }
+
+  function showPay(order) {
+    renderPicked($("pay-seats"), order.seats, order.section, order.quantity, order.amount, order.currency);
+    $("pay-amount").textContent = money(order.amount, order.currency);
+    $("pay-email").textContent = order.email;
+    showError("pay-error", "");
+    $("pay-waiting").hidden = true;
+    var p = order.payment || {};
+    $("dev-form").hidden = p.provider !== "dev";
+    $("stripe-form").hidden = p.provider !== "stripe";
+    $("pay-button").textContent = "Pay " + money(order.amount, order.currency);
+    $("stripe-pay-button").textContent = "Pay " + money(order.amount, order.currency);
+    showView("pay");
+    tick();
+    if (p.provider === "stripe") setUpStripe(order);
+  }
+
+  async function payDev(e) {
+    e.preventDefault();
+    if (S.busy || !S.order) return;
+    var card = $("card").value.replace(/[\s-]/g, "");
+    if (!/^\d{12,19}$/.test(card)) {
+      fieldError("card", "Enter the card number: digits only, spaces are fine.");
+      $("card").focus();
+      return;
+    }
+    fieldError("card", "");
+    S.busy = true;
+    $("pay-button").disabled = true;
+    $("pay-waiting").hidden = false;
+    showError("pay-error", "");
+    var r;
+    try {
+      r = await BO.api("/api/orders/" + encodeURIComponent(S.order.order_id) + "/pay", {
+        method: "POST", body: { card: card }, tries: 2,
+      });
+    } catch (err) {
+      r = null;
+    }
+    S.busy = false;
+    $("pay-button").disabled = false;
+    $("pay-waiting").hidden = true;
+    if (!r) {
+      showError("pay-error", "We couldn't reach Boxoffice. It is safe to press Pay again.");
+      return;
+    }
+    var b = r.body || {};
+    if (r.ok) { showOrder(b); return; }
+    if (r.status === 402) {
+      showFailed("Your card was declined, so no money was taken. Your seats were released.");
+      return;
+    }
+    if (r.status === 422) {
+      fieldError("card", b.detail ? b.detail.charAt(0).toUpperCase() + b.detail.slice(1) + "."
+        : "This card number isn't accepted.");
+      $("card").focus();
+      return;
+    }
+    if (r.status === 409) { await refreshOrder(); return; }
+    showError("pay-error", (b.detail ? b.detail + ". " : "") + "Please try again.");
+  }
+
+  async function refreshOrder() {
+    if (!S.order) return null;
+    var r = await BO.api("/api/orders/" + encodeURIComponent(S.order.order_id), { tries: 3 });
+    if (r.ok && r.body) {
+      if (r.body.status !== "pending" || S.view !== "pay") showOrder(r.body);
+      else S.order = r.body;
+      return r.body;
+    }
+    return null;
+  }
+
+  // ---- Stripe (only when the server says so; loaded on demand) --------------------------------
+
+  function loadStripeJs() {
+    if (window.Stripe) return Promise.resolve();
+    return new Promise(function (resolve, reject) {
+      var s = document.createElement("script");
+      s.src = STRIPE_JS;
+      s.async = true;
+      s.onload = function () { resolve(); };
+      s.onerror = function () { reject(new Error("Stripe.js did not load")); };
+      document.head.appendChild(s);
+    });
+  }
+
+  async function setUpStripe(order) {
+    var p = order.payment;
+    var button = $("stripe-pay-button");
+    if (!p.publishable_key || !p.client_secret) {
+      button.disabled = true;
+      showError("pay-error", "Online payment isn't available right now. Please try again later.");
+      return;
+    }
+    if (S.stripeElements) return;
+    button.disabled = true;
+    try {
+      await loadStripeJs();
+      S.stripe = window.Stripe(p.publishable_key);
+      S.stripeElements = S.stripe.elements({ clientSecret: p.client_secret });
+      S.stripeElements.create("payment").mount("#stripe-element");
+      button.disabled = false;
+    } catch (err) {
+      showError("pay-error", "The payment form could not be loaded. Check your connection and "
+        + "reload the page — your seats stay held until the countdown ends.");
+    }
+    var params = new URLSearchParams(location.search);
+    if (params.get("redirect_status")) waitForWebhook();
+  }
+
+  async function payStripe(e) {
+    e.preventDefault();
+    if (S.busy || !S.stripe || !S.stripeElements) return;
+    S.busy = true;
+    $("stripe-pay-button").disabled = true;
+    showError("pay-error", "");
+    try {
+      var result = await S.stripe.confirmPayment({
+        elements: S.stripeElements,
+        confirmParams: { return_url: location.href },
+        redirect: "if_required",
+      });
+      if (result.error) {
+        showError("pay-error", result.error.message || "The payment didn't go through.");
+      } else {
+        await waitForWebhook();
+      }
+    } catch (err) {
+      showError("pay-error", "The payment could not be sent. Please try again.");
+    }
+    S.busy = false;
+    $("stripe-pay-button").disabled = false;
+  }
+
+  /** Stripe confirmed in the browser: the order turns paid when the webhook arrives. */
+  async function waitForWebhook() {
+    $("pay-waiting").hidden = false;
+    for (var i = 0; i < 30 && S.view === "pay"; i++) {
+      var order = await refreshOrder().catch(function () { return null; });
+      if (order && order.status !== "pending") return;
+      await BO.sleep(2000);
+    }
+    $("pay-waiting").hidden = true;
+  }
+
+  // ---- confirmation ---------------------------------------------------------------------------
+
+  function showDone(order) {
+    $("done-order").textContent = order.order_id;
+    $("done-amount").textContent = money(order.amount, order.currency);
+    $("done-email").textContent = order.email;
+    var list = $("tickets");
+    list.textContent = "";
+    order.tickets.forEach(function (t, i) {
+      var li = document.createElement("li");
+      li.className = "ticket";
+      var what = document.createElement("span");
+      what.className = "ticket-seat";
+      what.textContent = t.seat_id ? seatName(t.seat_id)
+        : (S.sectionNames[t.section_id] || t.section_id) + ", standing";
+      var code = document.createElement("code");
+      code.className = "ticket-code";
+      code.textContent = t.code;
+      code.setAttribute("aria-label", "Ticket code " + t.code.split("").join(" "));
+      // Tickets come numbered 1, 2, … in this order; the QR code encodes the same ticket code.
+      var qr = document.createElement("img");
+      qr.className = "ticket-qr";
+      qr.alt = "QR code for ticket " + t.code;
+      qr.src = "/api/orders/" + encodeURIComponent(order.order_id) + "/tickets/" + (t.number || i + 1) + ".svg";
+      qr.width = 132;
+      qr.height = 132;
+      li.appendChild(what);
+      li.appendChild(code);
+      li.appendChild(qr);
+      list.appendChild(li);
+    });
+    BO.session.removeItem(holdKey);
+    showView("done");
+    speak("Payment confirmed. " + plural(order.tickets.length, "ticket", "tickets") + " below.");
+  }
+
+  // ---- clocks ---------------------------------------------------------------------------------
+
+  function warnOnce(key, seconds, text) {
+    if (S.warned[key] || seconds > 60) return;
+    S.warned[key] = true;
+    $("hold-announcer").textContent = text;
+  }
+
+  function tick() {
+    var now = BO.now();
+    if (S.access) {
+      var turnLeft = Date.parse(S.access.expires) - now;
+      $("turn-countdown").textContent = BO.formatCountdown(turnLeft);
+      if (turnLeft <= 0 && S.view === "pick") turnOver();
+    }
+    if (S.view === "held" && S.hold) {
+      var left = Date.parse(S.hold.expires_at) - now;
+      $("hold-countdown").textContent = BO.formatCountdown(left);
+      warnOnce("hold-" + S.hold.hold_id, left / 1000, "Less than a minute left to finish.");
+      if (left <= 0) backToPick("Your hold expired and the seats were released. Please pick again.");
+    }
+    if (S.view === "pay" && S.order) {
+      var payLeft = Date.parse(S.order.expires_at) - now;
+      $("pay-countdown").textContent = BO.formatCountdown(payLeft);
+      warnOnce("pay-" + S.order.order_id, payLeft / 1000, "Less than a minute left to pay.");
+      if (payLeft <= -5000 && !S.busy && now - (S.lastOrderCheck || 0) > 10000) {
+        S.lastOrderCheck = now;
+        refreshOrder().catch(function () {});
+      }
+    }
+  }
+
+  // ---- start ----------------------------------------------------------------------------------
+
+  function storedHold() {
+    try {
+      var h = JSON.parse(BO.session.getItem(holdKey) || "null");
+      if (h && h.hold_id && Date.parse(h.expires_at) > BO.now()) return h;
+    } catch (e) { /* ignore */ }
+    BO.session.removeItem(holdKey);
+    return null;
+  }
+
+  function wire() {
+    window.addEventListener("resize", function () { S.fits.forEach(function (f) { f(); }); });
+    $("hold-button").addEventListener("click", holdSelection);
+    $("email-form").addEventListener("submit", checkout);
+    $("email").addEventListener("input", function () {
+      if ($("email").getAttribute("aria-invalid") && EMAIL_RE.test($("email").value.trim())) {
+        fieldError("email", "");
+      }
+    });
+    $("release-button").addEventListener("click", function () { releaseHold(); });
+    $("dev-form").addEventListener("submit", payDev);
+    $("stripe-form").addEventListener("submit", payStripe);
+    $("pick-again").addEventListener("click", function () { backToPick(""); });
+    $("print-button").addEventListener("click", function () { window.print(); });
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden && S.view === "pick") {
+        stopPolling();
+        loadMap().catch(function () {});
+        startPolling();
+      }
+    });
+  }
+
+  async function start() {
+    wire();
+    $("back-link").href = "/e/" + encodeURIComponent(eventId);
+    try {
+      var ev = await BO.api("/api/events/" + encodeURIComponent(eventId), { tries: 4 });
+      if (ev.ok && ev.body) {
+        S.event = ev.body;
+        S.currency = ev.body.currency;
+        $("event-name").textContent = ev.body.name;
+        $("event-meta").textContent = ev.body.venue + " · " + BO.formatDateTime(ev.body.starts_at);
+        ev.body.sections.forEach(function (s) { S.sectionNames[s.id] = s.name; });
+        if (ev.body.settings && ev.body.settings.max_seats_per_order) {
+          S.maxSeats = ev.body.settings.max_seats_per_order;
+        }
+        $("max-seats").textContent = S.maxSeats;
+      }
+      setInterval(tick, 1000);
+      S.access = await findAccess();
+
+      var orderId = new URLSearchParams(location.search).get("order");
+      if (orderId) {
+        var o = await BO.api("/api/orders/" + encodeURIComponent(orderId), { tries: 4 });
+        if (o.ok && o.body) {
+          if (o.body.seats.length && !S.map) await loadMap().catch(function () {});
+          showOrder(o.body);
+          if (o.body.status === "pending" && new URLSearchParams(location.search).get("redirect_status")) {
+            waitForWebhook();
+          }
+          return;
+        }
+        setOrderInUrl(null);
+      }
+      var hold = storedHold();
+      if (hold) {
+        await loadMap().catch(function () {});
+        startHold(hold);
+        return;
+      }
+      if (!accessValid()) {
+        goOut();
+        return;
+      }
+      var loaded = await loadMap().catch(function () { return false; });
+      if (!loaded) showError("pick-error", "We couldn't load the seat map yet: retrying…");
+      showView("pick");
+      tick();
+    } catch (e) {
+      goOut("We could not reach Boxoffice. Please reload the page.", "Back to the waiting room");
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();

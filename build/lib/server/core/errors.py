@@ -1,0 +1,160 @@
+"""Named domain errors and the one middleware that turns every failure into a JSON answer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import msgspec
+import redis.exceptions
+from aiohttp import web
+
+log = logging.getLogger("boxoffice.errors")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    error: str
+    detail: str
+
+
+class DomainError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        retry_after: int | None = None,
+        extra: dict[str, object] | None = None,
+    ):
+        super().__init__(detail)
+        self.detail = detail
+        self.code = code or self.code
+        self.retry_after = retry_after
+        self.extra = extra or {}
+
+
+class BadRequest(DomainError):
+    status, code = 400, "bad_request"
+
+
+class Invalid(DomainError):
+    status, code = 422, "invalid"
+
+
+class Unauthorized(DomainError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(DomainError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(DomainError):
+    status, code = 404, "not_found"
+
+
+class PaymentDeclined(DomainError):
+    status, code = 402, "card_declined"
+
+
+class Conflict(DomainError):
+    status, code = 409, "conflict"
+
+
+class Gone(DomainError):
+    status, code = 410, "gone"
+
+
+class RateLimited(DomainError):
+    status, code = 429, "rate_limited"
+
+
+class Unavailable(DomainError):
+    status, code = 503, "unavailable"
+
+
+_encoder = msgspec.json.Encoder()
+
+DATABASE_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+)
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    detail: str,
+    retry_after: int | None = None,
+    extra: dict[str, object] | None = None,
+) -> web.Response:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    body: object = ErrorBody(code, detail)
+    if extra:
+        body = {"error": code, "detail": detail, **extra}
+    return web.Response(
+        status=status,
+        body=_encoder.encode(body),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _from_http_exception(exc: web.HTTPException) -> web.StreamResponse:
+    if exc.status < 400:
+        raise exc
+    code = HTTP_CODES.get(exc.status, "error")
+    detail = exc.reason
+    if exc.status == 405:
+        detail = "method not allowed on this path"
+    elif exc.status == 404:
+        detail = "no such resource"
+    elif exc.status == 413:
+        detail = "request body too large"
+    response = error_response(exc.status, code, detail)
+    if "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DomainError as exc:
+        return error_response(exc.status, exc.code, exc.detail, exc.retry_after, exc.extra)
+    except web.HTTPException as exc:
+        return _from_http_exception(exc)
+    except msgspec.ValidationError as exc:
+        return error_response(422, "invalid", str(exc))
+    except msgspec.DecodeError as exc:
+        return error_response(400, "malformed_json", f"request body is not valid JSON: {exc}")
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        log.warning("redis unavailable", extra={"path": request.path, "error": str(exc)})
+        return error_response(503, "redis_unavailable", "queue store unavailable, retry", 5)
+    except DATABASE_DOWN as exc:
+        log.warning("database unavailable", extra={"path": request.path, "error": str(exc)})
+        return error_response(503, "database_unavailable", "database unavailable, retry", 5)
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path})
+        return error_response(500, "internal", "internal error; it has been logged")

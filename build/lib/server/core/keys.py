@@ -1,0 +1,149 @@
+"""Every Redis key Boxoffice uses. Each key of an event carries the hash tag {ev:<id>}, so all
+of an event's keys live in one Redis Cluster slot and every Lua script stays single-slot."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+EVENT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+EVENTS_CHANNEL = "bo:events"  # cluster-wide: settings of some event changed
+
+
+@dataclass(frozen=True, slots=True)
+class EventKeys:
+    event_id: str
+
+    def _key(self, name: str) -> str:
+        return f"bo:{{ev:{self.event_id}}}:{name}"
+
+    @property
+    def cfg(self) -> str:
+        """HASH: live mirror of the event's queue settings and sale state."""
+        return self._key("cfg")
+
+    @property
+    def visitors(self) -> str:
+        """HASH visitor_id -> queue_id: makes join idempotent."""
+        return self._key("visitors")
+
+    @property
+    def owner(self) -> str:
+        """HASH queue_id -> visitor_id."""
+        return self._key("owner")
+
+    @property
+    def tickets(self) -> str:
+        """HASH queue_id -> ticket number (assigned on joining the line)."""
+        return self._key("tickets")
+
+    @property
+    def pre(self) -> str:
+        """ZSET queue_id -> join time (ms): the pre-queue, shuffled when the sale opens."""
+        return self._key("pre")
+
+    @property
+    def line(self) -> str:
+        """ZSET queue_id -> ticket: the waiting line in admission order."""
+        return self._key("line")
+
+    @property
+    def seen(self) -> str:
+        """ZSET queue_id -> last sign of life (ms) for visitors still waiting."""
+        return self._key("seen")
+
+    @property
+    def active(self) -> str:
+        """ZSET queue_id -> session expiry (ms): admitted sessions alive."""
+        return self._key("active")
+
+    @property
+    def bucket(self) -> str:
+        """HASH tokens, ts: the admission token bucket."""
+        return self._key("bucket")
+
+    @property
+    def seq(self) -> str:
+        """STRING: the last ticket number handed out."""
+        return self._key("seq")
+
+    @property
+    def stats(self) -> str:
+        """HASH of counters: joins, admitted, expired, left, serving, sessions_ended."""
+        return self._key("stats")
+
+    @property
+    def admits(self) -> str:
+        """ZSET of admission batches in the last minute: member "<ms>:<n>", score ms."""
+        return self._key("admits")
+
+    @property
+    def seats(self) -> str:
+        """HASH seat_id -> hold_id, or "sold": live state of assigned seats (absent = free)."""
+        return self._key("seats")
+
+    @property
+    def holds(self) -> str:
+        """HASH hold_id -> JSON {v: visitor, q: queue_id, s: seats, g: {section: qty}, x}."""
+        return self._key("holds")
+
+    @property
+    def holdexp(self) -> str:
+        """ZSET hold_id -> expiry ms: a hold is live while its expiry is in the future."""
+        return self._key("holdexp")
+
+    @property
+    def vhold(self) -> str:
+        """HASH visitor_id -> hold_id: one live hold per visitor."""
+        return self._key("vhold")
+
+    @property
+    def gacap(self) -> str:
+        """HASH section -> capacity of each standing section."""
+        return self._key("gacap")
+
+    @property
+    def gasold(self) -> str:
+        """HASH section -> units sold in each standing section."""
+        return self._key("gasold")
+
+    @property
+    def gaheld(self) -> str:
+        """HASH section -> units in holds not yet tidied away."""
+        return self._key("gaheld")
+
+    @property
+    def sold_orders(self) -> str:
+        """SET of order ids whose seats are marked sold in Redis."""
+        return self._key("sold_orders")
+
+    @property
+    def inventory(self) -> str:
+        """HASH: built_ms when seat state was last rebuilt from PostgreSQL."""
+        return self._key("inventory")
+
+    @property
+    def reservations(self) -> str:
+        """STREAM of confirmed reservations, fed by the outbox relay."""
+        return self._key("reservations")
+
+    def rate(self, kind: str, visitor_id: str) -> str:
+        """STRING: a visitor's attempts at one kind of request in the current window."""
+        return self._key(f"rl:{kind}:{visitor_id}")
+
+    def hold_keys(self) -> list[str]:
+        """The first seven KEYS of every hold script (queue/lib/holds.lua)."""
+        return [self.seats, self.holds, self.holdexp, self.vhold, self.gacap, self.gasold,
+                self.gaheld]  # fmt: skip
+
+    @property
+    def channel(self) -> str:
+        """Pub/sub channel for this event's news (admissions, state changes)."""
+        return self._key("news")
+
+    def all(self) -> list[str]:
+        return [
+            self.cfg, self.visitors, self.owner, self.tickets, self.pre, self.line, self.seen,
+            self.active, self.bucket, self.seq, self.stats, self.admits, *self.hold_keys(),
+            self.sold_orders, self.inventory, self.reservations,
+        ]  # fmt: skip

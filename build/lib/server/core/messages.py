@@ -1,0 +1,311 @@
+"""Wire types: HTTP bodies and websocket messages, all msgspec Structs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+AwareTime = Annotated[datetime, Meta(tz=True, description="RFC 3339 time with offset")]
+EventId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="slug")]
+SectionId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9]{1,8}$")]
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
+Amount = Annotated[int, Meta(ge=0, le=100_000_000)]
+RatePerMin = Annotated[int, Meta(ge=0, le=1_000_000)]
+MaxActive = Annotated[int, Meta(ge=1, le=10_000_000)]
+Minutes = Annotated[int, Meta(ge=1, le=24 * 60)]
+SeatsPerOrder = Annotated[int, Meta(ge=1, le=50)]
+Count = Annotated[int, Meta(ge=1, le=1000)]
+Capacity = Annotated[int, Meta(ge=1, le=200_000)]
+
+QueueState = Literal["prequeue", "waiting", "admitted", "sold_out", "closed", "expired"]
+EventStateName = Literal["scheduled", "prequeue", "on_sale", "sold_out", "closed"]
+
+
+# ---- events ----------------------------------------------------------------------------------
+
+
+class SectionIn(Struct, forbid_unknown_fields=True, frozen=True):
+    id: SectionId
+    name: Name
+    price: Amount
+    rows: Count | None = None
+    seats_per_row: Count | None = None
+    capacity: Capacity | None = None
+
+
+class EventCreate(Struct, forbid_unknown_fields=True, frozen=True):
+    name: Name
+    venue: Name
+    starts_at: AwareTime
+    sale_starts_at: AwareTime
+    currency: Currency
+    sections: Annotated[list[SectionIn], Meta(min_length=1, max_length=100)]
+    id: EventId | None = None
+    prequeue_opens_at: AwareTime | None = None
+    rate_per_min: RatePerMin = 600
+    max_active: MaxActive = 1000
+    session_minutes: Minutes = 10
+    hold_minutes: Minutes = 10
+    max_seats_per_order: SeatsPerOrder = 6
+
+
+class EventPatch(Struct, forbid_unknown_fields=True, frozen=True):
+    rate_per_min: RatePerMin | UnsetType = UNSET
+    max_active: MaxActive | UnsetType = UNSET
+    session_minutes: Minutes | UnsetType = UNSET
+    hold_minutes: Minutes | UnsetType = UNSET
+    max_seats_per_order: SeatsPerOrder | UnsetType = UNSET
+    paused: bool | UnsetType = UNSET
+    closed: bool | UnsetType = UNSET
+    sold_out: bool | UnsetType = UNSET
+
+
+class SectionOut(Struct, frozen=True):
+    id: str
+    name: str
+    price: int
+    capacity: int
+    rows: int | None = None
+    seats_per_row: int | None = None
+
+
+class EventSettings(Struct, frozen=True):
+    rate_per_min: int
+    max_active: int
+    session_minutes: int
+    hold_minutes: int
+    max_seats_per_order: int
+    paused: bool
+    closed: bool
+    sold_out: bool
+
+
+class Event(Struct, frozen=True):
+    id: str
+    name: str
+    venue: str
+    starts_at: datetime
+    sale_starts_at: datetime
+    prequeue_opens_at: datetime
+    currency: str
+    state: EventStateName
+    capacity: int
+    available: int
+    sections: list[SectionOut]
+    settings: EventSettings | None = None
+
+
+# ---- queue -----------------------------------------------------------------------------------
+
+
+class QueueStatus(Struct, frozen=True):
+    queue_id: str | None  # null when the join was refused with the event's state
+    event_id: str
+    state: QueueState
+    position: int | None = None
+    eta_seconds: int | None = None
+    access_token: str | None = None
+    access_expires_at: datetime | None = None
+    ticket: int | None = None
+    rate_per_min: float | None = None
+
+
+class Stats(Struct, frozen=True):
+    event_id: str
+    state: EventStateName
+    waiting: int
+    prequeue: int
+    admitted_total: int
+    active: int
+    holds: int
+    seats_held: int
+    seats_sold: int
+    orders_paid: int
+    rate_per_min: int
+    measured_rate_per_min: float | None
+    max_active: int
+    paused: bool
+    joins: int
+    expired: int
+    left: int
+
+
+# ---- websocket -------------------------------------------------------------------------------
+
+
+class StatusMsg(Struct, frozen=True, tag="status", tag_field="type"):
+    """Exact place of one visitor: on connect, on reconnect and at a slow jittered cadence."""
+
+    state: QueueState
+    position: int | None
+    eta_seconds: int | None
+    rate_per_min: float | None
+    ticket: int | None = None
+    admitted_total: int = 0
+    paused: bool = False
+
+
+class TickMsg(Struct, frozen=True, tag="tick", tag_field="type"):
+    """One message for every waiting socket of an event, serialised once per broadcast.
+
+    The browser estimates its position from the last StatusMsg and admitted_total."""
+
+    state: EventStateName
+    serving: int
+    admitted_total: int
+    waiting: int
+    rate_per_min: float | None
+    paused: bool
+
+
+class AdmittedMsg(Struct, frozen=True, tag="admitted", tag_field="type"):
+    access_token: str
+    access_expires_at: datetime
+    next_url: str
+
+
+class ClosedMsg(Struct, frozen=True, tag="closed", tag_field="type"):
+    reason: Literal["sold_out", "ended", "expired"]
+
+
+class PongMsg(Struct, frozen=True, tag="pong", tag_field="type"):
+    pass
+
+
+class ErrorMsg(Struct, frozen=True, tag="error", tag_field="type"):
+    error: str
+    detail: str
+
+
+class PingMsg(Struct, frozen=True, tag="ping", tag_field="type"):
+    pass
+
+
+ClientMsg = PingMsg
+
+
+# ---- pub/sub between processes -----------------------------------------------------------------
+
+
+class AdmittedNews(Struct, frozen=True, tag="admitted", tag_field="type"):
+    entries: list[tuple[str, str, int]]
+
+
+class ChangedNews(Struct, frozen=True, tag="changed", tag_field="type"):
+    event_id: str
+
+
+# ---- booking ---------------------------------------------------------------------------------
+
+SeatStatus = Literal["free", "held", "sold"]
+OrderStatusName = Literal["pending", "paid", "expired", "failed", "voided", "refunded"]
+
+
+class Seat(Struct, frozen=True):
+    id: str
+    label: str
+    price: int
+    status: SeatStatus
+
+
+class SeatRow(Struct, frozen=True):
+    row: int
+    seats: list[Seat]
+
+
+class SeatSection(Struct, frozen=True):
+    id: str
+    name: str
+    price: int
+    kind: Literal["seated", "standing"]
+    capacity: int
+    available: int
+    rows: list[SeatRow] | None = None
+
+
+class SeatMap(Struct, frozen=True):
+    event_id: str
+    currency: str
+    state: EventStateName
+    available: int
+    sections: list[SeatSection]
+
+
+class HoldRequest(Struct, forbid_unknown_fields=True, frozen=True):
+    seats: Annotated[list[Annotated[str, Meta(max_length=40)]], Meta(max_length=50)] | None = None
+    section: Annotated[str, Meta(max_length=8)] | None = None
+    quantity: int | None = None
+
+
+class Hold(Struct, frozen=True):
+    hold_id: str
+    event_id: str
+    seats: list[str]
+    expires_at: datetime
+    amount: int
+    currency: str
+    section: str | None = None
+    quantity: int | None = None
+    replaced_hold_id: str | None = None
+
+
+Email = Annotated[str, Meta(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,63}$", max_length=254)]
+
+
+class CheckoutRequest(Struct, forbid_unknown_fields=True, frozen=True):
+    email: Email
+
+
+class PayRequest(Struct, forbid_unknown_fields=True, frozen=True):
+    card: Annotated[str, Meta(max_length=32)]
+
+
+class Payment(Struct, frozen=True):
+    provider: Literal["dev", "stripe"]
+    client_secret: str | None = None
+    publishable_key: str | None = None
+
+
+class Ticket(Struct, frozen=True):
+    code: str
+    section_id: str
+    seat_id: str | None
+    number: int = 0  # 1, 2, …: the QR image is /api/orders/{order_id}/tickets/{number}.svg
+
+
+class Order(Struct, frozen=True):
+    order_id: str
+    event_id: str
+    hold_id: str
+    status: OrderStatusName
+    amount: int
+    currency: str
+    seats: list[str]
+    email: str
+    expires_at: datetime
+    payment: Payment
+    tickets: list[Ticket]
+    section: str | None = None
+    quantity: int | None = None
+    status_reason: str | None = None
+
+
+class ConfirmedMsg(Struct, frozen=True, tag="confirmed", tag_field="type"):
+    order_id: str
+
+
+class ConfirmedNews(Struct, frozen=True, tag="confirmed", tag_field="type"):
+    queue_id: str
+    order_id: str
+
+
+ServerMsg = StatusMsg | TickMsg | AdmittedMsg | ClosedMsg | PongMsg | ErrorMsg | ConfirmedMsg
+News = AdmittedNews | ChangedNews | ConfirmedNews
+
+encoder = msgspec.json.Encoder()
+client_decoder = msgspec.json.Decoder(ClientMsg)
+news_decoder = msgspec.json.Decoder(News)

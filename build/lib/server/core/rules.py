@@ -1,0 +1,133 @@
+"""Pure business rules: no I/O, table-tested in tests/test_rules.py."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Literal
+
+EventState = Literal["scheduled", "prequeue", "on_sale", "sold_out", "closed"]
+
+MIN_RATE_WINDOW_MS = 2000
+
+
+def event_state(
+    now_ms: int,
+    prequeue_opens_ms: int,
+    sale_starts_ms: int,
+    *,
+    closed: bool,
+    sold_out: bool,
+) -> EventState:
+    if closed:
+        return "closed"
+    if sold_out:
+        return "sold_out"
+    if now_ms >= sale_starts_ms:
+        return "on_sale"
+    if now_ms >= prequeue_opens_ms:
+        return "prequeue"
+    return "scheduled"
+
+
+def measured_rate_per_min(admitted_in_window: int, window_ms: int) -> float | None:
+    """Admissions per minute actually achieved; None while too little time has passed to say."""
+    if window_ms < MIN_RATE_WINDOW_MS:
+        return None
+    return round(admitted_in_window * 60000 / window_ms, 1)
+
+
+def eta_seconds(
+    position: int | None, rate_per_min: float | None, paused: bool = False
+) -> int | None:
+    """Seconds until a visitor at `position` (1 = next) is admitted, at the measured rate.
+
+    Unknown (None) when paused, when no rate has been measured yet, or when the rate is zero.
+    """
+    if position is None or paused or not rate_per_min or rate_per_min <= 0:
+        return None
+    return math.ceil(position * 60 / rate_per_min)
+
+
+def position_from_rank(rank: int) -> int | None:
+    """Redis ranks are 0-based; positions start at 1 (next to be admitted). -1 means no rank."""
+    return rank + 1 if rank >= 0 else None
+
+
+def estimated_position(rank_position: int, admitted_then: int, admitted_now: int) -> int:
+    """Position now, from an exact position looked up when `admitted_then` visitors had been
+    admitted. Admission is strictly in line order, so every admission since then was someone
+    ahead. Departures ahead make this an overestimate until the next exact lookup."""
+    return max(1, rank_position - max(0, admitted_now - admitted_then))
+
+
+def bucket_capacity(rate_per_min: int, tick_ms: int) -> float:
+    """The token bucket holds one tick's worth of admissions plus one (so the fraction of a token
+    carried between ticks is never clipped away); rate 0 admits nobody (queue/admit.lua)."""
+    if rate_per_min <= 0:
+        return 0.0
+    return rate_per_min * tick_ms / 60000 + 1
+
+
+def admission_ceiling(rate_per_min: int, tick_ms: int, elapsed_ms: int) -> int:
+    """Most admissions the bucket allows over `elapsed_ms`, starting full."""
+    return math.floor(rate_per_min * elapsed_ms / 60000 + bucket_capacity(rate_per_min, tick_ms))
+
+
+def rate_to_clear(waiting: int, seconds: int) -> int:
+    """Admissions per minute needed to admit `waiting` visitors within `seconds`."""
+    if waiting <= 0:
+        return 0
+    return math.ceil(waiting * 60 / max(1, seconds))
+
+
+# ---- seats, prices and orders ------------------------------------------------------------------
+
+OrderStatus = Literal["pending", "paid", "expired", "failed", "voided", "refunded"]
+
+ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"paid", "expired", "failed", "voided"}),
+    "paid": frozenset({"refunded"}),
+    "expired": frozenset(),
+    "failed": frozenset(),
+    "voided": frozenset(),
+    "refunded": frozenset(),
+}
+
+
+def can_transition(current: str, target: str) -> bool:
+    return target in ORDER_TRANSITIONS.get(current, frozenset())
+
+
+def seat_id(section: str, row: int, seat: int) -> str:
+    return f"{section}-{row}-{seat}"
+
+
+SEAT_ID = re.compile(r"([^-]+)-(0|[1-9][0-9]*)-(0|[1-9][0-9]*)")
+
+
+def parse_seat_id(value: str) -> tuple[str, int, int] | None:
+    """("A", 3, 17) from "A-3-17"; None if the text is not a seat id in its one spelling (ASCII
+    digits, no leading zeros): "A-03-17" must not name a second key for the same seat, and "²"
+    passes str.isdigit() but breaks int()."""
+    if len(value) > 40:
+        return None
+    match = SEAT_ID.fullmatch(value)
+    if match is None:
+        return None
+    return match.group(1), int(match.group(2)), int(match.group(3))
+
+
+def hold_amount(
+    seat_sections: list[str], ga_section: str | None, quantity: int, prices: dict[str, int]
+) -> int:
+    """Total in minor units: each assigned seat at its section's price, plus standing units."""
+    total = sum(prices[s] for s in seat_sections)
+    if ga_section is not None:
+        total += prices[ga_section] * quantity
+    return total
+
+
+def payment_window_ms(hold_expires_ms: int, now_ms: int, checkout_ms: int) -> int:
+    """Starting checkout extends a hold once, to at least `checkout_ms` from now."""
+    return max(hold_expires_ms, now_ms + checkout_ms)

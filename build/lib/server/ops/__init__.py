@@ -1,0 +1,1 @@
+"""Running a sale: the event catalog, the live feed, the autopilot and the admin and console routes."""

@@ -1,0 +1,120 @@
+"""Events as ops create them and as fans see them."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import timedelta
+
+from server.store import db
+from server.core.errors import Conflict, Invalid
+from server.booking.inventory import Inventory
+from server.core.keys import EventKeys
+from server.core.messages import Event, EventCreate, EventSettings, SectionOut, Stats
+from server.waiting.room import Room, event_state, now_ms
+
+DEFAULT_PREQUEUE = timedelta(minutes=30)
+
+
+def _slug(name: str) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:30].strip("-") or "event"
+    return f"{base}-{secrets.token_hex(3)}"
+
+
+def check_create(body: EventCreate) -> None:
+    """Rules the schema cannot say; each failure names the field."""
+    seen: set[str] = set()
+    for i, s in enumerate(body.sections):
+        where = f"sections[{i}]"
+        if s.id in seen:
+            raise Invalid(f"{where}.id: duplicate section id {s.id!r}")
+        seen.add(s.id)
+        seated = s.rows is not None or s.seats_per_row is not None
+        if seated and (s.rows is None or s.seats_per_row is None):
+            raise Invalid(f"{where}: rows and seats_per_row go together")
+        if seated == (s.capacity is not None):
+            raise Invalid(f"{where}: give either rows and seats_per_row, or capacity")
+        if seated and (s.rows or 0) * (s.seats_per_row or 0) > 20_000:
+            raise Invalid(f"{where}: at most 20000 assigned seats per section")
+    if body.sale_starts_at >= body.starts_at:
+        raise Invalid("sale_starts_at: the sale must start before the event")
+    if body.prequeue_opens_at is not None and body.prequeue_opens_at > body.sale_starts_at:
+        raise Invalid("prequeue_opens_at: the pre-queue must open before the sale starts")
+
+
+async def create(room: Room, body: EventCreate) -> db.EventRow:
+    check_create(body)
+    event_id = body.id or _slug(body.name)
+    prequeue_opens_at = body.prequeue_opens_at or body.sale_starts_at - DEFAULT_PREQUEUE
+    if not await db.insert_event(room.pool, event_id, body, prequeue_opens_at):
+        raise Conflict(f"an event with id {event_id!r} exists", code="event_exists")
+    ev = await room.cache.require(event_id)
+    await room.mirror(ev)
+    await room.announce(ev.id)
+    return ev
+
+
+def present(ev: db.EventRow, with_settings: bool = False, available: int | None = None) -> Event:
+    settings = None
+    if with_settings:
+        settings = EventSettings(
+            rate_per_min=ev.rate_per_min,
+            max_active=ev.max_active,
+            session_minutes=ev.session_minutes,
+            hold_minutes=ev.hold_minutes,
+            max_seats_per_order=ev.max_seats_per_order,
+            paused=ev.paused,
+            closed=ev.closed,
+            sold_out=ev.sold_out,
+        )
+    sections = [
+        SectionOut(s.id, s.name, s.price, s.capacity, s.rows, s.seats_per_row) for s in ev.sections
+    ]
+    return Event(
+        id=ev.id,
+        name=ev.name,
+        venue=ev.venue,
+        starts_at=ev.starts_at,
+        sale_starts_at=ev.sale_starts_at,
+        prequeue_opens_at=ev.prequeue_opens_at,
+        currency=ev.currency,
+        state=event_state(ev),
+        capacity=ev.capacity,
+        available=ev.capacity if available is None else available,
+        sections=sections,
+        settings=settings,
+    )
+
+
+async def stats(room: Room, inventory: Inventory, ev: db.EventRow) -> Stats:
+    k = EventKeys(ev.id)
+    seats = await inventory.snapshot(k)
+    paid = await room.pool.fetchval(
+        "SELECT count(*) FROM orders WHERE event_id = $1 AND status = 'paid'", ev.id
+    )
+    async with room.redis.pipeline(transaction=False) as pipe:
+        pipe.hmget(k.stats, ["joins", "admitted", "expired", "left"])
+        pipe.zcard(k.line)
+        pipe.zcard(k.pre)
+        pipe.zcount(k.active, f"({now_ms()}", "+inf")
+        counters, waiting, prequeue, active = await pipe.execute()
+    joins, admitted, expired, left = (int(v or 0) for v in counters)
+    return Stats(
+        event_id=ev.id,
+        state=event_state(ev),
+        waiting=int(waiting),
+        prequeue=int(prequeue),
+        admitted_total=admitted,
+        active=int(active),
+        holds=seats.live_holds,
+        seats_held=len(seats.held) + sum(seats.ga_held.values()),
+        seats_sold=len(seats.sold) + sum(seats.ga_sold.values()),
+        orders_paid=int(paid or 0),
+        rate_per_min=ev.rate_per_min,
+        measured_rate_per_min=room.measured_rate(ev.id),
+        max_active=ev.max_active,
+        paused=ev.paused,
+        joins=joins,
+        expired=expired,
+        left=left,
+    )

@@ -1,0 +1,249 @@
+"""Routes of the ops console: audit trail, live feed (websocket), ETA preview, autopilot.
+
+Every route needs the admin token. The live feed takes it as the first websocket message
+(`{"type": "auth", "token": "…"}`) or in `Sec-WebSocket-Protocol` (offer `boxoffice.admin` and
+`bearer.<token>`; the server answers `boxoffice.admin`) — never in the URL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from server.store import audit
+from server.ops import autopilot
+from server.ops.admin_routes import admin_only
+from server.runtime.site_routes import json_response
+from server.runtime.appkeys import BOOKING, METRICS, POOL, ROOM, SETTINGS, TICKER
+from server.core.errors import Invalid, NotFound, Unauthorized
+from server.core.identity import admin_token_matches
+from server.core.keys import EventKeys
+from server.ops.live import LiveCollector, LiveHub
+from server.core.messages import PingMsg
+from server.waiting.room import check_event_id, now_ms, to_ms
+
+routes = web.RouteTableDef()
+
+LIVE = web.AppKey("live", LiveHub)
+AUTOPILOT = web.AppKey("autopilot", autopilot.Autopilot)
+
+WS_PROTOCOL = "boxoffice.admin"
+BEARER_PROTOCOL = "bearer."
+AUTH_TIMEOUT_S = 5.0
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_NOT_FOUND = 4404
+MAX_AUDIT = 500
+
+_autopilot_patch = msgspec.json.Decoder(autopilot.AutopilotPatch)
+
+
+class AuthMsg(msgspec.Struct, frozen=True, tag="auth", tag_field="type"):
+    token: str
+
+
+_client = msgspec.json.Decoder(AuthMsg | PingMsg)
+
+
+def _token_ok(request: web.Request, token: str) -> bool:
+    return admin_token_matches(token, request.app[SETTINGS].admin_token)
+
+
+# ---- audit ----------------------------------------------------------------------------------------
+
+
+@routes.get("/api/admin/events/{event_id}/audit")
+async def audit_trail(request: web.Request) -> web.Response:
+    """The event's settings changes, newest first (?limit=1..500, default 100)."""
+    admin_only(request)
+    ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_AUDIT:
+        raise Invalid(f"limit: a whole number from 1 to {MAX_AUDIT}")
+    return json_response(await audit.entries(request.app[POOL], ev.id, int(raw)))
+
+
+# ---- ETA preview ----------------------------------------------------------------------------------
+
+
+def _clear_by(raw: str | None) -> datetime | None:
+    if raw is None or raw == "":
+        return None
+    text = raw.strip().replace(" ", "+")  # an unescaped '+' in a query string arrives as ' '
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise Invalid("clear_by: an RFC 3339 time, like 2026-12-01T10:30:00Z") from None
+    if when.tzinfo is None:
+        raise Invalid("clear_by: give the time with its offset (Z or +hh:mm)")
+    return when.astimezone(UTC)
+
+
+@routes.get("/api/admin/events/{event_id}/eta")
+async def eta(request: web.Request) -> web.Response:
+    """How long the last fan in line waits at the measured and configured rates; with
+    ?clear_by=<RFC 3339>, the rate that admits everyone in line by then."""
+    admin_only(request)
+    room = request.app[ROOM]
+    ev = await room.cache.require(request.match_info["event_id"])
+    clear_by = _clear_by(request.query.get("clear_by"))
+    k = EventKeys(ev.id)
+    async with room.redis.pipeline(transaction=False) as pipe:
+        pipe.zcard(k.line)
+        pipe.zcard(k.pre)
+        waiting, prequeue = await pipe.execute()
+    now = now_ms()
+    seconds_until = None
+    if clear_by is not None:
+        seconds_until = math.floor((to_ms(clear_by) - now) / 1000)
+    preview = autopilot.eta_preview(
+        ev.id,
+        int(waiting),
+        int(prequeue),
+        ev.rate_per_min,
+        room.measured_rate(ev.id),
+        ev.paused,
+        max(0, math.ceil((to_ms(ev.sale_starts_at) - now) / 1000)),
+        clear_by,
+        seconds_until,
+    )
+    return json_response(preview)
+
+
+# ---- autopilot ------------------------------------------------------------------------------------
+
+
+class AutopilotView(msgspec.Struct, frozen=True):
+    event_id: str
+    config: autopilot.AutopilotConfig
+    paused_by_autopilot: bool
+    leader_here: bool
+    last_decision: autopilot.Decision | None
+
+
+async def _autopilot_view(request: web.Request, event_id: str) -> AutopilotView:
+    config, paused_by_me = await autopilot.load(request.app[POOL], event_id)
+    pilot = request.app[AUTOPILOT]
+    seen = pilot.seen.get(event_id)
+    return AutopilotView(
+        event_id, config, paused_by_me, pilot.leader, seen.last if seen is not None else None
+    )
+
+
+@routes.get("/api/admin/events/{event_id}/autopilot")
+async def get_autopilot(request: web.Request) -> web.Response:
+    admin_only(request)
+    ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
+    return json_response(await _autopilot_view(request, ev.id))
+
+
+@routes.patch("/api/admin/events/{event_id}/autopilot")
+async def patch_autopilot(request: web.Request) -> web.Response:
+    """Turn the autopilot on or off and set its bounds; audited like every settings change."""
+    admin_only(request)
+    who = audit.operator(request)
+    ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
+    body = await request.read()
+    if not body:
+        raise Invalid("a JSON body is required", code="body_required")
+    patch = _autopilot_patch.decode(body)
+    await autopilot.configure(request.app[POOL], ev.id, patch, who)
+    return json_response(await _autopilot_view(request, ev.id))
+
+
+# ---- live feed ------------------------------------------------------------------------------------
+
+
+def _protocol_token(request: web.Request) -> str | None:
+    for part in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        part = part.strip()
+        if part.startswith(BEARER_PROTOCOL):
+            return part[len(BEARER_PROTOCOL) :]
+    return None
+
+
+async def _first_message_token(ws: web.WebSocketResponse) -> str | None:
+    try:
+        msg = await ws.receive(timeout=AUTH_TIMEOUT_S)
+    except TimeoutError:
+        return None
+    if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        return None
+    try:
+        first = _client.decode(msg.data)
+    except msgspec.DecodeError:
+        return None
+    return first.token if isinstance(first, AuthMsg) else None
+
+
+async def _refuse(ws: web.WebSocketResponse, code: int, error: str, detail: str) -> None:
+    with contextlib.suppress(Exception):
+        await ws.send_json({"type": "error", "error": error, "detail": detail})
+    await ws.close(code=code, message=error.encode())
+
+
+@routes.get("/api/admin/events/{event_id}/live")
+async def live(request: web.Request) -> web.WebSocketResponse:
+    """Pushes one sample of the sale per second (and the recent history on connect)."""
+    event_id = request.match_info["event_id"]
+    pre_token = _protocol_token(request)
+    if pre_token is not None and not _token_ok(request, pre_token):
+        raise Unauthorized("admin token missing or wrong", code="unauthorized")
+    ws = web.WebSocketResponse(
+        compress=False, heartbeat=25, max_msg_size=4096, protocols=(WS_PROTOCOL,)
+    )
+    await ws.prepare(request)
+    token = pre_token if pre_token is not None else await _first_message_token(ws)
+    if token is None or not _token_ok(request, token):
+        await _refuse(ws, CLOSE_UNAUTHORIZED, "unauthorized", "admin token missing or wrong")
+        return ws
+    try:
+        ev = await request.app[ROOM].cache.require(check_event_id(event_id))
+    except NotFound:
+        await _refuse(ws, CLOSE_NOT_FOUND, "event_not_found", "no such event")
+        return ws
+    hub = request.app[LIVE]
+    await ws.send_json({"type": "ready", "event_id": ev.id, "interval_ms": 1000})
+    feed = await hub.watch(ev.id, ws)
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            with contextlib.suppress(msgspec.DecodeError):
+                if isinstance(_client.decode(msg.data), PingMsg):
+                    await ws.send_json({"type": "pong"})
+    finally:
+        hub.leave(feed, ws)
+    return ws
+
+
+# ---- wiring ---------------------------------------------------------------------------------------
+
+
+async def _console_ctx(app: web.Application) -> AsyncIterator[None]:
+    room, metrics = app[ROOM], app[METRICS]
+    hub = LiveHub(room, app[BOOKING], metrics)
+    ticker = app[TICKER]
+    metrics.registry.register(LiveCollector(hub, lambda: ticker.live))
+    pilot = autopilot.Autopilot(room)
+    app[LIVE], app[AUTOPILOT] = hub, pilot
+    from server.runtime.tasks import forever
+
+    task = asyncio.create_task(forever("autopilot", pilot.step))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    with contextlib.suppress(Exception):
+        await pilot.release()
+    await hub.close()
+
+
+def setup(app: web.Application) -> None:
+    """Add the console's routes and its background work (after the room context)."""
+    app.add_routes(routes)
+    app.cleanup_ctx.append(_console_ctx)

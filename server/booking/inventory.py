@@ -1,0 +1,176 @@
+"""Live seat state in Redis: holds (all-or-nothing Lua), sales, tidying, and rebuilding the
+state from PostgreSQL, which stays the truth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from server.core.keys import EventKeys
+from server.store import db
+from server.waiting.line import AnyRedis, as_text, script_source, time_arg
+from server.waiting.room import now_ms as clock_ms
+
+HOLD_SCRIPTS = (
+    "hold", "release_hold", "extend_hold", "sell", "reap_holds", "rebuild_inventory", "rate_limit",
+)  # fmt: skip
+
+
+class HoldResult(msgspec.Struct, frozen=True):
+    status: str  # ok | unavailable | ga_unavailable | no_session | not_ready
+    expires_ms: int = 0
+    replaced: str = ""
+    taken: tuple[str, ...] = ()
+    available: int = 0
+
+
+class HoldRecord(msgspec.Struct, frozen=True):
+    hold_id: str
+    visitor_id: str
+    queue_id: str
+    seats: tuple[str, ...]
+    ga: dict[str, int]
+    extended: bool
+    expires_ms: int
+
+
+class _Stored(msgspec.Struct):
+    v: str
+    q: str
+    s: list[str] | dict[str, str] = []
+    g: dict[str, int] | list[int] = {}
+    x: int = 0
+
+
+_stored = msgspec.json.Decoder(_Stored)
+
+
+class SeatState(msgspec.Struct, frozen=True):
+    held: frozenset[str]
+    sold: frozenset[str]
+    ga_sold: dict[str, int]
+    ga_held: dict[str, int]
+    live_holds: int
+
+
+class RebuildTruth(msgspec.Struct):
+    gacap: dict[str, int]
+    gasold: dict[str, int]
+    sold: list[str]
+    paid: list[str]
+    orders: list[dict[str, Any]]
+
+
+class Inventory:
+    def __init__(self, client: AnyRedis) -> None:
+        self.redis = client
+        self._s = {name: client.register_script(script_source(name)) for name in HOLD_SCRIPTS}
+
+    async def _run(self, name: str, keys: list[str], args: list[str | int]) -> Any:
+        return await self._s[name](keys=keys, args=args)
+
+    async def hold(
+        self,
+        k: EventKeys,
+        hold_id: str,
+        visitor_id: str,
+        queue_id: str,
+        hold_ms: int,
+        seats: list[str],
+        ga_section: str = "",
+        quantity: int = 0,
+        claim: bool = False,
+        now_ms: int | None = None,
+    ) -> HoldResult:
+        keys = [*k.hold_keys(), k.active, k.inventory]
+        args: list[str | int] = [hold_id, visitor_id, queue_id, hold_ms, time_arg(now_ms)]
+        args += [ga_section, quantity, "1" if claim else "0", *seats]
+        r = await self._run("hold", keys, args)
+        status = as_text(r[0])
+        if status == "ok":
+            return HoldResult(status, int(r[1]), as_text(r[2]))
+        if status == "unavailable":
+            return HoldResult(status, taken=tuple(as_text(x) for x in r[1:]))
+        if status == "ga_unavailable":
+            return HoldResult(status, available=int(r[1]))
+        return HoldResult(status)
+
+    async def allow(self, key: str, limit: int, window_ms: int) -> tuple[bool, int]:
+        """Fixed-window rate limit: (allowed, ms until the window resets)."""
+        r = await self._run("rate_limit", [key], [limit, window_ms])
+        return bool(r[0]), int(r[1])
+
+    async def release(self, k: EventKeys, hold_id: str, visitor_id: str = "") -> int:
+        return int(await self._run("release_hold", k.hold_keys(), [hold_id, visitor_id]))
+
+    async def extend(
+        self, k: EventKeys, hold_id: str, window_ms: int, now_ms: int | None = None
+    ) -> int:
+        return int(
+            await self._run("extend_hold", k.hold_keys(), [hold_id, window_ms, time_arg(now_ms)])
+        )
+
+    async def sell(
+        self,
+        k: EventKeys,
+        order_id: str,
+        hold_id: str,
+        queue_id: str,
+        seats: list[str],
+        ga_section: str = "",
+        quantity: int = 0,
+    ) -> bool:
+        keys = [*k.hold_keys(), k.sold_orders, k.active]
+        args: list[str | int] = [order_id, hold_id, queue_id, ga_section, quantity, *seats]
+        return bool(await self._run("sell", keys, args))
+
+    async def reap(self, k: EventKeys, limit: int = 500, now_ms: int | None = None) -> int:
+        return int(await self._run("reap_holds", k.hold_keys(), [limit, time_arg(now_ms)]))
+
+    async def read_hold(self, k: EventKeys, hold_id: str) -> HoldRecord | None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(k.holds, hold_id)
+            pipe.zscore(k.holdexp, hold_id)
+            raw, expires = await pipe.execute()
+        if raw is None or expires is None:
+            return None
+        h = _stored.decode(raw)
+        seats = tuple(h.s) if isinstance(h.s, list) else ()
+        ga = h.g if isinstance(h.g, dict) else {}
+        return HoldRecord(hold_id, h.v, h.q, seats, ga, h.x == 1, int(expires))
+
+    async def snapshot(self, k: EventKeys) -> SeatState:
+        now = clock_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(k.seats)
+            pipe.zrangebyscore(k.holdexp, f"({now}", "+inf")
+            pipe.hgetall(k.gasold)
+            pipe.hgetall(k.gaheld)
+            seats, live, ga_sold, ga_held = await pipe.execute()
+        live_ids = {as_text(h) for h in live}
+        held, sold = set(), set()
+        for seat, holder in seats.items():
+            holder_id = as_text(holder)
+            if holder_id == "sold":
+                sold.add(as_text(seat))
+            elif holder_id in live_ids:
+                held.add(as_text(seat))
+        return SeatState(
+            held=frozenset(held),
+            sold=frozenset(sold),
+            ga_sold={as_text(s): int(n) for s, n in ga_sold.items()},
+            ga_held={as_text(s): max(0, int(n)) for s, n in ga_held.items()},
+            live_holds=len(live_ids),
+        )
+
+    async def rebuild(self, k: EventKeys, pool: db.Pool, force: bool = False) -> int:
+        """Rebuild seat state from PostgreSQL; -1 if it was already built and not forced."""
+        truth = await db.inventory_truth(pool, k.event_id)
+        keys = [*k.hold_keys(), k.inventory, k.sold_orders]
+        payload = msgspec.json.encode(RebuildTruth(**truth)).decode()
+        return int(await self._run("rebuild_inventory", keys, [payload, "1" if force else "0", ""]))
+
+    async def ensure(self, k: EventKeys, pool: db.Pool) -> None:
+        if not await self.redis.exists(k.inventory):
+            await self.rebuild(k, pool)

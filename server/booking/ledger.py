@@ -1,0 +1,373 @@
+"""Orders in PostgreSQL: creation, the confirming transaction that is the final arbiter,
+guarded status changes, payment follow-ups and the outbox."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import asyncpg
+import msgspec
+
+from server.store.db import Pool
+
+
+class OrderLine(msgspec.Struct, frozen=True):
+    section_id: str
+    seat_id: str | None
+    quantity: int
+    price: int
+
+
+class TicketRow(msgspec.Struct, frozen=True):
+    code: str
+    section_id: str
+    seat_id: str | None
+    number: int
+
+
+class OrderRow(msgspec.Struct, frozen=True):
+    id: str
+    event_id: str
+    hold_id: str
+    visitor_id: str
+    queue_id: str
+    email: str
+    status: str
+    amount: int
+    currency: str
+    provider: str
+    payment_id: str | None
+    client_secret: str | None
+    expires_at: datetime
+    status_reason: str | None
+    created_at: datetime
+    paid_at: datetime | None
+    lines: list[OrderLine] = []
+    tickets: list[TicketRow] = []
+
+    @property
+    def seats(self) -> list[str]:
+        return [line.seat_id for line in self.lines if line.seat_id is not None]
+
+    @property
+    def ga(self) -> tuple[str, int]:
+        for line in self.lines:
+            if line.seat_id is None:
+                return line.section_id, line.quantity
+        return "", 0
+
+
+class PaymentAction(msgspec.Struct, frozen=True):
+    id: int
+    order_id: str
+    action: str
+    provider: str
+    payment_id: str | None
+    attempts: int
+
+
+Confirmation = Literal["paid", "already_paid", "seats_taken", "not_pending", "missing"]
+
+ORDER_COLUMNS = (
+    "id, event_id, hold_id, visitor_id, queue_id, email, status, amount, currency, provider,"
+    " payment_id, client_secret, expires_at, status_reason, created_at, paid_at"
+)
+
+
+async def _load(conn: Any, where: str, value: str, lock: bool = False) -> OrderRow | None:
+    suffix = " FOR UPDATE" if lock else ""
+    row = await conn.fetchrow(
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE {where} = $1{suffix}", value
+    )
+    if row is None:
+        return None
+    lines = await conn.fetch(
+        "SELECT section_id, seat_id, quantity, price FROM order_lines WHERE order_id = $1"
+        " ORDER BY line_no",
+        row["id"],
+    )
+    tickets = await conn.fetch(
+        "SELECT code, section_id, seat_id, number FROM tickets WHERE order_id = $1 ORDER BY number",
+        row["id"],
+    )
+    data = dict(row)
+    data["lines"] = [dict(r) for r in lines]
+    data["tickets"] = [dict(r) for r in tickets]
+    return msgspec.convert(data, OrderRow)
+
+
+async def get_order(pool: Pool, order_id: str) -> OrderRow | None:
+    async with pool.acquire() as conn:
+        return await _load(conn, "id", order_id)
+
+
+async def get_order_by_payment(pool: Pool, payment_id: str) -> OrderRow | None:
+    async with pool.acquire() as conn:
+        return await _load(conn, "payment_id", payment_id)
+
+
+async def create_order(
+    pool: Pool,
+    *,
+    order_id: str,
+    event_id: str,
+    hold_id: str,
+    visitor_id: str,
+    queue_id: str,
+    email: str,
+    amount: int,
+    currency: str,
+    provider: str,
+    expires_at: datetime,
+    lines: list[OrderLine],
+) -> tuple[OrderRow, bool]:
+    """One order per hold: a second checkout of the same hold gets the first order back."""
+    async with pool.acquire() as conn, conn.transaction():
+        created = await conn.fetchval(
+            "INSERT INTO orders (id, event_id, hold_id, visitor_id, queue_id, email, amount,"
+            " currency, provider, expires_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+            " ON CONFLICT (hold_id) DO NOTHING RETURNING id",
+            order_id, event_id, hold_id, visitor_id, queue_id, email, amount, currency,
+            provider, expires_at,
+        )  # fmt: skip
+        if created is not None:
+            await conn.executemany(
+                "INSERT INTO order_lines (order_id, line_no, event_id, section_id, seat_id,"
+                " quantity, price) VALUES ($1,$2,$3,$4,$5,$6,$7)",
+                [
+                    (order_id, i, event_id, ln.section_id, ln.seat_id, ln.quantity, ln.price)
+                    for i, ln in enumerate(lines)
+                ],
+            )
+        order = await _load(conn, "hold_id", hold_id)
+    assert order is not None
+    return order, created is not None
+
+
+async def set_payment(
+    pool: Pool, order_id: str, payment_id: str, client_secret: str | None
+) -> None:
+    await pool.execute(
+        "UPDATE orders SET payment_id = $2, client_secret = $3, updated_at = now()"
+        " WHERE id = $1 AND payment_id IS NULL",
+        order_id,
+        payment_id,
+        client_secret,
+    )
+
+
+async def confirm(
+    pool: Pool,
+    order_id: str,
+    ticket_code: Callable[[str, int], str],
+    captured: bool,
+) -> tuple[Confirmation, OrderRow | None]:
+    """The arbiter. In one transaction: pending -> paid, seats into sold_seats (primary key
+    (event, seat)), standing units under the capacity CHECK, tickets, an outbox row and the
+    capture to do after commit. If any seat is gone the order becomes voided instead, and the
+    payment is voided (or refunded if it was already captured)."""
+    async with pool.acquire() as conn, conn.transaction():
+        order = await _load(conn, "id", order_id, lock=True)
+        if order is None:
+            return "missing", None
+        if order.status == "paid":
+            return "already_paid", order
+        if order.status != "pending":
+            return "not_pending", order
+        try:
+            async with conn.transaction():
+                await _take_inventory(conn, order)
+        except (asyncpg.UniqueViolationError, asyncpg.CheckViolationError, _SoldOut):
+            await conn.execute(
+                "UPDATE orders SET status = 'voided', status_reason = 'seats_taken',"
+                " updated_at = now() WHERE id = $1",
+                order_id,
+            )
+            await _add_action(conn, order, "refund" if captured else "void")
+            return "seats_taken", await _load(conn, "id", order_id)
+        await conn.execute(
+            "UPDATE orders SET status = 'paid', paid_at = now(), status_reason = NULL,"
+            " updated_at = now() WHERE id = $1",
+            order_id,
+        )
+        numbered = _ticket_lines(order)
+        await conn.executemany(
+            "INSERT INTO tickets (code, order_id, event_id, section_id, seat_id, number)"
+            " VALUES ($1,$2,$3,$4,$5,$6)",
+            [
+                (ticket_code(order_id, n), order_id, order.event_id, section, seat, n)
+                for n, (section, seat) in enumerate(numbered, start=1)
+            ],
+        )
+        ga_section, quantity = order.ga
+        payload = {
+            "order_id": order_id,
+            "hold_id": order.hold_id,
+            "queue_id": order.queue_id,
+            "visitor_id": order.visitor_id,
+            "seats": order.seats,
+            "ga_section": ga_section,
+            "quantity": quantity,
+        }
+        await conn.execute(
+            "INSERT INTO outbox (event_id, kind, payload) VALUES ($1, 'order_paid', $2::jsonb)",
+            order.event_id,
+            json.dumps(payload),
+        )
+        if not captured:
+            await _add_action(conn, order, "capture")
+        return "paid", await _load(conn, "id", order_id)
+
+
+class _SoldOut(Exception):
+    pass
+
+
+async def _take_inventory(conn: Any, order: OrderRow) -> None:
+    seats = order.seats
+    if seats:
+        await conn.executemany(
+            "INSERT INTO sold_seats (event_id, seat_id, order_id) VALUES ($1, $2, $3)",
+            [(order.event_id, seat, order.id) for seat in seats],
+        )
+    section, quantity = order.ga
+    if quantity:
+        taken = await conn.fetchval(
+            "UPDATE ga_sales SET sold = sold + $3 WHERE event_id = $1 AND section_id = $2"
+            " AND sold + $3 <= capacity RETURNING sold",
+            order.event_id,
+            section,
+            quantity,
+        )
+        if taken is None:
+            raise _SoldOut
+
+
+def _ticket_lines(order: OrderRow) -> list[tuple[str, str | None]]:
+    out: list[tuple[str, str | None]] = []
+    for line in order.lines:
+        if line.seat_id is not None:
+            out.append((line.section_id, line.seat_id))
+        else:
+            out.extend((line.section_id, None) for _ in range(line.quantity))
+    return out
+
+
+async def _add_action(conn: Any, order: OrderRow, action: str) -> None:
+    if order.provider == "dev":
+        return  # nothing to capture or void without a real payment
+    await conn.execute(
+        "INSERT INTO payment_actions (order_id, action) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        order.id,
+        action,
+    )
+
+
+async def change_status(
+    pool: Pool, order_id: str, target: str, reason: str, *, action: str | None = None
+) -> OrderRow | None:
+    """pending -> target, guarded: None if the order was no longer pending."""
+    async with pool.acquire() as conn, conn.transaction():
+        done = await conn.fetchval(
+            "UPDATE orders SET status = $2, status_reason = $3, updated_at = now()"
+            " WHERE id = $1 AND status = 'pending' RETURNING id",
+            order_id,
+            target,
+            reason,
+        )
+        if done is None:
+            return None
+        order = await _load(conn, "id", order_id)
+        assert order is not None
+        if action is not None:
+            await _add_action(conn, order, action)
+        return order
+
+
+async def expire_due(pool: Pool, grace: timedelta, limit: int = 200) -> list[OrderRow]:
+    """Pending orders whose hold and payment window passed (plus grace) become expired."""
+    async with pool.acquire() as conn, conn.transaction():
+        ids = await conn.fetch(
+            "UPDATE orders SET status = 'expired', status_reason = 'payment_window_passed',"
+            " updated_at = now() WHERE id IN (SELECT id FROM orders WHERE status = 'pending'"
+            " AND expires_at < now() - $1::interval ORDER BY expires_at LIMIT $2"
+            " FOR UPDATE SKIP LOCKED) RETURNING id",
+            grace,
+            limit,
+        )
+        expired = []
+        for r in ids:
+            order = await _load(conn, "id", r["id"])
+            assert order is not None
+            await _add_action(conn, order, "void")
+            expired.append(order)
+        return expired
+
+
+async def seen_stripe_event(pool: Pool, event_id: str) -> bool:
+    found = await pool.fetchval("SELECT true FROM stripe_events WHERE id = $1", event_id)
+    return found is not None
+
+
+async def record_stripe_event(pool: Pool, event_id: str, kind: str) -> None:
+    await pool.execute(
+        "INSERT INTO stripe_events (id, type) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        event_id,
+        kind,
+    )
+
+
+async def due_actions(
+    pool: Pool, limit: int = 50, order_id: str | None = None
+) -> list[PaymentAction]:
+    """Payment follow-ups not done yet: one order's (right after its commit), or all of them
+    (the background loop, with a growing pause between attempts)."""
+    rows = await pool.fetch(
+        "SELECT a.id, a.order_id, a.action, o.provider, o.payment_id, a.attempts"
+        " FROM payment_actions a JOIN orders o ON o.id = a.order_id"
+        " WHERE a.done_at IS NULL AND a.attempts < 20 AND ($2::text IS NULL OR a.order_id = $2)"
+        " AND ($2::text IS NOT NULL OR"
+        "      a.created_at < now() - make_interval(secs => least(300, a.attempts * a.attempts)))"
+        " ORDER BY a.id LIMIT $1",
+        limit,
+        order_id,
+    )
+    return [msgspec.convert(dict(r), PaymentAction) for r in rows]
+
+
+async def finish_action(pool: Pool, action_id: int, error: str | None) -> None:
+    if error is None:
+        await pool.execute("UPDATE payment_actions SET done_at = now() WHERE id = $1", action_id)
+    else:
+        await pool.execute(
+            "UPDATE payment_actions SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+            action_id,
+            error[:500],
+        )
+
+
+class OutboxItem(msgspec.Struct, frozen=True):
+    id: int
+    event_id: str
+    kind: str
+    payload: str
+
+
+async def relay_outbox(pool: Pool, publish: Callable[[OutboxItem], Any], limit: int = 100) -> int:
+    """Publish unpublished outbox rows; safe with several processes (SKIP LOCKED)."""
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "SELECT id, event_id, kind, payload::text AS payload FROM outbox"
+            " WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            limit,
+        )
+        for r in rows:
+            await publish(msgspec.convert(dict(r), OutboxItem))
+        if rows:
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1)", [r["id"] for r in rows]
+            )
+        return len(rows)

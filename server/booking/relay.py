@@ -1,0 +1,117 @@
+"""Events out: the outbox relay (PostgreSQL -> Redis Stream `reservations` per event) and the
+consumer group that marks seats sold in Redis and tells the fan's open socket."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+import msgspec
+import redis.exceptions
+
+from server.booking import ledger
+from server.booking.service import Booking
+from server.core.keys import EventKeys
+from server.core.messages import ConfirmedNews, encoder
+
+log = logging.getLogger("boxoffice.relay")
+
+GROUP = "seat-sync"
+STREAM_MAXLEN = 100_000
+
+
+class PaidPayload(msgspec.Struct):
+    order_id: str
+    hold_id: str
+    queue_id: str
+    seats: list[str]
+    ga_section: str = ""
+    quantity: int = 0
+    visitor_id: str = ""
+
+
+_paid = msgspec.json.Decoder(PaidPayload)
+
+
+class Relay:
+    def __init__(self, booking: Booking) -> None:
+        self.booking = booking
+        self.redis = booking.room.redis
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self._groups: set[str] = set()
+
+    async def publish_outbox(self) -> int:
+        async def publish(item: ledger.OutboxItem) -> None:
+            await self.redis.xadd(
+                EventKeys(item.event_id).reservations,
+                {"kind": item.kind, "payload": item.payload, "outbox_id": str(item.id)},
+                maxlen=STREAM_MAXLEN,
+                approximate=True,
+            )
+
+        return await ledger.relay_outbox(self.booking.pool, publish)
+
+    async def _ensure_group(self, stream: str) -> None:
+        if stream in self._groups:
+            return
+        try:
+            await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._groups.add(stream)
+
+    async def consume(self, event_ids: list[str], block_ms: int = 1000) -> int:
+        """Apply new reservations (and ones left pending by a dead consumer) for these events."""
+        if not event_ids:
+            return 0
+        streams = {}
+        for event_id in event_ids:
+            stream = EventKeys(event_id).reservations
+            await self._ensure_group(stream)
+            streams[stream] = ">"
+        applied = 0
+        try:
+            for stream in streams:
+                claimed = await self.redis.xautoclaim(
+                    stream, GROUP, self.consumer, 30_000, "0-0", 100
+                )
+                for entry_id, fields in claimed[1]:
+                    applied += await self._apply(stream, entry_id, fields)
+            # One stream per call keeps the keys of a read in one cluster slot.
+            for stream in streams:
+                batch: Any = await self.redis.xreadgroup(
+                    GROUP, self.consumer, {stream: ">"}, count=100,
+                    block=block_ms // len(streams) or 1,
+                )  # fmt: skip
+                for _, entries in batch or []:
+                    for entry_id, fields in entries:
+                        applied += await self._apply(stream, entry_id, fields)
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                self._groups.clear()  # Redis lost the groups (restart, flush): create them again
+            raise
+        return applied
+
+    async def _apply(self, stream: str | bytes, entry_id: bytes, fields: dict[bytes, bytes]) -> int:
+        stream = stream.decode() if isinstance(stream, bytes) else stream
+        event_id = stream[len("bo:{ev:") : stream.index("}")]
+        k = EventKeys(event_id)
+        if fields.get(b"kind") == b"order_paid":
+            paid = _paid.decode(fields[b"payload"])
+            await self.booking.inventory.sell(
+                k,
+                paid.order_id,
+                paid.hold_id,
+                paid.queue_id,
+                paid.seats,
+                paid.ga_section,
+                paid.quantity,
+            )
+            await self.redis.publish(
+                k.channel, encoder.encode(ConfirmedNews(paid.queue_id, paid.order_id))
+            )
+        await self.redis.xack(stream, GROUP, entry_id)
+        return 1

@@ -1,0 +1,182 @@
+"""Settings: one msgspec Struct read from BOXOFFICE_* variables plus REDIS_URL and DATABASE_URL."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+from aiohttp import web
+
+PREFIX = "BOXOFFICE_"
+PLAIN_VARIABLES = {
+    "REDIS_URL": "redis_url",
+    "DATABASE_URL": "database_url",
+    "STRIPE_SECRET_KEY": "stripe_secret_key",
+    "STRIPE_WEBHOOK_SECRET": "stripe_webhook_secret",
+    "STRIPE_PUBLISHABLE_KEY": "stripe_publishable_key",
+    "STRIPE_API_BASE": "stripe_api_base",
+}
+SECRET_FIELDS = ("secret", "admin_token")
+NOT_SETTINGS = {"BOXOFFICE_REQUIRE_ALL"}  # read by the test suite, not by the service
+MIN_SECRET_LENGTH = 32
+
+
+class SettingsError(Exception):
+    """The environment does not describe a valid configuration; start-up stops."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    mode: Literal["dev", "production"] = "dev"
+    host: str = "127.0.0.1"
+    port: int = msgspec.field(default=8080)
+    workers: int = 1
+    data_dir: str = ".boxoffice"
+    redis_url: str = ""
+    database_url: str = ""
+    secret: str = ""
+    admin_token: str = ""
+    grace_seconds: int = 120
+    tick_ms: int = 200
+    broadcast_ms: int = 1000
+    rank_refresh_seconds: int = 30
+    heartbeat_seconds: int = 20
+    access_token_leeway_seconds: int = 5
+    max_body_bytes: int = 64 * 1024
+    redis_max_connections: int = 64
+    database_pool_size: int = 10
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    public_url: str = ""
+    checkout_minutes: int = 5
+    late_payment_minutes: int = 10
+    stripe_secret_key: str = ""
+    stripe_webhook_secret: str = ""
+    stripe_publishable_key: str = ""
+    stripe_api_base: str = ""
+
+    def __post_init__(self) -> None:
+        _check_ranges(self)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.redis_url or not self.database_url
+
+
+def _check_ranges(s: Settings) -> None:
+    checks = {
+        "port": 0 <= s.port <= 65535,
+        "workers": 1 <= s.workers <= 64,
+        "grace_seconds": 5 <= s.grace_seconds <= 3600,
+        "tick_ms": 20 <= s.tick_ms <= 5000,
+        "broadcast_ms": s.tick_ms <= s.broadcast_ms <= 60000,
+        "rank_refresh_seconds": 1 <= s.rank_refresh_seconds <= 3600,
+        "heartbeat_seconds": 1 <= s.heartbeat_seconds < s.grace_seconds,
+        "max_body_bytes": 1024 <= s.max_body_bytes <= 16 * 1024 * 1024,
+        "redis_max_connections": 2 <= s.redis_max_connections <= 10000,
+        "database_pool_size": 1 <= s.database_pool_size <= 1000,
+        "checkout_minutes": 1 <= s.checkout_minutes <= 60,
+        "late_payment_minutes": 0 <= s.late_payment_minutes <= 24 * 60,
+        "stripe_webhook_secret": not s.stripe_secret_key or bool(s.stripe_webhook_secret),
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise SettingsError(f"setting out of range: {', '.join(bad)}")
+
+
+def env_name(field: str) -> str:
+    for variable, name in PLAIN_VARIABLES.items():
+        if name == field:
+            return variable
+    return PREFIX + field.upper()
+
+
+def from_env(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read settings from the environment; unknown or malformed values raise SettingsError."""
+    environ = os.environ if environ is None else environ
+    known = set(Settings.__struct_fields__)
+    raw: dict[str, object] = {}
+    unknown = []
+    for variable, value in environ.items():
+        if variable in PLAIN_VARIABLES:
+            raw[PLAIN_VARIABLES[variable]] = value
+        elif variable.startswith(PREFIX) and variable not in NOT_SETTINGS:
+            field = variable[len(PREFIX) :].lower()
+            if field in known and field not in PLAIN_VARIABLES.values():
+                raw[field] = value
+            else:
+                unknown.append(variable)
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"malformed setting: {_explain(exc)}") from None
+    _check_secrets(settings)
+    return settings
+
+
+def _explain(exc: msgspec.ValidationError) -> str:
+    message = str(exc)
+    marker = "at `$."
+    if marker in message:
+        field = message.split(marker, 1)[1].rstrip("`").split("[")[0]
+        return f"{env_name(field)}: {message.split(' - at ')[0]}"
+    return message
+
+
+def _check_secrets(s: Settings) -> None:
+    if s.mode != "production":
+        return
+    for field in SECRET_FIELDS:
+        value = getattr(s, field)
+        if len(value) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"{env_name(field)} must be set to at least {MIN_SECRET_LENGTH} characters "
+                "in production mode"
+            )
+    if s.embedded:
+        raise SettingsError("production mode needs REDIS_URL and DATABASE_URL")
+    if s.stripe_api_base:
+        raise SettingsError("STRIPE_API_BASE (a stand-in for Stripe) is for development only")
+
+
+def with_dev_secrets(s: Settings) -> tuple[Settings, bool]:
+    """Fill missing secrets for development from a file under data_dir (generated once).
+
+    Returns the settings and whether anything was generated or loaded. Production mode never
+    reaches this: _check_secrets refuses missing secrets there.
+    """
+    missing = [f for f in SECRET_FIELDS if not getattr(s, f)]
+    if not missing:
+        return s, False
+    if s.mode == "production":
+        raise SettingsError("secrets must come from the environment in production mode")
+    path = Path(s.data_dir) / "dev-secrets.json"
+    stored: dict[str, str] = {}
+    if path.exists():
+        stored = json.loads(path.read_text())
+    for field in SECRET_FIELDS:
+        stored.setdefault(field, secrets.token_urlsafe(32))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stored))
+    path.chmod(0o600)
+    values = {f: stored[f] for f in missing}
+    return msgspec.structs.replace(s, **values), True
+
+
+def to_env(s: Settings) -> dict[str, str]:
+    """The environment that reproduces these settings in a child process."""
+    out: dict[str, str] = {}
+    for field in Settings.__struct_fields__:
+        value = getattr(s, field)
+        out[env_name(field)] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
+SETTINGS = web.AppKey("settings", Settings)

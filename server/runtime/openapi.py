@@ -1,0 +1,120 @@
+"""The generated description of the public API, served at GET /api/openapi.json."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+import msgspec
+
+from server.core.errors import ErrorBody
+from server.core.messages import (
+    AdmittedMsg,
+    CheckoutRequest,
+    ClosedMsg,
+    ConfirmedMsg,
+    ErrorMsg,
+    Event,
+    EventCreate,
+    EventPatch,
+    Hold,
+    HoldRequest,
+    Order,
+    PayRequest,
+    PingMsg,
+    PongMsg,
+    QueueStatus,
+    SeatMap,
+    Stats,
+    StatusMsg,
+    TickMsg,
+)
+
+REF = "#/components/schemas/{name}"
+
+# (method, path, summary, request body type, status, response type, auth)
+OPERATIONS: list[tuple[str, str, str, Any, int, Any, str | None]] = [
+    ("get", "/api/events", "Events on sale or upcoming", None, 200, list[Event], None),
+    ("get", "/api/events/{event_id}", "One event", None, 200, Event, None),
+    ("post", "/api/events/{event_id}/queue", "Join the queue (idempotent per visitor)", None, 200, QueueStatus, None),
+    ("get", "/api/queue/{queue_id}", "Queue status (polling fallback)", None, 200, QueueStatus, None),
+    ("delete", "/api/queue/{queue_id}", "Leave the queue", None, 204, None, None),
+    ("get", "/api/queue/{queue_id}/ws", "Websocket: status, tick, admitted, closed, pong", None, 101, None, None),
+    ("get", "/api/events/{event_id}/seats", "Seat map: sections, rows, seats with status", None, 200, SeatMap, None),
+    ("post", "/api/events/{event_id}/holds", "Hold seats or a standing quantity (access token)", HoldRequest, 201, Hold, "access"),
+    ("delete", "/api/holds/{hold_id}", "Release a hold", None, 204, None, None),
+    ("post", "/api/holds/{hold_id}/checkout", "Create the order and payment (idempotent per hold)", CheckoutRequest, 201, Order, None),
+    ("get", "/api/orders/{order_id}", "An order, with ticket codes once paid", None, 200, Order, None),
+    ("get", "/api/orders/{order_id}/tickets/{number}.svg", "QR code (SVG) of one ticket of a paid order", None, 200, None, None),
+    ("post", "/api/orders/{order_id}/pay", "Pay with a test card (dev provider only)", PayRequest, 200, Order, None),
+    ("post", "/api/webhooks/stripe", "Stripe webhook (signature verified on the raw body)", None, 200, None, None),
+    ("get", "/api/admin/events", "All events with settings", None, 200, list[Event], "admin"),
+    ("post", "/api/admin/events", "Create an event", EventCreate, 201, Event, "admin"),
+    ("get", "/api/admin/events/{event_id}", "One event with settings", None, 200, Event, "admin"),
+    ("patch", "/api/admin/events/{event_id}", "Change live settings", EventPatch, 200, Event, "admin"),
+    ("get", "/api/admin/events/{event_id}/stats", "Live figures", None, 200, Stats, "admin"),
+    ("post", "/api/admin/events/{event_id}/admit", "Admit the next N now (body {count})", None, 200, None, "admin"),
+    ("post", "/api/admin/events/{event_id}/rebuild-inventory", "Rebuild seat state from PostgreSQL", None, 200, None, "admin"),
+    ("get", "/api/admin/events/{event_id}/audit", "Audit trail of settings changes, newest first", None, 200, None, "admin"),
+    ("get", "/api/admin/events/{event_id}/live", "Websocket: one live sample a second (auth in the first message)", None, 101, None, None),
+    ("get", "/api/admin/events/{event_id}/eta", "ETA preview; ?clear_by= gives the rate that clears the line by then", None, 200, None, "admin"),
+    ("get", "/api/admin/events/{event_id}/autopilot", "Autopilot settings", None, 200, None, "admin"),
+    ("patch", "/api/admin/events/{event_id}/autopilot", "Turn the autopilot on or off, set its bounds", None, 200, None, "admin"),
+    ("get", "/healthz", "Liveness", None, 200, None, None),
+    ("get", "/readyz", "Readiness: Redis and PostgreSQL reachable", None, 200, None, None),
+    ("get", "/metrics", "Prometheus metrics", None, 200, None, None),
+]  # fmt: skip
+
+WEBSOCKET_TYPES = [
+    StatusMsg, TickMsg, AdmittedMsg, ClosedMsg, ConfirmedMsg, PongMsg, ErrorMsg, PingMsg,
+]  # fmt: skip
+
+
+def _content(ref: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": ref}}
+
+
+@cache
+def document() -> bytes:
+    types: list[Any] = [ErrorBody, *WEBSOCKET_TYPES]
+    for op in OPERATIONS:
+        types.extend(t for t in (op[3], op[5]) if t is not None)
+    refs, components = msgspec.json.schema_components(types, ref_template=REF)
+    ref_of = dict(zip(types, refs, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, summary, body, status, answer, auth in OPERATIONS:
+        spec: dict[str, Any] = {"summary": summary, "responses": {}}
+        params = re.findall(r"\{(\w+)\}", path)
+        if params:
+            spec["parameters"] = [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                for p in params
+            ]
+        if body is not None:
+            spec["requestBody"] = {"required": True, "content": _content(ref_of[body])}
+        ok: dict[str, Any] = {"description": "success"}
+        if answer is not None:
+            ok["content"] = _content(ref_of[answer])
+        spec["responses"][str(status)] = ok
+        spec["responses"]["default"] = {
+            "description": "error",
+            "content": _content(ref_of[ErrorBody]),
+        }
+        if auth:
+            spec["security"] = [{auth: []}]
+        paths.setdefault(path, {})[method] = spec
+    doc = {
+        "openapi": "3.1.0",
+        "info": {"title": "Boxoffice", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "admin": {"type": "http", "scheme": "bearer", "description": "admin token"},
+                "access": {"type": "http", "scheme": "bearer", "description": "access token"},
+            },
+        },
+        "x-websocket-messages": [ref_of[t] for t in WEBSOCKET_TYPES],
+    }
+    return msgspec.json.encode(doc)

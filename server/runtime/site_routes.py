@@ -1,0 +1,75 @@
+"""Site routes: fan pages, static files, health, readiness, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server import assets
+from server.core.errors import error_response
+from server.core.http import json_response
+from server.core.metrics import CONTENT_TYPE, METRICS
+from server.runtime.openapi import document
+from server.store import db
+from server.store.db import POOL
+from server.store.redis_client import REDIS
+from server.waiting.room import ROOM, check_event_id
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    problems = []
+    try:
+        await request.app[REDIS].ping()
+    except Exception as exc:
+        problems.append(f"redis: {exc}")
+    try:
+        await db.ping(request.app[POOL])
+    except Exception as exc:
+        problems.append(f"postgresql: {exc}")
+    if problems:
+        return error_response(503, "not_ready", "; ".join(problems), retry_after=5)
+    return json_response({"status": "ready"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+@routes.get("/api/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=document(), content_type="application/json")
+
+
+def _page(name: str) -> web.FileResponse:
+    return web.FileResponse(assets.STATIC / name, headers={"Cache-Control": "no-cache"})
+
+
+@routes.get("/")
+async def index(request: web.Request) -> web.FileResponse:
+    return _page("index.html")
+
+
+@routes.get("/admin")
+async def admin_console(request: web.Request) -> web.FileResponse:
+    return _page("admin/index.html")
+
+
+@routes.get("/e/{event_id}")
+async def waiting_page(request: web.Request) -> web.FileResponse:
+    await request.app[ROOM].cache.require(check_event_id(request.match_info["event_id"]))
+    return _page("waiting.html")
+
+
+@routes.get("/e/{event_id}/seats")
+async def seats_page(request: web.Request) -> web.FileResponse:
+    await request.app[ROOM].cache.require(check_event_id(request.match_info["event_id"]))
+    return _page("seats.html")

@@ -1,0 +1,242 @@
+"""PostgreSQL through asyncpg: pool, ordered SQL migrations, and the queries of the service."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import asyncpg
+import msgspec
+from aiohttp import web
+from asyncpg.pool import PoolConnectionProxy
+
+from server.core.messages import EventCreate, EventPatch
+
+log = logging.getLogger("boxoffice.db")
+
+MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+MIGRATION_LOCK = 0x626F78  # advisory lock id: several processes may start at once
+
+Pool = asyncpg.Pool
+
+
+class SectionRow(msgspec.Struct, frozen=True):
+    id: str
+    position: int
+    name: str
+    price: int
+    capacity: int
+    rows: int | None
+    seats_per_row: int | None
+
+
+class EventRow(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    venue: str
+    starts_at: datetime
+    sale_starts_at: datetime
+    prequeue_opens_at: datetime
+    currency: str
+    rate_per_min: int
+    max_active: int
+    session_minutes: int
+    hold_minutes: int
+    max_seats_per_order: int
+    paused: bool
+    closed: bool
+    sold_out: bool
+    sections: list[SectionRow] = []
+
+    @property
+    def capacity(self) -> int:
+        return sum(s.capacity for s in self.sections)
+
+
+async def create_pool(url: str, size: int) -> Pool:
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=size, command_timeout=10)
+    assert pool is not None
+    return pool
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    found = []
+    for entry in resources.files("server.store.migrations").iterdir():
+        match = MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text()))
+    return sorted(found)
+
+
+async def migrate(pool: Pool) -> list[str]:
+    """Apply the migrations not yet recorded, in order, each in its own transaction."""
+    applied = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in migration_files():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+            applied.append(name)
+            log.info("migration applied", extra={"migration": name})
+    return applied
+
+
+EVENT_COLUMNS = (
+    "id, name, venue, starts_at, sale_starts_at, prequeue_opens_at, currency, rate_per_min,"
+    " max_active, session_minutes, hold_minutes, max_seats_per_order, paused, closed, sold_out"
+)
+
+
+def _event(row: asyncpg.Record, sections: list[asyncpg.Record]) -> EventRow:
+    data: dict[str, Any] = dict(row)
+    data["sections"] = [dict(s) for s in sections]
+    return msgspec.convert(data, EventRow)
+
+
+async def _sections(conn: Any, event_ids: list[str]) -> dict[str, list[asyncpg.Record]]:
+    rows = await conn.fetch(
+        "SELECT event_id, id, position, name, price, capacity, rows, seats_per_row"
+        " FROM sections WHERE event_id = ANY($1) ORDER BY event_id, position",
+        event_ids,
+    )
+    by_event: dict[str, list[asyncpg.Record]] = {}
+    for r in rows:
+        by_event.setdefault(r["event_id"], []).append(r)
+    return by_event
+
+
+async def get_event(pool: Pool, event_id: str) -> EventRow | None:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = $1", event_id)
+        if row is None:
+            return None
+        return _event(row, (await _sections(conn, [event_id])).get(event_id, []))
+
+
+async def list_events(pool: Pool, include_closed: bool = False) -> list[EventRow]:
+    where = "" if include_closed else "WHERE NOT closed"
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(f"SELECT {EVENT_COLUMNS} FROM events {where} ORDER BY starts_at")
+        sections = await _sections(conn, [r["id"] for r in rows])
+        return [_event(r, sections.get(r["id"], [])) for r in rows]
+
+
+async def insert_event(
+    pool: Pool, event_id: str, body: EventCreate, prequeue_opens_at: datetime
+) -> bool:
+    """Insert an event and its sections; False if the id is taken."""
+    async with pool.acquire() as conn, conn.transaction():
+        inserted = await conn.fetchval(
+            "INSERT INTO events (id, name, venue, starts_at, sale_starts_at, prequeue_opens_at,"
+            " currency, rate_per_min, max_active, session_minutes, hold_minutes,"
+            " max_seats_per_order) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
+            " ON CONFLICT (id) DO NOTHING RETURNING id",
+            event_id, body.name, body.venue, body.starts_at, body.sale_starts_at,
+            prequeue_opens_at, body.currency, body.rate_per_min, body.max_active,
+            body.session_minutes, body.hold_minutes, body.max_seats_per_order,
+        )  # fmt: skip
+        if inserted is None:
+            return False
+        await conn.executemany(
+            "INSERT INTO sections (event_id, id, position, name, price, rows, seats_per_row,"
+            " capacity) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+            [
+                (event_id, s.id, i, s.name, s.price, s.rows, s.seats_per_row,
+                 s.capacity if s.capacity is not None else (s.rows or 0) * (s.seats_per_row or 0))
+                for i, s in enumerate(body.sections)
+            ],
+        )  # fmt: skip
+        await conn.execute(
+            "INSERT INTO seats (event_id, id, section_id, row_no, seat_no)"
+            " SELECT s.event_id, s.id || '-' || r || '-' || n, s.id, r, n FROM sections s,"
+            " generate_series(1, s.rows) r, generate_series(1, s.seats_per_row) n"
+            " WHERE s.event_id = $1 AND s.rows IS NOT NULL",
+            event_id,
+        )
+        await conn.execute(
+            "INSERT INTO ga_sales (event_id, section_id, capacity) SELECT event_id, id, capacity"
+            " FROM sections WHERE event_id = $1 AND rows IS NULL",
+            event_id,
+        )
+        return True
+
+
+PATCHABLE = tuple(EventPatch.__struct_fields__)
+
+
+async def update_event(
+    pool: Pool | asyncpg.Connection | PoolConnectionProxy, event_id: str, patch: EventPatch
+) -> dict[str, Any] | None:
+    """Apply a patch in one statement; the patched fields' values before it, None if no event.
+    Pass a connection inside a transaction to write an audit row atomically with the change."""
+    changes = {f: getattr(patch, f) for f in PATCHABLE if getattr(patch, f) is not msgspec.UNSET}
+    if not changes:
+        found = await pool.fetchval("SELECT true FROM events WHERE id = $1", event_id)
+        return {} if found is not None else None
+    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=2))
+    olds = ", ".join(f"prev.{name}" for name in changes)
+    row = await pool.fetchrow(
+        f"UPDATE events e SET {assignments}, updated_at = now() FROM (SELECT id, {', '.join(changes)}"
+        f" FROM events WHERE id = $1 FOR UPDATE) prev WHERE e.id = prev.id RETURNING {olds}",
+        event_id,
+        *changes.values(),
+    )
+    return None if row is None else dict(row)
+
+
+async def inventory_truth(pool: Pool, event_id: str) -> dict[str, Any]:
+    """What PostgreSQL says is sold or owed a hold, for rebuilding Redis seat state."""
+    async with pool.acquire() as conn:
+        ga = await conn.fetch(
+            "SELECT section_id, capacity, sold FROM ga_sales WHERE event_id = $1", event_id
+        )
+        sold = await conn.fetch("SELECT seat_id FROM sold_seats WHERE event_id = $1", event_id)
+        paid = await conn.fetch(
+            "SELECT id FROM orders WHERE event_id = $1 AND status = 'paid'", event_id
+        )
+        pending = await conn.fetch(
+            "SELECT o.hold_id, o.visitor_id, o.queue_id, o.expires_at, l.section_id, l.seat_id,"
+            " l.quantity FROM orders o JOIN order_lines l ON l.order_id = o.id"
+            " WHERE o.event_id = $1 AND o.status = 'pending' AND o.expires_at > now()"
+            " ORDER BY o.created_at, l.line_no",
+            event_id,
+        )
+    orders: dict[str, dict[str, Any]] = {}
+    for r in pending:
+        o = orders.setdefault(
+            r["hold_id"],
+            {"h": r["hold_id"], "v": r["visitor_id"], "q": r["queue_id"], "s": [], "g": {},
+             "e": int(r["expires_at"].timestamp() * 1000)},
+        )  # fmt: skip
+        if r["seat_id"] is not None:
+            o["s"].append(r["seat_id"])
+        else:
+            o["g"][r["section_id"]] = r["quantity"]
+    return {
+        "gacap": {r["section_id"]: r["capacity"] for r in ga},
+        "gasold": {r["section_id"]: r["sold"] for r in ga},
+        "sold": [r["seat_id"] for r in sold],
+        "paid": [r["id"] for r in paid],
+        "orders": list(orders.values()),
+    }
+
+
+async def ping(pool: Pool) -> None:
+    await pool.fetchval("SELECT 1")
+
+
+POOL = web.AppKey("pool", Pool)

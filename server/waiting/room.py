@@ -1,0 +1,272 @@
+"""The waiting room's operations: join, status, leave, settings mirror. Handlers stay thin."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from datetime import UTC, datetime
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from server.core import rules
+from server.core.errors import DATABASE_DOWN, Conflict, Forbidden, Invalid, NotFound, Unavailable
+from server.core.keys import EVENT_ID, EVENTS_CHANNEL, EventKeys
+from server.core.messages import ChangedNews, EventPatch, QueueState, QueueStatus, encoder
+from server.core.settings import Settings
+from server.core.tokens import AccessClaims, Signer, new_id
+from server.store import audit, db
+from server.waiting.line import Place, Scripts, Snapshot
+
+QUEUE_ID = re.compile(r"^([a-z0-9][a-z0-9-]{0,39})\.([A-Za-z0-9_-]{22})$")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def to_ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def parse_queue_id(queue_id: str) -> str:
+    """The event id a queue id belongs to; Invalid if it is not a queue id at all."""
+    match = QUEUE_ID.match(queue_id)
+    if not match:
+        raise Invalid("malformed queue id", code="bad_queue_id")
+    return match.group(1)
+
+
+def check_event_id(event_id: str) -> str:
+    if not EVENT_ID.match(event_id):
+        raise NotFound("no such event", code="event_not_found")
+    return event_id
+
+
+def event_state(ev: db.EventRow, now: int | None = None) -> rules.EventState:
+    return rules.event_state(
+        now_ms() if now is None else now,
+        to_ms(ev.prequeue_opens_at),
+        to_ms(ev.sale_starts_at),
+        closed=ev.closed,
+        sold_out=ev.sold_out,
+    )
+
+
+MAX_CACHED = 10_000
+
+
+class EventCache:
+    """Events read from PostgreSQL, kept per process for a few seconds."""
+
+    def __init__(self, pool: db.Pool, ttl: float = 5.0) -> None:
+        self._pool = pool
+        self._ttl = ttl
+        self._events: dict[str, tuple[float, db.EventRow | None]] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, event_id: str) -> db.EventRow | None:
+        hit = self._events.get(event_id)
+        if hit is not None and time.monotonic() - hit[0] < self._ttl:
+            return hit[1]
+        try:
+            row = await db.get_event(self._pool, event_id)
+        except DATABASE_DOWN:
+            if hit is None:
+                raise
+            # PostgreSQL unreachable: a known event keeps serving (joins and waiting go on);
+            # re-stamped so a dead database is tried once per TTL, not on every request.
+            self._events[event_id] = (time.monotonic(), hit[1])
+            return hit[1]
+        if row is None and len(self._events) >= MAX_CACHED:
+            self._forget_unknown()  # random ids must not grow memory without bound
+        self._events[event_id] = (time.monotonic(), row)
+        return row
+
+    def _forget_unknown(self) -> None:
+        for key in [k for k, (_, row) in self._events.items() if row is None]:
+            del self._events[key]
+
+    async def require(self, event_id: str) -> db.EventRow:
+        row = await self.get(check_event_id(event_id))
+        if row is None:
+            raise NotFound("no such event", code="event_not_found")
+        return row
+
+    def invalidate(self, event_id: str) -> None:
+        self._events.pop(event_id, None)
+
+    async def refresh_all(self) -> list[db.EventRow]:
+        async with self._lock:
+            rows = await db.list_events(self._pool)
+            stamp = time.monotonic()
+            for row in rows:
+                self._events[row.id] = (stamp, row)
+            return rows
+
+
+class Room:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        scripts: Scripts,
+        pool: db.Pool,
+        cache: EventCache,
+        signer: Signer,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.scripts = scripts
+        self.pool = pool
+        self.cache = cache
+        self.signer = signer
+        self.snapshots: dict[str, Snapshot] = {}  # latest admission step seen by this process
+
+    # ---- settings mirror --------------------------------------------------------------------
+
+    async def mirror(self, ev: db.EventRow) -> None:
+        """Copy the event's settings from PostgreSQL (the truth) to Redis (the live copy)."""
+        await self.redis.hset(
+            EventKeys(ev.id).cfg,
+            mapping={
+                "rate_per_min": ev.rate_per_min,
+                "max_active": ev.max_active,
+                "session_ms": ev.session_minutes * 60_000,
+                "tick_ms": self.settings.tick_ms,
+                "paused": int(ev.paused),
+                "closed": int(ev.closed),
+                "sold_out": int(ev.sold_out),
+                "sale_starts_ms": to_ms(ev.sale_starts_at),
+                "prequeue_opens_ms": to_ms(ev.prequeue_opens_at),
+            },
+        )
+        if now_ms() >= to_ms(ev.sale_starts_at):
+            await self.scripts.open_sale(EventKeys(ev.id), secrets.randbelow(2**31))
+
+    async def change(
+        self,
+        event_id: str,
+        patch: EventPatch,
+        who: str = audit.DEFAULT_WHO,
+        action: str = "patch",
+        note: str | None = None,
+    ) -> db.EventRow:
+        """Apply a settings patch; the audit rows go in the same transaction as the change."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            old = await db.update_event(conn, check_event_id(event_id), patch)
+            if old is None:
+                raise NotFound("no such event", code="event_not_found")
+            new = {f: getattr(patch, f) for f in old}
+            await audit.record(conn, event_id, who, action, audit.diff(old, new), note)
+        self.cache.invalidate(event_id)
+        ev = await self.cache.require(event_id)
+        await self.mirror(ev)
+        await self.announce(event_id)
+        return ev
+
+    async def announce(self, event_id: str) -> None:
+        """Tell every process that an event's settings changed (they re-read it at once)."""
+        await self.redis.publish(EVENTS_CHANNEL, encoder.encode(ChangedNews(event_id)))
+
+    # ---- fan operations ---------------------------------------------------------------------
+
+    async def join(self, event_id: str, visitor_id: str) -> QueueStatus:
+        ev = await self.cache.require(event_id)
+        keys = EventKeys(ev.id)
+        queue_id = f"{ev.id}.{new_id()}"
+        place = await self.scripts.join(keys, visitor_id, queue_id)
+        if place.state == "nocfg":
+            await self.mirror(ev)
+            place = await self.scripts.join(keys, visitor_id, queue_id)
+        if place.state == "not_open":
+            raise Conflict("the queue for this event is not open yet", code="not_open")
+        if place.state in ("closed", "sold_out"):
+            refused: QueueState = "closed" if place.state == "closed" else "sold_out"
+            return QueueStatus(queue_id=None, event_id=ev.id, state=refused)
+        if place.state == "nocfg":
+            raise Unavailable("the queue is being rebuilt, retry", retry_after=1)
+        return self.describe(ev.id, place)
+
+    async def place(self, queue_id: str, visitor_id: str | None, touch: bool) -> Place:
+        event_id = parse_queue_id(queue_id)
+        # Only the owner's requests are a sign of life: a stranger's refused request must
+        # change nothing, nor keep someone else's abandoned place alive.
+        owned = visitor_id is not None
+        place = await self.scripts.status(EventKeys(event_id), queue_id, touch=touch and not owned)
+        if place.state == "unknown":
+            raise NotFound("no such place in the queue", code="queue_not_found")
+        if visitor_id is not None and place.visitor_id != visitor_id:
+            raise Forbidden("this place in the queue belongs to another visitor")
+        if touch and owned and place.state in ("waiting", "prequeue"):
+            await self.touch(event_id, [queue_id])
+        return place
+
+    async def status(self, queue_id: str, visitor_id: str | None) -> QueueStatus:
+        place = await self.place(queue_id, visitor_id, touch=True)
+        return self.describe(parse_queue_id(queue_id), place)
+
+    async def leave(self, queue_id: str, visitor_id: str | None) -> None:
+        await self.place(queue_id, visitor_id, touch=False)
+        await self.scripts.leave(EventKeys(parse_queue_id(queue_id)), queue_id)
+
+    async def touch(self, event_id: str, queue_ids: list[str]) -> None:
+        """Record a sign of life for visitors still waiting (never re-adds a dropped one)."""
+        if queue_ids:
+            stamp = now_ms()
+            await self.redis.zadd(
+                EventKeys(event_id).seen, dict.fromkeys(queue_ids, stamp), xx=True, gt=True
+            )
+
+    # ---- views -----------------------------------------------------------------------------
+
+    def measured_rate(self, event_id: str) -> float | None:
+        snap = self.snapshots.get(event_id)
+        if snap is None:
+            return None
+        return rules.measured_rate_per_min(snap.admitted_last_window, snap.window_ms)
+
+    def access_token(self, event_id: str, place: Place) -> str:
+        claims = AccessClaims(event_id, place.visitor_id, place.queue_id, place.session_expires_ms)
+        return self.signer.access_token(claims)
+
+    def describe(self, event_id: str, place: Place) -> QueueStatus:
+        snap = self.snapshots.get(event_id)
+        rate = self.measured_rate(event_id)
+        ticket = place.ticket if place.ticket >= 0 else None
+        if place.state == "admitted":
+            return QueueStatus(
+                queue_id=place.queue_id,
+                event_id=event_id,
+                state="admitted",
+                access_token=self.access_token(event_id, place),
+                access_expires_at=from_ms(place.session_expires_ms),
+                ticket=ticket,
+                rate_per_min=rate,
+            )
+        if place.state == "expired":
+            return QueueStatus(place.queue_id, event_id, "expired", ticket=ticket)
+        if snap is not None and (snap.closed or snap.sold_out):
+            return QueueStatus(
+                place.queue_id, event_id, "closed" if snap.closed else "sold_out", ticket=ticket
+            )
+        position = rules.position_from_rank(place.rank)
+        paused = snap.paused if snap is not None else False
+        return QueueStatus(
+            queue_id=place.queue_id,
+            event_id=event_id,
+            state="waiting" if place.state == "waiting" else "prequeue",
+            position=position,
+            eta_seconds=rules.eta_seconds(position, rate, paused),
+            ticket=ticket,
+            rate_per_min=rate,
+        )
+
+
+ROOM = web.AppKey("room", Room)
