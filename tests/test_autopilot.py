@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from server.core.keys import AUTOPILOT_LOCK as LOCK_KEY
 from server.core.settings import Settings
 from server.ops.autopilot import (
+    AUTOPILOT,
     HISTORY_S,
-    LOCK_KEY,
     AutopilotConfig,
     Decision,
     Observation,
@@ -25,7 +26,6 @@ from server.ops.autopilot import (
     departures_per_min,
     max_step,
 )
-from server.ops.console_routes import AUTOPILOT
 from server.runtime.app import create_app
 
 from .conftest import ADMIN, create_event

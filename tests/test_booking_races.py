@@ -18,9 +18,9 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from server.core.clock import now_ms
 from server.core.keys import EventKeys
 from server.core.tokens import new_id
-from server.waiting.room import now_ms
 
 from .conftest import admitted, bearer, create_event, visitor
 

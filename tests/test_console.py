@@ -16,8 +16,7 @@ from playwright.async_api import Browser, ViewportSize, expect
 
 from server.core.settings import Settings
 from server.ops.autopilot import clearing_rate, eta_preview, last_fan_wait
-from server.ops.console_routes import LIVE
-from server.ops.live import histogram_quantile
+from server.ops.live import LIVE, histogram_quantile
 from server.runtime.app import create_app
 
 from .conftest import ADMIN, ADMIN_TOKEN, create_event, event_body, visitor

@@ -26,7 +26,7 @@ from server.core.keys import EventKeys
 from server.core.settings import Settings
 from server.runtime import up
 from server.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from server.waiting.room import EventCache
+from server.store.events import EventCache
 
 from .conftest import ADMIN, ADMIN_TOKEN, SECRET
 from .test_nginx import Stack, create_event, make_folder, nginx_binary, session

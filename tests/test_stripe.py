@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from server.booking import ledger
 from server.booking.inventory import Inventory
-from server.booking.service import order_lines
+from server.booking.orders import order_lines
 from server.core.keys import EventKeys
 from server.core.settings import Settings
 from server.core.tokens import new_id

@@ -7,10 +7,10 @@ from typing import Any
 
 import msgspec
 
+from server.core.clock import now_ms as clock_ms
 from server.core.keys import EventKeys
-from server.store import db
-from server.waiting.line import AnyRedis, as_text, script_source, time_arg
-from server.waiting.room import now_ms as clock_ms
+from server.store import db, lua
+from server.store.lua import AnyRedis, as_text, time_arg
 
 HOLD_SCRIPTS = (
     "hold", "release_hold", "extend_hold", "sell", "reap_holds", "rebuild_inventory", "rate_limit",
@@ -65,7 +65,7 @@ class RebuildTruth(msgspec.Struct):
 class Inventory:
     def __init__(self, client: AnyRedis) -> None:
         self.redis = client
-        self._s = {name: client.register_script(script_source(name)) for name in HOLD_SCRIPTS}
+        self._s = lua.register(client, *HOLD_SCRIPTS)
 
     async def _run(self, name: str, keys: list[str], args: list[str | int]) -> Any:
         return await self._s[name](keys=keys, args=args)

@@ -13,9 +13,9 @@ from server.core.keys import EventKeys
 from server.core.messages import EventCreate, EventPatch
 from server.core.settings import SETTINGS
 from server.ops import catalog
-from server.runtime.tasks import TICKER
 from server.store import audit, db
 from server.store.db import POOL
+from server.waiting.admission import ADMISSION
 from server.waiting.room import ROOM
 
 routes = web.RouteTableDef()
@@ -97,7 +97,7 @@ async def admit_now(request: web.Request) -> web.Response:
         raise Invalid("count: between 1 and 10000")
     room = request.app[ROOM]
     ev = await room.cache.require(request.match_info["event_id"])
-    admitted = await request.app[TICKER].admit_now(ev.id, body.count)
+    admitted = await request.app[ADMISSION].admit_now(ev.id, body.count)
     change = {"admit_now": (None, {"requested": body.count, "admitted": admitted})}
     await audit.record(request.app[POOL], ev.id, who, "admit_now", change)
     return json_response({"admitted": admitted})

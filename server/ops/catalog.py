@@ -7,11 +7,13 @@ import secrets
 from datetime import timedelta
 
 from server.booking.inventory import Inventory
+from server.core.clock import now_ms
 from server.core.errors import Conflict, Invalid
 from server.core.keys import EventKeys
 from server.core.messages import Event, EventCreate, EventSettings, SectionOut, Stats
 from server.store import db
-from server.waiting.room import Room, event_state, now_ms
+from server.store.events import event_state
+from server.waiting.room import Room
 
 DEFAULT_PREQUEUE = timedelta(minutes=30)
 

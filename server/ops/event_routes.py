@@ -19,12 +19,15 @@ async def list_events(request: web.Request) -> web.Response:
     rows = await db.list_events(request.app[POOL])
     booking = request.app[BOOKING]
     return json_response(
-        [catalog.present(ev, available=(await booking.seat_map(ev.id)).available) for ev in rows]
+        [
+            catalog.present(ev, available=(await booking.seat_maps.get(ev.id)).available)
+            for ev in rows
+        ]
     )
 
 
 @routes.get("/api/events/{event_id}")
 async def get_event(request: web.Request) -> web.Response:
     ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
-    seat_map = await request.app[BOOKING].seat_map(ev.id)
+    seat_map = await request.app[BOOKING].seat_maps.get(ev.id)
     return json_response(catalog.present(ev, available=seat_map.available))

@@ -28,9 +28,10 @@ from server.core.tokens import Signer
 from server.runtime.app import create_app
 from server.runtime.embedded import start_missing
 from server.store import db
+from server.store.events import EventCache
 from server.store.redis_client import make_redis
 from server.waiting.line import Scripts
-from server.waiting.room import EventCache, Room
+from server.waiting.room import Room
 
 log = logging.getLogger("boxoffice")
 

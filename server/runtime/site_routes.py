@@ -7,12 +7,13 @@ from aiohttp import web
 from server import assets
 from server.core.errors import error_response
 from server.core.http import json_response
+from server.core.ids import check_event_id
 from server.core.metrics import CONTENT_TYPE, METRICS
 from server.runtime.openapi import document
 from server.store import db
 from server.store.db import POOL
 from server.store.redis_client import REDIS
-from server.waiting.room import ROOM, check_event_id
+from server.waiting.room import ROOM
 
 routes = web.RouteTableDef()
 

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from server.core import rules
+from server.core.clock import from_ms
 from server.core.keys import EventKeys
+from server.core.loops import Loop
 from server.core.messages import (
     AdmittedMsg,
     ClosedMsg,
@@ -24,11 +26,12 @@ from server.core.messages import (
 )
 from server.core.metrics import Metrics
 from server.waiting.line import Admitted, Place, Snapshot
-from server.waiting.room import Room, from_ms
+from server.waiting.room import Room
 
 log = logging.getLogger("boxoffice.fanout")
 
 CHUNK = 256  # sockets written between two yields to the event loop
+TOUCH_CHUNK = 1000  # queue ids per sign-of-life write
 
 
 @dataclass(eq=False)
@@ -121,7 +124,7 @@ class Hub:
             rate_per_min=status.rate_per_min,
             ticket=status.ticket,
             admitted_total=snap.admitted_total if snap is not None else 0,
-            paused=snap.paused if snap is not None else False,
+            paused=snap.halted if snap is not None else False,
         )
 
     async def greet(self, conn: Conn, place: Place) -> bool:
@@ -166,7 +169,7 @@ class Hub:
             admitted_total=snap.admitted_total,
             waiting=snap.waiting + snap.prequeue,
             rate_per_min=rules.measured_rate_per_min(snap.admitted_last_window, snap.window_ms),
-            paused=snap.paused,
+            paused=snap.halted,
         )
         now = time.monotonic()
         if tick == self._last_tick.get(event_id):
@@ -208,6 +211,21 @@ class Hub:
             await conn.ws.close()
         elif place.state == "admitted" and not conn.admitted:
             await self.send_admitted(conn, place.session_expires_ms, place)
+
+    # ---- loops: signs of life for local sockets, exact ranks at a slow jittered pace ----------
+
+    def loops(self) -> list[Loop]:
+        return [("heartbeat", self.heartbeat_step), ("ranks", self.ranks_step)]
+
+    async def heartbeat_step(self) -> float:
+        for event_id, queue_ids in self.waiting_queue_ids().items():
+            for i in range(0, len(queue_ids), TOUCH_CHUNK):
+                await self.room.touch(event_id, queue_ids[i : i + TOUCH_CHUNK])
+        return float(self.settings.heartbeat_seconds)
+
+    async def ranks_step(self) -> float:
+        await self.refresh_ranks()
+        return 1.0
 
     async def refresh_ranks(self) -> int:
         """Look up the exact rank of the sockets whose jittered refresh time has come."""

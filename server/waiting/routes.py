@@ -10,10 +10,11 @@ from aiohttp import WSMsgType, web
 from server.core.errors import BadRequest
 from server.core.http import json_response
 from server.core.identity import visitor_id
+from server.core.ids import parse_queue_id
 from server.core.keys import EventKeys
 from server.core.messages import ErrorMsg, PongMsg, client_decoder
 from server.waiting.fanout import HUB, Conn, Hub
-from server.waiting.room import ROOM, parse_queue_id
+from server.waiting.room import ROOM
 
 log = logging.getLogger("boxoffice.queue")
 routes = web.RouteTableDef()
