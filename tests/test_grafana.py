@@ -94,6 +94,7 @@ async def test_dashboard_metrics_are_exported(client: TestClient[Any, Any]) -> N
     event = await create_event(client)
     joined = await client.post(f"/api/events/{event['id']}/queue", headers=visitor())
     assert joined.status in (200, 201, 202), await joined.text()
+    joined_state = (await joined.json())["state"]
     response = await client.get("/metrics")
     assert response.status == 200
     text = await response.text()
@@ -125,3 +126,12 @@ async def test_dashboard_metrics_are_exported(client: TestClient[Any, Any]) -> N
         for sample in family.samples
     }
     assert "/api/events/{event_id}/queue" in labelled
+    # The join counter counts: the one join made above is a sample with its event and result.
+    joins = {
+        (sample.labels["event"], sample.labels["result"]): sample.value
+        for family in exposed
+        if family.name == "boxoffice_joins"
+        for sample in family.samples
+        if sample.name == "boxoffice_joins_total"
+    }
+    assert joins == {(event["id"], joined_state): 1.0}, joins

@@ -454,7 +454,9 @@ async def _event(pg: asyncpg.Pool, event_id: str, **overrides: Any) -> None:
     body = msgspec.convert(
         {**event_body(**overrides), "id": event_id}, EventCreate, strict=False
     )  # fmt: skip
-    assert await db.insert_event(pg, event_id, body, body.sale_starts_at - timedelta(minutes=30))
+    async with pg.acquire() as conn:
+        opens = body.sale_starts_at - timedelta(minutes=30)
+        assert await db.insert_event(conn, event_id, body, opens)
 
 
 async def _order(

@@ -47,9 +47,7 @@ async def create_event(request: web.Request) -> web.Response:
     admin_only(request)
     who = audit.operator(request)
     body = _create.decode(await read_body(request))
-    ev = await catalog.create(request.app[ROOM], body)
-    created = catalog.present(ev, with_settings=True).settings
-    await audit.record(request.app[POOL], ev.id, who, "create", {"settings": (None, created)})
+    ev = await catalog.create(request.app[ROOM], body, who)
     return json_response(catalog.present(ev, with_settings=True), status=201)
 
 

@@ -136,10 +136,14 @@ async def list_events(pool: Pool, include_closed: bool = False) -> list[EventRow
 
 
 async def insert_event(
-    pool: Pool, event_id: str, body: EventCreate, prequeue_opens_at: datetime
+    conn: asyncpg.Connection | PoolConnectionProxy,
+    event_id: str,
+    body: EventCreate,
+    prequeue_opens_at: datetime,
 ) -> bool:
-    """Insert an event and its sections; False if the id is taken."""
-    async with pool.acquire() as conn, conn.transaction():
+    """Insert an event and its sections (in the caller's transaction); False if the id is
+    taken."""
+    async with conn.transaction():
         inserted = await conn.fetchval(
             "INSERT INTO events (id, name, venue, starts_at, sale_starts_at, prequeue_opens_at,"
             " currency, rate_per_min, max_active, session_minutes, hold_minutes,"

@@ -40,8 +40,6 @@ class Conn:
     event_id: str
     queue_id: str
     visitor_id: str
-    position: int | None = None
-    admitted_then: int = 0
     next_rank_at: float = 0.0
     admitted: bool = False
     greeted: bool = False  # ticks start after the first status, which they build on
@@ -141,7 +139,6 @@ class Hub:
         if msg.state in ("closed", "sold_out"):
             await self.send(conn, ClosedMsg("sold_out" if msg.state == "sold_out" else "ended"))
             return False
-        conn.position, conn.admitted_then = msg.position, msg.admitted_total
         self.schedule_rank(conn)
         await self.send(conn, msg)
         conn.greeted = True
@@ -249,7 +246,6 @@ class Hub:
                 continue
             place = Place("waiting", conn.queue_id, conn.visitor_id, -1, int(rank), 0)
             msg = self.status_for(conn, place)
-            conn.position, conn.admitted_then = msg.position, msg.admitted_total
             await self.send(conn, msg)
         return len(due)
 
