@@ -9,7 +9,7 @@ them, per phase: the kernel's listen-queue overflows and NGINX's most frequent e
 Set-up: private Redis and PostgreSQL (server.embedded) in a temporary folder; two
 `python -m server worker --no-reuse-port` processes, each on its own 127.0.0.1 port (as
 `python -m server up` starts them); NGINX in front of them with the production configuration
-rendered by server.up.nginx_params() (rate limits unchanged). "direct" splits the clients
+rendered by server.runtime.stack.nginx_params() (rate limits unchanged). "direct" splits the clients
 evenly over the two worker ports; "NGINX" sends every client to NGINX's port. Each figure is
 measured on a fresh event, direct first then NGINX, on the same two workers.
 
@@ -464,7 +464,7 @@ class Stack:
 
     async def start(self) -> None:
         from server.core.settings import Settings
-        from server.runtime import nginx, up
+        from server.runtime import nginx, stack
 
         binary = nginx.find_nginx()
         if binary is None:
@@ -482,7 +482,7 @@ class Stack:
         self.nginx_port = free_port()
         prefix = self.folder / "nginx"
         settings = Settings(host=HOST, port=self.nginx_port)
-        params = up.nginx_params(settings, self.nginx_port, self.worker_ports, prefix)
+        params = stack.nginx_params(settings, self.nginx_port, self.worker_ports, prefix)
         self.nginx_max_files = params.max_files
         conf = nginx.write_config(prefix, params)
         nginx.check_config(binary, prefix, conf)

@@ -24,12 +24,13 @@ from redis.asyncio import Redis
 
 from server.core.keys import EventKeys
 from server.core.settings import Settings
-from server.runtime import up
+from server.runtime import processes
 from server.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from server.runtime.stack import Stack
 from server.store.events import EventCache
 
 from .conftest import ADMIN, ADMIN_TOKEN, SECRET
-from .test_nginx import Stack, create_event, make_folder, nginx_binary, session
+from .test_nginx import create_event, make_folder, nginx_binary, session
 
 pytestmark = pytest.mark.slow
 
@@ -384,7 +385,7 @@ async def test_killed_worker_fans_reconnect_and_keep_their_place(stack: Stack) -
             counts = [await open_sockets(port) for port in stack.worker_ports]
             assert sum(counts) == 8, counts
             victim = counts.index(max(counts))  # the busier process: at least 4 sockets
-            up.stop_process(stack.workers[victim], signal.SIGKILL, 5)
+            processes.stop_process(stack.workers[victim], signal.SIGKILL, 5)
             survivor_port = stack.worker_ports[1 - victim]
 
             moved = 0

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
 import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +17,10 @@ import aiohttp
 import pytest
 
 from server.core.settings import Settings
-from server.runtime import nginx, up
+from server.runtime import nginx
+from server.runtime import stack as stack_mod
 from server.runtime.embedded import free_port
+from server.runtime.stack import Stack
 
 from .conftest import ADMIN, ADMIN_TOKEN, SECRET, event_body, need
 
@@ -61,7 +61,7 @@ def test_rendered_config_passes_nginx_t(tls: bool) -> None:
     try:
         cert, key = self_signed(folder) if tls else (None, None)
         settings = Settings(host="127.0.0.1", port=free_port())
-        params = up.nginx_params(
+        params = stack_mod.nginx_params(
             settings, settings.port, [free_port(), free_port()], folder / "nginx", cert, key
         )
         conf = nginx.write_config(folder / "nginx", params)
@@ -92,50 +92,6 @@ def test_render_refuses_unsafe_values() -> None:
     ):
         with pytest.raises(ValueError):
             nginx.render(template, bad)
-
-
-@dataclass
-class Stack:
-    """NGINX on one port in front of two `python -m server worker` processes."""
-
-    settings: Settings
-    folder: Path
-    binary: str
-    port: int = field(default_factory=free_port)
-    worker_ports: list[int] = field(default_factory=lambda: [free_port(), free_port()])
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    front: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start_workers(self) -> None:
-        self.workers = [up.start_worker(self.settings, p) for p in self.worker_ports]
-        for process, port in zip(self.workers, self.worker_ports, strict=True):
-            up.wait_port("127.0.0.1", port, 30, process)
-
-    def kill_workers(self) -> None:
-        for process in self.workers:
-            up.stop_process(process, signal.SIGKILL, 5)
-
-    def start(self) -> None:
-        self.start_workers()
-        prefix = self.folder / "nginx"
-        params = up.nginx_params(self.settings, self.port, self.worker_ports, prefix)
-        conf = nginx.write_config(prefix, params)
-        nginx.check_config(self.binary, prefix, conf)
-        self.front = up.start_nginx(self.binary, prefix, conf)
-        up.wait_port("127.0.0.1", self.port, 10, self.front)
-
-    def stop(self) -> None:
-        if self.front is not None:
-            up.stop_process(self.front, signal.SIGQUIT, 12)
-        for process in self.workers:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.workers:
-            up.stop_process(process, signal.SIGTERM, 10)
 
 
 @pytest.fixture(scope="module")

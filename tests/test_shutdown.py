@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from server.core.settings import Settings
-from server.runtime import up
+from server.runtime import processes
 from server.runtime.embedded import free_port
 
 from .conftest import ADMIN, event_body, visitor
@@ -40,7 +40,7 @@ async def test_sigterm_closes_queue_sockets_with_1001(
     settings: Settings, redis: object, pg: object
 ) -> None:
     port = free_port()
-    process = up.start_worker(msgspec.structs.replace(settings, log_level="error"), port)
+    process = processes.start_worker(msgspec.structs.replace(settings, log_level="error"), port)
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:
@@ -64,4 +64,4 @@ async def test_sigterm_closes_queue_sockets_with_1001(
                 assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY  # 1001, not 1006
         assert process.wait(20) == 0
     finally:
-        up.stop_process(process, signal.SIGKILL, 5)
+        processes.stop_process(process, signal.SIGKILL, 5)
