@@ -505,6 +505,25 @@ async def test_paused_admits_nothing(redis: Redis, scripts: Scripts) -> None:
     assert not resumed.paused
 
 
+async def test_exhausted_admits_nobody_until_seats_return(redis: Redis, scripts: Scripts) -> None:
+    """Every seat left is held (server.booking.availability sets `exhausted`): the bucket admits
+    nobody, fans see admission standing still, ops' explicit extra still goes through; when
+    holds expire and the flag clears, admission resumes at the bucket's pace."""
+    k = await opened(redis, scripts, "exhausted", rate_per_min=600, tick_ms=200)
+    await redis.hset(k.cfg, "exhausted", 1)
+    await fill(scripts, k, 10, SALE + 1)
+    for now in range(SALE + 1000, SALE + 30_000, 200):
+        snap = await scripts.admit(k, now_ms=now)
+        assert snap.exhausted and snap.halted and not snap.paused
+        assert snap.admitted == ()
+    extra = await scripts.admit(k, extra=2, now_ms=SALE + 30_000)
+    assert len(extra.admitted) == 2
+    await redis.hset(k.cfg, "exhausted", 0)
+    resumed = await scripts.admit(k, now_ms=SALE + 30_200)
+    assert not resumed.exhausted and not resumed.halted
+    assert len(resumed.admitted) == math.floor(rules.bucket_capacity(600, 200))
+
+
 async def test_rate_zero_admits_nobody_but_ops_extra_still_works(
     redis: Redis, scripts: Scripts
 ) -> None:

@@ -1,6 +1,10 @@
-"""Data shipped with the package: the Lua scripts (queue/), the pages (static/) and the NGINX
-template (nginx/). In a checkout each is a link to its top-level folder; a wheel holds copies,
-so `pip install .` runs without the repository."""
+"""Data shipped with the package: the Lua scripts (queue/), the pages (static/), NGINX (nginx/).
+
+In a checkout each is a link to its top-level folder; a wheel holds copies, so
+`pip install .` runs without the repository.
+
+May import: nothing.
+"""
 
 from __future__ import annotations
 

@@ -1,1 +1,4 @@
-"""Seats and money: seat state and holds in Redis, checkout, settlement in PostgreSQL (the arbiter), the outbox relay and the booking routes."""
+"""Seats and money: seat state and holds, orders, settlement (PostgreSQL decides), relay, routes.
+
+May import: core, store, waiting, payments.
+"""

@@ -1,1 +1,4 @@
-"""Settings, clock, keys and id formats, pure rules, wire types, errors, tokens, logs and metrics: imports nothing else of ours."""
+"""Settings, clock, ids and keys, pure rules, wire types, errors, tokens, logs, metrics.
+
+May import: nothing.
+"""

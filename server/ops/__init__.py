@@ -1,1 +1,4 @@
-"""Running a sale: the event catalog, the live feed, the autopilot and the admin and console routes."""
+"""Running a sale: the event catalog, live feed, autopilot, and the admin and console routes.
+
+May import: core, store, waiting, booking, payments, assets.
+"""

@@ -1,6 +1,11 @@
-"""Payments: one small provider interface (create, capture, void, refund), the built-in `dev`
-provider and Stripe, and the registry that picks the provider of each order. Settlement (in
-server.booking) calls providers through this interface; nothing here imports booking."""
+"""Payments: the provider interface (create, capture, void, refund), the dev and Stripe providers.
+
+The registry picks the provider of each order; Stripe's webhooks become PaymentEvents that
+settlement (server.booking) applies. Settlement calls providers through this interface;
+nothing here imports booking.
+
+May import: core.
+"""
 
 from __future__ import annotations
 

@@ -1,1 +1,4 @@
-"""Wiring and processes: create_app, background tasks, the process stack, NGINX rendering, embedded servers and the command line."""
+"""Wiring and processes: create_app, background tasks, the process stack, NGINX, embedded servers, CLI.
+
+May import: core, store, waiting, booking, payments, ops, assets.
+"""

@@ -1,1 +1,4 @@
-"""Redis and PostgreSQL access shared by every domain: clients, the Lua script registry, migrations, event rows and the audit table."""
+"""Redis and PostgreSQL access every domain shares: clients, Lua registry, migrations, events, audit.
+
+May import: core, assets.
+"""

@@ -1,1 +1,4 @@
-"""The waiting room: join, status and leave, the admission step, websocket fan-out and the queue routes."""
+"""The waiting room: join, status and leave, the admission step, websocket fan-out, queue routes.
+
+May import: core, store.
+"""

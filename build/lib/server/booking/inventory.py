@@ -7,10 +7,9 @@ from typing import Any
 
 import msgspec
 
-from server.store import db
 from server.core.keys import EventKeys
-from server.waiting.room import now_ms as clock_ms
-from server.waiting.line import AnyRedis, as_text, script_source, time_arg
+from server.store import db, lua
+from server.store.lua import AnyRedis, as_text, time_arg
 
 HOLD_SCRIPTS = (
     "hold", "release_hold", "extend_hold", "sell", "reap_holds", "rebuild_inventory", "rate_limit",
@@ -65,7 +64,7 @@ class RebuildTruth(msgspec.Struct):
 class Inventory:
     def __init__(self, client: AnyRedis) -> None:
         self.redis = client
-        self._s = {name: client.register_script(script_source(name)) for name in HOLD_SCRIPTS}
+        self._s = lua.register(client, *HOLD_SCRIPTS)
 
     async def _run(self, name: str, keys: list[str], args: list[str | int]) -> Any:
         return await self._s[name](keys=keys, args=args)
@@ -141,14 +140,16 @@ class Inventory:
         return HoldRecord(hold_id, h.v, h.q, seats, ga, h.x == 1, int(expires))
 
     async def snapshot(self, k: EventKeys) -> SeatState:
-        now = clock_ms()
+        """Seats held and sold now, judged by Redis TIME as the scripts judge holds."""
         async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.time()
             pipe.hgetall(k.seats)
-            pipe.zrangebyscore(k.holdexp, f"({now}", "+inf")
+            pipe.zrange(k.holdexp, 0, -1, withscores=True)
             pipe.hgetall(k.gasold)
             pipe.hgetall(k.gaheld)
-            seats, live, ga_sold, ga_held = await pipe.execute()
-        live_ids = {as_text(h) for h in live}
+            (secs, micros), seats, holds, ga_sold, ga_held = await pipe.execute()
+        now = int(secs) * 1000 + int(micros) // 1000
+        live_ids = {as_text(h) for h, expires in holds if expires > now}
         held, sold = set(), set()
         for seat, holder in seats.items():
             holder_id = as_text(holder)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
+from server.core import rules
 from server.store.db import Pool
 
 
@@ -270,6 +271,8 @@ async def change_status(
     pool: Pool, order_id: str, target: str, reason: str, *, action: str | None = None
 ) -> OrderRow | None:
     """pending -> target, guarded: None if the order was no longer pending."""
+    if not rules.can_transition("pending", target):
+        raise ValueError(f"an order never goes from pending to {target}")
     async with pool.acquire() as conn, conn.transaction():
         done = await conn.fetchval(
             "UPDATE orders SET status = $2, status_reason = $3, updated_at = now()"

@@ -6,15 +6,19 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import redis.exceptions
+from redis.asyncio import Redis
 
 from server.booking import ledger
-from server.booking.service import Booking
-from server.core.keys import EventKeys
+from server.booking.inventory import Inventory
+from server.core.keys import EventKeys, event_of
+from server.core.loops import Loop
 from server.core.messages import ConfirmedNews, encoder
+from server.store import db
 
 log = logging.getLogger("boxoffice.relay")
 
@@ -36,11 +40,31 @@ _paid = msgspec.json.Decoder(PaidPayload)
 
 
 class Relay:
-    def __init__(self, booking: Booking) -> None:
-        self.booking = booking
-        self.redis = booking.room.redis
+    def __init__(
+        self,
+        redis: Redis,
+        pool: db.Pool,
+        inventory: Inventory,
+        live: Callable[[], list[db.EventRow]],
+    ) -> None:
+        self.redis = redis
+        self.pool = pool
+        self.inventory = inventory
+        self.live = live
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self._groups: set[str] = set()
+
+    def loops(self) -> list[Loop]:
+        return [("outbox", self.outbox_step), ("reservations", self.reservations_step)]
+
+    async def outbox_step(self) -> float:
+        published = await self.publish_outbox()
+        return 0.05 if published else 0.5
+
+    async def reservations_step(self) -> float:
+        live = [ev.id for ev in self.live()]
+        await self.consume(live)
+        return 0.0 if live else 1.0
 
     async def publish_outbox(self) -> int:
         async def publish(item: ledger.OutboxItem) -> None:
@@ -51,7 +75,7 @@ class Relay:
                 approximate=True,
             )
 
-        return await ledger.relay_outbox(self.booking.pool, publish)
+        return await ledger.relay_outbox(self.pool, publish)
 
     async def _ensure_group(self, stream: str) -> None:
         if stream in self._groups:
@@ -97,11 +121,10 @@ class Relay:
 
     async def _apply(self, stream: str | bytes, entry_id: bytes, fields: dict[bytes, bytes]) -> int:
         stream = stream.decode() if isinstance(stream, bytes) else stream
-        event_id = stream[len("bo:{ev:") : stream.index("}")]
-        k = EventKeys(event_id)
+        k = EventKeys(event_of(stream))
         if fields.get(b"kind") == b"order_paid":
             paid = _paid.decode(fields[b"payload"])
-            await self.booking.inventory.sell(
+            await self.inventory.sell(
                 k,
                 paid.order_id,
                 paid.hold_id,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from server.runtime.site_routes import json_response, read_body
-from server.runtime.appkeys import BOOKING
+from server.booking.service import BOOKING
 from server.core.errors import Conflict
+from server.core.http import json_response, read_body
 from server.core.identity import bearer, visitor_id
 from server.core.messages import CheckoutRequest, HoldRequest, PayRequest
-from server.payments import webhooks
+from server.payments import stripe_webhooks
 
 routes = web.RouteTableDef()
 
@@ -21,8 +21,8 @@ _pay = msgspec.json.Decoder(PayRequest)
 
 @routes.get("/api/events/{event_id}/seats")
 async def seat_map(request: web.Request) -> web.Response:
-    booking = request.app[BOOKING]
-    return json_response(await booking.seat_map(request.match_info["event_id"]))
+    seat_maps = request.app[BOOKING].seat_maps
+    return json_response(await seat_maps.get(request.match_info["event_id"]))
 
 
 @routes.post("/api/events/{event_id}/holds")
@@ -30,36 +30,36 @@ async def create_hold(request: web.Request) -> web.Response:
     booking = request.app[BOOKING]
     event_id = request.match_info["event_id"]
     await booking.cache.require(event_id)
-    claims = booking.access(bearer(request), event_id, visitor_id(request))
+    claims = booking.holds.access(bearer(request), event_id, visitor_id(request))
     body = _hold.decode(await read_body(request))
-    return json_response(await booking.hold(event_id, claims, body), status=201)
+    return json_response(await booking.holds.hold(event_id, claims, body), status=201)
 
 
 @routes.delete("/api/holds/{hold_id}")
 async def release_hold(request: web.Request) -> web.Response:
-    await request.app[BOOKING].release(request.match_info["hold_id"], visitor_id(request))
+    await request.app[BOOKING].holds.release(request.match_info["hold_id"], visitor_id(request))
     return web.Response(status=204)
 
 
 @routes.post("/api/holds/{hold_id}/checkout")
 async def checkout(request: web.Request) -> web.Response:
-    booking = request.app[BOOKING]
+    orders = request.app[BOOKING].orders
     body = _checkout.decode(await read_body(request))
-    order = await booking.checkout(request.match_info["hold_id"], visitor_id(request), body)
+    order = await orders.checkout(request.match_info["hold_id"], visitor_id(request), body)
     return json_response(order, status=201)
 
 
 @routes.get("/api/orders/{order_id}")
 async def get_order(request: web.Request) -> web.Response:
-    booking = request.app[BOOKING]
-    return json_response(await booking.order(request.match_info["order_id"], visitor_id(request)))
+    orders = request.app[BOOKING].orders
+    return json_response(await orders.order(request.match_info["order_id"], visitor_id(request)))
 
 
 @routes.get("/api/orders/{order_id}/tickets/{number}.svg")
 async def ticket_qr(request: web.Request) -> web.Response:
-    booking = request.app[BOOKING]
+    orders = request.app[BOOKING].orders
     match = request.match_info
-    svg = await booking.ticket_svg(match["order_id"], visitor_id(request), match["number"])
+    svg = await orders.ticket_svg(match["order_id"], visitor_id(request), match["number"])
     return web.Response(
         body=svg,
         content_type="image/svg+xml",
@@ -69,19 +69,19 @@ async def ticket_qr(request: web.Request) -> web.Response:
 
 @routes.post("/api/orders/{order_id}/pay")
 async def pay(request: web.Request) -> web.Response:
-    booking = request.app[BOOKING]
-    if booking.provider.name != "dev":
-        raise Conflict("payments go through Stripe on this server", code="wrong_provider")
+    orders = request.app[BOOKING].orders
     body = _pay.decode(await read_body(request))
-    order = await booking.pay_dev(request.match_info["order_id"], visitor_id(request), body)
+    order = await orders.pay_dev(request.match_info["order_id"], visitor_id(request), body)
     return json_response(order)
 
 
 @routes.post("/api/webhooks/stripe")
 async def stripe_webhook(request: web.Request) -> web.Response:
     booking = request.app[BOOKING]
-    if not booking.settings.stripe_webhook_secret:
+    secret = booking.settings.stripe_webhook_secret
+    if not secret:
         raise Conflict("Stripe is not configured on this server", code="stripe_not_configured")
     raw = await request.read()
-    result = await webhooks.handle(booking, raw, request.headers.get("Stripe-Signature"))
+    event = stripe_webhooks.parse(raw, request.headers.get("Stripe-Signature"), secret)
+    result = event if isinstance(event, str) else await booking.settlement.apply(event)
     return json_response({"received": True, "result": result})

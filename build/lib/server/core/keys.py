@@ -3,11 +3,20 @@ of an event's keys live in one Redis Cluster slot and every Lua script stays sin
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-EVENT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 EVENTS_CHANNEL = "bo:events"  # cluster-wide: settings of some event changed
+NEWS_PATTERN = "bo:{ev:*}:news"  # every event's news channel (EventKeys.channel)
+AUTOPILOT_LOCK = "bo:autopilot:lock"  # STRING: instance id of the process that steers
+_TAG = "bo:{ev:"
+
+
+def event_of(key: str | bytes) -> str:
+    """The event id inside one of an event's keys or channels ("bo:{ev:<id>}:…")."""
+    text = key.decode() if isinstance(key, bytes) else key
+    if not text.startswith(_TAG) or "}" not in text:
+        raise ValueError(f"not an event key: {text!r}")
+    return text[len(_TAG) : text.index("}")]
 
 
 @dataclass(frozen=True, slots=True)

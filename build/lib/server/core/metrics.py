@@ -1,48 +1,17 @@
-"""Prometheus metrics: per-process counters plus the event figures of the latest admission step."""
+"""Prometheus metrics of one process: request latency, joins, admissions, websockets, broadcasts.
+Domain objects register their own collectors on the same registry (e.g. the admission step's
+event figures, server.waiting.admission)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
-
-from server.core import rules
-from server.waiting.line import Snapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class SnapshotCollector(Collector):
-    """Figures shared by all processes, read from Redis by the admission step."""
-
-    def __init__(self, snapshots: Callable[[], dict[str, Snapshot]]) -> None:
-        self._snapshots = snapshots
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        families = {
-            "waiting": GaugeMetricFamily("boxoffice_waiting", "Visitors in the line", labels=["event"]),
-            "prequeue": GaugeMetricFamily("boxoffice_prequeue", "Visitors in the pre-queue", labels=["event"]),
-            "active": GaugeMetricFamily("boxoffice_active_sessions", "Admitted sessions alive", labels=["event"]),
-            "admitted_total": GaugeMetricFamily("boxoffice_admitted", "Visitors admitted so far", labels=["event"]),
-            "serving": GaugeMetricFamily("boxoffice_serving_ticket", "Last ticket admitted", labels=["event"]),
-        }  # fmt: skip
-        rate = GaugeMetricFamily(
-            "boxoffice_measured_rate_per_min", "Admissions per minute measured", labels=["event"]
-        )
-        for event_id, snap in self._snapshots().items():
-            for name, family in families.items():
-                family.add_metric([event_id], float(getattr(snap, name)))
-            measured = rules.measured_rate_per_min(snap.admitted_last_window, snap.window_ms)
-            if measured is not None:
-                rate.add_metric([event_id], measured)
-        yield from families.values()
-        yield rate
-
-
 class Metrics:
-    def __init__(self, snapshots: Callable[[], dict[str, Snapshot]]) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Histogram(
@@ -74,7 +43,9 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
         self.tick_errors = Counter("boxoffice_tick_errors", "Failed admission steps", registry=r)
-        r.register(SnapshotCollector(snapshots))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+METRICS = web.AppKey("metrics", Metrics)

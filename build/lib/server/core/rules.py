@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal
 
 EventState = Literal["scheduled", "prequeue", "on_sale", "sold_out", "closed"]
@@ -129,5 +131,33 @@ def hold_amount(
 
 
 def payment_window_ms(hold_expires_ms: int, now_ms: int, checkout_ms: int) -> int:
-    """Starting checkout extends a hold once, to at least `checkout_ms` from now."""
+    """Starting checkout extends a hold once, to at least `checkout_ms` from now
+    (queue/extend_hold.lua applies this atomically, on Redis time)."""
     return max(hold_expires_ms, now_ms + checkout_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class HoldPolicy:
+    """How long seats stay held, in one place: a new hold, the checkout extension and the grace
+    a late payment gets. The scripts apply it atomically; this decides the numbers."""
+
+    hold_ms: int  # a new hold lasts this long (the event's hold_minutes)
+    checkout_ms: int  # starting checkout extends the hold once, to at least this from now
+    late_payment_ms: int  # a pending order is still honoured this long after its window
+
+    @classmethod
+    def from_minutes(cls, hold: int, checkout: int, late_payment: int) -> HoldPolicy:
+        return cls(hold * 60_000, checkout * 60_000, late_payment * 60_000)
+
+    def payment_window_ms(self, hold_expires_ms: int, now_ms: int) -> int:
+        return payment_window_ms(hold_expires_ms, now_ms, self.checkout_ms)
+
+    @property
+    def late_claim_ms(self) -> int:
+        """A late payment takes its seats again for this long: past the order's own expiry."""
+        return self.late_payment_ms + 60_000
+
+    @property
+    def order_grace(self) -> timedelta:
+        """A pending order expires this long after its payment window."""
+        return timedelta(milliseconds=self.late_payment_ms)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
+from aiohttp import web
 
 PREFIX = "BOXOFFICE_"
 PLAIN_VARIABLES = {
@@ -176,3 +177,6 @@ def to_env(s: Settings) -> dict[str, str]:
         value = getattr(s, field)
         out[env_name(field)] = str(value).lower() if isinstance(value, bool) else str(value)
     return out
+
+
+SETTINGS = web.AppKey("settings", Settings)

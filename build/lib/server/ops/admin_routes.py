@@ -5,14 +5,18 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from server.store import audit, db
-from server.ops import catalog
-from server.runtime.site_routes import json_response, read_body
-from server.runtime.appkeys import BOOKING, POOL, ROOM, SETTINGS, TICKER
+from server.booking.service import BOOKING
 from server.core.errors import Invalid
+from server.core.http import json_response, read_body
 from server.core.identity import require_admin
 from server.core.keys import EventKeys
 from server.core.messages import EventCreate, EventPatch
+from server.core.settings import SETTINGS
+from server.ops import catalog
+from server.store import audit, db
+from server.store.db import POOL
+from server.waiting.admission import ADMISSION
+from server.waiting.room import ROOM
 
 routes = web.RouteTableDef()
 
@@ -43,9 +47,7 @@ async def create_event(request: web.Request) -> web.Response:
     admin_only(request)
     who = audit.operator(request)
     body = _create.decode(await read_body(request))
-    ev = await catalog.create(request.app[ROOM], body)
-    created = catalog.present(ev, with_settings=True).settings
-    await audit.record(request.app[POOL], ev.id, who, "create", {"settings": (None, created)})
+    ev = await catalog.create(request.app[ROOM], body, who)
     return json_response(catalog.present(ev, with_settings=True), status=201)
 
 
@@ -93,7 +95,7 @@ async def admit_now(request: web.Request) -> web.Response:
         raise Invalid("count: between 1 and 10000")
     room = request.app[ROOM]
     ev = await room.cache.require(request.match_info["event_id"])
-    admitted = await request.app[TICKER].admit_now(ev.id, body.count)
+    admitted = await request.app[ADMISSION].admit_now(ev.id, body.count)
     change = {"admit_now": (None, {"requested": body.count, "admitted": admitted})}
     await audit.record(request.app[POOL], ev.id, who, "admit_now", change)
     return json_response({"admitted": admitted})

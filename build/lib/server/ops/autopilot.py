@@ -32,14 +32,17 @@ from typing import Annotated, Any
 
 import asyncpg
 import msgspec
+from aiohttp import web
 from msgspec import UNSET, Meta, Struct, UnsetType
 from redis.asyncio import Redis
 
-from server.store import audit, db
 from server.core import rules
-from server.core.keys import EventKeys
+from server.core.clock import now_ms, to_ms
+from server.core.keys import AUTOPILOT_LOCK, EventKeys
+from server.core.loops import Loop
 from server.core.messages import EventPatch, RatePerMin
-from server.waiting.room import Room, now_ms, to_ms
+from server.store import audit, db, lua
+from server.waiting.room import Room
 
 log = logging.getLogger("boxoffice.autopilot")
 
@@ -263,10 +266,6 @@ async def _set_paused_by_me(pool: asyncpg.Pool | Any, event_id: str, value: bool
 
 # ---- the runner ---------------------------------------------------------------------------------
 
-LOCK_KEY = "bo:autopilot:lock"
-RENEW = """if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0"""
 HISTORY_S = 60.0  # departures measured over a minute: steadier than shorter windows
 
 
@@ -290,17 +289,20 @@ class Autopilot:
         self.instance = secrets.token_hex(8)
         self.seen: dict[str, _Seen] = {}
         self.leader = False
-        self._renew = self.redis.register_script(RENEW)
+        self._renew = lua.register(self.redis, "autopilot_lock")["autopilot_lock"]
+
+    def loops(self) -> list[Loop]:
+        return [("autopilot", self.step)]
 
     async def hold_lock(self) -> bool:
         ttl_ms = int(max(3.0, self.interval_s * 3) * 1000)
-        self.leader = bool(await self._renew(keys=[LOCK_KEY], args=[self.instance, ttl_ms]))
+        self.leader = bool(await self._renew(keys=[AUTOPILOT_LOCK], args=[self.instance, ttl_ms]))
         return self.leader
 
     async def release(self) -> None:
         if self.leader:
-            if (await self.redis.get(LOCK_KEY)) == self.instance.encode():
-                await self.redis.delete(LOCK_KEY)
+            if (await self.redis.get(AUTOPILOT_LOCK)) == self.instance.encode():
+                await self.redis.delete(AUTOPILOT_LOCK)
             self.leader = False
 
     async def ready(self) -> bool:
@@ -421,3 +423,6 @@ class Autopilot:
 
 def sale_starts_in(ev: db.EventRow) -> int:
     return max(0, math.ceil((to_ms(ev.sale_starts_at) - now_ms()) / 1000))
+
+
+AUTOPILOT = web.AppKey("autopilot", Autopilot)

@@ -6,12 +6,14 @@ import re
 import secrets
 from datetime import timedelta
 
-from server.store import db
-from server.core.errors import Conflict, Invalid
 from server.booking.inventory import Inventory
+from server.core.clock import now_ms
+from server.core.errors import Conflict, Invalid
 from server.core.keys import EventKeys
 from server.core.messages import Event, EventCreate, EventSettings, SectionOut, Stats
-from server.waiting.room import Room, event_state, now_ms
+from server.store import audit, db
+from server.store.events import event_state
+from server.waiting.room import Room
 
 DEFAULT_PREQUEUE = timedelta(minutes=30)
 
@@ -42,12 +44,25 @@ def check_create(body: EventCreate) -> None:
         raise Invalid("prequeue_opens_at: the pre-queue must open before the sale starts")
 
 
-async def create(room: Room, body: EventCreate) -> db.EventRow:
+async def create(room: Room, body: EventCreate, who: str = audit.DEFAULT_WHO) -> db.EventRow:
+    """Create an event; its audit row is written in the same transaction."""
     check_create(body)
     event_id = body.id or _slug(body.name)
     prequeue_opens_at = body.prequeue_opens_at or body.sale_starts_at - DEFAULT_PREQUEUE
-    if not await db.insert_event(room.pool, event_id, body, prequeue_opens_at):
-        raise Conflict(f"an event with id {event_id!r} exists", code="event_exists")
+    settings = EventSettings(
+        rate_per_min=body.rate_per_min,
+        max_active=body.max_active,
+        session_minutes=body.session_minutes,
+        hold_minutes=body.hold_minutes,
+        max_seats_per_order=body.max_seats_per_order,
+        paused=False,
+        closed=False,
+        sold_out=False,
+    )
+    async with room.pool.acquire() as conn, conn.transaction():
+        if not await db.insert_event(conn, event_id, body, prequeue_opens_at):
+            raise Conflict(f"an event with id {event_id!r} exists", code="event_exists")
+        await audit.record(conn, event_id, who, "create", {"settings": (None, settings)})
     ev = await room.cache.require(event_id)
     await room.mirror(ev)
     await room.announce(ev.id)

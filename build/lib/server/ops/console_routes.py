@@ -6,31 +6,31 @@ Every route needs the admin token. The live feed takes it as the first websocket
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import msgspec
 from aiohttp import WSMsgType, web
 
-from server.store import audit
+from server.core.clock import now_ms, to_ms
+from server.core.errors import Invalid, NotFound, Unauthorized
+from server.core.http import json_response
+from server.core.identity import admin_token_matches
+from server.core.ids import check_event_id
+from server.core.keys import EventKeys
+from server.core.messages import PingMsg
+from server.core.settings import SETTINGS
 from server.ops import autopilot
 from server.ops.admin_routes import admin_only
-from server.runtime.site_routes import json_response
-from server.runtime.appkeys import BOOKING, METRICS, POOL, ROOM, SETTINGS, TICKER
-from server.core.errors import Invalid, NotFound, Unauthorized
-from server.core.identity import admin_token_matches
-from server.core.keys import EventKeys
-from server.ops.live import LiveCollector, LiveHub
-from server.core.messages import PingMsg
-from server.waiting.room import check_event_id, now_ms, to_ms
+from server.ops.autopilot import AUTOPILOT
+from server.ops.live import LIVE
+from server.store import audit
+from server.store.db import POOL
+from server.waiting.room import ROOM
 
 routes = web.RouteTableDef()
 
-LIVE = web.AppKey("live", LiveHub)
-AUTOPILOT = web.AppKey("autopilot", autopilot.Autopilot)
 
 WS_PROTOCOL = "boxoffice.admin"
 BEARER_PROTOCOL = "bearer."
@@ -219,31 +219,3 @@ async def live(request: web.Request) -> web.WebSocketResponse:
     finally:
         hub.leave(feed, ws)
     return ws
-
-
-# ---- wiring ---------------------------------------------------------------------------------------
-
-
-async def _console_ctx(app: web.Application) -> AsyncIterator[None]:
-    room, metrics = app[ROOM], app[METRICS]
-    hub = LiveHub(room, app[BOOKING], metrics)
-    ticker = app[TICKER]
-    metrics.registry.register(LiveCollector(hub, lambda: ticker.live))
-    pilot = autopilot.Autopilot(room)
-    app[LIVE], app[AUTOPILOT] = hub, pilot
-    from server.runtime.tasks import forever
-
-    task = asyncio.create_task(forever("autopilot", pilot.step))
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    with contextlib.suppress(Exception):
-        await pilot.release()
-    await hub.close()
-
-
-def setup(app: web.Application) -> None:
-    """Add the console's routes and its background work (after the room context)."""
-    app.add_routes(routes)
-    app.cleanup_ctx.append(_console_ctx)

@@ -29,11 +29,13 @@ from msgspec import Struct
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from server.store import db
 from server.booking.service import Booking
+from server.core.clock import now_ms
 from server.core.keys import EventKeys
 from server.core.metrics import Metrics
-from server.waiting.room import Room, event_state, now_ms
+from server.store import db
+from server.store.events import event_state
+from server.waiting.room import Room
 
 log = logging.getLogger("boxoffice.live")
 
@@ -311,3 +313,6 @@ class LiveCollector(Collector):
         yield from config.values()
         yield from watched.values()
         yield orders
+
+
+LIVE = web.AppKey("live", LiveHub)

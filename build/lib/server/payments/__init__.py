@@ -1,12 +1,19 @@
-"""Payment providers: the built-in `dev` provider and Stripe, behind one small interface."""
+"""Payments: the provider interface (create, capture, void, refund), the dev and Stripe providers.
+
+The registry picks the provider of each order; Stripe's webhooks become PaymentEvents that
+settlement (server.booking) applies. Settlement calls providers through this interface;
+nothing here imports booking.
+
+May import: core.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
-from server.core.settings import Settings
+ProviderName = Literal["dev", "stripe"]
 
 
 class PaymentError(Exception):
@@ -19,7 +26,8 @@ class Intent(msgspec.Struct, frozen=True):
 
 
 class Provider(Protocol):
-    name: str
+    name: ProviderName
+    livemode: bool  # real money moves (Stripe live keys); reports must say the same
 
     async def create(
         self, *, order_id: str, hold_id: str, event_id: str, amount: int, currency: str
@@ -34,11 +42,18 @@ class Provider(Protocol):
     async def close(self) -> None: ...
 
 
-def make_provider(settings: Settings) -> Provider:
-    if settings.stripe_secret_key:
-        from server.payments.stripe_provider import StripeProvider
+PaymentKind = Literal["authorised", "captured", "failed", "canceled"]
 
-        return StripeProvider(settings)
-    from server.payments.dev import DevProvider
 
-    return DevProvider()
+class PaymentEvent(msgspec.Struct, frozen=True):
+    """What a provider reports about one payment, in the provider's own words translated:
+    settlement applies it to the order, whichever provider sent it."""
+
+    provider: ProviderName
+    event_id: str  # the provider's id of this report (deduplicated)
+    kind: PaymentKind
+    payment_id: str
+    order_id: str  # from the payment's metadata; "" when absent
+    amount: int
+    currency: str  # upper case, as orders store it
+    livemode: bool

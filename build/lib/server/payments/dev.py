@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from server.payments import Intent
+from server.payments import Intent, ProviderName
 
 APPROVED_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000002"
@@ -20,7 +20,8 @@ def card_outcome(card: str) -> Literal["approved", "declined", "unknown"]:
 
 
 class DevProvider:
-    name = "dev"
+    name: ProviderName = "dev"
+    livemode = False
 
     async def create(
         self, *, order_id: str, hold_id: str, event_id: str, amount: int, currency: str

@@ -5,11 +5,11 @@ from __future__ import annotations
 import stripe
 
 from server.core.settings import Settings
-from server.payments import Intent, PaymentError
+from server.payments import Intent, PaymentError, ProviderName
 
 
 class StripeProvider:
-    name = "stripe"
+    name: ProviderName = "stripe"
 
     def __init__(self, settings: Settings) -> None:
         base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None

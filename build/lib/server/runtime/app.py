@@ -2,45 +2,36 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis.asyncio import BlockingConnectionPool, Redis
 
-from server.ops import admin_routes, console_routes
-from server.booking import routes
-from server.runtime import site_routes
-from server.waiting import routes
-from server.store import db
-from server.runtime.appkeys import BOOKING, HUB, METRICS, POOL, REDIS, ROOM, SETTINGS, TICKER
-from server.booking.service import Booking
+from server import assets
+from server.booking import routes as booking_routes
+from server.booking.service import BOOKING, Booking
 from server.core.errors import Handler, error_middleware
-from server.waiting.fanout import Hub
 from server.core.identity import visitor_middleware
-from server.booking.inventory import Inventory
-from server.core.metrics import Metrics
-from server.payments import make_provider
-from server.booking.relay import Relay
-from server.waiting.room import EventCache, Room
-from server.waiting.line import Scripts
-from server.core.settings import Settings
-from server.runtime.tasks import Ticker
+from server.core.metrics import METRICS, Metrics
+from server.core.settings import SETTINGS, Settings
 from server.core.tokens import Signer
-
-
-def make_redis(settings: Settings) -> Redis:
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.redis_max_connections,
-        timeout=5,
-        socket_timeout=5,
-        socket_connect_timeout=2,
-        health_check_interval=10,
-    )
-    return Redis(connection_pool=pool)
+from server.ops import admin_routes, console_routes, event_routes
+from server.ops.autopilot import AUTOPILOT, Autopilot
+from server.ops.live import LIVE, LiveCollector, LiveHub
+from server.payments.registry import make_providers
+from server.runtime import site_routes
+from server.runtime.tasks import BackgroundTasks
+from server.store import db
+from server.store.db import POOL
+from server.store.events import EventCache
+from server.store.redis_client import REDIS, make_redis
+from server.waiting import routes as queue_routes
+from server.waiting.admission import ADMISSION, Admission
+from server.waiting.fanout import HUB, Hub
+from server.waiting.line import Scripts
+from server.waiting.news import News
+from server.waiting.room import ROOM, Room
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -58,32 +49,42 @@ async def _postgres_ctx(app: web.Application) -> AsyncIterator[None]:
     await pool.close()
 
 
-async def _room_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    room = Room(
-        settings,
-        app[REDIS],
-        Scripts(app[REDIS]),
-        app[POOL],
-        EventCache(app[POOL]),
-        Signer(settings.secret),
-    )
-    metrics = Metrics(lambda: room.snapshots)
+async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The waiting room, booking and ops objects of this process, and their background loops."""
+    settings, redis, pool = app[SETTINGS], app[REDIS], app[POOL]
+    room = Room(settings, redis, Scripts(redis), pool, EventCache(pool), Signer(settings.secret))
+    metrics = Metrics()
     hub = Hub(room, metrics)
-    provider = make_provider(settings)
-    booking = Booking(room, Inventory(app[REDIS]), provider, room.signer)
-    ticker = Ticker(room, hub, metrics, booking, Relay(booking))
-    app[ROOM], app[METRICS], app[HUB], app[TICKER] = room, metrics, hub, ticker
-    app[BOOKING] = booking
-    tasks = [asyncio.create_task(make()) for make in ticker.tasks()]
+    admission = Admission(room, hub, metrics)
+    providers = make_providers(settings)
+    booking = Booking(room, providers, lambda: admission.live)
+    live = LiveHub(room, booking, metrics)
+    metrics.registry.register(LiveCollector(live, lambda: admission.live))
+    pilot = Autopilot(room)
+    app[ROOM], app[METRICS], app[HUB], app[ADMISSION] = room, metrics, hub, admission
+    app[BOOKING], app[LIVE], app[AUTOPILOT] = booking, live, pilot
+    tasks = BackgroundTasks()
+    tasks.start(
+        [
+            *admission.loops(),
+            *News(room, hub, admission).loops(),
+            *hub.loops(),
+            *booking.loops(),
+            *pilot.loops(),
+        ]
+    )
     yield
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    await hub.close_everything()
-    await provider.close()
+    await tasks.stop()
+    with contextlib.suppress(Exception):
+        await pilot.release()
+    await providers.close()
+
+
+async def _close_sockets(app: web.Application) -> None:
+    """Close every websocket before aiohttp waits for open requests to end (on_shutdown), so a
+    stop takes milliseconds and fans see 1001 (going away) and reconnect elsewhere."""
+    await app[HUB].close_everything()
+    await app[LIVE].close()
 
 
 @web.middleware
@@ -112,11 +113,13 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_redis_ctx, _postgres_ctx, _room_ctx])
-    app.add_routes(api_public.routes)
-    app.add_routes(api_queue.routes)
-    app.add_routes(api_admin.routes)
-    app.add_routes(api_booking.routes)
-    api_console.setup(app)
-    app.router.add_static("/static/", api_public.STATIC, name="static")
+    app.cleanup_ctx.extend([_redis_ctx, _postgres_ctx, _domains_ctx])
+    app.on_shutdown.append(_close_sockets)
+    app.add_routes(site_routes.routes)
+    app.add_routes(event_routes.routes)
+    app.add_routes(queue_routes.routes)
+    app.add_routes(admin_routes.routes)
+    app.add_routes(booking_routes.routes)
+    app.add_routes(console_routes.routes)
+    app.router.add_static("/static/", assets.STATIC, name="static")
     return app

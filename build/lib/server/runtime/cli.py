@@ -1,89 +1,27 @@
-"""Command line: `python -m server serve|worker|migrate|embedded`.
+"""Command line: `python -m server serve|worker|up|migrate|rebuild-inventory`.
 
 `serve` starts the embedded Redis and PostgreSQL when REDIS_URL / DATABASE_URL are not given,
-applies migrations, optionally creates the demo event, then runs N worker processes that share
-the port with SO_REUSEPORT (or one in-process worker)."""
+applies migrations, optionally creates the demo event, then runs one worker in this process or
+N supervised worker processes sharing the port with SO_REUSEPORT. `up` puts NGINX in front
+(server.runtime.up)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import os
+import functools
 import signal
-import subprocess
 import sys
-import time
-from datetime import UTC, datetime, timedelta
 
 import uvloop
 from aiohttp import web
 
-from server.store import db
 from server.core import logs
-from server.runtime.app import create_app, make_redis
+from server.core.settings import Settings, SettingsError, from_env, with_dev_secrets
+from server.runtime.app import create_app
 from server.runtime.embedded import start_missing
-from server.booking.inventory import Inventory
-from server.core.keys import EventKeys
-from server.core.messages import EventCreate, SectionIn
-from server.waiting.room import EventCache, Room
-from server.waiting.line import Scripts
-from server.core.settings import Settings, SettingsError, from_env, to_env, with_dev_secrets
-from server.core.tokens import Signer
-
-log = logging.getLogger("boxoffice")
-
-DEMO_ID = "demo"
-
-
-def demo_event(now: datetime) -> EventCreate:
-    return EventCreate(
-        id=DEMO_ID,
-        name="Boxoffice Demo Night",
-        venue="Loopback Arena",
-        starts_at=now + timedelta(days=30),
-        sale_starts_at=now + timedelta(minutes=1),
-        prequeue_opens_at=now,
-        currency="EUR",
-        sections=[
-            SectionIn(id="A", name="Floor", price=5000, rows=10, seats_per_row=20),
-            SectionIn(id="GA", name="Standing", price=3500, capacity=500),
-        ],
-        rate_per_min=60,
-        max_active=50,
-    )
-
-
-async def prepare(settings: Settings, demo: bool) -> None:
-    """Migrations and the demo event, once, before any worker starts."""
-    from server.ops import catalog
-
-    pool = await db.create_pool(settings.database_url, 2)
-    redis = make_redis(settings)
-    try:
-        await db.migrate(pool)
-        if demo:
-            await pool.execute("DELETE FROM events WHERE id = $1", DEMO_ID)
-            room = Room(
-                settings, redis, Scripts(redis), pool, EventCache(pool), Signer(settings.secret)
-            )
-            await redis.delete(*EventKeys(DEMO_ID).all())
-            await catalog.create(room, demo_event(datetime.now(UTC)))
-    finally:
-        await pool.close()
-        await redis.aclose()
-
-
-async def rebuild_inventory(settings: Settings, event_id: str) -> int:
-    pool = await db.create_pool(settings.database_url, 2)
-    redis = make_redis(settings)
-    try:
-        if await db.get_event(pool, event_id) is None:
-            raise SystemExit(f"boxoffice: no event {event_id!r}")
-        return await Inventory(redis).rebuild(EventKeys(event_id), pool, force=True)
-    finally:
-        await pool.close()
-        await redis.aclose()
+from server.runtime.prepare import banner, prepare, rebuild_inventory
+from server.runtime.processes import Child, start_worker, stop_children, supervise
 
 
 def run_worker(settings: Settings, reuse_port: bool) -> None:
@@ -103,26 +41,6 @@ def run_worker(settings: Settings, reuse_port: bool) -> None:
     )
 
 
-def banner(settings: Settings, demo: bool, generated: bool) -> str:
-    base = settings.public_url or f"http://{settings.host}:{settings.port}"
-    lines = [
-        "",
-        f"Boxoffice is running at {base}/  ({settings.workers} worker(s))",
-    ]
-    if demo:
-        lines.append(f"  fan page (demo event, sale opens in 1 minute): {base}/e/{DEMO_ID}")
-    lines += [
-        f"  ops console: {base}/admin   admin API: {base}/api/admin/events",
-        f"  admin token: {settings.admin_token}"
-        + ("   (generated for development; set BOXOFFICE_ADMIN_TOKEN)" if generated else ""),
-        f"  e.g. curl -H 'Authorization: Bearer {settings.admin_token}' "
-        f"{base}/api/admin/events/{DEMO_ID if demo else '<id>'}/stats",
-        f"  metrics: {base}/metrics   health: {base}/readyz   API: {base}/api/openapi.json",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def serve(settings: Settings, demo: bool) -> int:
     settings, generated = with_dev_secrets(settings)
     settings, embedded = start_missing(settings)
@@ -132,18 +50,18 @@ def serve(settings: Settings, demo: bool) -> int:
         if settings.workers == 1:
             run_worker(settings, reuse_port=False)
             return 0
-        return supervise(settings)
+        return _serve_shared(settings)
     finally:
         if embedded is not None:
             embedded.stop()
 
 
-def supervise(settings: Settings) -> int:
-    env = {**os.environ, **to_env(settings)}
-    children = [
-        subprocess.Popen([sys.executable, "-m", "server", "worker"], env=env)
-        for _ in range(settings.workers)
-    ]
+def _serve_shared(settings: Settings) -> int:
+    """N supervised worker processes sharing settings.host:port (SO_REUSEPORT)."""
+    start = functools.partial(
+        start_worker, settings, settings.port, shared=True, host=settings.host
+    )
+    children = [Child(f"worker {i + 1}", start) for i in range(settings.workers)]
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
@@ -153,23 +71,11 @@ def supervise(settings: Settings) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        while not stopping:
-            for i, child in enumerate(children):
-                if child.poll() is not None and not stopping:
-                    log.warning("worker %s exited with %s; restarting", child.pid, child.returncode)
-                    children[i] = subprocess.Popen(
-                        [sys.executable, "-m", "server", "worker"], env=env
-                    )
-            time.sleep(0.5)
+        for child in children:
+            child.launch()
+        supervise(children, lambda: stopping)
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_children(children)
     return 0
 
 
@@ -185,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p_worker.add_argument(
         "--no-reuse-port", action="store_true", help="own the port alone (behind NGINX)"
     )
-    p_up = sub.add_parser("up", help="sale day: NGINX in front of N workers (server/up.py)")
+    p_up = sub.add_parser("up", help="sale day: NGINX in front of N workers (server/runtime/up.py)")
     p_up.add_argument("--port", type=int, help="NGINX port (default BOXOFFICE_PORT)")
     p_up.add_argument("--workers", type=int, help="app processes (default: one per CPU)")
     p_up.add_argument("--demo", action="store_true", help="create the demo event")
@@ -212,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         run_worker(settings, reuse_port=not args.no_reuse_port)
         return 0
     if args.command == "up":
-        from server.runtime.up import up
+        from server.runtime.up import up  # NGINX only where it is asked for
 
         return up(settings, args.port, args.workers, args.demo, args.tls_cert, args.tls_key)
     if args.command == "rebuild-inventory":

@@ -14,8 +14,10 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "nginx" / "boxoffice.conf.template"
-STATIC_ROOT = Path(__file__).resolve().parent.parent / "static"
+from server import assets
+
+TEMPLATE = assets.NGINX / "boxoffice.conf.template"
+STATIC_ROOT = assets.STATIC
 DEBIAN_NGINX = "/usr/sbin/nginx"
 # Descriptors kept free in each worker for log files, cache files and listening sockets.
 FD_MARGIN = 256

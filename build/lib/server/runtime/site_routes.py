@@ -1,50 +1,21 @@
-"""Public routes: events, fan pages, health, metrics."""
+"""Site routes: fan pages, static files, health, readiness, metrics and the OpenAPI document."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from aiohttp import web
 
-from server.ops import catalog
-from server.store import db
-from server.runtime.appkeys import BOOKING, METRICS, POOL, REDIS, ROOM
-from server.core.errors import Invalid, error_response
-from server.core.messages import encoder
-from server.core.metrics import CONTENT_TYPE
+from server import assets
+from server.core.errors import error_response
+from server.core.http import json_response
+from server.core.ids import check_event_id
+from server.core.metrics import CONTENT_TYPE, METRICS
 from server.runtime.openapi import document
-from server.waiting.room import check_event_id
+from server.store import db
+from server.store.db import POOL
+from server.store.redis_client import REDIS
+from server.waiting.room import ROOM
 
-STATIC = Path(__file__).resolve().parent.parent / "static"
 routes = web.RouteTableDef()
-
-
-async def read_body(request: web.Request) -> bytes:
-    """A request's body, which must not be empty (it is decoded by the caller's Struct)."""
-    body = await request.read()
-    if not body:
-        raise Invalid("a JSON body is required", code="body_required")
-    return body
-
-
-def json_response(data: object, status: int = 200) -> web.Response:
-    return web.Response(body=encoder.encode(data), status=status, content_type="application/json")
-
-
-@routes.get("/api/events")
-async def list_events(request: web.Request) -> web.Response:
-    rows = await db.list_events(request.app[POOL])
-    booking = request.app[BOOKING]
-    return json_response(
-        [catalog.present(ev, available=(await booking.seat_map(ev.id)).available) for ev in rows]
-    )
-
-
-@routes.get("/api/events/{event_id}")
-async def get_event(request: web.Request) -> web.Response:
-    ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
-    seat_map = await request.app[BOOKING].seat_map(ev.id)
-    return json_response(catalog.present(ev, available=seat_map.available))
 
 
 @routes.get("/healthz")
@@ -80,7 +51,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def _page(name: str) -> web.FileResponse:
-    return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+    return web.FileResponse(assets.STATIC / name, headers={"Cache-Control": "no-cache"})
 
 
 @routes.get("/")

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from aiohttp import web
 from asyncpg.pool import PoolConnectionProxy
 
 from server.core.messages import EventCreate, EventPatch
@@ -63,7 +64,7 @@ async def create_pool(url: str, size: int) -> Pool:
 
 def migration_files() -> list[tuple[int, str, str]]:
     found = []
-    for entry in resources.files("server.migrations").iterdir():
+    for entry in resources.files("server.store.migrations").iterdir():
         match = MIGRATION_NAME.match(entry.name)
         if match:
             found.append((int(match.group(1)), entry.name, entry.read_text()))
@@ -135,10 +136,14 @@ async def list_events(pool: Pool, include_closed: bool = False) -> list[EventRow
 
 
 async def insert_event(
-    pool: Pool, event_id: str, body: EventCreate, prequeue_opens_at: datetime
+    conn: asyncpg.Connection | PoolConnectionProxy,
+    event_id: str,
+    body: EventCreate,
+    prequeue_opens_at: datetime,
 ) -> bool:
-    """Insert an event and its sections; False if the id is taken."""
-    async with pool.acquire() as conn, conn.transaction():
+    """Insert an event and its sections (in the caller's transaction); False if the id is
+    taken."""
+    async with conn.transaction():
         inserted = await conn.fetchval(
             "INSERT INTO events (id, name, venue, starts_at, sale_starts_at, prequeue_opens_at,"
             " currency, rate_per_min, max_active, session_minutes, hold_minutes,"
@@ -236,3 +241,6 @@ async def inventory_truth(pool: Pool, event_id: str) -> dict[str, Any]:
 
 async def ping(pool: Pool) -> None:
     await pool.fetchval("SELECT 1")
+
+
+POOL = web.AppKey("pool", Pool)

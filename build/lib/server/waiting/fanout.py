@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from server.core import rules
+from server.core.clock import from_ms
 from server.core.keys import EventKeys
+from server.core.loops import Loop
 from server.core.messages import (
     AdmittedMsg,
     ClosedMsg,
@@ -23,12 +25,13 @@ from server.core.messages import (
     encoder,
 )
 from server.core.metrics import Metrics
-from server.waiting.room import Room, from_ms
 from server.waiting.line import Admitted, Place, Snapshot
+from server.waiting.room import Room
 
 log = logging.getLogger("boxoffice.fanout")
 
 CHUNK = 256  # sockets written between two yields to the event loop
+TOUCH_CHUNK = 1000  # queue ids per sign-of-life write
 
 
 @dataclass(eq=False)
@@ -37,8 +40,6 @@ class Conn:
     event_id: str
     queue_id: str
     visitor_id: str
-    position: int | None = None
-    admitted_then: int = 0
     next_rank_at: float = 0.0
     admitted: bool = False
     greeted: bool = False  # ticks start after the first status, which they build on
@@ -121,7 +122,7 @@ class Hub:
             rate_per_min=status.rate_per_min,
             ticket=status.ticket,
             admitted_total=snap.admitted_total if snap is not None else 0,
-            paused=snap.paused if snap is not None else False,
+            paused=snap.halted if snap is not None else False,
         )
 
     async def greet(self, conn: Conn, place: Place) -> bool:
@@ -138,7 +139,6 @@ class Hub:
         if msg.state in ("closed", "sold_out"):
             await self.send(conn, ClosedMsg("sold_out" if msg.state == "sold_out" else "ended"))
             return False
-        conn.position, conn.admitted_then = msg.position, msg.admitted_total
         self.schedule_rank(conn)
         await self.send(conn, msg)
         conn.greeted = True
@@ -166,7 +166,7 @@ class Hub:
             admitted_total=snap.admitted_total,
             waiting=snap.waiting + snap.prequeue,
             rate_per_min=rules.measured_rate_per_min(snap.admitted_last_window, snap.window_ms),
-            paused=snap.paused,
+            paused=snap.halted,
         )
         now = time.monotonic()
         if tick == self._last_tick.get(event_id):
@@ -209,6 +209,21 @@ class Hub:
         elif place.state == "admitted" and not conn.admitted:
             await self.send_admitted(conn, place.session_expires_ms, place)
 
+    # ---- loops: signs of life for local sockets, exact ranks at a slow jittered pace ----------
+
+    def loops(self) -> list[Loop]:
+        return [("heartbeat", self.heartbeat_step), ("ranks", self.ranks_step)]
+
+    async def heartbeat_step(self) -> float:
+        for event_id, queue_ids in self.waiting_queue_ids().items():
+            for i in range(0, len(queue_ids), TOUCH_CHUNK):
+                await self.room.touch(event_id, queue_ids[i : i + TOUCH_CHUNK])
+        return float(self.settings.heartbeat_seconds)
+
+    async def ranks_step(self) -> float:
+        await self.refresh_ranks()
+        return 1.0
+
     async def refresh_ranks(self) -> int:
         """Look up the exact rank of the sockets whose jittered refresh time has come."""
         now = time.monotonic()
@@ -231,6 +246,8 @@ class Hub:
                 continue
             place = Place("waiting", conn.queue_id, conn.visitor_id, -1, int(rank), 0)
             msg = self.status_for(conn, place)
-            conn.position, conn.admitted_then = msg.position, msg.admitted_total
             await self.send(conn, msg)
         return len(due)
+
+
+HUB = web.AppKey("hub", Hub)

@@ -1,50 +1,22 @@
-"""The Lua scripts of queue/, registered once per Redis client, behind typed async wrappers.
+"""The line's Lua scripts (join, status, leave, reap, open_sale, admit) behind typed async
+wrappers, and the shapes they answer with.
 
-Each wrapper passes every key in KEYS (built by server.keys) and time as "" (Redis TIME) unless
-the caller drives time itself, as tests do. Registered scripts fall back from EVALSHA to loading
-the script on NOSCRIPT, so a SCRIPT FLUSH or a Redis restart heals by itself."""
+Each wrapper passes every key in KEYS (spelled by server.core.keys) and time as "" (Redis TIME)
+unless the caller drives time itself, as tests do. Joins and status reads made in the same
+event-loop turn share one pipeline (server.store.lua.Batcher)."""
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
 from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
 
 from server.core.keys import EventKeys
+from server.store import lua
+from server.store.lua import AnyRedis, Batcher, as_text, time_arg
 
-SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "queue"
 SCRIPT_NAMES = ("join", "status", "leave", "reap", "open_sale", "admit")
-
-AnyRedis = Redis | RedisCluster
-
-
-INCLUDE = "--#include "
-
-
-def script_source(name: str) -> str:
-    """A script's text with its `--#include <lib>` lines replaced by queue/lib/<lib>.lua."""
-    lines = []
-    for line in (SCRIPTS_DIR / f"{name}.lua").read_text().splitlines():
-        if line.startswith(INCLUDE):
-            lines.append((SCRIPTS_DIR / "lib" / f"{line[len(INCLUDE) :].strip()}.lua").read_text())
-        else:
-            lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
-def time_arg(now_ms: int | None) -> str:
-    """The time ARGV of a script: "" lets the script read Redis TIME."""
-    return "" if now_ms is None else str(now_ms)
-
-
-def as_text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Place(msgspec.Struct, frozen=True):
@@ -80,55 +52,13 @@ class Snapshot(msgspec.Struct, frozen=True):
     admitted_last_window: int = 0
     window_ms: int = 0
     now_ms: int = 0
+    exhausted: bool = False  # every seat left is held: the bucket admits nobody
     admitted: tuple[Admitted, ...] = ()
 
-
-class Batcher:
-    """Calls of one script made in the same event-loop turn travel to Redis in one pipeline:
-    under a crowd, hundreds of joins cost a few round trips instead of one each."""
-
-    def __init__(self, client: Redis, script: AsyncScript) -> None:
-        self._client = client
-        self._script = script
-        self._pending: list[tuple[list[str], list[str | int], asyncio.Future[Any]]] = []
-        self._flushes: set[asyncio.Task[None]] = set()
-
-    async def __call__(self, keys: list[str], args: list[str | int]) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((keys, args, future))
-        if len(self._pending) == 1:
-            asyncio.get_running_loop().call_soon(self._start_flush)
-        return await future
-
-    def _start_flush(self) -> None:
-        task = asyncio.ensure_future(self._flush())
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
-
-    async def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for keys, args, _ in batch:
-                    pipe.evalsha(self._script.sha, len(keys), *keys, *args)
-                results = await pipe.execute(raise_on_error=False)
-        except Exception as exc:
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (keys, args, future), result in zip(batch, results, strict=True):
-            if isinstance(result, NoScriptError):
-                try:
-                    result = await self._script(keys=keys, args=args)  # reloads the script
-                except Exception as exc:
-                    result = exc
-            if future.done():
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+    @property
+    def halted(self) -> bool:
+        """Admission stands still: paused by ops, or every seat left is held."""
+        return self.paused or self.exhausted
 
 
 class Scripts:
@@ -137,9 +67,7 @@ class Scripts:
     BATCHED = ("join", "status")
 
     def __init__(self, client: AnyRedis) -> None:
-        self._s: dict[str, AsyncScript] = {
-            name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
-        }
+        self._s = lua.register(client, *SCRIPT_NAMES)
         self._batched: dict[str, Batcher] = {}
         if isinstance(client, Redis):
             self._batched = {name: Batcher(client, self._s[name]) for name in self.BATCHED}
@@ -186,7 +114,7 @@ class Scripts:
         r = await self._run("admit", keys, [time_arg(now_ms), max_batch, k.channel, extra])
         if not r[0]:
             return Snapshot(found=False)
-        flat = r[13:]
+        flat = r[14:]
         admitted = tuple(
             Admitted(as_text(flat[i]), as_text(flat[i + 1]), int(flat[i + 2]))
             for i in range(0, len(flat), 3)
@@ -207,5 +135,6 @@ class Scripts:
             admitted_last_window=figures[5],
             window_ms=figures[6],
             now_ms=figures[7],
+            exhausted=bool(r[13]),
             admitted=admitted,
         )

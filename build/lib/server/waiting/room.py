@@ -2,112 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import re
 import secrets
-import time
-from datetime import UTC, datetime
 
+from aiohttp import web
 from redis.asyncio import Redis
 
-from server.store import audit, db
 from server.core import rules
-from server.core.errors import DATABASE_DOWN, Conflict, Forbidden, Invalid, NotFound, Unavailable
-from server.core.keys import EVENT_ID, EVENTS_CHANNEL, EventKeys
+from server.core.clock import from_ms, now_ms, to_ms
+from server.core.errors import Conflict, Forbidden, NotFound, Unavailable
+from server.core.ids import check_event_id, parse_queue_id
+from server.core.keys import EVENTS_CHANNEL, EventKeys
 from server.core.messages import ChangedNews, EventPatch, QueueState, QueueStatus, encoder
-from server.waiting.line import Place, Scripts, Snapshot
 from server.core.settings import Settings
 from server.core.tokens import AccessClaims, Signer, new_id
-
-QUEUE_ID = re.compile(r"^([a-z0-9][a-z0-9-]{0,39})\.([A-Za-z0-9_-]{22})$")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def to_ms(t: datetime) -> int:
-    return int(t.timestamp() * 1000)
-
-
-def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def parse_queue_id(queue_id: str) -> str:
-    """The event id a queue id belongs to; Invalid if it is not a queue id at all."""
-    match = QUEUE_ID.match(queue_id)
-    if not match:
-        raise Invalid("malformed queue id", code="bad_queue_id")
-    return match.group(1)
-
-
-def check_event_id(event_id: str) -> str:
-    if not EVENT_ID.match(event_id):
-        raise NotFound("no such event", code="event_not_found")
-    return event_id
-
-
-def event_state(ev: db.EventRow, now: int | None = None) -> rules.EventState:
-    return rules.event_state(
-        now_ms() if now is None else now,
-        to_ms(ev.prequeue_opens_at),
-        to_ms(ev.sale_starts_at),
-        closed=ev.closed,
-        sold_out=ev.sold_out,
-    )
-
-
-MAX_CACHED = 10_000
-
-
-class EventCache:
-    """Events read from PostgreSQL, kept per process for a few seconds."""
-
-    def __init__(self, pool: db.Pool, ttl: float = 5.0) -> None:
-        self._pool = pool
-        self._ttl = ttl
-        self._events: dict[str, tuple[float, db.EventRow | None]] = {}
-        self._lock = asyncio.Lock()
-
-    async def get(self, event_id: str) -> db.EventRow | None:
-        hit = self._events.get(event_id)
-        if hit is not None and time.monotonic() - hit[0] < self._ttl:
-            return hit[1]
-        try:
-            row = await db.get_event(self._pool, event_id)
-        except DATABASE_DOWN:
-            if hit is None:
-                raise
-            # PostgreSQL unreachable: a known event keeps serving (joins and waiting go on);
-            # re-stamped so a dead database is tried once per TTL, not on every request.
-            self._events[event_id] = (time.monotonic(), hit[1])
-            return hit[1]
-        if row is None and len(self._events) >= MAX_CACHED:
-            self._forget_unknown()  # random ids must not grow memory without bound
-        self._events[event_id] = (time.monotonic(), row)
-        return row
-
-    def _forget_unknown(self) -> None:
-        for key in [k for k, (_, row) in self._events.items() if row is None]:
-            del self._events[key]
-
-    async def require(self, event_id: str) -> db.EventRow:
-        row = await self.get(check_event_id(event_id))
-        if row is None:
-            raise NotFound("no such event", code="event_not_found")
-        return row
-
-    def invalidate(self, event_id: str) -> None:
-        self._events.pop(event_id, None)
-
-    async def refresh_all(self) -> list[db.EventRow]:
-        async with self._lock:
-            rows = await db.list_events(self._pool)
-            stamp = time.monotonic()
-            for row in rows:
-                self._events[row.id] = (stamp, row)
-            return rows
+from server.store import audit, db
+from server.store.events import EventCache
+from server.waiting.line import Place, Scripts, Snapshot
 
 
 class Room:
@@ -256,13 +166,16 @@ class Room:
                 place.queue_id, event_id, "closed" if snap.closed else "sold_out", ticket=ticket
             )
         position = rules.position_from_rank(place.rank)
-        paused = snap.paused if snap is not None else False
+        halted = snap.halted if snap is not None else False
         return QueueStatus(
             queue_id=place.queue_id,
             event_id=event_id,
             state="waiting" if place.state == "waiting" else "prequeue",
             position=position,
-            eta_seconds=rules.eta_seconds(position, rate, paused),
+            eta_seconds=rules.eta_seconds(position, rate, halted),
             ticket=ticket,
             rate_per_min=rate,
         )
+
+
+ROOM = web.AppKey("room", Room)

@@ -7,14 +7,15 @@ import logging
 import msgspec
 from aiohttp import WSMsgType, web
 
-from server.runtime.site_routes import json_response
-from server.runtime.appkeys import HUB, ROOM
 from server.core.errors import BadRequest
-from server.waiting.fanout import Conn, Hub
+from server.core.http import json_response
 from server.core.identity import visitor_id
+from server.core.ids import parse_queue_id
 from server.core.keys import EventKeys
 from server.core.messages import ErrorMsg, PongMsg, client_decoder
-from server.waiting.room import parse_queue_id
+from server.core.metrics import METRICS
+from server.waiting.fanout import HUB, Conn, Hub
+from server.waiting.room import ROOM
 
 log = logging.getLogger("boxoffice.queue")
 routes = web.RouteTableDef()
@@ -26,6 +27,7 @@ WS_MAX_MESSAGE = 4096
 @routes.post("/api/events/{event_id}/queue")
 async def join(request: web.Request) -> web.Response:
     status = await request.app[ROOM].join(request.match_info["event_id"], visitor_id(request))
+    request.app[METRICS].joins.labels(status.event_id, status.state).inc()
     return json_response(status)
 
 

@@ -3,7 +3,8 @@
 -- Any number of processes may run it every tick: the bucket makes the total exact.
 --
 -- KEYS[1] cfg     HASH  rate_per_min, max_active, session_ms, tick_ms, paused, closed,
---                       sold_out, opened, opened_ms
+--                       sold_out, opened, opened_ms, exhausted (every seat left is held:
+--                       the bucket admits nobody until holds expire and seats return)
 -- KEYS[2] line    ZSET  waiting line: queue_id -> ticket
 -- KEYS[3] active  ZSET  admitted sessions: queue_id -> expiry ms
 -- KEYS[4] bucket  HASH  tokens, ts
@@ -18,18 +19,20 @@
 -- ARGV[4] extra admissions ordered by ops, taken beyond the bucket but not beyond max_active
 --
 -- Returns {found, opened, paused, closed, sold_out, serving, admitted_total, waiting, prequeue,
---          active, admitted_last_window, window_ms, now, queue_id1, visitor1, expires1, ...}
+--          active, admitted_last_window, window_ms, now, exhausted, queue_id1, visitor1,
+--          expires1, ...}
 -- with found = 0 (and nothing else) when the event is not mirrored in Redis.
 --#include clock
 local now = now_ms(ARGV[1])
 
 local cfg = redis.call('HMGET', KEYS[1], 'rate_per_min', 'max_active', 'session_ms', 'tick_ms',
-  'paused', 'closed', 'sold_out', 'opened', 'opened_ms')
+  'paused', 'closed', 'sold_out', 'opened', 'opened_ms', 'exhausted')
 if not cfg[1] then return {0} end
 local rate, max_active = tonumber(cfg[1]), tonumber(cfg[2])
 local session_ms, tick_ms = tonumber(cfg[3]), tonumber(cfg[4])
 local paused, closed, sold_out = cfg[5] == '1', cfg[6] == '1', cfg[7] == '1'
 local opened = cfg[8] == '1'
+local exhausted = cfg[10] == '1'
 
 local ended = redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 if ended > 0 then redis.call('HINCRBY', KEYS[5], 'sessions_ended', ended) end
@@ -54,7 +57,9 @@ if rate <= 0 then tokens = 0 end -- rate 0 admits nobody, not even the starting 
 local want = 0
 local extra = tonumber(ARGV[4] or '0')
 if opened and not paused and not closed and not sold_out then
-  want = math.floor(tokens) + extra
+  -- While every seat left is held, the bucket admits nobody (fans let in could not buy);
+  -- ops' explicit extra admissions still go through.
+  if exhausted then want = extra else want = math.floor(tokens) + extra end
   want = math.min(want, max_active - active, tonumber(ARGV[2]))
 end
 
@@ -103,6 +108,6 @@ if opened then window = math.min(60000, now - tonumber(cfg[9] or now)) end
 
 local result = {1, opened and 1 or 0, paused and 1 or 0, closed and 1 or 0, sold_out and 1 or 0,
   tonumber(counters[1] or '0'), tonumber(counters[2] or '0'), redis.call('ZCARD', KEYS[2]),
-  redis.call('ZCARD', KEYS[9]), active, recent, window, now}
+  redis.call('ZCARD', KEYS[9]), active, recent, window, now, exhausted and 1 or 0}
 for _, v in ipairs(out_admitted) do result[#result + 1] = v end
 return result

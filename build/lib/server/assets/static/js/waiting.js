@@ -3,7 +3,7 @@
  * Position: a `status` message gives the exact position and the admitted_total it was measured
  * at; each `tick` carries the current admitted_total, so the position now is
  *   max(1, status.position - (tick.admitted_total - status.admitted_total))
- * (server/rules.py estimated_position). ETA = ceil(position * 60 / rate_per_min), unknown while
+ * (server/core/rules.py estimated_position, its reference model). ETA = ceil(position * 60 / rate_per_min), unknown while
  * paused or while no rate is known.
  */
 (function () {

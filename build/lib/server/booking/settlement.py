@@ -1,0 +1,223 @@
+"""Settlement: a payment's outcome made final. Authorised money confirms the order in PostgreSQL
+(the arbiter: seats, tickets, outbox and the capture owed, in one transaction) or is voided when
+the seats are gone; failures and cancellations release the hold; expired orders are closed; the
+captures, voids and refunds PostgreSQL says are owed run at the order's own provider."""
+
+from __future__ import annotations
+
+import logging
+
+from server.booking import ledger
+from server.booking.holds import Holds, hold_policy
+from server.booking.inventory import Inventory
+from server.booking.seat_map import SeatMaps
+from server.core.errors import Unavailable
+from server.core.keys import EventKeys
+from server.core.loops import Loop
+from server.core.settings import Settings
+from server.core.tokens import Signer
+from server.payments import PaymentError, PaymentEvent
+from server.payments.registry import Providers
+from server.store import db
+
+log = logging.getLogger("boxoffice.settlement")
+
+
+class Settlement:
+    def __init__(
+        self,
+        settings: Settings,
+        inventory: Inventory,
+        holds: Holds,
+        seat_maps: SeatMaps,
+        pool: db.Pool,
+        providers: Providers,
+        signer: Signer,
+    ) -> None:
+        self.settings = settings
+        self.inventory = inventory
+        self.holds = holds
+        self.seat_maps = seat_maps
+        self.pool = pool
+        self.providers = providers
+        self.signer = signer
+
+    def loops(self) -> list[Loop]:
+        return [("orders", self.orders_step)]
+
+    # ---- outcomes ---------------------------------------------------------------------------
+
+    async def payment_succeeded(
+        self, order: ledger.OrderRow, captured: bool = False
+    ) -> ledger.OrderRow:
+        """Money is authorised (or already captured): make the sale final in PostgreSQL, or void
+        (refund) the payment if the seats are gone. A late payment whose seats are still free
+        is honoured: the seats are claimed again first."""
+        k = EventKeys(order.event_id)
+        ga_section, quantity = order.ga
+        lost = "refund" if captured else "void"
+        policy = hold_policy(self.settings, 0)
+        try:
+            claimed = await self.holds.take(
+                k, order.hold_id, order.visitor_id, order.queue_id, policy.late_claim_ms,
+                order.seats, ga_section or None, quantity, claim=True,
+            )  # fmt: skip
+        except Exception as exc:  # Redis trouble: PostgreSQL alone decides
+            log.warning("claim before confirmation failed: %s", exc, extra={"order_id": order.id})
+            claimed = None
+        if claimed is not None and claimed.status != "ok":
+            voided = await ledger.change_status(
+                self.pool, order.id, "voided", "seats_taken", action=lost
+            )
+            await self.run_actions(order.id)
+            return voided or order
+        outcome, row = await ledger.confirm(self.pool, order.id, self.signer.ticket_code, captured)
+        assert row is not None
+        if outcome == "paid":
+            await self._mark_sold(row)
+        elif outcome == "seats_taken":
+            # Redis thought these seats were free and PostgreSQL says sold: Redis was wrong.
+            # Recompute its seat state from the truth (live holds are kept).
+            await self.inventory.release(k, order.hold_id)
+            await self.inventory.rebuild(k, self.pool, force=True)
+        await self.run_actions(order.id)
+        return row
+
+    async def _mark_sold(self, order: ledger.OrderRow) -> None:
+        """Fast path after commit; the outbox consumer does the same if this is lost."""
+        ga_section, quantity = order.ga
+        try:
+            await self.inventory.sell(
+                EventKeys(order.event_id),
+                order.id,
+                order.hold_id,
+                order.queue_id,
+                order.seats,
+                ga_section,
+                quantity,
+            )
+        except Exception as exc:
+            log.warning("marking seats sold in Redis failed: %s", exc, extra={"order_id": order.id})
+        self.seat_maps.changed(order.event_id)
+
+    async def payment_failed(self, order: ledger.OrderRow, reason: str) -> ledger.OrderRow | None:
+        # Void the payment too: Stripe lets a customer retry a declined intent, and money
+        # authorised later for this failed order would otherwise be held and never captured.
+        failed = await ledger.change_status(self.pool, order.id, "failed", reason, action="void")
+        if failed is not None:
+            await self._release(failed)
+            await self.run_actions(order.id)
+        return failed
+
+    async def payment_canceled(self, order: ledger.OrderRow) -> ledger.OrderRow | None:
+        """The provider canceled the payment: nothing to void, the seats go back."""
+        voided = await ledger.change_status(self.pool, order.id, "voided", "payment_canceled")
+        if voided is not None:
+            await self._release(voided)
+        return voided
+
+    async def _release(self, order: ledger.OrderRow) -> None:
+        await self.inventory.release(EventKeys(order.event_id), order.hold_id)
+        self.seat_maps.changed(order.event_id)
+
+    # ---- reports from a provider ------------------------------------------------------------
+
+    async def apply(self, event: PaymentEvent) -> str:
+        """Apply one verified provider report, once (deduplicated by its id in PostgreSQL) and
+        only to the order it belongs to; returns what was done (for logs and tests)."""
+        if await ledger.seen_stripe_event(self.pool, event.event_id):
+            return "duplicate"
+        order = await ledger.get_order_by_payment(self.pool, event.payment_id)
+        if order is None and event.order_id:
+            order = await ledger.get_order(self.pool, event.order_id)
+        if order is None:
+            # The order row may not be visible yet (the report raced our commit): retry later.
+            raise Unavailable(
+                "order not known yet; retry later", code="order_not_ready", retry_after=10
+            )
+        if not self._matches(event, order):
+            log.error(
+                "payment report does not match order",
+                extra={"event": event.event_id, "order_id": order.id},
+            )
+            await ledger.record_stripe_event(
+                self.pool, event.event_id, f"{event.provider}:{event.kind}"
+            )
+            return "mismatch"
+        if order.payment_id is None:
+            await ledger.set_payment(self.pool, order.id, event.payment_id, None)
+        result = await self._apply(event, order)
+        await ledger.record_stripe_event(
+            self.pool, event.event_id, f"{event.provider}:{event.kind}"
+        )
+        return result
+
+    def _matches(self, event: PaymentEvent, order: ledger.OrderRow) -> bool:
+        provider = self.providers.of(order.provider)
+        return (
+            provider is not None
+            and provider.name == event.provider
+            and event.livemode == provider.livemode
+            and event.amount == order.amount
+            and event.currency == order.currency
+            and (order.payment_id is None or order.payment_id == event.payment_id)
+        )
+
+    async def _apply(self, event: PaymentEvent, order: ledger.OrderRow) -> str:
+        if event.kind in ("authorised", "captured"):
+            if order.status == "paid":
+                return "already_paid"
+            if order.status != "pending":
+                return f"ignored_{order.status}"
+            # authorised: capture after commit. captured: money already taken, so a lost race
+            # is refunded (the refund is a payment action like any other).
+            row = await self.payment_succeeded(order, captured=event.kind == "captured")
+            return row.status
+        if event.kind == "failed":
+            failed = await self.payment_failed(order, "payment_failed")
+            return "failed" if failed is not None else f"ignored_{order.status}"
+        canceled = await self.payment_canceled(order)
+        return "voided" if canceled is not None else f"ignored_{order.status}"
+
+    # ---- background duties (safe to run in every process) -----------------------------------
+
+    async def orders_step(self) -> float:
+        await self.expire_orders()
+        await self.run_actions()
+        return 5.0
+
+    async def expire_orders(self) -> int:
+        expired = await ledger.expire_due(self.pool, hold_policy(self.settings, 0).order_grace)
+        for order in expired:
+            await self._release(order)
+        if expired:
+            await self.run_actions()
+        return len(expired)
+
+    async def run_actions(self, order_id: str | None = None) -> int:
+        """Capture, void or refund what PostgreSQL says is owed, at the order's own provider:
+        for one order right after its commit, or for all (background loop; idempotency keys
+        make a repeat harmless)."""
+        done = 0
+        for action in await ledger.due_actions(self.pool, order_id=order_id):
+            error = await self._run_action(action)
+            await ledger.finish_action(self.pool, action.id, error)
+            done += error is None
+        return done
+
+    async def _run_action(self, action: ledger.PaymentAction) -> str | None:
+        if action.payment_id is None:
+            return None  # no payment was ever made (dev orders): nothing is owed
+        provider = self.providers.of(action.provider)
+        if provider is None:
+            return f"provider {action.provider!r} is not configured on this server"
+        try:
+            if action.action == "capture":
+                await provider.capture(action.payment_id, action.order_id)
+            elif action.action == "refund":
+                await provider.refund(action.payment_id, action.order_id)
+            else:
+                await provider.void(action.payment_id, action.order_id)
+        except PaymentError as exc:
+            return str(exc)
+        return None

@@ -1,0 +1,13 @@
+"""A ticket's QR code, rendered as SVG (segno)."""
+
+from __future__ import annotations
+
+import io
+
+import segno
+
+
+def ticket_svg(code: str) -> bytes:
+    buf = io.BytesIO()
+    segno.make(code, error="m").save(buf, kind="svg", scale=4, border=2)
+    return buf.getvalue()

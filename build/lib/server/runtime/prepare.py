@@ -1,0 +1,88 @@
+"""What a stack does once before its workers start: migrations, the demo event, the banner;
+and the one-off rebuild of an event's seat state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from server.booking.inventory import Inventory
+from server.core.keys import EventKeys
+from server.core.messages import EventCreate, SectionIn
+from server.core.settings import Settings
+from server.core.tokens import Signer
+from server.ops import catalog
+from server.store import db
+from server.store.events import EventCache
+from server.store.redis_client import make_redis
+from server.waiting.line import Scripts
+from server.waiting.room import Room
+
+DEMO_ID = "demo"
+
+
+def demo_event(now: datetime) -> EventCreate:
+    return EventCreate(
+        id=DEMO_ID,
+        name="Boxoffice Demo Night",
+        venue="Loopback Arena",
+        starts_at=now + timedelta(days=30),
+        sale_starts_at=now + timedelta(minutes=1),
+        prequeue_opens_at=now,
+        currency="EUR",
+        sections=[
+            SectionIn(id="A", name="Floor", price=5000, rows=10, seats_per_row=20),
+            SectionIn(id="GA", name="Standing", price=3500, capacity=500),
+        ],
+        rate_per_min=60,
+        max_active=50,
+    )
+
+
+async def prepare(settings: Settings, demo: bool) -> None:
+    """Migrations and the demo event, once, before any worker starts."""
+    pool = await db.create_pool(settings.database_url, 2)
+    redis = make_redis(settings)
+    try:
+        await db.migrate(pool)
+        if demo:
+            await pool.execute("DELETE FROM events WHERE id = $1", DEMO_ID)
+            room = Room(
+                settings, redis, Scripts(redis), pool, EventCache(pool), Signer(settings.secret)
+            )
+            await redis.delete(*EventKeys(DEMO_ID).all())
+            await catalog.create(room, demo_event(datetime.now(UTC)))
+    finally:
+        await pool.close()
+        await redis.aclose()
+
+
+async def rebuild_inventory(settings: Settings, event_id: str) -> int:
+    pool = await db.create_pool(settings.database_url, 2)
+    redis = make_redis(settings)
+    try:
+        if await db.get_event(pool, event_id) is None:
+            raise SystemExit(f"boxoffice: no event {event_id!r}")
+        return await Inventory(redis).rebuild(EventKeys(event_id), pool, force=True)
+    finally:
+        await pool.close()
+        await redis.aclose()
+
+
+def banner(settings: Settings, demo: bool, generated: bool) -> str:
+    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+    lines = [
+        "",
+        f"Boxoffice is running at {base}/  ({settings.workers} worker(s))",
+    ]
+    if demo:
+        lines.append(f"  fan page (demo event, sale opens in 1 minute): {base}/e/{DEMO_ID}")
+    lines += [
+        f"  ops console: {base}/admin   admin API: {base}/api/admin/events",
+        f"  admin token: {settings.admin_token}"
+        + ("   (generated for development; set BOXOFFICE_ADMIN_TOKEN)" if generated else ""),
+        f"  e.g. curl -H 'Authorization: Bearer {settings.admin_token}' "
+        f"{base}/api/admin/events/{DEMO_ID if demo else '<id>'}/stats",
+        f"  metrics: {base}/metrics   health: {base}/readyz   API: {base}/api/openapi.json",
+        "",
+    ]
+    return "\n".join(lines)
