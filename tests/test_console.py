@@ -20,7 +20,7 @@ from server.ops.console_routes import LIVE
 from server.ops.live import histogram_quantile
 from server.runtime.app import create_app
 
-from .conftest import ADMIN, ADMIN_TOKEN, create_event, event_body, visitor
+from .helpers import ADMIN, ADMIN_TOKEN, create_event, event_body, visitor
 from .test_browser import SHOTS, TIMEOUT_MS, admin, base_url, browser, chromium_path  # noqa: F401
 
 Client = TestClient[Any, Any]

@@ -28,7 +28,7 @@ from server.runtime import up
 from server.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from server.waiting.room import EventCache
 
-from .conftest import ADMIN, ADMIN_TOKEN, SECRET
+from .helpers import ADMIN, ADMIN_TOKEN, SECRET
 from .test_nginx import Stack, create_event, make_folder, nginx_binary, session
 
 pytestmark = pytest.mark.slow

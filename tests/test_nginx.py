@@ -22,7 +22,7 @@ from server.core.settings import Settings
 from server.runtime import nginx, up
 from server.runtime.embedded import free_port
 
-from .conftest import ADMIN, ADMIN_TOKEN, SECRET, event_body, need
+from .helpers import ADMIN, ADMIN_TOKEN, SECRET, event_body, need
 
 pytestmark = pytest.mark.slow
 TIMEOUT = aiohttp.ClientTimeout(total=15)
