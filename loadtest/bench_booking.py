@@ -29,35 +29,31 @@ import aiohttp
 import msgspec
 import uvloop
 
-from loadtest.bench import (
-    ADMIN,
-    HOST,
-    VISITOR_COOKIE,
-    Bench,
-    Child,
-    Part,
-    Processes,
-    client_session,
-    collect,
+from loadtest.bench import Bench
+from loadtest.benchkit.common import ADMIN, HOST, VISITOR_COOKIE, log
+from loadtest.benchkit.loadgen import client_session, timed
+from loadtest.benchkit.measure import (
     cpu_of,
     cpu_seconds,
-    error_lines,
-    event_body,
     free_port,
-    load_line,
-    log,
     machine,
     mint_cookies,
     percentile,
-    post_event,
     proc_parents,
+    split,
+)
+from loadtest.benchkit.orchestra import (
+    Child,
+    Part,
+    Processes,
+    collect,
+    event_body,
+    post_event,
     role_args,
     run_embedded,
     run_parts,
-    split,
-    table,
-    timed,
 )
+from loadtest.benchkit.report import error_lines, load_line, table
 
 STRIPE_KEY = "sk_test_bench_" + "k" * 24
 STRIPE_WEBHOOK_SECRET = "whsec_bench_" + "w" * 24

@@ -46,51 +46,40 @@ import aiohttp
 import msgspec
 import uvloop
 
-from loadtest.bench import (
-    HOST,
-    VISITOR_COOKIE,
-    Bench,
-    Child,
-    LoadResult,
-    LoadSpec,
-    Processes,
-    Reply,
-    Tally,
-    WsSpec,
-    arm_round,
-    arrivals,
-    client_session,
-    collect,
+from loadtest.bench import Bench, levels_arg
+from loadtest.benchkit.common import HOST, VISITOR_COOKIE, LoadResult, LoadSpec, Reply, WsSpec
+from loadtest.benchkit.loadgen import Tally, client_session, loadgen, timed
+from loadtest.benchkit.measure import (
     cpu_of,
     cpu_seconds,
-    create_event,
-    error_lines,
-    event_body,
     free_port,
-    levels_arg,
-    load_line,
     loadavg,
-    loadgen,
     machine,
     mint_cookies,
     open_fds,
-    patch_event,
     percentile,
     proc_parents,
+    rss_kib,
+    split,
+)
+from loadtest.benchkit.orchestra import (
+    Child,
+    Processes,
+    arm_round,
+    arrivals,
+    collect,
+    create_event,
+    event_body,
+    patch_event,
     quit_wsclients,
     read_round,
-    rss_kib,
     run_embedded,
     spawn_wsclients,
     spec_args,
-    split,
-    status_note,
-    table,
-    timed,
-    totals,
     wait_listening,
     ws_calls,
 )
+from loadtest.benchkit.report import error_lines, load_line, status_note, table, totals
 
 Mode = Literal["direct", "nginx"]
 MODES: tuple[Mode, Mode] = ("direct", "nginx")

@@ -1,7 +1,7 @@
 """One on-sale load test, end to end (`make loadtest`, `python -m loadtest.run --help`).
 
-1. starts private Redis and PostgreSQL (server.embedded) in a fresh temporary folder, then the
-   service on them: `python -m server up` when server/up.py exists (NGINX in front of the
+1. starts private Redis and PostgreSQL (server.runtime.embedded) in a fresh temporary folder, then the
+   service on them: `python -m server up` when server/runtime/up.py exists (NGINX in front of the
    workers), else `python -m server serve --workers 2`, on a free port of 127.0.0.1;
 2. creates a load-test event through the admin API, its sale opening shortly, its capacity and
    admission rate sized to the run;
@@ -11,8 +11,9 @@
    figures) and exits non-zero if any check fails.
 
 Reports (locust CSV + HTML, the samples, a PNG plot, the service's and locust's logs) go to
-loadtest/reports/<timestamp>/. Traffic goes to 127.0.0.1 only; the run is bounded in time; every
-process started here is stopped at the end, on error too."""
+<timestamp>/ under --reports (loadtest/reports by default; any folder, relative or absolute).
+Traffic goes to 127.0.0.1 only; the run is bounded in time; every process started here is
+stopped at the end, on error too."""
 
 from __future__ import annotations
 
@@ -36,9 +37,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loadtest.arrivals import CURVES
+
+if TYPE_CHECKING:
+    from server.core.keys import EventKeys
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -291,7 +295,9 @@ def spawn_logged(cmd: list[str], env: dict[str, str], log_path: Path) -> subproc
 def start_service(
     args: argparse.Namespace, env: dict[str, str], port: int, out: Path
 ) -> tuple[subprocess.Popen[bytes], str, str]:
-    use_up = args.server == "up" or (args.server == "auto" and (ROOT / "server" / "up.py").exists())
+    use_up = args.server == "up" or (
+        args.server == "auto" and (ROOT / "server" / "runtime" / "up.py").exists()
+    )
     if use_up:
         cmd = [sys.executable, "-m", "server", "up"]
     else:
@@ -372,6 +378,278 @@ class Check:
     figures: str
 
 
+@dataclass(frozen=True)
+class Sales:
+    """What PostgreSQL says was sold: read once, after the outbox relay has settled."""
+
+    capacity: int
+    ga_cap: dict[str, int]  # standing section -> capacity
+    paid_lines: list[Any]  # order lines of paid orders
+    sold_seated: int
+    ga_sold: dict[str, int]  # standing section -> ga_sales.sold
+
+    @property
+    def paid_seats(self) -> list[tuple[str, str]]:
+        return [(r["order_id"], r["seat_id"]) for r in self.paid_lines if r["seat_id"]]
+
+    @property
+    def sold(self) -> int:
+        return self.sold_seated + sum(self.ga_sold.values())
+
+    @property
+    def orders_paid(self) -> int:
+        return len({r["order_id"] for r in self.paid_lines})
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The admission step's own figures in Redis, read at the end of the run."""
+
+    rate: int
+    tick_ms: int
+    max_active: int
+    admitted_total: int
+    serving: int
+    elapsed_ms: int  # since the sale opened, by Redis TIME
+
+
+async def read_sales(pool: Any, redis: Any, k: EventKeys, event_id: str, settle_s: float) -> Sales:
+    capacity = int(
+        await pool.fetchval(
+            "SELECT coalesce(sum(capacity), 0) FROM sections WHERE event_id = $1", event_id
+        )
+    )
+    ga_cap = {
+        r["id"]: r["capacity"]
+        for r in await pool.fetch(
+            "SELECT id, capacity FROM sections WHERE event_id = $1 AND rows IS NULL", event_id
+        )
+    }
+    paid_lines = await pool.fetch(
+        """SELECT o.id AS order_id, l.section_id, l.seat_id, l.quantity
+           FROM orders o JOIN order_lines l ON l.order_id = o.id
+           WHERE o.event_id = $1 AND o.status = 'paid'""",
+        event_id,
+    )
+    paid_seats = [r["seat_id"] for r in paid_lines if r["seat_id"]]
+    # Let the outbox relay finish marking paid seats sold in Redis (bounded).
+    deadline = time.monotonic() + settle_s
+    while True:
+        unmarked = await _unmarked(redis, k.seats, paid_seats)
+        pending = await pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE event_id = $1 AND published_at IS NULL", event_id
+        )
+        if (not unmarked and not pending) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    sold_seated = int(
+        await pool.fetchval("SELECT count(*) FROM sold_seats WHERE event_id = $1", event_id)
+    )
+    ga_sold = {
+        r["section_id"]: r["sold"]
+        for r in await pool.fetch(
+            "SELECT section_id, sold FROM ga_sales WHERE event_id = $1", event_id
+        )
+    }
+    return Sales(capacity, ga_cap, paid_lines, sold_seated, ga_sold)
+
+
+async def read_admission(redis: Any, k: EventKeys) -> Admission:
+    cfg = await redis.hgetall(k.cfg)
+    stats = await redis.hgetall(k.stats)
+    sec, usec = await redis.time()
+    now_ms = int(sec) * 1000 + int(usec) // 1000
+    opened_ms = int(cfg.get("opened_ms") or now_ms)
+    return Admission(
+        rate=int(cfg.get("rate_per_min", 0)),
+        tick_ms=int(cfg.get("tick_ms", 200)),
+        max_active=int(cfg.get("max_active", 0)),
+        admitted_total=int(stats.get("admitted", 0)),
+        serving=int(stats.get("serving", 0)),
+        elapsed_ms=max(0, now_ms - opened_ms),
+    )
+
+
+def check_capacity(sales: Sales) -> Check:
+    """1. seats sold <= capacity, per standing section too."""
+    ga_sold, ga_cap = sales.ga_sold, sales.ga_cap
+    ga_text = ", ".join(f"section {s} {ga_sold.get(s, 0)}/{c}" for s, c in ga_cap.items())
+    return Check(
+        "seats sold <= capacity",
+        sales.sold <= sales.capacity and all(ga_sold.get(s, 0) <= c for s, c in ga_cap.items()),
+        f"{sales.sold} sold of {sales.capacity} (seated {sales.sold_seated}{'; standing ' + ga_text if ga_text else ''})",
+    )
+
+
+async def check_sold_once(pool: Any, event_id: str, sales: Sales) -> Check:
+    """2. no seat sold twice: neither two sold_seats rows nor two paid orders for one seat."""
+    dup_pk = await pool.fetchval(
+        """SELECT count(*) FROM (SELECT seat_id FROM sold_seats WHERE event_id = $1
+           GROUP BY seat_id HAVING count(*) > 1) d""",
+        event_id,
+    )
+    dup_orders = [
+        r["seat_id"]
+        for r in await pool.fetch(
+            """SELECT l.seat_id FROM orders o JOIN order_lines l ON l.order_id = o.id
+           WHERE o.event_id = $1 AND o.status = 'paid' AND l.seat_id IS NOT NULL
+           GROUP BY l.seat_id HAVING count(DISTINCT o.id) > 1""",
+            event_id,
+        )
+    ]
+    return Check(
+        "no seat sold twice",
+        dup_pk == 0 and not dup_orders,
+        f"{len(sales.paid_seats)} seats in paid orders, {len(dup_orders)} in two paid orders"
+        + (f" e.g. {dup_orders[:3]}" if dup_orders else "")
+        + f"; {dup_pk} duplicate sold_seats keys",
+    )
+
+
+async def check_paid_have_seats(pool: Any, event_id: str, sales: Sales) -> Check:
+    """3. every paid order has its seats (PostgreSQL), and nothing else is sold."""
+    sold_rows = {
+        (r["order_id"], r["seat_id"])
+        for r in await pool.fetch(
+            "SELECT order_id, seat_id FROM sold_seats WHERE event_id = $1", event_id
+        )
+    }
+    paid_seats = sales.paid_seats
+    missing = [p for p in paid_seats if p not in sold_rows]
+    extra = sold_rows - set(paid_seats)
+    ga_paid: dict[str, int] = {}
+    for r in sales.paid_lines:
+        if r["seat_id"] is None:
+            ga_paid[r["section_id"]] = ga_paid.get(r["section_id"], 0) + r["quantity"]
+    ga_sold = sales.ga_sold
+    ga_bad = {
+        s: (ga_paid.get(s, 0), ga_sold.get(s, 0))
+        for s in set(ga_paid) | set(ga_sold)
+        if ga_paid.get(s, 0) != ga_sold.get(s, 0)
+    }
+    return Check(
+        "paid orders have their seats (PG)",
+        not missing and not extra and not ga_bad,
+        f"{sales.orders_paid} paid orders; {len(missing)} seats missing from sold_seats, "
+        f"{len(extra)} sold without a paid order; GA paid {sum(ga_paid.values())} = "
+        f"ga_sales {sum(ga_sold.values())}" + (f" MISMATCH {ga_bad}" if ga_bad else ""),
+    )
+
+
+async def check_redis_sold(redis: Any, k: EventKeys, sales: Sales) -> Check:
+    """4. every seat of a paid order is marked sold in Redis; GA counts agree."""
+    paid_seats = sales.paid_seats
+    unmarked = await _unmarked(redis, k.seats, [s for _, s in paid_seats])
+    redis_ga = {s: int(v) for s, v in (await redis.hgetall(k.gasold)).items()}
+    redis_sold = sum(1 for v in (await redis.hgetall(k.seats)).values() if v == "sold")
+    ga_sold = sales.ga_sold
+    ga_redis_bad = {
+        s: (redis_ga.get(s, 0), ga_sold.get(s, 0))
+        for s in sales.ga_cap
+        if redis_ga.get(s, 0) != ga_sold.get(s, 0)
+    }
+    return Check(
+        "paid seats marked sold in Redis",
+        not unmarked and not ga_redis_bad,
+        f'{len(paid_seats) - len(unmarked)}/{len(paid_seats)} seats "sold" in {k.seats} '
+        f"({redis_sold} in all); GA sold in Redis {sum(redis_ga.values())}"
+        + (f" MISMATCH {ga_redis_bad}" if ga_redis_bad else "")
+        + (f"; unmarked e.g. {unmarked[:3]}" if unmarked else ""),
+    )
+
+
+def check_bucket_ceiling(adm: Admission) -> Check:
+    """5. admissions within the bucket for the rate over the run."""
+    from server.core.rules import admission_ceiling
+
+    ceiling = admission_ceiling(adm.rate, adm.tick_ms, adm.elapsed_ms)
+    return Check(
+        "admitted <= bucket ceiling",
+        adm.admitted_total <= ceiling,
+        f"{adm.admitted_total} admitted in {adm.elapsed_ms / 1000:.0f} s since the sale opened; "
+        f"ceiling {ceiling} at {adm.rate}/min (tick {adm.tick_ms} ms)",
+    )
+
+
+def check_sampled_windows(samples: list[dict[str, Any]], adm: Admission) -> Check:
+    """5b. no sampled window of at most a minute admitted more than its bucket allows."""
+    n, span, cap, over = _worst_minute(samples, adm.rate, adm.tick_ms)
+    return Check(
+        "admitted per sampled window <= bucket",
+        over == 0 and len(samples) > 1,
+        f"busiest window <= 60 s: {n} in {span:.0f} s (ceiling {cap}); "
+        f"{over} windows over their ceiling, {len(samples)} samples",
+    )
+
+
+def check_max_active(samples: list[dict[str, Any]], adm: Admission) -> Check:
+    """5c. never more admitted sessions at once than max_active (as sampled)."""
+    peak = max((int(s.get("active", 0)) for s in samples), default=0)
+    return Check(
+        "active <= max_active (sampled)",
+        peak <= adm.max_active,
+        f"peak {peak} of {adm.max_active} over {len(samples)} samples",
+    )
+
+
+async def check_admission_order(
+    pool: Any,
+    redis: Any,
+    k: EventKeys,
+    event_id: str,
+    admissions: list[dict[str, Any]],
+    adm: Admission,
+) -> Check:
+    """6. admission order = line (ticket) order: every admitted ticket is at or below `serving`,
+    every waiting one above it."""
+    admitted_ids = {a["queue_id"] for a in admissions if a.get("queue_id")}
+    admitted_ids |= {
+        r["queue_id"]
+        for r in await pool.fetch(
+            "SELECT DISTINCT queue_id FROM orders WHERE event_id = $1", event_id
+        )
+    }
+    admitted_ids |= set(await redis.zrange(k.active, 0, -1))
+    ids = sorted(admitted_ids)
+    tickets = await redis.hmget(k.tickets, ids) if ids else []
+    admitted_tickets = [int(t) for t in tickets if t is not None]
+    no_ticket = len(ids) - len(admitted_tickets)
+    line = await redis.zrange(k.line, 0, 0, withscores=True)
+    first_waiting = int(line[0][1]) if line else None
+    waiting = int(await redis.zcard(k.line))
+    serving = adm.serving
+    last_admitted = max(admitted_tickets, default=0)
+    ordered = (
+        no_ticket == 0
+        and last_admitted <= serving
+        and (first_waiting is None or serving < first_waiting)
+    )
+    return Check(
+        "admission order = ticket order",
+        ordered,
+        f"{len(ids)} admitted seen (highest ticket {last_admitted}, {no_ticket} without one); "
+        f"serving {serving}; {waiting} waiting, lowest ticket {first_waiting}",
+    )
+
+
+def check_clients_saw(admissions: list[dict[str, Any]], adm: Admission) -> Check:
+    """7. the locust users saw no more admissions than the server made."""
+    return Check(
+        "clients saw <= server admitted",
+        len(admissions) <= adm.admitted_total,
+        f"{len(admissions)} admissions seen by locust users, {adm.admitted_total} by the server",
+    )
+
+
+def check_purchases(sales: Sales) -> Check:
+    """8. the run sold something at all."""
+    return Check(
+        "fans completed purchases",
+        sales.orders_paid > 0,
+        f"{sales.orders_paid} orders paid, {sales.sold} seats/places sold",
+    )
+
+
 async def verify(
     redis_url: str,
     database_url: str,
@@ -384,223 +662,31 @@ async def verify(
     from redis.asyncio import Redis
 
     from server.core.keys import EventKeys
-    from server.core.rules import admission_ceiling
 
     k = EventKeys(event_id)
     pool = await asyncpg.connect(database_url)
     redis = Redis.from_url(redis_url, decode_responses=True)
-    checks: list[Check] = []
     try:
-        capacity = int(
-            await pool.fetchval(
-                "SELECT coalesce(sum(capacity), 0) FROM sections WHERE event_id = $1", event_id
-            )
-        )
-        ga_cap = {
-            r["id"]: r["capacity"]
-            for r in await pool.fetch(
-                "SELECT id, capacity FROM sections WHERE event_id = $1 AND rows IS NULL", event_id
-            )
-        }
-        paid_lines = await pool.fetch(
-            """SELECT o.id AS order_id, l.section_id, l.seat_id, l.quantity
-               FROM orders o JOIN order_lines l ON l.order_id = o.id
-               WHERE o.event_id = $1 AND o.status = 'paid'""",
-            event_id,
-        )
-        paid_seats = [(r["order_id"], r["seat_id"]) for r in paid_lines if r["seat_id"]]
-
-        # Let the outbox relay finish marking paid seats sold in Redis (bounded).
-        deadline = time.monotonic() + settle_s
-        while True:
-            unmarked = await _unmarked(redis, k.seats, [s for _, s in paid_seats])
-            pending = await pool.fetchval(
-                "SELECT count(*) FROM outbox WHERE event_id = $1 AND published_at IS NULL", event_id
-            )
-            if (not unmarked and not pending) or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.5)
-
-        # 1. seats sold <= capacity
-        sold_seated = int(
-            await pool.fetchval("SELECT count(*) FROM sold_seats WHERE event_id = $1", event_id)
-        )
-        ga_sold = {
-            r["section_id"]: r["sold"]
-            for r in await pool.fetch(
-                "SELECT section_id, sold FROM ga_sales WHERE event_id = $1", event_id
-            )
-        }
-        sold = sold_seated + sum(ga_sold.values())
-        ga_text = ", ".join(f"section {s} {ga_sold.get(s, 0)}/{c}" for s, c in ga_cap.items())
-        checks.append(
-            Check(
-                "seats sold <= capacity",
-                sold <= capacity and all(ga_sold.get(s, 0) <= c for s, c in ga_cap.items()),
-                f"{sold} sold of {capacity} (seated {sold_seated}{'; standing ' + ga_text if ga_text else ''})",
-            )
-        )
-
-        # 2. no seat sold twice
-        dup_pk = await pool.fetchval(
-            """SELECT count(*) FROM (SELECT seat_id FROM sold_seats WHERE event_id = $1
-               GROUP BY seat_id HAVING count(*) > 1) d""",
-            event_id,
-        )
-        dup_orders = [
-            r["seat_id"]
-            for r in await pool.fetch(
-                """SELECT l.seat_id FROM orders o JOIN order_lines l ON l.order_id = o.id
-               WHERE o.event_id = $1 AND o.status = 'paid' AND l.seat_id IS NOT NULL
-               GROUP BY l.seat_id HAVING count(DISTINCT o.id) > 1""",
-                event_id,
-            )
+        sales = await read_sales(pool, redis, k, event_id, settle_s)
+        checks = [
+            check_capacity(sales),
+            await check_sold_once(pool, event_id, sales),
+            await check_paid_have_seats(pool, event_id, sales),
+            await check_redis_sold(redis, k, sales),
         ]
-        checks.append(
-            Check(
-                "no seat sold twice",
-                dup_pk == 0 and not dup_orders,
-                f"{len(paid_seats)} seats in paid orders, {len(dup_orders)} in two paid orders"
-                + (f" e.g. {dup_orders[:3]}" if dup_orders else "")
-                + f"; {dup_pk} duplicate sold_seats keys",
-            )
-        )
-
-        # 3. every paid order has its seats (PostgreSQL), and nothing else is sold
-        sold_rows = {
-            (r["order_id"], r["seat_id"])
-            for r in await pool.fetch(
-                "SELECT order_id, seat_id FROM sold_seats WHERE event_id = $1", event_id
-            )
-        }
-        missing = [p for p in paid_seats if p not in sold_rows]
-        extra = sold_rows - set(paid_seats)
-        ga_paid: dict[str, int] = {}
-        for r in paid_lines:
-            if r["seat_id"] is None:
-                ga_paid[r["section_id"]] = ga_paid.get(r["section_id"], 0) + r["quantity"]
-        ga_bad = {
-            s: (ga_paid.get(s, 0), ga_sold.get(s, 0))
-            for s in set(ga_paid) | set(ga_sold)
-            if ga_paid.get(s, 0) != ga_sold.get(s, 0)
-        }
-        orders_paid = len({r["order_id"] for r in paid_lines})
-        checks.append(
-            Check(
-                "paid orders have their seats (PG)",
-                not missing and not extra and not ga_bad,
-                f"{orders_paid} paid orders; {len(missing)} seats missing from sold_seats, "
-                f"{len(extra)} sold without a paid order; GA paid {sum(ga_paid.values())} = "
-                f"ga_sales {sum(ga_sold.values())}" + (f" MISMATCH {ga_bad}" if ga_bad else ""),
-            )
-        )
-
-        # 4. every seat of a paid order is marked sold in Redis; GA counts agree
-        unmarked = await _unmarked(redis, k.seats, [s for _, s in paid_seats])
-        redis_ga = {s: int(v) for s, v in (await redis.hgetall(k.gasold)).items()}
-        redis_sold = sum(1 for v in (await redis.hgetall(k.seats)).values() if v == "sold")
-        ga_redis_bad = {
-            s: (redis_ga.get(s, 0), ga_sold.get(s, 0))
-            for s in ga_cap
-            if redis_ga.get(s, 0) != ga_sold.get(s, 0)
-        }
-        checks.append(
-            Check(
-                "paid seats marked sold in Redis",
-                not unmarked and not ga_redis_bad,
-                f'{len(paid_seats) - len(unmarked)}/{len(paid_seats)} seats "sold" in {k.seats} '
-                f"({redis_sold} in all); GA sold in Redis {sum(redis_ga.values())}"
-                + (f" MISMATCH {ga_redis_bad}" if ga_redis_bad else "")
-                + (f"; unmarked e.g. {unmarked[:3]}" if unmarked else ""),
-            )
-        )
-
-        # 5. admissions within the bucket for the rate over the run
-        cfg = await redis.hgetall(k.cfg)
-        stats = await redis.hgetall(k.stats)
-        sec, usec = await redis.time()
-        now_ms = int(sec) * 1000 + int(usec) // 1000
-        rate, tick_ms = int(cfg.get("rate_per_min", 0)), int(cfg.get("tick_ms", 200))
-        opened_ms = int(cfg.get("opened_ms") or now_ms)
-        admitted_total = int(stats.get("admitted", 0))
-        elapsed = max(0, now_ms - opened_ms)
-        ceiling = admission_ceiling(rate, tick_ms, elapsed)
-        checks.append(
-            Check(
-                "admitted <= bucket ceiling",
-                admitted_total <= ceiling,
-                f"{admitted_total} admitted in {elapsed / 1000:.0f} s since the sale opened; "
-                f"ceiling {ceiling} at {rate}/min (tick {tick_ms} ms)",
-            )
-        )
-        n, span, cap, over = _worst_minute(samples, rate, tick_ms)
-        checks.append(
-            Check(
-                "admitted per sampled window <= bucket",
-                over == 0 and len(samples) > 1,
-                f"busiest window <= 60 s: {n} in {span:.0f} s (ceiling {cap}); "
-                f"{over} windows over their ceiling, {len(samples)} samples",
-            )
-        )
-        max_active = int(cfg.get("max_active", 0))
-        peak = max((int(s.get("active", 0)) for s in samples), default=0)
-        checks.append(
-            Check(
-                "active <= max_active (sampled)",
-                peak <= max_active,
-                f"peak {peak} of {max_active} over {len(samples)} samples",
-            )
-        )
-
-        # 6. admission order = line (ticket) order
-        admitted_ids = {a["queue_id"] for a in admissions if a.get("queue_id")}
-        admitted_ids |= {
-            r["queue_id"]
-            for r in await pool.fetch(
-                "SELECT DISTINCT queue_id FROM orders WHERE event_id = $1", event_id
-            )
-        }
-        admitted_ids |= set(await redis.zrange(k.active, 0, -1))
-        ids = sorted(admitted_ids)
-        tickets = await redis.hmget(k.tickets, ids) if ids else []
-        admitted_tickets = [int(t) for t in tickets if t is not None]
-        no_ticket = len(ids) - len(admitted_tickets)
-        line = await redis.zrange(k.line, 0, 0, withscores=True)
-        first_waiting = int(line[0][1]) if line else None
-        waiting = int(await redis.zcard(k.line))
-        serving = int(stats.get("serving", 0))
-        last_admitted = max(admitted_tickets, default=0)
-        ordered = (
-            no_ticket == 0
-            and last_admitted <= serving
-            and (first_waiting is None or serving < first_waiting)
-        )
-        checks.append(
-            Check(
-                "admission order = ticket order",
-                ordered,
-                f"{len(ids)} admitted seen (highest ticket {last_admitted}, {no_ticket} without one); "
-                f"serving {serving}; {waiting} waiting, lowest ticket {first_waiting}",
-            )
-        )
-        checks.append(
-            Check(
-                "clients saw <= server admitted",
-                len(admissions) <= admitted_total,
-                f"{len(admissions)} admissions seen by locust users, {admitted_total} by the server",
-            )
-        )
-        checks.append(
-            Check(
-                "fans completed purchases",
-                orders_paid > 0,
-                f"{orders_paid} orders paid, {sold} seats/places sold",
-            )
-        )
+        adm = await read_admission(redis, k)
+        return [
+            *checks,
+            check_bucket_ceiling(adm),
+            check_sampled_windows(samples, adm),
+            check_max_active(samples, adm),
+            await check_admission_order(pool, redis, k, event_id, admissions, adm),
+            check_clients_saw(admissions, adm),
+            check_purchases(sales),
+        ]
     finally:
         await pool.close()
         await redis.aclose()
-    return checks
 
 
 async def _unmarked(redis: Any, key: str, seats: list[str]) -> list[str]:
@@ -726,6 +812,34 @@ def table(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
+def report_folder(reports: Path, stamp: str) -> Path:
+    """This run's folder under --reports, made absolute: locust writes into it from the
+    repository root, so a folder relative to where the run started must not move."""
+    return reports.expanduser().resolve() / stamp
+
+
+def shown(path: Path, root: Path = ROOT) -> str:
+    """A path as the summary prints it: relative to the repository when inside it."""
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def report(checks: list[Check], samples: list[dict[str, Any]], out: Path, title: str) -> int:
+    """Write the samples, the plot and the summary into `out`, print the summary and the
+    verdict; the exit code (1 if any check failed)."""
+    (out / "samples.json").write_text(json.dumps(samples))
+    if plot(samples, out / "run.png", title):
+        checks = [*checks, Check("plot", None, shown(out / "run.png"))]
+    summary = table(checks)
+    (out / "summary.txt").write_text(summary + "\n")
+    print(summary, flush=True)
+    failed = [c for c in checks if c.ok is False]
+    print(
+        f"\n{'FAIL' if failed else 'PASS'}: {len(failed)} of "
+        f"{sum(c.ok is not None for c in checks)} checks failed; reports in {out}"
+    )
+    return 1 if failed else 0
+
+
 # ---- the run ---------------------------------------------------------------------------------
 
 
@@ -733,8 +847,7 @@ def run(args: argparse.Namespace) -> int:
     from server.runtime.embedded import EmbeddedServers, free_port
 
     plan = make_plan(args)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = args.reports / stamp
+    out = report_folder(args.reports, datetime.now().strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
     data = Path(tempfile.mkdtemp(prefix="boxoffice-loadtest-"))
     log(f"reports in {out}; data in {data}")
@@ -815,19 +928,8 @@ def run(args: argparse.Namespace) -> int:
         checks += locust_figures(out / "locust")
         if code not in (0, 1):
             checks.append(Check("locust ran to the end", False, f"exit code {code}"))
-        (out / "samples.json").write_text(json.dumps(sampler.samples))
         title = f"{plan.users} users, {args.shape}, {plan.rate_per_min}/min, {plan.capacity} seats"
-        if plot(sampler.samples, out / "run.png", title):
-            checks.append(Check("plot", None, str((out / "run.png").relative_to(ROOT))))
-        summary = table(checks)
-        (out / "summary.txt").write_text(summary + "\n")
-        print(summary, flush=True)
-        failed = [c for c in checks if c.ok is False]
-        print(
-            f"\n{'FAIL' if failed else 'PASS'}: {len(failed)} of "
-            f"{sum(c.ok is not None for c in checks)} checks failed; reports in {out}"
-        )
-        return 1 if failed else 0
+        return report(checks, sampler.samples, out, title)
     finally:
         if sampler is not None:
             sampler.stop()

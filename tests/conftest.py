@@ -7,12 +7,10 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import msgspec
 import pytest
 from aiohttp import DummyCookieJar
 from aiohttp.test_utils import TestClient
@@ -23,18 +21,7 @@ from server.runtime.app import create_app
 from server.runtime.embedded import EmbeddedServers
 from server.store import db
 
-ADMIN_TOKEN = "test-admin-token-" + "x" * 32
-SECRET = "test-secret-" + "y" * 32
-REQUIRE_ALL = os.environ.get("BOXOFFICE_REQUIRE_ALL") == "1"
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip when a binary is absent on a laptop; fail when BOXOFFICE_REQUIRE_ALL=1 (CI)."""
-    if condition:
-        return
-    if REQUIRE_ALL:
-        pytest.fail(f"{reason} (BOXOFFICE_REQUIRE_ALL=1)")
-    pytest.skip(reason)
+from .helpers import ADMIN_TOKEN, SECRET
 
 
 @pytest.fixture(scope="session")
@@ -102,63 +89,3 @@ async def fans(
         create_app(settings), cookie_jar=DummyCookieJar()
     )
     return result
-
-
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def event_body(**overrides: Any) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    body: dict[str, Any] = {
-        "name": "Spring Tour",
-        "venue": "Arena",
-        "starts_at": (now + timedelta(days=30)).isoformat(),
-        "sale_starts_at": (now - timedelta(seconds=1)).isoformat(),
-        "currency": "EUR",
-        "sections": [
-            {"id": "A", "name": "Floor", "price": 5000, "rows": 5, "seats_per_row": 10},
-            {"id": "GA", "name": "Standing", "price": 3500, "capacity": 100},
-        ],
-        "rate_per_min": 600,
-        "max_active": 1000,
-    }
-    body.update(overrides)
-    return body
-
-
-async def create_event(client: TestClient[Any, Any], **overrides: Any) -> dict[str, Any]:
-    response = await client.post("/api/admin/events", json=event_body(**overrides), headers=ADMIN)
-    assert response.status == 201, await response.text()
-    data: dict[str, Any] = await response.json()
-    return data
-
-
-def decode(data: bytes | str, kind: type[Any]) -> Any:
-    return msgspec.json.decode(data, type=kind)
-
-
-def visitor(visitor_id: str | None = None) -> dict[str, str]:
-    """Request headers that make a client act as one distinct visitor (a signed cookie)."""
-    from server.core.tokens import Signer, new_id
-
-    return {"Cookie": f"bo_visitor={Signer(SECRET).visitor_cookie(visitor_id or new_id())}"}
-
-
-async def admitted(
-    client: TestClient[Any, Any], event_id: str, headers: dict[str, str], tries: int = 400
-) -> tuple[str, str]:
-    """Join as this visitor and wait (bounded) until admitted: (queue_id, access_token)."""
-    import asyncio
-
-    joined = await (await client.post(f"/api/events/{event_id}/queue", headers=headers)).json()
-    queue_id = joined["queue_id"]
-    for _ in range(tries):
-        status = await (await client.get(f"/api/queue/{queue_id}", headers=headers)).json()
-        if status["state"] == "admitted":
-            return queue_id, status["access_token"]
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"not admitted: {status}")
-
-
-def bearer(headers: dict[str, str], token: str) -> dict[str, str]:
-    return {**headers, "Authorization": f"Bearer {token}"}

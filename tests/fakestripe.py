@@ -195,7 +195,9 @@ class FakeStripe:
         auth = request.headers.get("Authorization", "")
         if auth != f"Bearer {self.secret_key}":
             failure = StripeFailure(401, "invalid_request_error", "", "Invalid API Key provided")
-            return self._answer(request, params, key, failure.status, failure.body, False)
+            return await self._respond(
+                request, params, key, failure.status, failure.body, False, notify=False
+            )
         if key is not None and key in self._idempotent:
             path, first_params, status, body = self._idempotent[key]
             if path != request.path or first_params != params:
@@ -206,7 +208,9 @@ class FakeStripe:
                     "Keys for idempotent requests can only be used with the same parameters "
                     "they were first used with.",
                 )
-                return self._answer(request, params, key, failure.status, failure.body, False)
+                return await self._respond(
+                    request, params, key, failure.status, failure.body, False, notify=False
+                )
             return await self._respond(request, params, key, status, body, True)
         try:
             status, body = 200, action(params)
@@ -224,22 +228,13 @@ class FakeStripe:
         status: int,
         body: Json,
         replayed: bool,
+        notify: bool = True,
     ) -> web.Response:
+        """Record the request and answer it; `on_request` first sees it unless `notify` is off
+        (refusals made before any action: bad key, idempotency conflict, unknown URL)."""
         recorded = self._record(request, params, key, status, body, replayed)
-        if self.on_request is not None:
+        if notify and self.on_request is not None:
             await self.on_request(recorded)
-        return self._response(status, body, replayed)
-
-    def _answer(
-        self,
-        request: web.Request,
-        params: dict[str, str],
-        key: str | None,
-        status: int,
-        body: Json,
-        replayed: bool,
-    ) -> web.Response:
-        self._record(request, params, key, status, body, replayed)
         return self._response(status, body, replayed)
 
     def _record(
@@ -267,7 +262,8 @@ class FakeStripe:
 
     async def _unknown(self, request: web.Request) -> web.Response:
         body = {"error": {"type": "invalid_request_error", "message": "Unrecognized request URL"}}
-        return self._answer(request, {}, request.headers.get("Idempotency-Key"), 404, body, False)
+        key = request.headers.get("Idempotency-Key")
+        return await self._respond(request, {}, key, 404, body, False, notify=False)
 
     def _intent(self, request: web.Request) -> Json:
         intent_id = request.match_info["id"]

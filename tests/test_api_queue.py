@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from server.core.tokens import Signer, TokenError
 
-from .conftest import ADMIN, SECRET, create_event
+from .helpers import ADMIN, SECRET, create_event
 
 Client = TestClient[Any, Any]
 

@@ -4,7 +4,6 @@ shows convergence without oscillation, and the runner against real Redis and Pos
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import random
 import statistics
@@ -28,7 +27,7 @@ from server.ops.autopilot import (
 )
 from server.runtime.app import create_app
 
-from .conftest import ADMIN, create_event
+from .helpers import ADMIN, create_event, eventually
 from .test_console import audit_rows, join_many
 
 Client = TestClient[Any, Any]
@@ -274,16 +273,6 @@ async def test_autopilot_config_is_validated_and_audited(client: Client) -> None
     }
 
 
-async def wait_for(check: Any, seconds: float = 10.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.1)
-
-
 async def test_autopilot_steers_audits_and_pauses_when_not_ready(
     aiohttp_client: Any, settings: Settings, client: Client, redis: Any
 ) -> None:
@@ -300,7 +289,7 @@ async def test_autopilot_steers_audits_and_pauses_when_not_ready(
         rows = await audit_rows(client, event_id)
         return [r for r in rows if r["who"] == "autopilot" and r["field"] == "rate_per_min"]
 
-    decisions = await wait_for(steered)
+    decisions = await eventually(steered, within=10, every=0.1)
     assert decisions[-1]["old"] == 0 and decisions[-1]["new"] > 0
     assert decisions[-1]["note"]
     # One leader at a time, whichever process it is.
@@ -315,7 +304,7 @@ async def test_autopilot_steers_audits_and_pauses_when_not_ready(
         assert stats["active"] <= 10
         return int(stats["active"])
 
-    await wait_for(active_sessions)
+    await eventually(active_sessions, within=10, every=0.1)
 
     # Readiness fails (PostgreSQL unreachable, as the leader sees it): admission pauses.
     real_ready = leader.ready
@@ -328,7 +317,7 @@ async def test_autopilot_steers_audits_and_pauses_when_not_ready(
     async def paused_in_redis() -> bool:
         return bool(await redis.hget(f"bo:{{ev:{event_id}}}:cfg", "paused") == b"1")
 
-    await wait_for(paused_in_redis)
+    await eventually(paused_in_redis, within=10, every=0.1)
     decision = leader.seen[event_id].last
     assert isinstance(decision, Decision)
     leader.ready = real_ready
@@ -337,6 +326,6 @@ async def test_autopilot_steers_audits_and_pauses_when_not_ready(
         rows = await audit_rows(client, event_id)
         return [r for r in rows if r["who"] == "autopilot" and r["field"] == "paused"]
 
-    rows = await wait_for(resumed)
+    rows = await eventually(resumed, within=10, every=0.1)
     assert [(r["old"], r["new"]) for r in rows] == [(True, False), (False, True)]
     assert await redis.hget(f"bo:{{ev:{event_id}}}:cfg", "paused") == b"0"

@@ -3,7 +3,6 @@ admits nobody and a waiting fan's estimate is unknown; when the hold goes, admis
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -11,18 +10,10 @@ from redis.asyncio import Redis
 
 from server.core.keys import EventKeys
 
-from .conftest import admitted, bearer, create_event, visitor
+from .helpers import admitted, bearer, create_event, eventually, visitor
 
 Client = TestClient[Any, Any]
 STANDING = [{"id": "GA", "name": "Standing", "price": 3500, "capacity": 2}]
-
-
-async def until(check: Any, what: str, tries: int = 400) -> None:
-    for _ in range(tries):  # bounded: 400 x 25 ms
-        if await check():
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"never: {what}")
 
 
 async def flag(redis: Redis, k: EventKeys) -> Any:
@@ -44,9 +35,9 @@ async def test_all_held_pauses_admission_until_the_hold_goes(fans: Client, redis
     hold_id = (await hold.json())["hold_id"]
 
     async def exhausted() -> bool:
-        return await flag(redis, k) == b"1"
+        return bool(await flag(redis, k) == b"1")
 
-    await until(exhausted, "every seat held marks the event exhausted")
+    await eventually(exhausted, "every seat held marks the event exhausted")
 
     second = visitor()
     joined = await (await client.post(f"/api/events/{event['id']}/queue", headers=second)).json()
@@ -58,7 +49,7 @@ async def test_all_held_pauses_admission_until_the_hold_goes(fans: Client, redis
         ticks.append(await redis.hget(k.bucket, "ts"))
         return len(set(ticks)) > 10
 
-    await until(ten_steps, "ten admission steps")
+    await eventually(ten_steps, "ten admission steps")
     status = await (await client.get(f"/api/queue/{joined['queue_id']}", headers=second)).json()
     assert status["state"] == "waiting", status
     assert status["eta_seconds"] is None, status
@@ -68,13 +59,13 @@ async def test_all_held_pauses_admission_until_the_hold_goes(fans: Client, redis
     assert released.status == 204
 
     async def cleared() -> bool:
-        return await flag(redis, k) == b"0"
+        return bool(await flag(redis, k) == b"0")
 
-    await until(cleared, "the released seats clear the flag")
+    await eventually(cleared, "the released seats clear the flag")
 
     async def second_admitted() -> bool:
         url = f"/api/queue/{joined['queue_id']}"
         state = (await (await client.get(url, headers=second)).json())["state"]
         return bool(state == "admitted")
 
-    await until(second_admitted, "the waiting fan is admitted once seats return")
+    await eventually(second_admitted, "the waiting fan is admitted once seats return")

@@ -24,7 +24,7 @@ from server.core.keys import EventKeys
 from server.core.settings import Settings
 from server.core.tokens import Signer, new_id
 
-from .conftest import ADMIN, SECRET, create_event, event_body
+from .helpers import ADMIN, SECRET, create_event, event_body
 
 Client = TestClient[Any, Any]
 SETTLE_MS = 1500  # longer than the period of the slowest background loop (1 s)

@@ -6,20 +6,14 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from .conftest import admitted, bearer, create_event, visitor
+from .helpers import admitted_headers, create_event, visitor
 
 Client = TestClient[Any, Any]
 
 
-async def _fan(client: Client, event_id: str) -> dict[str, str]:
-    headers = visitor()
-    _, token = await admitted(client, event_id, headers)
-    return bearer(headers, token)
-
-
 async def test_journey_hold_checkout_pay_tickets(fans: Client) -> None:
     ev = await create_event(fans, rate_per_min=60000)
-    fan = await _fan(fans, ev["id"])
+    fan = await admitted_headers(fans, ev["id"])
     seat_map = await (await fans.get(f"/api/events/{ev['id']}/seats")).json()
     assert seat_map["sections"][0]["rows"][0]["seats"][0]["status"] == "free"
     held = await fans.post(
@@ -57,7 +51,7 @@ async def test_journey_hold_checkout_pay_tickets(fans: Client) -> None:
 
 async def test_second_fan_finds_seats_taken(fans: Client) -> None:
     ev = await create_event(fans, rate_per_min=60000)
-    first, second = await _fan(fans, ev["id"]), await _fan(fans, ev["id"])
+    first, second = await admitted_headers(fans, ev["id"]), await admitted_headers(fans, ev["id"])
     ok = await fans.post(f"/api/events/{ev['id']}/holds", json={"seats": ["A-2-5"]}, headers=first)
     assert ok.status == 201
     taken = await fans.post(
@@ -74,7 +68,7 @@ async def test_second_fan_finds_seats_taken(fans: Client) -> None:
 
 async def test_declined_card_fails_order_and_frees_seats(fans: Client) -> None:
     ev = await create_event(fans, rate_per_min=60000)
-    fan = await _fan(fans, ev["id"])
+    fan = await admitted_headers(fans, ev["id"])
     hold = await (
         await fans.post(
             f"/api/events/{ev['id']}/holds", json={"section": "GA", "quantity": 3}, headers=fan
@@ -100,7 +94,7 @@ async def test_declined_card_fails_order_and_frees_seats(fans: Client) -> None:
 async def test_holds_need_a_valid_token(fans: Client) -> None:
     ev = await create_event(fans, rate_per_min=60000)
     other = await create_event(fans, rate_per_min=60000)
-    fan = await _fan(fans, ev["id"])
+    fan = await admitted_headers(fans, ev["id"])
     url = f"/api/events/{ev['id']}/holds"
     body = {"seats": ["A-1-1"]}
     assert (await fans.post(url, json=body, headers=visitor())).status == 403

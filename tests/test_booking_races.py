@@ -10,8 +10,6 @@ import asyncio
 import json
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -22,75 +20,13 @@ from server.core.clock import now_ms
 from server.core.keys import EventKeys
 from server.core.tokens import new_id
 
-from .conftest import admitted, bearer, create_event, visitor
+from .helpers import CARD_OK, Fan, call, create_event, crowd, eventually, visitor
+from .helpers import admitted_fan as fan
 
 Client = TestClient[Any, Any]
 
-CARD_OK = "4242424242424242"
 SEATED = {"id": "A", "name": "Floor", "price": 5000, "rows": 5, "seats_per_row": 10}
 ALL_SEATS = [f"A-{r}-{n}" for r in range(1, 6) for n in range(1, 11)]
-
-
-@dataclass(frozen=True)
-class Fan:
-    visitor_id: str
-    headers: dict[str, str]  # cookie and bearer token
-
-
-async def fan(client: Client, event_id: str) -> Fan:
-    vid = new_id()
-    headers = visitor(vid)
-    _, token = await admitted(client, event_id, headers)
-    return Fan(vid, bearer(headers, token))
-
-
-async def crowd(client: Client, event_id: str, n: int) -> list[Fan]:
-    return list(await asyncio.gather(*(fan(client, event_id) for _ in range(n))))
-
-
-async def call(
-    client: Client, method: str, url: str, f: Fan | dict[str, str], body: Any = None
-) -> tuple[int, Any]:
-    headers = f.headers if isinstance(f, Fan) else f
-    kwargs: dict[str, Any] = {"headers": headers}
-    if body is not None:
-        kwargs["json"] = body
-    response = await client.request(method, url, **kwargs)
-    text = await response.text()
-    return response.status, json.loads(text) if text else None
-
-
-async def hold(client: Client, event_id: str, f: Fan, body: dict[str, Any]) -> tuple[int, Any]:
-    return await call(client, "POST", f"/api/events/{event_id}/holds", f, body)
-
-
-async def checkout(client: Client, hold_id: str, f: Fan) -> tuple[int, Any]:
-    return await call(client, "POST", f"/api/holds/{hold_id}/checkout", f, {"email": "f@ex.com"})
-
-
-async def pay(client: Client, order_id: str, f: Fan) -> tuple[int, Any]:
-    return await call(client, "POST", f"/api/orders/{order_id}/pay", f, {"card": CARD_OK})
-
-
-async def buy(client: Client, event_id: str, f: Fan, body: dict[str, Any]) -> dict[str, Any]:
-    """Hold, check out and pay; the paid order."""
-    status, h = await hold(client, event_id, f, body)
-    assert status == 201, h
-    status, order = await checkout(client, h["hold_id"], f)
-    assert status == 201, order
-    status, paid = await pay(client, order["order_id"], f)
-    assert status == 200 and paid["status"] == "paid", paid
-    result: dict[str, Any] = paid
-    return result
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], tries: int = 200) -> None:
-    """Poll a condition a bounded number of times (the seat map is cached for a second)."""
-    for _ in range(tries):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 async def seat_statuses(client: Client, event_id: str) -> tuple[dict[str, str], dict[str, int]]:
@@ -189,7 +125,7 @@ async def test_500_concurrent_holds_never_share_a_seat_or_hold_partly(
     people = await crowd(fans, eid, 100)
     rng = random.Random(2024)
     asks = [(people[i % 100], sorted(rng.sample(ALL_SEATS, rng.randint(1, 4)))) for i in range(500)]
-    results = await asyncio.gather(*(hold(fans, eid, f, {"seats": s}) for f, s in asks))
+    results = await asyncio.gather(*(f.hold(eid, {"seats": s}) for f, s in asks))
 
     statuses = Counter(status for status, _ in results)
     assert set(statuses) <= {201, 409}, statuses
@@ -237,7 +173,7 @@ async def test_500_concurrent_holds_never_share_a_seat_or_hold_partly(
     # every fan checks out every hold it won at once: only the surviving ones become orders
     by_fan = {f.visitor_id: f for f in people}
     tries = [(by_fan[vid], h) for vid, hs in winners.items() for h in hs]
-    outs = await asyncio.gather(*(checkout(fans, h, f) for f, h in tries))
+    outs = await asyncio.gather(*(f.checkout(h) for f, h in tries))
     orders = []
     for (f, hold_id), (status, body) in zip(tries, outs, strict=True):
         if hold_id in live:
@@ -245,7 +181,7 @@ async def test_500_concurrent_holds_never_share_a_seat_or_hold_partly(
             orders.append((f, body["order_id"]))
         else:
             assert status == 410 and body["error"] == "hold_expired", body
-    paid = await asyncio.gather(*(pay(fans, o, f) for f, o in orders))
+    paid = await asyncio.gather(*(f.pay(o) for f, o in orders))
     assert all(status == 200 and body["status"] == "paid" for status, body in paid), paid
     sold = {r["seat_id"] for r in await pg.fetch("SELECT seat_id FROM sold_seats")}
     assert sold == set(owner)
@@ -264,7 +200,7 @@ async def test_standing_oversubscription_never_exceeds_capacity(
     rng = random.Random(7)
     asks = [(people[i % 40], rng.randint(1, 4)) for i in range(80)]
     results = await asyncio.gather(
-        *(hold(fans, eid, f, {"section": "GA", "quantity": q}) for f, q in asks)
+        *(f.hold(eid, {"section": "GA", "quantity": q}) for f, q in asks)
     )
     statuses = Counter(status for status, _ in results)
     assert set(statuses) <= {201, 409}, statuses
@@ -289,9 +225,9 @@ async def test_standing_oversubscription_never_exceeds_capacity(
 
     async def purchase(hold_id: str, record: dict[str, Any]) -> tuple[int, Any]:
         f = owners[record["v"]]
-        status, order = await checkout(fans, hold_id, f)
+        status, order = await f.checkout(hold_id)
         assert status == 201, order
-        return await pay(fans, order["order_id"], f)
+        return await f.pay(order["order_id"])
 
     paid = await asyncio.gather(*(purchase(h, r) for h, r in live.items()))
     assert all(status == 200 and body["status"] == "paid" for status, body in paid), paid
@@ -318,15 +254,15 @@ async def test_same_hold_checked_out_and_paid_twice_at_once(
     ev = await create_event(fans, rate_per_min=60000)
     eid = ev["id"]
     f = await fan(fans, eid)
-    status, h = await hold(fans, eid, f, {"seats": ["A-3-3", "A-3-4"]})
+    status, h = await f.hold(eid, {"seats": ["A-3-3", "A-3-4"]})
     assert status == 201
-    outs = await asyncio.gather(*(checkout(fans, h["hold_id"], f) for _ in range(6)))
+    outs = await asyncio.gather(*(f.checkout(h["hold_id"]) for _ in range(6)))
     assert all(status == 201 for status, _ in outs), outs
     assert len({body["order_id"] for _, body in outs}) == 1
     n = await pg.fetchval("SELECT count(*) FROM orders WHERE hold_id = $1", h["hold_id"])
     assert n == 1
     order_id = outs[0][1]["order_id"]
-    paid = await asyncio.gather(*(pay(fans, order_id, f) for _ in range(4)))
+    paid = await asyncio.gather(*(f.pay(order_id) for _ in range(4)))
     assert all(status == 200 and body["status"] == "paid" for status, body in paid), paid
     assert all(sorted(t["seat_id"] for t in b["tickets"]) == ["A-3-3", "A-3-4"] for _, b in paid)
     assert await pg.fetchval("SELECT count(*) FROM tickets WHERE order_id = $1", order_id) == 2
@@ -344,15 +280,15 @@ async def test_redis_flushed_mid_sale_is_rebuilt_from_postgres(
     eid = ev["id"]
     people = await crowd(fans, eid, 6)
     await asyncio.gather(
-        buy(fans, eid, people[0], {"seats": ["A-1-1", "A-1-2"]}),
-        buy(fans, eid, people[1], {"seats": ["A-1-3"]}),
-        buy(fans, eid, people[2], {"section": "GA", "quantity": 3}),
+        people[0].buy(eid, {"seats": ["A-1-1", "A-1-2"]}),
+        people[1].buy(eid, {"seats": ["A-1-3"]}),
+        people[2].buy(eid, {"section": "GA", "quantity": 3}),
     )
-    status, pending_hold = await hold(fans, eid, people[3], {"seats": ["A-2-1"]})
+    status, pending_hold = await people[3].hold(eid, {"seats": ["A-2-1"]})
     assert status == 201
-    status, pending = await checkout(fans, pending_hold["hold_id"], people[3])
+    status, pending = await people[3].checkout(pending_hold["hold_id"])
     assert status == 201 and pending["status"] == "pending"
-    status, _ = await hold(fans, eid, people[4], {"seats": ["A-3-1"]})
+    status, _ = await people[4].hold(eid, {"seats": ["A-3-1"]})
     assert status == 201
 
     # the outbox relay has published and consumed the three sales before Redis is lost
@@ -387,20 +323,20 @@ async def test_redis_flushed_mid_sale_is_rebuilt_from_postgres(
 
     await eventually(rebuilt)
     # a visitor admitted before the flush lost the session with it
-    status, body = await hold(fans, eid, people[5], {"seats": ["A-4-1"]})
+    status, body = await people[5].hold(eid, {"seats": ["A-4-1"]})
     assert status == 410 and body["error"] == "session_over", body
     # a fan admitted afterwards cannot hold what PostgreSQL sold or a pending order owns
     late = await fan(fans, eid)
     for seats in (["A-1-1"], ["A-1-2", "A-4-4"], ["A-1-3"], ["A-2-1"]):
-        status, body = await hold(fans, eid, late, {"seats": seats})
+        status, body = await late.hold(eid, {"seats": seats})
         assert status == 409 and body["error"] == "seats_unavailable", body
         assert body["seats"] == [s for s in seats if s != "A-4-4"]
-    status, body = await hold(fans, eid, late, {"section": "GA", "quantity": 4})
+    status, body = await late.hold(eid, {"section": "GA", "quantity": 4})
     assert status == 201, body
-    status, body = await hold(fans, eid, late, {"seats": ["A-3-1"]})  # the lost hold's seat
+    status, body = await late.hold(eid, {"seats": ["A-3-1"]})  # the lost hold's seat
     assert status == 201, body
     # the pending order's restored hold is honoured when it is paid
-    status, paid = await pay(fans, pending["order_id"], people[3])
+    status, paid = await people[3].pay(pending["order_id"])
     assert status == 200 and paid["status"] == "paid", paid
     sold = [r["seat_id"] for r in await pg.fetch("SELECT seat_id FROM sold_seats")]
     assert sorted(sold) == ["A-1-1", "A-1-2", "A-1-3", "A-2-1"]
@@ -421,11 +357,11 @@ async def test_two_orders_forced_onto_one_seat_postgres_refuses_the_second(
     eid = ev["id"]
     k = EventKeys(eid)
     first, second = await crowd(fans, eid, 2)
-    paid_seat = await buy(fans, eid, first, {"seats": ["A-1-1", "A-1-2"]})
-    status, h = await hold(fans, eid, second, {"section": "GA", "quantity": capacity})
+    paid_seat = await first.buy(eid, {"seats": ["A-1-1", "A-1-2"]})
+    status, h = await second.hold(eid, {"section": "GA", "quantity": capacity})
     assert status == 201
-    status, order = await checkout(fans, h["hold_id"], second)
-    paid_ga = (await pay(fans, order["order_id"], second))[1]
+    status, order = await second.checkout(h["hold_id"])
+    paid_ga = (await second.pay(order["order_id"]))[1]
     assert paid_ga["status"] == "paid"
 
     # Redis is lost and comes back wrong: seat state marked built, but nothing sold in it
@@ -435,17 +371,15 @@ async def test_two_orders_forced_onto_one_seat_postgres_refuses_the_second(
         pipe.hset(k.gacap, "GA", capacity)
         await pipe.execute()
     third, fourth = await crowd(fans, eid, 2)
-    status, h3 = await hold(fans, eid, third, {"seats": ["A-1-2", "A-1-3"]})
+    status, h3 = await third.hold(eid, {"seats": ["A-1-2", "A-1-3"]})
     assert status == 201, h3  # Redis is wrong and lets it through
-    status, o3 = await checkout(fans, h3["hold_id"], third)
+    status, o3 = await third.checkout(h3["hold_id"])
     assert status == 201
-    status, h4 = await hold(fans, eid, fourth, {"section": "GA", "quantity": 2})
+    status, h4 = await fourth.hold(eid, {"section": "GA", "quantity": 2})
     assert status == 201, h4
-    status, o4 = await checkout(fans, h4["hold_id"], fourth)
+    status, o4 = await fourth.checkout(h4["hold_id"])
     assert status == 201
-    results = await asyncio.gather(
-        pay(fans, o3["order_id"], third), pay(fans, o4["order_id"], fourth)
-    )
+    results = await asyncio.gather(third.pay(o3["order_id"]), fourth.pay(o4["order_id"]))
     for status, body in results:
         assert status == 200, body
         assert body["status"] == "voided" and body["status_reason"] == "seats_taken", body
@@ -481,16 +415,16 @@ async def test_expired_hold_frees_its_seats_for_others(
     ev = await create_event(fans, rate_per_min=60000)
     eid = ev["id"]
     first, second = await crowd(fans, eid, 2)
-    status, _ = await hold(fans, eid, first, {"seats": ["A-1-5", "A-1-6"]})
+    status, _ = await first.hold(eid, {"seats": ["A-1-5", "A-1-6"]})
     assert status == 201
-    status, body = await hold(fans, eid, second, {"seats": ["A-1-5"]})
+    status, body = await second.hold(eid, {"seats": ["A-1-5"]})
     assert status == 409 and body["seats"] == ["A-1-5"]
-    status, g1 = await hold(fans, eid, first, {"seats": ["A-1-5", "A-1-6"]})
+    status, g1 = await first.hold(eid, {"seats": ["A-1-5", "A-1-6"]})
     assert status == 201  # re-holding the same seats replaces the first hold
     await expire(redis, eid, g1["hold_id"])
-    status, h2 = await hold(fans, eid, second, {"seats": ["A-1-5"]})
+    status, h2 = await second.hold(eid, {"seats": ["A-1-5"]})
     assert status == 201, h2
-    status, body = await checkout(fans, g1["hold_id"], first)
+    status, body = await first.checkout(g1["hold_id"])
     assert status == 410 and body["error"] == "hold_expired", body
     assert await pg.fetchval("SELECT count(*) FROM orders WHERE event_id = $1", eid) == 0
 
@@ -499,7 +433,7 @@ async def test_expired_hold_frees_its_seats_for_others(
         return seats["A-1-5"] == "held" and seats["A-1-6"] == "free"
 
     await eventually(shown)
-    await buy(fans, eid, first, {"seats": ["A-1-6"]})
+    await first.buy(eid, {"seats": ["A-1-6"]})
     await check_ledger(pg, eid)
 
 
@@ -511,30 +445,30 @@ async def test_late_payment_honoured_if_seats_free_voided_if_taken(
     first, second, third = await crowd(fans, eid, 3)
 
     # honoured: the hold expired but nobody took the seat
-    status, h = await hold(fans, eid, first, {"seats": ["A-2-5"]})
+    status, h = await first.hold(eid, {"seats": ["A-2-5"]})
     assert status == 201
-    status, order = await checkout(fans, h["hold_id"], first)
+    status, order = await first.checkout(h["hold_id"])
     assert status == 201
     await expire(redis, eid, h["hold_id"])
-    status, paid = await pay(fans, order["order_id"], first)
+    status, paid = await first.pay(order["order_id"])
     assert status == 200 and paid["status"] == "paid", paid
     assert [t["seat_id"] for t in paid["tickets"]] == ["A-2-5"]
 
     # voided: the hold expired and someone else holds the seat now
-    status, h = await hold(fans, eid, second, {"seats": ["A-2-6", "A-2-7"]})
+    status, h = await second.hold(eid, {"seats": ["A-2-6", "A-2-7"]})
     assert status == 201
-    status, order = await checkout(fans, h["hold_id"], second)
+    status, order = await second.checkout(h["hold_id"])
     assert status == 201
     await expire(redis, eid, h["hold_id"])
-    status, other = await hold(fans, eid, third, {"seats": ["A-2-7"]})
+    status, other = await third.hold(eid, {"seats": ["A-2-7"]})
     assert status == 201, other
-    status, voided = await pay(fans, order["order_id"], second)
+    status, voided = await second.pay(order["order_id"])
     assert status == 200, voided
     assert voided["status"] == "voided" and voided["status_reason"] == "seats_taken"
     # the newcomer's hold is untouched and can be bought; the free seat A-2-6 stayed free
-    status, o3 = await checkout(fans, other["hold_id"], third)
+    status, o3 = await third.checkout(other["hold_id"])
     assert status == 201
-    status, p3 = await pay(fans, o3["order_id"], third)
+    status, p3 = await third.pay(o3["order_id"])
     assert status == 200 and p3["status"] == "paid"
     k = EventKeys(eid)
     assert await redis.hget(k.seats, "A-2-6") is None
@@ -574,11 +508,11 @@ async def test_bad_input_is_refused_and_changes_nothing(
     other = await create_event(fans, rate_per_min=60000)
     eid = ev["id"]
     owner, stranger = await crowd(fans, eid, 2)
-    status, h = await hold(fans, eid, owner, {"seats": ["A-1-1"]})
+    status, h = await owner.hold(eid, {"seats": ["A-1-1"]})
     assert status == 201
-    status, order = await checkout(fans, h["hold_id"], owner)
+    status, order = await owner.checkout(h["hold_id"])
     assert status == 201
-    status, spare = await hold(fans, eid, stranger, {"seats": ["A-5-5"]})
+    status, spare = await stranger.hold(eid, {"seats": ["A-5-5"]})
     assert status == 201
     before = await state_of(redis, pg, [eid, other["id"]])
 

@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from server.core.settings import Settings
 from server.runtime.app import create_app
 
-from .conftest import ADMIN, event_body, need
+from .helpers import ADMIN, event_body, need
 
 pytestmark = pytest.mark.browser
 

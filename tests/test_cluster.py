@@ -25,7 +25,7 @@ from redis.exceptions import RedisClusterException, ResponseError
 from server.core.keys import EventKeys
 from server.waiting.line import Scripts
 
-from .conftest import need
+from .helpers import need
 
 pytestmark = pytest.mark.cluster
 

@@ -19,7 +19,7 @@ from server.ops.autopilot import clearing_rate, eta_preview, last_fan_wait
 from server.ops.live import LIVE, histogram_quantile
 from server.runtime.app import create_app
 
-from .conftest import ADMIN, ADMIN_TOKEN, create_event, event_body, visitor
+from .helpers import ADMIN, ADMIN_TOKEN, create_event, event_body, visitor
 from .test_browser import SHOTS, TIMEOUT_MS, admin, base_url, browser, chromium_path  # noqa: F401
 
 Client = TestClient[Any, Any]

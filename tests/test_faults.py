@@ -29,7 +29,7 @@ from server.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from server.runtime.stack import Stack
 from server.store.events import EventCache
 
-from .conftest import ADMIN, ADMIN_TOKEN, SECRET
+from .helpers import ADMIN, ADMIN_TOKEN, SECRET
 from .test_nginx import create_event, make_folder, nginx_binary, session
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import create_event, visitor
+from tests.helpers import create_event, visitor
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "nginx" / "grafana-dashboard.json"
 METRIC = re.compile(r"\bboxoffice_[a-zA-Z0-9_]+")

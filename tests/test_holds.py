@@ -20,7 +20,7 @@ from server.core.keys import EventKeys
 from server.core.messages import EventCreate
 from server.store import db
 
-from .conftest import event_body
+from .helpers import event_body
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z: real-sized epoch milliseconds
 HOLD_MS = 600_000  # ten minutes

@@ -22,7 +22,7 @@ from server.runtime import stack as stack_mod
 from server.runtime.embedded import free_port
 from server.runtime.stack import Stack
 
-from .conftest import ADMIN, ADMIN_TOKEN, SECRET, event_body, need
+from .helpers import ADMIN, ADMIN_TOKEN, SECRET, event_body, need
 
 pytestmark = pytest.mark.slow
 TIMEOUT = aiohttp.ClientTimeout(total=15)

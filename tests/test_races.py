@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,7 +31,7 @@ from server.core.settings import Settings, to_env
 from server.runtime.app import create_app
 from server.runtime.embedded import free_port
 
-from .conftest import ADMIN, create_event, event_body
+from .helpers import ADMIN, create_event, event_body, eventually
 
 Client = TestClient[Any, Any]
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,15 +95,6 @@ async def admin(
         return await response.json()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 30.0) -> None:
-    """Poll `check` until it holds; fail with `what` after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(POLL_S)
-
-
 def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -132,7 +123,7 @@ async def ticks_pass(redis: Redis, k: EventKeys, count: int, tick_ms: int) -> No
     async def reached() -> bool:
         return await bucket_ts(redis, k) >= target
 
-    await eventually(reached, f"admission steps {count} ticks ahead")
+    await eventually(reached, f"admission steps {count} ticks ahead", within=30, every=POLL_S)
 
 
 async def stat(redis: Redis, k: EventKeys, name: str) -> int:
@@ -338,7 +329,7 @@ async def test_three_processes_admit_within_the_bucket_in_arrival_order(
             peak_active = max(peak_active, await redis.zcard(k.active))
             return await stat(redis, k, "admitted") >= waiters + 1
 
-        await eventually(all_admitted, "every waiter admitted", within=120)
+        await eventually(all_admitted, "every waiter admitted", within=120, every=POLL_S)
         # The last step may land between the sample above and the admitted counter's read.
         peak_active = max(peak_active, await redis.zcard(k.active))
 
@@ -482,7 +473,7 @@ async def test_grace_period_drops_only_abandoned_places(
                     and await redis.zscore(k.line, q_drop) is None
                 )
 
-            await eventually(abandoned_dropped, "abandoned places dropped", within=60)
+            await eventually(abandoned_dropped, "abandoned places dropped", within=60, every=POLL_S)
             # A few more reaper rounds with the survivors still alive.
             await ticks_pass(redis, k, 2000 // tick_ms, tick_ms)
             assert not poller.done()
@@ -535,7 +526,9 @@ async def test_pause_stops_admission_and_unpause_resumes(
         async def ten_admitted() -> bool:
             return await stat(redis, k, "admitted") == 10
 
-        await eventually(ten_admitted, "the ten waiters admitted after unpausing")
+        await eventually(
+            ten_admitted, "the ten waiters admitted after unpausing", within=30, every=POLL_S
+        )
         assert_admitted_in_ticket_order(await active_sessions(redis, k), await tickets_of(redis, k))
         status = await people[0].call("GET", "/api/events/" + ev["id"])
         assert status["state"] == "on_sale"
@@ -571,14 +564,14 @@ async def test_max_active_is_never_exceeded(
         async def three_in() -> bool:
             return await sample() == 3
 
-        await eventually(three_in, "three admitted")
+        await eventually(three_in, "three admitted", within=30, every=POLL_S)
         target = await redis_ms(redis) + 20 * tick_ms
 
         async def many_ticks_later() -> bool:
             await sample()
             return await bucket_ts(redis, k) >= target
 
-        await eventually(many_ticks_later, "twenty more admission steps")
+        await eventually(many_ticks_later, "twenty more admission steps", within=30, every=POLL_S)
         assert peak == 3
         assert await stat(redis, k, "admitted") == 3
         assert await redis.zcard(k.line) == 7
@@ -595,7 +588,9 @@ async def test_max_active_is_never_exceeded(
         async def fourth_in() -> bool:
             return await stat(redis, k, "admitted") == 4
 
-        await eventually(fourth_in, "the fourth admitted after a slot freed")
+        await eventually(
+            fourth_in, "the fourth admitted after a slot freed", within=30, every=POLL_S
+        )
         await ticks_pass(redis, k, 20, tick_ms)
         await sample()
         assert peak == 3

@@ -16,7 +16,7 @@ from server.core.settings import Settings
 from server.runtime import processes
 from server.runtime.embedded import free_port
 
-from .conftest import ADMIN, event_body, visitor
+from .helpers import ADMIN, event_body, visitor
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,11 +25,11 @@ from server.core.tokens import new_id
 from server.payments.stripe_provider import StripeProvider
 from server.runtime.app import create_app
 
-from .conftest import ADMIN, admitted, bearer, create_event, visitor
+from . import helpers
 from .fakestripe import FakeStripe, Recorded
+from .helpers import ADMIN, Headers, admitted_headers, create_event, created, eventually
 
 Client = TestClient[Any, Any]
-Headers = dict[str, str]
 
 SECRET_KEY = "sk_test_" + "k" * 24
 WEBHOOK_SECRET = "whsec_" + "w" * 32
@@ -37,7 +37,7 @@ PUBLISHABLE_KEY = "pk_test_" + "p" * 24
 AUTHORISED = "payment_intent.amount_capturable_updated"
 SUCCEEDED = "payment_intent.succeeded"
 FAILED = "payment_intent.payment_failed"
-PRICE = 5000  # section A of conftest.event_body
+PRICE = 5000  # section A of helpers.event_body
 
 
 @pytest.fixture
@@ -75,34 +75,12 @@ async def shop(
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, tries: int = 200) -> None:
-    for _ in range(tries):
-        if await check():
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"never happened: {what}")
-
-
-async def new_fan(shop: Client, event_id: str) -> Headers:
-    headers = visitor()
-    _, token = await admitted(shop, event_id, headers)
-    return bearer(headers, token)
-
-
 async def hold(shop: Client, event_id: str, fan: Headers, seats: list[str]) -> dict[str, Any]:
-    response = await shop.post(f"/api/events/{event_id}/holds", json={"seats": seats}, headers=fan)
-    assert response.status == 201, await response.text()
-    data: dict[str, Any] = await response.json()
-    return data
+    return created(await helpers.hold(shop, event_id, fan, {"seats": seats}))
 
 
 async def checkout(shop: Client, hold_id: str, fan: Headers) -> dict[str, Any]:
-    response = await shop.post(
-        f"/api/holds/{hold_id}/checkout", json={"email": "fan@example.com"}, headers=fan
-    )
-    assert response.status == 201, await response.text()
-    data: dict[str, Any] = await response.json()
-    return data
+    return created(await helpers.checkout(shop, hold_id, fan))
 
 
 class Sale(msgspec.Struct):
@@ -121,7 +99,7 @@ async def start_sale(
     shop: Client, fake: FakeStripe, event_id: str, seats: list[str], fan: Headers | None = None
 ) -> Sale:
     """A fan holds seats and checks out: a pending order with its PaymentIntent."""
-    fan = fan or await new_fan(shop, event_id)
+    fan = fan or await admitted_headers(shop, event_id)
     held = await hold(shop, event_id, fan, seats)
     order = await checkout(shop, held["hold_id"], fan)
     assert order["status"] == "pending"
@@ -185,7 +163,7 @@ async def intent_status(fake: FakeStripe, intent_id: str, wanted: str) -> None:
     async def reached() -> bool:
         return bool(fake.intents[intent_id]["status"] == wanted)
 
-    await eventually(reached, f"intent {intent_id} {wanted}")
+    await eventually(reached, f"intent {intent_id} {wanted}", within=5, every=0.025)
 
 
 # ---- checkout ----------------------------------------------------------------------------------
@@ -224,7 +202,7 @@ async def test_concurrent_checkouts_make_one_order_and_one_intent(
     shop: Client, fake: FakeStripe, pg: asyncpg.Pool
 ) -> None:
     ev = await create_event(shop, rate_per_min=60000)
-    fan = await new_fan(shop, ev["id"])
+    fan = await admitted_headers(shop, ev["id"])
     held = await hold(shop, ev["id"], fan, ["A-2-1"])
     orders = await asyncio.gather(*(checkout(shop, held["hold_id"], fan) for _ in range(6)))
     assert len({o["order_id"] for o in orders}) == 1
@@ -285,7 +263,7 @@ async def test_webhook_racing_checkout_is_matched_by_metadata(
 ) -> None:
     """Stripe's webhook may arrive before checkout has stored the intent id on the order."""
     ev = await create_event(shop, rate_per_min=60000)
-    fan = await new_fan(shop, ev["id"])
+    fan = await admitted_headers(shop, ev["id"])
     held = await hold(shop, ev["id"], fan, ["A-3-3"])
     created, release = asyncio.Event(), asyncio.Event()
 
@@ -411,7 +389,7 @@ async def test_webhook_for_an_order_not_committed_yet_is_retried(
     """Another process made the intent but its order row is not visible yet: 503 + Retry-After,
     nothing recorded, and Stripe's retry of the same event succeeds once the order exists."""
     ev = await create_event(shop, rate_per_min=60000)
-    fan = await new_fan(shop, ev["id"])
+    fan = await admitted_headers(shop, ev["id"])
     held = await hold(shop, ev["id"], fan, ["A-5-5"])
     order_id = new_id()
     provider = StripeProvider(stripe_settings)
@@ -480,7 +458,7 @@ async def test_payment_failed_fails_order_and_frees_seats(
     assert order["status"] == "failed" and order["tickets"] == []
     assert await seat_status(shop, ev["id"], "A-2-2") == "free"
     assert await seat_status(shop, ev["id"], "A-2-3") == "free"
-    other = await new_fan(shop, ev["id"])
+    other = await admitted_headers(shop, ev["id"])
     await hold(shop, ev["id"], other, ["A-2-2", "A-2-3"])
     # The intent is cancelled, so the fan cannot later authorise money for an order that
     # will never be paid (Stripe lets a customer retry an intent after a decline).
@@ -623,7 +601,7 @@ async def test_late_captured_payment_with_seats_sold_is_refunded(
     async def refunded() -> bool:
         return any(r["payment_intent"] == late.intent_id for r in fake.refunds.values())
 
-    await eventually(refunded, "refund of the late payment")
+    await eventually(refunded, "refund of the late payment", within=5, every=0.025)
     refunds = fake.calls("/v1/refunds")
     assert {r.idempotency_key for r in refunds} == {f"boxoffice-refund-{late.order_id}"}
     assert refunds[0].params["metadata[order_id]"] == late.order_id
@@ -649,7 +627,7 @@ async def test_redis_flushed_mid_sale_rebuilds_and_sells_each_seat_once(
     assert rebuilt.status == 200, await rebuilt.text()
     assert (await rebuilt.json())["holds_restored"] == 1
 
-    newcomer = await new_fan(shop, ev["id"])
+    newcomer = await admitted_headers(shop, ev["id"])
     for seat in ("A-1-1", "A-1-2"):
         refused = await shop.post(
             f"/api/events/{ev['id']}/holds", json={"seats": [seat]}, headers=newcomer

@@ -10,7 +10,7 @@ from xml.etree import ElementTree
 import segno
 from aiohttp.test_utils import TestClient
 
-from .conftest import admitted, bearer, create_event, visitor
+from .helpers import admitted_headers, checkout, create_event, created, hold, pay, visitor
 
 Client = TestClient[Any, Any]
 SVG = "{http://www.w3.org/2000/svg}"
@@ -19,26 +19,14 @@ SVG = "{http://www.w3.org/2000/svg}"
 async def _order(fans: Client, seats: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
     """A fan who held the seats and checked out: their headers and the pending order."""
     ev = await create_event(fans, rate_per_min=60000)
-    headers = visitor()
-    _, token = await admitted(fans, ev["id"], headers)
-    fan = bearer(headers, token)
-    held = await fans.post(f"/api/events/{ev['id']}/holds", json={"seats": seats}, headers=fan)
-    assert held.status == 201, await held.text()
-    hold = await held.json()
-    checkout = await fans.post(
-        f"/api/holds/{hold['hold_id']}/checkout", json={"email": "fan@example.com"}, headers=fan
-    )
-    assert checkout.status == 201, await checkout.text()
-    return fan, await checkout.json()
+    fan = await admitted_headers(fans, ev["id"])
+    held = created(await hold(fans, ev["id"], fan, {"seats": seats}))
+    return fan, created(await checkout(fans, held["hold_id"], fan))
 
 
 async def _paid(fans: Client, seats: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
     fan, order = await _order(fans, seats)
-    paid = await fans.post(
-        f"/api/orders/{order['order_id']}/pay", json={"card": "4242424242424242"}, headers=fan
-    )
-    assert paid.status == 200, await paid.text()
-    body = await paid.json()
+    body = created(await pay(fans, order["order_id"], fan), 200)
     assert body["status"] == "paid"
     return fan, body
 
