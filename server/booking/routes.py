@@ -13,6 +13,7 @@ from server.core.messages import CheckoutRequest, HoldRequest, PayRequest
 from server.payments import stripe_webhooks
 
 routes = web.RouteTableDef()
+webhook_routes = web.RouteTableDef()  # served by the web and the payments role
 
 _hold = msgspec.json.Decoder(HoldRequest)
 _checkout = msgspec.json.Decoder(CheckoutRequest)
@@ -75,7 +76,7 @@ async def pay(request: web.Request) -> web.Response:
     return json_response(order)
 
 
-@routes.post("/api/webhooks/stripe")
+@webhook_routes.post("/api/webhooks/stripe")
 async def stripe_webhook(request: web.Request) -> web.Response:
     booking = request.app[BOOKING]
     secret = booking.settings.stripe_webhook_secret

@@ -43,6 +43,9 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
         self.tick_errors = Counter("boxoffice_tick_errors", "Failed admission steps", registry=r)
+        self.roles = Gauge(
+            "boxoffice_process_roles", "Roles this process runs (1 each)", ["role"], registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -24,6 +24,10 @@ PLAIN_VARIABLES = {
 SECRET_FIELDS = ("secret", "admin_token")
 NOT_SETTINGS = {"BOXOFFICE_REQUIRE_ALL"}  # read by the test suite, not by the service
 MIN_SECRET_LENGTH = 32
+# The parts of the service a process runs (server.runtime.app): web = HTTP and websockets,
+# admission = the admission step, sell-out and autopilot, relay = outbox and reservations,
+# notifier = mail, payments = captures, voids, refunds and order expiry.
+ROLES = ("web", "admission", "relay", "notifier", "payments")
 
 
 class SettingsError(Exception):
@@ -58,9 +62,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     stripe_webhook_secret: str = ""
     stripe_publishable_key: str = ""
     stripe_api_base: str = ""
+    roles: str = ",".join(ROLES)  # comma-separated subset of ROLES run by each worker
 
     def __post_init__(self) -> None:
         _check_ranges(self)
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.roles.split(",") if r.strip())
 
     @property
     def embedded(self) -> bool:
@@ -82,6 +91,7 @@ def _check_ranges(s: Settings) -> None:
         "checkout_minutes": 1 <= s.checkout_minutes <= 60,
         "late_payment_minutes": 0 <= s.late_payment_minutes <= 24 * 60,
         "stripe_webhook_secret": not s.stripe_secret_key or bool(s.stripe_webhook_secret),
+        "roles": bool(s.role_set) and s.role_set <= set(ROLES),
     }
     bad = [name for name, ok in checks.items() if not ok]
     if bad:

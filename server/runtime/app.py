@@ -13,6 +13,7 @@ from server.booking import routes as booking_routes
 from server.booking.service import BOOKING, Booking
 from server.core.errors import Handler, error_middleware
 from server.core.identity import visitor_middleware
+from server.core.loops import Loop
 from server.core.metrics import METRICS, Metrics
 from server.core.settings import SETTINGS, Settings
 from server.core.tokens import Signer
@@ -54,6 +55,8 @@ async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, redis, pool = app[SETTINGS], app[REDIS], app[POOL]
     room = Room(settings, redis, Scripts(redis), pool, EventCache(pool), Signer(settings.secret))
     metrics = Metrics()
+    for role in settings.role_set:
+        metrics.roles.labels(role).set(1)
     hub = Hub(room, metrics)
     admission = Admission(room, hub, metrics)
     providers = make_providers(settings)
@@ -65,19 +68,36 @@ async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
     app[BOOKING], app[LIVE], app[AUTOPILOT] = booking, live, pilot
     tasks = BackgroundTasks()
     tasks.start(
-        [
-            *admission.loops(),
-            *News(room, hub, admission).loops(),
-            *hub.loops(),
-            *booking.loops(),
-            *pilot.loops(),
-        ]
+        role_loops(settings.role_set, admission, hub, News(room, hub, admission), booking, pilot)
     )
     yield
     await tasks.stop()
     with contextlib.suppress(Exception):
         await pilot.release()
     await providers.close()
+
+
+def role_loops(
+    roles: frozenset[str],
+    admission: Admission,
+    hub: Hub,
+    news: News,
+    booking: Booking,
+    pilot: Autopilot,
+) -> list[Loop]:
+    """The background loops a process with these roles runs."""
+    loops: list[Loop] = []
+    if "web" in roles:
+        loops += [*hub.loops(), *news.loops()]
+    if "admission" in roles or "web" in roles:
+        loops += admission.loops(admit="admission" in roles)
+    if "admission" in roles:
+        loops += [*booking.availability.loops(), *pilot.loops()]
+    if "relay" in roles:
+        loops += booking.relay.loops()
+    if "payments" in roles:
+        loops += booking.settlement.loops()
+    return loops
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -115,11 +135,16 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.cleanup_ctx.extend([_redis_ctx, _postgres_ctx, _domains_ctx])
     app.on_shutdown.append(_close_sockets)
-    app.add_routes(site_routes.routes)
-    app.add_routes(event_routes.routes)
-    app.add_routes(queue_routes.routes)
-    app.add_routes(admin_routes.routes)
-    app.add_routes(booking_routes.routes)
-    app.add_routes(console_routes.routes)
-    app.router.add_static("/static/", assets.STATIC, name="static")
+    app.add_routes(site_routes.routes)  # health, readiness and metrics in every role
+    roles = settings.role_set
+    if "web" in roles:
+        app.add_routes(event_routes.routes)
+        app.add_routes(queue_routes.routes)
+        app.add_routes(admin_routes.routes)
+        app.add_routes(booking_routes.routes)
+        app.add_routes(console_routes.routes)
+        app.add_routes(site_routes.pages)
+        app.router.add_static("/static/", assets.STATIC, name="static")
+    if roles & {"web", "payments"}:
+        app.add_routes(booking_routes.webhook_routes)
     return app

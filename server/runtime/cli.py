@@ -1,4 +1,4 @@
-"""Command line: `python -m server serve|worker|up|migrate|rebuild-inventory`.
+"""Command line: `python -m server serve|worker|up|web|admission|relay|notifier|payments|migrate|…`.
 
 `serve` starts the embedded Redis and PostgreSQL when REDIS_URL / DATABASE_URL are not given,
 applies migrations, optionally creates the demo event, then runs one worker in this process or
@@ -17,7 +17,7 @@ import uvloop
 from aiohttp import web
 
 from server.core import logs
-from server.core.settings import Settings, SettingsError, from_env, with_dev_secrets
+from server.core.settings import ROLES, Settings, SettingsError, from_env, with_dev_secrets
 from server.runtime.app import create_app
 from server.runtime.embedded import start_missing
 from server.runtime.prepare import banner, prepare, rebuild_inventory
@@ -95,8 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--port", type=int, help="NGINX port (default BOXOFFICE_PORT)")
     p_up.add_argument("--workers", type=int, help="app processes (default: one per CPU)")
     p_up.add_argument("--demo", action="store_true", help="create the demo event")
+    p_up.add_argument(
+        "--roles",
+        help="processes by role, e.g. web:2,admission,relay,notifier,payments "
+        "(default: --workers processes each running every role)",
+    )
     p_up.add_argument("--tls-cert", help="PEM certificate: serve HTTPS (TLS 1.3)")
     p_up.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    for role in ROLES:
+        p_role = sub.add_parser(role, help=f"one process running only the {role} role")
+        p_role.add_argument("--host")
+        p_role.add_argument("--port", type=int)
     sub.add_parser("migrate", help="apply database migrations")
     p_rebuild = sub.add_parser(
         "rebuild-inventory", help="recompute an event's live seat state in Redis from PostgreSQL"
@@ -106,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             settings = from_env(host=args.host, port=args.port, workers=args.workers)
+        elif args.command in ROLES:
+            settings = from_env(host=args.host, port=args.port, roles=args.command)
         else:
             settings = from_env()
     except SettingsError as exc:
@@ -117,10 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         run_worker(settings, reuse_port=not args.no_reuse_port)
         return 0
+    if args.command in ROLES:
+        run_worker(settings, reuse_port=False)
+        return 0
     if args.command == "up":
         from server.runtime.up import up  # NGINX only where it is asked for
 
-        return up(settings, args.port, args.workers, args.demo, args.tls_cert, args.tls_key)
+        return up(
+            settings, args.port, args.workers, args.demo, args.tls_cert, args.tls_key, args.roles
+        )
     if args.command == "rebuild-inventory":
         if settings.embedded:
             print("boxoffice: rebuild-inventory needs DATABASE_URL and REDIS_URL", file=sys.stderr)

@@ -15,7 +15,8 @@ from server.store.db import POOL
 from server.store.redis_client import REDIS
 from server.waiting.room import ROOM
 
-routes = web.RouteTableDef()
+routes = web.RouteTableDef()  # every role: health, readiness, metrics, the API description
+pages = web.RouteTableDef()  # the web role: fan pages and the console page
 
 
 @routes.get("/healthz")
@@ -54,23 +55,23 @@ def _page(name: str) -> web.FileResponse:
     return web.FileResponse(assets.STATIC / name, headers={"Cache-Control": "no-cache"})
 
 
-@routes.get("/")
+@pages.get("/")
 async def index(request: web.Request) -> web.FileResponse:
     return _page("index.html")
 
 
-@routes.get("/admin")
+@pages.get("/admin")
 async def admin_console(request: web.Request) -> web.FileResponse:
     return _page("admin/index.html")
 
 
-@routes.get("/e/{event_id}")
+@pages.get("/e/{event_id}")
 async def waiting_page(request: web.Request) -> web.FileResponse:
     await request.app[ROOM].cache.require(check_event_id(request.match_info["event_id"]))
     return _page("waiting.html")
 
 
-@routes.get("/e/{event_id}/seats")
+@pages.get("/e/{event_id}/seats")
 async def seats_page(request: web.Request) -> web.FileResponse:
     await request.app[ROOM].cache.require(check_event_id(request.match_info["event_id"]))
     return _page("seats.html")

@@ -10,6 +10,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
+
 from server.core.settings import Settings
 from server.runtime import nginx
 from server.runtime.embedded import free_port
@@ -78,14 +80,29 @@ class Stack:
     workers_wanted: int = 2
     tls_cert: str | None = None
     tls_key: str | None = None
+    layout: list[str] = field(default_factory=list)  # each worker's roles ("" = the settings')
     worker_ports: list[int] = field(default_factory=list)
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     front: subprocess.Popen[bytes] | None = None
     conf: Path | None = None
 
     def __post_init__(self) -> None:
+        if not self.layout:
+            self.layout = [""] * self.workers_wanted
         if not self.worker_ports:
-            self.worker_ports = [free_port() for _ in range(self.workers_wanted)]
+            self.worker_ports = [free_port() for _ in self.layout]
+
+    def roles_of(self, index: int) -> Settings:
+        """The settings of worker `index`: its own roles where the layout gives them."""
+        roles = self.layout[index]
+        return msgspec.structs.replace(self.settings, roles=roles) if roles else self.settings
+
+    @property
+    def web_ports(self) -> list[int]:
+        """The workers NGINX sends requests to: those with the web role."""
+        return [
+            port for i, port in enumerate(self.worker_ports) if "web" in self.roles_of(i).role_set
+        ]
 
     @property
     def base(self) -> str:
@@ -96,7 +113,7 @@ class Stack:
         return self.folder / "nginx"
 
     def start_worker(self, index: int) -> subprocess.Popen[bytes]:
-        return start_worker(self.settings, self.worker_ports[index])
+        return start_worker(self.roles_of(index), self.worker_ports[index])
 
     def start_workers(self) -> None:
         self.workers = [self.start_worker(i) for i in range(len(self.worker_ports))]
@@ -109,7 +126,7 @@ class Stack:
     def write_config(self) -> Path:
         assert self.binary is not None
         params = nginx_params(
-            self.settings, self.port, self.worker_ports, self.prefix, self.tls_cert, self.tls_key
+            self.settings, self.port, self.web_ports, self.prefix, self.tls_cert, self.tls_key
         )
         self.conf = nginx.write_config(self.prefix, params)
         nginx.check_config(self.binary, self.prefix, self.conf)

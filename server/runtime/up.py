@@ -18,7 +18,7 @@ from pathlib import Path
 
 import msgspec
 
-from server.core.settings import Settings, with_dev_secrets
+from server.core.settings import ROLES, Settings, with_dev_secrets
 from server.runtime import nginx
 from server.runtime.embedded import start_missing
 from server.runtime.prepare import DEMO_ID, banner, prepare
@@ -35,6 +35,23 @@ def public_base(settings: Settings, port: int, tls: bool) -> str:
     return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
+def parse_layout(text: str) -> list[str]:
+    """ "web:2,admission,relay" -> the roles of each worker process: ["web", "web", "admission",
+    "relay"]. Every role must be run by some process, and some process must serve the web."""
+    layout: list[str] = []
+    for part in text.split(","):
+        name, _, count = part.strip().partition(":")
+        if name not in ROLES:
+            raise ValueError(f"unknown role {name!r} (roles: {', '.join(ROLES)})")
+        if count and not (count.isdigit() and 1 <= int(count) <= 64):
+            raise ValueError(f"{part.strip()!r}: a count from 1 to 64")
+        layout += [name] * int(count or 1)
+    missing = set(ROLES) - set(layout)
+    if missing:
+        raise ValueError(f"no process runs {', '.join(sorted(missing))}")
+    return layout
+
+
 def up(
     settings: Settings,
     port: int | None = None,
@@ -42,7 +59,13 @@ def up(
     demo: bool = False,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    roles: str | None = None,
 ) -> int:
+    try:
+        layout = parse_layout(roles) if roles else []
+    except ValueError as exc:
+        print(f"boxoffice: --roles: {exc}", file=sys.stderr)
+        return 2
     if (tls_cert is None) != (tls_key is None):
         print("boxoffice: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
@@ -70,11 +93,12 @@ def up(
         asyncio.run(prepare(settings, demo))
         base = public_base(settings, port, tls_cert is not None)
         settings = msgspec.structs.replace(settings, public_url=settings.public_url or base)
-        stack = Stack(settings, data_dir, binary, port, count, tls_cert, tls_key)
+        stack = Stack(settings, data_dir, binary, port, count, tls_cert, tls_key, layout)
         # Each process is started as a supervised child, so the one that dies comes back.
         for i, worker_port in enumerate(stack.worker_ports):
             start = functools.partial(stack.start_worker, i)
-            children.append(Child(f"worker {i + 1} (port {worker_port})", start))
+            what = stack.layout[i] or "all roles"
+            children.append(Child(f"worker {i + 1} ({what}, port {worker_port})", start))
         for child in children:
             child.launch()
         stack.workers = [c.process for c in children if c.process is not None]
@@ -85,11 +109,11 @@ def up(
         children.insert(0, front)  # stopped first
         stack.front = front.process
         stack.wait_front()
-        shown = msgspec.structs.replace(settings, workers=count)
+        shown = msgspec.structs.replace(settings, workers=len(stack.layout))
         print(banner(shown, demo, generated), flush=True)
         print(
             f"  NGINX on port {port} (config {stack.conf}, logs {stack.prefix / 'logs'}) → app "
-            "workers on " + ", ".join(str(p) for p in stack.worker_ports),
+            "workers on " + ", ".join(str(p) for p in stack.web_ports),
             flush=True,
         )
         if demo:

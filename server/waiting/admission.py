@@ -29,6 +29,7 @@ from server.waiting.room import Room
 log = logging.getLogger("boxoffice.admission")
 
 REAP_EVERY_S = 1.0
+MAX_BATCH = 500  # most visitors one step admits for one event
 EVENTS_REFRESH_S = 5.0
 
 
@@ -41,10 +42,16 @@ class Admission:
         self.live: list[db.EventRow] = []  # events in pre-queue or on sale, refreshed every 5 s
         self._last_reap: dict[str, float] = {}
         self._refreshed_at = 0.0
+        self.max_batch = MAX_BATCH
         metrics.registry.register(SnapshotCollector(room.snapshots))
 
-    def loops(self) -> list[Loop]:
-        return [("admission", self.step)]
+    def loops(self, admit: bool) -> list[Loop]:
+        """The admission step, or (`admit` False) an observer of it: a web process without the
+        admission role still needs each event's snapshot for positions, ETAs and ticks. It runs
+        the same script admitting nobody, which only refills the bucket by the time passed
+        (the same refill the admitting process would make) and ends expired sessions."""
+        self.max_batch = MAX_BATCH if admit else 0
+        return [("admission" if admit else "admission-observer", self.step)]
 
     def refresh_soon(self) -> None:
         """Re-read the events at the next step (their settings changed)."""
@@ -76,14 +83,14 @@ class Admission:
             previous = self.room.snapshots.get(ev.id)
             if event_state(ev) == "on_sale" and (previous is None or not previous.opened):
                 await scripts.open_sale(keys, secrets.randbelow(2**31))
-            snap = await scripts.admit(keys)
+            snap = await scripts.admit(keys, max_batch=self.max_batch)
             if not snap.found:
                 await self.room.mirror(ev)
                 return
             if snap.admitted:
                 self.metrics.admissions.labels(ev.id).inc(len(snap.admitted))
             self.room.snapshots[ev.id] = snap
-            if time.monotonic() - self._last_reap.get(ev.id, 0.0) > REAP_EVERY_S:
+            if self.max_batch and time.monotonic() - self._last_reap.get(ev.id, 0.0) > REAP_EVERY_S:
                 self._last_reap[ev.id] = time.monotonic()
                 await scripts.reap(keys, self.settings.grace_seconds * 1000)
             await self.hub.on_snapshot(ev.id, snap)
