@@ -16,6 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from server.booking.inventory import HoldResult, Inventory
+from server.core import rules
 from server.core.keys import EventKeys
 from server.core.messages import EventCreate
 from server.store import db
@@ -402,6 +403,22 @@ async def test_extend_hold_once_only(redis: Redis, inv: Inventory) -> None:
     # extending never shortens a hold
     assert (await hold(inv, k, "h2", "v0", ["A-1-2"], now=T0 + 2_000_000)).status == "ok"
     assert await inv.extend(k, "h2", 1000, now_ms=T0 + 2_000_000) == T0 + 2_000_000 + HOLD_MS
+
+
+@pytest.mark.parametrize(
+    ("held_for", "checkout_at", "checkout_ms"),
+    [(HOLD_MS, 100_000, 300_000), (HOLD_MS, 500_000, 300_000), (60_000, 59_000, 300_000),
+     (HOLD_MS, 0, 900_000), (HOLD_MS, 599_999, 1)],
+)  # fmt: skip
+async def test_extension_applies_the_hold_policy(
+    redis: Redis, inv: Inventory, held_for: int, checkout_at: int, checkout_ms: int
+) -> None:
+    """extend_hold.lua applies exactly the rule the hold policy states (server.core.rules)."""
+    k = await ready(redis, f"pol-{checkout_at}-{checkout_ms}", sessions=1)
+    assert (await hold(inv, k, "h1", "v0", ["A-1-1"], hold_ms=held_for)).status == "ok"
+    policy = rules.HoldPolicy(hold_ms=held_for, checkout_ms=checkout_ms, late_payment_ms=0)
+    extended = await inv.extend(k, "h1", policy.checkout_ms, now_ms=T0 + checkout_at)
+    assert extended == policy.payment_window_ms(T0 + held_for, T0 + checkout_at)
 
 
 async def test_sell_is_idempotent_per_order(redis: Redis, inv: Inventory) -> None:
