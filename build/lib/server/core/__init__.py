@@ -1,4 +1,0 @@
-"""Settings, clock, ids and keys, pure rules, wire types, errors, tokens, logs, metrics.
-
-May import: nothing.
-"""

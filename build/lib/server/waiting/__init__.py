@@ -1,4 +1,0 @@
-"""The waiting room: join, status and leave, the admission step, websocket fan-out, queue routes.
-
-May import: core, store.
-"""
