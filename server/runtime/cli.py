@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import signal
 import sys
 
 import uvloop
@@ -21,7 +20,7 @@ from server.core.settings import ROLES, Settings, SettingsError, from_env, with_
 from server.runtime.app import create_app
 from server.runtime.embedded import start_missing
 from server.runtime.prepare import banner, prepare, rebuild_inventory
-from server.runtime.processes import Child, start_worker, stop_children, supervise
+from server.runtime.processes import Child, start_worker, stop_children, stop_requested, supervise
 
 
 def run_worker(settings: Settings, reuse_port: bool) -> None:
@@ -62,18 +61,11 @@ def _serve_shared(settings: Settings) -> int:
         start_worker, settings, settings.port, shared=True, host=settings.host
     )
     children = [Child(f"worker {i + 1}", start) for i in range(settings.workers)]
-    stopping = False
-
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    stopping = stop_requested()
     try:
         for child in children:
             child.launch()
-        supervise(children, lambda: stopping)
+        supervise(children, stopping)
     finally:
         stop_children(children)
     return 0

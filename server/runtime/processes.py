@@ -125,6 +125,14 @@ class Child:
         self.restart_at = now + self.backoff
 
 
+def stop_requested() -> Callable[[], bool]:
+    """Catch SIGINT and SIGTERM from now on; the function returned says whether one came."""
+    caught: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
+    return lambda: bool(caught)
+
+
 def supervise(children: list[Child], stopping: Callable[[], bool]) -> None:
     """Restart children that die until `stopping()` says so."""
     while not stopping():

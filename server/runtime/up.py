@@ -22,7 +22,7 @@ from server.core.settings import ROLES, Settings, with_dev_secrets
 from server.runtime import nginx
 from server.runtime.embedded import start_missing
 from server.runtime.prepare import DEMO_ID, banner, prepare
-from server.runtime.processes import Child, StartError, stop_children, supervise
+from server.runtime.processes import Child, StartError, stop_children, stop_requested, supervise
 from server.runtime.stack import Stack
 
 
@@ -80,14 +80,7 @@ def up(
     settings = msgspec.structs.replace(settings, data_dir=str(data_dir))
     embedded = None
     children: list[Child] = []
-    stopping = False
-
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    stopping = stop_requested()
     try:
         settings, embedded = start_missing(settings)
         asyncio.run(prepare(settings, demo))
@@ -118,7 +111,7 @@ def up(
         )
         if demo:
             print(f"  open {base}/e/{DEMO_ID}\n", flush=True)
-        supervise(children, lambda: stopping)
+        supervise(children, stopping)
         return 0
     except (StartError, nginx.NginxError, ValueError) as exc:
         print(f"boxoffice: {exc}", file=sys.stderr)
