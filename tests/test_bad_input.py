@@ -20,13 +20,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from server.core.identity import VISITOR_COOKIE
-from server.core.keys import EventKeys
+from server.core.keys import EventKeys, admin_failures
 from server.core.settings import Settings
 from server.core.tokens import Signer, new_id
 
 from .helpers import ADMIN, SECRET, create_event, event_body
 
 Client = TestClient[Any, Any]
+AUTH_FAILURES = admin_failures("")  # the prefix of every address's counter
 SETTLE_MS = 1500  # longer than the period of the slowest background loop (1 s)
 
 
@@ -117,8 +118,11 @@ class World:
             else:
                 await asyncio.sleep(0.02)
 
-    async def unchanged_since(self, before: State) -> None:
+    async def unchanged_since(self, before: State, ignore: str | None = None) -> None:
+        """Nothing changed, except keys starting with `ignore` (which the caller checks)."""
         changed = (await self.state()).changes(before)
+        if ignore is not None:
+            changed = {k: v for k, v in changed.items() if not k.startswith(ignore)}
         assert not changed, f"a refused request changed the stores: {changed}"
 
 
@@ -425,11 +429,25 @@ async def test_admin_routes_need_the_admin_token(world: World) -> None:
         ("GET", f"/api/admin/events/{world.event_id}/stats", None),
         ("POST", f"/api/admin/events/{world.event_id}/admit", {"count": 5}),
     ]
-    for headers in wrong_headers:
+    # Each kind of wrong header from its own address: a wrong token is a counted failure (see
+    # test_admin_guessing_is_throttled_per_address), and six stay below the throttle.
+    for i, headers in enumerate(wrong_headers):
         for method, path, body in routes:
-            response = await c.request(method, path, json=body, headers=headers)
+            sent = {**headers, "X-Real-IP": f"192.0.2.{i + 1}"}
+            response = await c.request(method, path, json=body, headers=sent)
             await expect_error(response, 401, "unauthorized")
-    await world.unchanged_since(before)
+    failures = {
+        text(key): int(text(await world.redis.get(key)))
+        for key in await world.redis.keys(f"{AUTH_FAILURES}*")
+    }
+    # Bearer tokens that were presented and wrong count; no token (or another scheme) does not.
+    assert failures == {
+        admin_failures(f"192.0.2.{i + 1}"): len(routes)
+        for i, headers in enumerate(wrong_headers)
+        if headers.get("Authorization", "").startswith("Bearer ")
+        and headers["Authorization"] != "Bearer"
+    }
+    await world.unchanged_since(before, ignore=AUTH_FAILURES)
 
 
 # ---- visitors: cookies and other people's places ---------------------------------------------

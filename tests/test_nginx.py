@@ -235,6 +235,62 @@ async def test_static_files_served_by_nginx_with_cache_control(stack: Stack) -> 
             assert response.headers["Cache-Control"] == "no-cache"
 
 
+async def raw_get(port: int, path: str, *headers: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One GET with exactly these header bytes (no client library re-encodes them)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        head = [f"GET {path} HTTP/1.1".encode(), b"Host: 127.0.0.1", b"Connection: close"]
+        writer.write(b"\r\n".join([*head, *headers, b"", b""]))
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 15)
+    finally:
+        writer.close()
+    top, _, body = data.partition(b"\r\n\r\n")
+    lines = top.decode("latin-1").split("\r\n")
+    found = [(k.strip().lower(), v.strip()) for k, _, v in (h.partition(":") for h in lines[1:])]
+    return int(lines[0].split()[1]), dict(found), body
+
+
+async def test_non_ascii_visitor_cookie_through_nginx_is_a_new_visitor(stack: Stack) -> None:
+    async with session() as http:
+        event_id = await create_event(http, stack.base)
+    minted = 0
+    for cookie in (
+        b"bo_visitor=" + b"A" * 22 + b".\xc3\xa9",
+        b"bo_visitor=" + b"A" * 22 + b".\xff",
+    ):
+        for path in ("/healthz", f"/api/events/{event_id}", "/api/events"):
+            status, headers, body = await raw_get(stack.port, path, b"Cookie: " + cookie)
+            assert status == 200, (path, body[:300])
+            # A fresh visitor, unless NGINX answered from its micro-cache (which never stores
+            # or replays a Set-Cookie).
+            if headers.get("x-cache-status") != "HIT":
+                assert headers["set-cookie"].startswith("bo_visitor="), (path, headers)
+                minted += 1
+    assert minted >= 2  # /healthz is never cached: the app saw each bad cookie
+
+
+async def test_admin_throttle_through_nginx_counts_each_client_address(stack: Stack) -> None:
+    """NGINX reports the client in X-Real-IP: 127.0.0.3 is throttled, 127.0.0.1 is not."""
+    from server.ops.admin_guard import FAILURES_PER_WINDOW
+
+    url = f"{stack.base}/api/admin/events"
+    wrong = {"Authorization": "Bearer " + "w" * 40}
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.3", 0))
+    async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as guesser:
+        statuses = []
+        for _ in range(FAILURES_PER_WINDOW + 1):
+            async with guesser.get(url, headers=wrong) as response:
+                statuses.append(response.status)
+                last = await response.json()
+        assert statuses == [401] * FAILURES_PER_WINDOW + [429], statuses
+        assert last["error"] == "rate_limited" and "admin sign-ins" in last["detail"]
+        async with guesser.get(url, headers=ADMIN) as response:
+            assert response.status == 429
+    async with session() as http, http.get(url, headers=ADMIN) as response:
+        assert response.status == 200
+
+
 async def test_busy_page_and_json_503_when_every_upstream_is_down(stack: Stack) -> None:
     async with session() as http:
         event_id = await create_event(http, stack.base)

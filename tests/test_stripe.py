@@ -303,6 +303,10 @@ SIGNATURE_CASES: dict[str, Callable[[bytes], tuple[bytes, str | None]]] = {
     "tampered_body": _tampered,
     "wrong_secret": lambda p: (p, FakeStripe.sign(p, "whsec_" + "x" * 32)),
     "stale_timestamp": lambda p: (p, FakeStripe.sign(p, WEBHOOK_SECRET, int(time.time()) - 600)),
+    # Correctly signed, but dated an hour ahead: a replay window the library does not close.
+    "future_timestamp": lambda p: (p, FakeStripe.sign(p, WEBHOOK_SECRET, int(time.time()) + 3600)),
+    # Non-ASCII in the header made the library's compare_digest raise TypeError (a 500).
+    "non_ascii_signature": lambda p: (p, f"t={int(time.time())},v1=\u00e9\u00e9"),
     "missing_header": lambda p: (p, None),
     "garbage_header": lambda p: (p, "t=yesterday,v1=nothing"),
     "no_v1_signature": lambda p: (p, f"t={int(time.time())}"),
@@ -475,6 +479,7 @@ async def test_payment_failed_fails_order_and_frees_seats(
         {"amount": PRICE + 1},
         {"currency": "usd"},
         {"id": "pi_not_this_order"},
+        {"livemode": True},  # the PaymentIntent's own livemode; the event's says test mode
     ],
     ids=str,
 )
@@ -643,3 +648,37 @@ async def test_redis_flushed_mid_sale_rebuilds_and_sells_each_seat_once(
         "A-1-2": pending.order_id,
     }
     assert not fake.cancels() and not fake.refunds
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        # The intent is not known by id, so the order is looked up by metadata (used to be a 500).
+        lambda order_id: {"id": "pi_not_known_yet", "metadata": {"order_id": order_id + "\x00"}},
+        lambda order_id: {"metadata": {"order_id": order_id, "note": "a\x00b"}},
+        lambda order_id: {"id": "pi_\x00"},
+    ],
+    ids=["order_id", "other_field", "intent_id"],
+)
+async def test_signed_webhook_with_a_nul_is_400_logged_and_changes_nothing(
+    shop: Client,
+    fake: FakeStripe,
+    pg: asyncpg.Pool,
+    caplog: pytest.LogCaptureFixture,
+    override: Callable[[str], dict[str, Any]],
+) -> None:
+    ev = await create_event(shop, rate_per_min=60000)
+    sale = await start_sale(shop, fake, ev["id"], ["A-1-7"])
+    fake.authorize(sale.intent_id)
+    payload = fake.event(AUTHORISED, sale.intent_id, **override(sale.order_id))
+    status, error = await post_webhook(shop, payload, fake.sign(payload, WEBHOOK_SECRET))
+    assert status == 400, error
+    assert error == {"error": "malformed_webhook", "detail": "webhook event holds a NUL character"}
+    assert any(r.getMessage() == "signed webhook holds a NUL character" for r in caplog.records)
+    row = await order_row(pg, sale.order_id)
+    assert row.status == "pending" and not row.tickets
+    assert await recorded_events(pg, payload) == 0
+    assert await sold_seats(pg, ev["id"]) == {}
+    assert not fake.captures() and not fake.cancels()
+    # The genuine event is still applied afterwards.
+    assert (await deliver(shop, fake, fake.event(AUTHORISED, sale.intent_id)))["result"] == "paid"

@@ -19,6 +19,12 @@ def event_of(key: str | bytes) -> str:
     return text[len(_TAG) : text.index("}")]
 
 
+def admin_failures(address: str) -> str:
+    """STRING: failed admin authentications from one client address in the current window
+    (queue/rate_limit.lua; the window is the key's expiry)."""
+    return f"bo:authfail:admin:{address}"
+
+
 @dataclass(frozen=True, slots=True)
 class EventKeys:
     event_id: str

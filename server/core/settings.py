@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -24,6 +26,7 @@ PLAIN_VARIABLES = {
 SECRET_FIELDS = ("secret", "admin_token")
 NOT_SETTINGS = {"BOXOFFICE_REQUIRE_ALL"}  # read by the test suite, not by the service
 MIN_SECRET_LENGTH = 32
+MIN_SECRET_BITS = 96
 # The parts of the service a process runs (server.runtime.app): web = HTTP and websockets,
 # admission = the admission step, sell-out and autopilot, relay = outbox and reservations,
 # notifier = mail, payments = captures, voids, refunds and order expiry.
@@ -140,31 +143,63 @@ def _explain(exc: msgspec.ValidationError) -> str:
     return message
 
 
+def estimated_bits(secret: str) -> float:
+    """A rough upper estimate of a secret's entropy: its length times the Shannon entropy of its
+    own character frequencies. It refuses what is visibly weak (one character repeated, a word
+    repeated, few distinct characters); it cannot tell a random string from a well-mixed
+    guessable one, so it is a floor, not a proof. 32 random hex digits score 89-128 (≥ 96 in
+    all but ~1 in 7,000 draws); `secrets.token_urlsafe(32)` scores ≥ 180."""
+    n = len(secret)
+    if n == 0:
+        return 0.0
+    return -n * sum(c / n * math.log2(c / n) for c in Counter(secret).values())
+
+
+def secret_problem(value: str) -> str | None:
+    """Why a production secret is unfit, or None."""
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"must be set to at least {MIN_SECRET_LENGTH} characters"
+    if not value.isascii() or not value.isprintable() or " " in value:
+        return "must be printable ASCII without spaces"
+    if estimated_bits(value) < MIN_SECRET_BITS:
+        return (
+            f"is too repetitive (about {estimated_bits(value):.0f} of {MIN_SECRET_BITS} bits): "
+            "generate one, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return None
+
+
 def _check_secrets(s: Settings) -> None:
+    """Production refuses weak or shared secrets, embedded servers and a missing payment
+    provider: the built-in `dev` provider approves a test card, so it never runs there."""
     if s.mode != "production":
         return
     for field in SECRET_FIELDS:
-        value = getattr(s, field)
-        if len(value) < MIN_SECRET_LENGTH:
-            raise SettingsError(
-                f"{env_name(field)} must be set to at least {MIN_SECRET_LENGTH} characters "
-                "in production mode"
-            )
+        problem = secret_problem(getattr(s, field))
+        if problem is not None:
+            raise SettingsError(f"{env_name(field)} {problem} in production mode")
+    if s.secret == s.admin_token:
+        raise SettingsError("BOXOFFICE_SECRET and BOXOFFICE_ADMIN_TOKEN must differ")
     if s.embedded:
         raise SettingsError("production mode needs REDIS_URL and DATABASE_URL")
+    if not s.stripe_secret_key or not s.stripe_webhook_secret:
+        raise SettingsError(
+            "production mode needs a payment provider: STRIPE_SECRET_KEY and "
+            "STRIPE_WEBHOOK_SECRET (the dev provider sells for a test card number)"
+        )
     if s.stripe_api_base:
         raise SettingsError("STRIPE_API_BASE (a stand-in for Stripe) is for development only")
 
 
-def with_dev_secrets(s: Settings) -> tuple[Settings, bool]:
+def with_dev_secrets(s: Settings) -> tuple[Settings, frozenset[str]]:
     """Fill missing secrets for development from a file under data_dir (generated once).
 
-    Returns the settings and whether anything was generated or loaded. Production mode never
-    reaches this: _check_secrets refuses missing secrets there.
+    Returns the settings and the fields filled from that file (generated now or on an earlier
+    run). Production mode never reaches this: _check_secrets refuses missing secrets there.
     """
     missing = [f for f in SECRET_FIELDS if not getattr(s, f)]
     if not missing:
-        return s, False
+        return s, frozenset()
     if s.mode == "production":
         raise SettingsError("secrets must come from the environment in production mode")
     path = Path(s.data_dir) / "dev-secrets.json"
@@ -177,7 +212,7 @@ def with_dev_secrets(s: Settings) -> tuple[Settings, bool]:
     path.write_text(json.dumps(stored))
     path.chmod(0o600)
     values = {f: stored[f] for f in missing}
-    return msgspec.structs.replace(s, **values), True
+    return msgspec.structs.replace(s, **values), frozenset(missing)
 
 
 def to_env(s: Settings) -> dict[str, str]:

@@ -1,7 +1,12 @@
 """Signed values: the visitor cookie and the access token of an admitted visitor.
 
 HMAC-SHA256 with BOXOFFICE_SECRET, each kind under its own domain label, so a value signed for
-one purpose never verifies as another. Any process verifies without a Redis round trip."""
+one purpose never verifies as another. Any process verifies without a Redis round trip.
+
+Every part of a presented value is checked against its alphabet and length before the MAC is
+compared, so any byte a client can send (non-ASCII, a second separator) is a plain refusal.
+Ticket codes end in a MAC of exactly TICKET_MAC_LENGTH url-safe characters, which may include
+'-': the MAC is cut off by length, never by searching for '-'."""
 
 from __future__ import annotations
 
@@ -15,6 +20,11 @@ import msgspec
 
 VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 QUEUE_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+MAC = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of an HMAC-SHA256, no padding
+TICKET_MAC_LENGTH = 16
+TICKET_MAC = re.compile(r"[A-Za-z0-9_-]{16}")
+TICKET_BODY = re.compile(r"([A-Za-z0-9_-]{1,64})-([1-9][0-9]{0,5})")
+MAX_ACCESS_TOKEN = 1024
 
 
 class TokenError(Exception):
@@ -58,7 +68,7 @@ class Signer:
         if not cookie or cookie.count(".") != 1:
             return None
         visitor_id, mac = cookie.split(".")
-        if not VISITOR_ID.match(visitor_id):
+        if not VISITOR_ID.fullmatch(visitor_id) or not MAC.fullmatch(mac):
             return None
         if not hmac.compare_digest(mac, self._mac("visitor", visitor_id)):
             return None
@@ -72,9 +82,11 @@ class Signer:
         self, token: str, *, event_id: str, visitor_id: str | None, now_ms: int, leeway_ms: int = 0
     ) -> AccessClaims:
         """Check an access token for this event and visitor; raise TokenError otherwise."""
-        if not token or token.count(".") != 1 or len(token) > 1024:
+        if not token or token.count(".") != 1 or len(token) > MAX_ACCESS_TOKEN:
             raise TokenError("malformed access token")
         payload, mac = token.split(".")
+        if not MAC.fullmatch(mac) or not payload.isascii():
+            raise TokenError("malformed access token")
         if not hmac.compare_digest(mac, self._mac("access", payload)):
             raise TokenError("access token signature does not verify")
         try:
@@ -92,13 +104,15 @@ class Signer:
     def ticket_code(self, order_id: str, number: int) -> str:
         """One code per ticket: unguessable (the order id is random) and verifiable offline."""
         body = f"{order_id}-{number}"
-        return f"{body}-{self._mac('ticket', body)[:16]}"
+        return f"{body}-{self._mac('ticket', body)[:TICKET_MAC_LENGTH]}"
 
     def verify_ticket(self, code: str) -> tuple[str, int]:
-        body, _, mac = code.rpartition("-")
-        order_id, _, number = body.rpartition("-")
-        if not order_id or not number.isdigit() or len(code) > 200:
+        """(order id, ticket number) of a genuine code; TokenError otherwise."""
+        cut = len(code) - TICKET_MAC_LENGTH
+        body, dash, mac = code[: cut - 1], code[cut - 1 : cut], code[cut:]
+        parts = TICKET_BODY.fullmatch(body)
+        if dash != "-" or parts is None or not TICKET_MAC.fullmatch(mac):
             raise TokenError("malformed ticket code")
-        if not hmac.compare_digest(mac, self._mac("ticket", body)[:16]):
+        if not hmac.compare_digest(mac, self._mac("ticket", body)[:TICKET_MAC_LENGTH]):
             raise TokenError("ticket code does not verify")
-        return order_id, int(number)
+        return parts.group(1), int(parts.group(2))

@@ -8,11 +8,10 @@ from aiohttp import web
 from server.booking.service import BOOKING
 from server.core.errors import Invalid
 from server.core.http import json_response, read_body
-from server.core.identity import require_admin
 from server.core.keys import EventKeys
 from server.core.messages import EventCreate, EventPatch
-from server.core.settings import SETTINGS
 from server.ops import catalog
+from server.ops.admin_guard import require_admin
 from server.store import audit, db
 from server.store.db import POOL
 from server.waiting.admission import ADMISSION
@@ -31,20 +30,21 @@ class AdmitNow(msgspec.Struct, forbid_unknown_fields=True):
 _admit = msgspec.json.Decoder(AdmitNow)
 
 
-def admin_only(request: web.Request) -> None:
-    require_admin(request, request.app[SETTINGS].admin_token)
+async def admin_only(request: web.Request) -> None:
+    """401 without the admin token, 429 while the client's address is throttled."""
+    await require_admin(request)
 
 
 @routes.get("/api/admin/events")
 async def list_events(request: web.Request) -> web.Response:
-    admin_only(request)
+    await admin_only(request)
     rows = await db.list_events(request.app[POOL], include_closed=True)
     return json_response([catalog.present(ev, with_settings=True) for ev in rows])
 
 
 @routes.post("/api/admin/events")
 async def create_event(request: web.Request) -> web.Response:
-    admin_only(request)
+    await admin_only(request)
     who = audit.operator(request)
     body = _create.decode(await read_body(request))
     ev = await catalog.create(request.app[ROOM], body, who)
@@ -53,14 +53,14 @@ async def create_event(request: web.Request) -> web.Response:
 
 @routes.get("/api/admin/events/{event_id}")
 async def get_event(request: web.Request) -> web.Response:
-    admin_only(request)
+    await admin_only(request)
     ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
     return json_response(catalog.present(ev, with_settings=True))
 
 
 @routes.patch("/api/admin/events/{event_id}")
 async def patch_event(request: web.Request) -> web.Response:
-    admin_only(request)
+    await admin_only(request)
     who = audit.operator(request)
     patch = _patch.decode(await read_body(request))
     ev = await request.app[ROOM].change(request.match_info["event_id"], patch, who=who)
@@ -69,7 +69,7 @@ async def patch_event(request: web.Request) -> web.Response:
 
 @routes.get("/api/admin/events/{event_id}/stats")
 async def event_stats(request: web.Request) -> web.Response:
-    admin_only(request)
+    await admin_only(request)
     room = request.app[ROOM]
     ev = await room.cache.require(request.match_info["event_id"])
     return json_response(await catalog.stats(room, request.app[BOOKING].inventory, ev))
@@ -78,7 +78,7 @@ async def event_stats(request: web.Request) -> web.Response:
 @routes.post("/api/admin/events/{event_id}/rebuild-inventory")
 async def rebuild_inventory(request: web.Request) -> web.Response:
     """Recompute live seat state from PostgreSQL (keeps live holds of seats not sold)."""
-    admin_only(request)
+    await admin_only(request)
     ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
     booking = request.app[BOOKING]
     restored = await booking.inventory.rebuild(EventKeys(ev.id), booking.pool, force=True)
@@ -88,7 +88,7 @@ async def rebuild_inventory(request: web.Request) -> web.Response:
 @routes.post("/api/admin/events/{event_id}/admit")
 async def admit_now(request: web.Request) -> web.Response:
     """Admit the next N visitors now, beyond the bucket (never beyond max_active)."""
-    admin_only(request)
+    await admin_only(request)
     who = audit.operator(request)
     body = _admit.decode(await read_body(request))
     if not 1 <= body.count <= 10_000:

@@ -2,7 +2,8 @@
 
 Every route needs the admin token. The live feed takes it as the first websocket message
 (`{"type": "auth", "token": "…"}`) or in `Sec-WebSocket-Protocol` (offer `boxoffice.admin` and
-`bearer.<token>`; the server answers `boxoffice.admin`) — never in the URL."""
+`bearer.<token>`; the server answers `boxoffice.admin`) — never in the URL. Wrong tokens are
+throttled per client address like the rest of the admin API (server/ops/admin_guard.py)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,17 @@ import math
 from datetime import UTC, datetime
 
 import msgspec
+import redis.exceptions
 from aiohttp import WSMsgType, web
 
 from server.core.clock import now_ms, to_ms
-from server.core.errors import Invalid, NotFound, Unauthorized
-from server.core.http import json_response
-from server.core.identity import admin_token_matches
+from server.core.errors import Invalid, NotFound, RateLimited, Unauthorized
+from server.core.http import client_address, json_response
 from server.core.ids import check_event_id
 from server.core.keys import EventKeys
 from server.core.messages import PingMsg
-from server.core.settings import SETTINGS
 from server.ops import autopilot
+from server.ops.admin_guard import ADMIN_GUARD
 from server.ops.admin_routes import admin_only
 from server.ops.autopilot import AUTOPILOT
 from server.ops.live import LIVE
@@ -36,6 +37,8 @@ WS_PROTOCOL = "boxoffice.admin"
 BEARER_PROTOCOL = "bearer."
 AUTH_TIMEOUT_S = 5.0
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_THROTTLED = 4429
+CLOSE_TRY_LATER = 1013
 CLOSE_NOT_FOUND = 4404
 MAX_AUDIT = 500
 
@@ -49,17 +52,13 @@ class AuthMsg(msgspec.Struct, frozen=True, tag="auth", tag_field="type"):
 _client = msgspec.json.Decoder(AuthMsg | PingMsg)
 
 
-def _token_ok(request: web.Request, token: str) -> bool:
-    return admin_token_matches(token, request.app[SETTINGS].admin_token)
-
-
 # ---- audit ----------------------------------------------------------------------------------------
 
 
 @routes.get("/api/admin/events/{event_id}/audit")
 async def audit_trail(request: web.Request) -> web.Response:
     """The event's settings changes, newest first (?limit=1..500, default 100)."""
-    admin_only(request)
+    await admin_only(request)
     ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
     raw = request.query.get("limit", "100")
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_AUDIT:
@@ -87,7 +86,7 @@ def _clear_by(raw: str | None) -> datetime | None:
 async def eta(request: web.Request) -> web.Response:
     """How long the last fan in line waits at the measured and configured rates; with
     ?clear_by=<RFC 3339>, the rate that admits everyone in line by then."""
-    admin_only(request)
+    await admin_only(request)
     room = request.app[ROOM]
     ev = await room.cache.require(request.match_info["event_id"])
     clear_by = _clear_by(request.query.get("clear_by"))
@@ -136,7 +135,7 @@ async def _autopilot_view(request: web.Request, event_id: str) -> AutopilotView:
 
 @routes.get("/api/admin/events/{event_id}/autopilot")
 async def get_autopilot(request: web.Request) -> web.Response:
-    admin_only(request)
+    await admin_only(request)
     ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
     return json_response(await _autopilot_view(request, ev.id))
 
@@ -144,7 +143,7 @@ async def get_autopilot(request: web.Request) -> web.Response:
 @routes.patch("/api/admin/events/{event_id}/autopilot")
 async def patch_autopilot(request: web.Request) -> web.Response:
     """Turn the autopilot on or off and set its bounds; audited like every settings change."""
-    admin_only(request)
+    await admin_only(request)
     who = audit.operator(request)
     ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
     body = await request.read()
@@ -190,17 +189,29 @@ async def _refuse(ws: web.WebSocketResponse, code: int, error: str, detail: str)
 async def live(request: web.Request) -> web.WebSocketResponse:
     """Pushes one sample of the sale per second (and the recent history on connect)."""
     event_id = request.match_info["event_id"]
+    guard, address = request.app[ADMIN_GUARD], client_address(request)
     pre_token = _protocol_token(request)
-    if pre_token is not None and not _token_ok(request, pre_token):
-        raise Unauthorized("admin token missing or wrong", code="unauthorized")
+    # Before the upgrade: a throttled address or a wrong offered token gets its HTTP answer.
+    if pre_token is None:
+        await guard.not_throttled(address)
+    else:
+        await guard.check(address, pre_token)
     ws = web.WebSocketResponse(
         compress=False, heartbeat=25, max_msg_size=4096, protocols=(WS_PROTOCOL,)
     )
     await ws.prepare(request)
-    token = pre_token if pre_token is not None else await _first_message_token(ws)
-    if token is None or not _token_ok(request, token):
-        await _refuse(ws, CLOSE_UNAUTHORIZED, "unauthorized", "admin token missing or wrong")
-        return ws
+    if pre_token is None:
+        try:
+            await guard.check(address, await _first_message_token(ws))
+        except RateLimited as exc:
+            await _refuse(ws, CLOSE_THROTTLED, exc.code, exc.detail)
+            return ws
+        except Unauthorized as exc:
+            await _refuse(ws, CLOSE_UNAUTHORIZED, exc.code, exc.detail)
+            return ws
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            await _refuse(ws, CLOSE_TRY_LATER, "redis_unavailable", "queue store unavailable")
+            return ws
     try:
         ev = await request.app[ROOM].cache.require(check_event_id(event_id))
     except NotFound:

@@ -1,8 +1,16 @@
 """Stripe webhooks, Stripe's side: verified on the raw body by the official library and
 translated into a PaymentEvent. Settlement (server.booking.settlement) deduplicates and applies
-it; nothing here touches an order."""
+it; nothing here touches an order.
+
+Beyond the library's check: the signature header must be ASCII, its timestamp may be neither
+more than TOLERANCE_S old nor more than TOLERANCE_S ahead, a verified event whose strings hold
+a NUL (which PostgreSQL cannot store) is refused and logged, and an event whose own livemode
+and its PaymentIntent's disagree is a mismatch."""
 
 from __future__ import annotations
+
+import logging
+import time
 
 import msgspec
 import stripe
@@ -39,15 +47,37 @@ class StripeEvent(msgspec.Struct):
 
 
 _decode = msgspec.json.Decoder(StripeEvent)
+log = logging.getLogger("boxoffice.webhooks")
+
+TOLERANCE_S = 300
+
+
+def _signed_at(signature: str) -> int:
+    """The header's timestamp, read as the stripe library reads it (the first `t=`)."""
+    return int(next(i.split("=", 2)[1] for i in signature.split(",") if i.startswith("t=")))
 
 
 def verify(raw: bytes, signature: str | None, secret: str) -> None:
     if not signature:
         raise BadRequest("missing Stripe-Signature header", code="bad_signature")
+    refused = BadRequest("webhook signature does not verify", code="bad_signature")
+    if not signature.isascii():  # the library's compare_digest raises TypeError on non-ASCII
+        raise refused
     try:
-        stripe.WebhookSignature.verify_header(raw.decode(), signature, secret, 300)
+        stripe.WebhookSignature.verify_header(raw.decode(), signature, secret, TOLERANCE_S)
     except (stripe.SignatureVerificationError, UnicodeDecodeError):
-        raise BadRequest("webhook signature does not verify", code="bad_signature") from None
+        raise refused from None
+    if _signed_at(signature) > time.time() + TOLERANCE_S:
+        raise BadRequest("webhook timestamp is in the future", code="bad_signature")
+
+
+def _strings(event: StripeEvent) -> list[str]:
+    """Every string of the event that reaches PostgreSQL or a log line."""
+    intent = event.data.object
+    return [
+        event.id, event.type, intent.id, intent.currency, intent.status,
+        *intent.metadata, *intent.metadata.values(),
+    ]  # fmt: skip
 
 
 def parse(raw: bytes, signature: str | None, secret: str) -> PaymentEvent | str:
@@ -60,7 +90,13 @@ def parse(raw: bytes, signature: str | None, secret: str) -> PaymentEvent | str:
     kind = KINDS.get(event.type)
     if kind is None:
         return "ignored_type"
+    if any("\x00" in text for text in _strings(event)):
+        log.warning("signed webhook holds a NUL character", extra={"event": repr(event.id)})
+        raise BadRequest("webhook event holds a NUL character", code="malformed_webhook")
     intent = event.data.object
+    if intent.livemode != event.livemode:
+        log.error("webhook and its PaymentIntent disagree on livemode", extra={"event": event.id})
+        return "mismatch"
     return PaymentEvent(
         provider="stripe",
         event_id=event.id,

@@ -18,6 +18,7 @@ from server.core.metrics import METRICS, Metrics
 from server.core.settings import SETTINGS, Settings
 from server.core.tokens import Signer
 from server.ops import admin_routes, console_routes, event_routes
+from server.ops.admin_guard import admin_guard_ctx
 from server.ops.autopilot import AUTOPILOT, Autopilot
 from server.ops.live import LIVE, LiveCollector, LiveHub
 from server.payments.registry import make_providers
@@ -133,7 +134,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_redis_ctx, _postgres_ctx, _domains_ctx])
+    app.cleanup_ctx.extend([_redis_ctx, admin_guard_ctx, _postgres_ctx, _domains_ctx])
     app.on_shutdown.append(_close_sockets)
     app.add_routes(site_routes.routes)  # health, readiness and metrics in every role
     roles = settings.role_set

@@ -41,11 +41,11 @@ def run_worker(settings: Settings, reuse_port: bool) -> None:
 
 
 def serve(settings: Settings, demo: bool) -> int:
-    settings, generated = with_dev_secrets(settings)
+    settings, filled = with_dev_secrets(settings)
     settings, embedded = start_missing(settings)
     try:
         asyncio.run(prepare(settings, demo))
-        print(banner(settings, demo, generated), flush=True)
+        print(banner(settings, demo, filled), flush=True)
         if settings.workers == 1:
             run_worker(settings, reuse_port=False)
             return 0

@@ -68,20 +68,32 @@ async def rebuild_inventory(settings: Settings, event_id: str) -> int:
         await redis.aclose()
 
 
-def banner(settings: Settings, demo: bool, generated: bool) -> str:
+def banner(settings: Settings, demo: bool, filled: frozenset[str]) -> str:
+    """What start-up prints. The admin token only in dev mode (in production it would end up in
+    journald or container logs), marked generated only when it came from dev-secrets.json."""
     base = settings.public_url or f"http://{settings.host}:{settings.port}"
     lines = [
         "",
-        f"Boxoffice is running at {base}/  ({settings.workers} worker(s))",
+        f"Boxoffice is running at {base}/  ({settings.workers} worker(s), {settings.mode} mode)",
     ]
     if demo:
         lines.append(f"  fan page (demo event, sale opens in 1 minute): {base}/e/{DEMO_ID}")
+    lines.append(f"  ops console: {base}/admin   admin API: {base}/api/admin/events")
+    if settings.mode == "dev":
+        generated = "admin_token" in filled
+        lines += [
+            f"  admin token: {settings.admin_token}"
+            + (
+                "   (generated for development; set BOXOFFICE_ADMIN_TOKEN)"
+                if generated
+                else "   (from BOXOFFICE_ADMIN_TOKEN)"
+            ),
+            f"  e.g. curl -H 'Authorization: Bearer {settings.admin_token}' "
+            f"{base}/api/admin/events/{DEMO_ID if demo else '<id>'}/stats",
+        ]
+    else:
+        lines.append("  admin token: the one in BOXOFFICE_ADMIN_TOKEN (not printed in production)")
     lines += [
-        f"  ops console: {base}/admin   admin API: {base}/api/admin/events",
-        f"  admin token: {settings.admin_token}"
-        + ("   (generated for development; set BOXOFFICE_ADMIN_TOKEN)" if generated else ""),
-        f"  e.g. curl -H 'Authorization: Bearer {settings.admin_token}' "
-        f"{base}/api/admin/events/{DEMO_ID if demo else '<id>'}/stats",
         f"  metrics: {base}/metrics   health: {base}/readyz   API: {base}/api/openapi.json",
         "",
     ]

@@ -75,7 +75,7 @@ def up(
         return 2
     port = port or settings.port
     count = workers or os.cpu_count() or 1
-    settings, generated = with_dev_secrets(settings)
+    settings, filled = with_dev_secrets(settings)
     data_dir = Path(settings.data_dir).resolve()
     settings = msgspec.structs.replace(settings, data_dir=str(data_dir))
     embedded = None
@@ -103,7 +103,7 @@ def up(
         stack.front = front.process
         stack.wait_front()
         shown = msgspec.structs.replace(settings, workers=len(stack.layout))
-        print(banner(shown, demo, generated), flush=True)
+        print(banner(shown, demo, filled), flush=True)
         print(
             f"  NGINX on port {port} (config {stack.conf}, logs {stack.prefix / 'logs'}) → app "
             "workers on " + ", ".join(str(p) for p in stack.web_ports),
