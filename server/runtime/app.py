@@ -27,6 +27,7 @@ from server.store import db
 from server.store.db import POOL
 from server.store.redis_client import REDIS, make_redis
 from server.waiting import routes as queue_routes
+from server.waiting.challenge import GUARD, Guard
 from server.waiting.fanout import HUB, Hub
 from server.waiting.line import Scripts
 from server.waiting.room import ROOM, EventCache, Room
@@ -64,6 +65,7 @@ async def _room_ctx(app: web.Application) -> AsyncIterator[None]:
     ticker = Ticker(room, hub, metrics, booking, Relay(booking))
     app[ROOM], app[METRICS], app[HUB], app[TICKER] = room, metrics, hub, ticker
     app[BOOKING] = booking
+    app[GUARD] = Guard(app[REDIS], room.signer.subkey("altcha"), settings.trusted_proxies)
     tasks = [asyncio.create_task(make()) for make in ticker.tasks()]
     yield
     for task in tasks:

@@ -39,9 +39,24 @@ class UpError(Exception):
     """The stack could not start."""
 
 
+def with_local_proxy(trusted_proxies: str) -> str:
+    """NGINX proxies to the workers from 127.0.0.1: its X-Forwarded-For names the client."""
+    entries = [e.strip() for e in trusted_proxies.split(",") if e.strip()]
+    return ",".join(entries if LOCAL_PROXY in entries else [*entries, LOCAL_PROXY])
+
+
+LOCAL_PROXY = "127.0.0.1"
+
+
 def worker_env(settings: Settings, port: int) -> dict[str, str]:
     """The environment of one app worker: these settings, one process on 127.0.0.1:port."""
-    one = msgspec.structs.replace(settings, host="127.0.0.1", port=port, workers=1)
+    one = msgspec.structs.replace(
+        settings,
+        host="127.0.0.1",
+        port=port,
+        workers=1,
+        trusted_proxies=with_local_proxy(settings.trusted_proxies),
+    )
     # to_env() names every setting; other BOXOFFICE_* variables (e.g. BOXOFFICE_REQUIRE_ALL of
     # the test suite) would make the worker refuse to start as unknown settings.
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
