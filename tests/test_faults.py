@@ -28,7 +28,7 @@ from server.runtime import up
 from server.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from server.waiting.room import EventCache
 
-from .conftest import ADMIN, ADMIN_TOKEN, SECRET
+from .conftest import ADMIN, ADMIN_TOKEN, SECRET, solve
 from .test_nginx import Stack, create_event, make_folder, nginx_binary, session
 
 pytestmark = pytest.mark.slow
@@ -193,7 +193,13 @@ class Fan:
         raise AssertionError("unreachable")
 
     async def join(self, event_id: str) -> dict[str, Any]:
-        status, data, _ = await self.call("POST", f"/api/events/{event_id}/queue", tries=8)
+        path = f"/api/events/{event_id}/challenge"
+        status, challenge, _ = await self.call("GET", path, tries=8)
+        assert status == 200, challenge
+        body = {"altcha": solve(challenge)}
+        status, data, _ = await self.call(
+            "POST", f"/api/events/{event_id}/queue", body=body, tries=8
+        )
         assert status == 200, data
         self.queue_id = data["queue_id"]
         return dict(data)

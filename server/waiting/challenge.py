@@ -18,17 +18,19 @@ import base64
 import binascii
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import altcha
 import msgspec
 from aiohttp import web
+from redis.asyncio import Redis
 
 from server.core import client_address
 from server.core.errors import DomainError, Forbidden, RateLimited
 from server.core.keys import EventKeys
 from server.core.messages import ChallengePolicy
-from server.waiting.line import AnyRedis, script_source, time_arg
+from server.waiting.line import AnyRedis, Batcher, script_source, time_arg
 
 ALGORITHM = "PBKDF2/SHA-256"
 EXPIRES_SECONDS = 300  # a challenge must be solved and spent within five minutes
@@ -167,8 +169,17 @@ class Guard:
         self.redis = redis
         self._key = hmac_key
         self.trusted = client_address.parse_networks(trusted_proxies)
-        self._rate = redis.register_script(script_source("rate_limit"))
-        self._pressure = redis.register_script(script_source("pressure"))
+        rate = redis.register_script(script_source("rate_limit"))
+        pressure = redis.register_script(script_source("pressure"))
+        # On one Redis, calls made in the same loop turn share a pipeline (as joins do): a crowd
+        # must not need a connection per request.
+        self._rate: Callable[..., Awaitable[Any]] = rate
+        self._pressure: Callable[..., Awaitable[Any]] = pressure
+        if isinstance(redis, Redis):
+            self._rate, self._pressure = (
+                _keywords(Batcher(redis, rate)),
+                _keywords(Batcher(redis, pressure)),
+            )
 
     def address(self, request: web.Request) -> str:
         return client_address.of_request(request, self.trusted)
@@ -261,6 +272,15 @@ class Guard:
 
     async def failed(self, event_id: str) -> None:
         await self.redis.hincrby(EventKeys(event_id).stats, "challenges_failed", 1)
+
+
+def _keywords(batcher: Batcher) -> Callable[..., Awaitable[Any]]:
+    """A Batcher called like a registered script: keys=…, args=…."""
+
+    async def call(keys: list[str], args: list[str | int]) -> Any:
+        return await batcher(keys, args)
+
+    return call
 
 
 def counts_address(address: str) -> bool:
