@@ -10,14 +10,19 @@
 -- KEYS[8] active    ZSET  queue_id -> session expiry ms
 -- KEYS[9] seq       STRING last ticket handed out
 -- KEYS[10] stats    HASH  counters
+-- KEYS[11] spent    STRING marks one bot-challenge solution as used (optional; see ARGV[4])
 -- ARGV[1] visitor_id
 -- ARGV[2] queue_id to use if the visitor has no live place
 -- ARGV[3] now in ms, or "" to use Redis TIME
+-- ARGV[4] "" no challenge asked; "none" a new place needs a solution and none (valid) was
+--         given; else the ms the solution stays spendable: a new place is made only if
+--         KEYS[11] did not exist, and KEYS[11] is then kept for that long
 --
 -- Returns {state, queue_id, ticket, rank, session_expires_ms}:
 --   state "prequeue" | "waiting" | "admitted"      the visitor's place (rank is 0-based or -1)
 --   state "closed" | "sold_out" | "not_open"       no place given
 --   state "nocfg"                                  the event is not mirrored in Redis yet
+--   state "challenge" | "spent"                    no place: no solution, or one already used
 --#include clock
 local now = now_ms(ARGV[3])
 
@@ -53,6 +58,17 @@ if cfg[2] == '1' then
 end
 if now < tonumber(cfg[4]) then
   return {'not_open', '', -1, -1, 0}
+end
+
+local proof = ARGV[4] or ''
+if proof == 'none' then
+  return {'challenge', '', -1, -1, 0}
+end
+if proof ~= '' then
+  if not redis.call('SET', KEYS[11], visitor, 'NX', 'PX', tonumber(proof)) then
+    return {'spent', '', -1, -1, 0}
+  end
+  redis.call('HINCRBY', KEYS[10], 'challenges_solved', 1)
 end
 
 local queue_id = ARGV[2]

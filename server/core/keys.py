@@ -84,7 +84,8 @@ class EventKeys:
 
     @property
     def stats(self) -> str:
-        """HASH of counters: joins, admitted, expired, left, serving, sessions_ended."""
+        """HASH of counters: joins, admitted, expired, left, serving, sessions_ended,
+        challenges_issued, challenges_solved, challenges_failed."""
         return self._key("stats")
 
     @property
@@ -145,6 +146,15 @@ class EventKeys:
     def rate(self, kind: str, visitor_id: str) -> str:
         """STRING: a visitor's attempts at one kind of request in the current window."""
         return self._key(f"rl:{kind}:{visitor_id}")
+
+    def spent(self, nonce: str) -> str:
+        """STRING: a bot-challenge solution already used for a place (expires with it)."""
+        return self._key(f"pow:{nonce}")
+
+    def pressure(self, source: str) -> str:
+        """HASH v, t: decaying count of challenges asked for by one source ("a:<address>",
+        "n:<network>", "v:<visitor>") or by the whole crowd ("crowd")."""
+        return self._key(f"pw:{source}")
 
     def hold_keys(self) -> list[str]:
         """The first seven KEYS of every hold script (queue/lib/holds.lua)."""

@@ -21,6 +21,7 @@ SeatsPerOrder = Annotated[int, Meta(ge=1, le=50)]
 Count = Annotated[int, Meta(ge=1, le=1000)]
 Capacity = Annotated[int, Meta(ge=1, le=200_000)]
 
+ChallengePolicy = Literal["off", "adaptive", "always"]  # bot challenge (proof of work) at join
 QueueState = Literal["prequeue", "waiting", "admitted", "sold_out", "closed", "expired"]
 EventStateName = Literal["scheduled", "prequeue", "on_sale", "sold_out", "closed"]
 
@@ -51,6 +52,7 @@ class EventCreate(Struct, forbid_unknown_fields=True, frozen=True):
     session_minutes: Minutes = 10
     hold_minutes: Minutes = 10
     max_seats_per_order: SeatsPerOrder = 6
+    challenge: ChallengePolicy = "adaptive"
 
 
 class EventPatch(Struct, forbid_unknown_fields=True, frozen=True):
@@ -62,6 +64,7 @@ class EventPatch(Struct, forbid_unknown_fields=True, frozen=True):
     paused: bool | UnsetType = UNSET
     closed: bool | UnsetType = UNSET
     sold_out: bool | UnsetType = UNSET
+    challenge: ChallengePolicy | UnsetType = UNSET
 
 
 class SectionOut(Struct, frozen=True):
@@ -82,6 +85,7 @@ class EventSettings(Struct, frozen=True):
     paused: bool
     closed: bool
     sold_out: bool
+    challenge: ChallengePolicy
 
 
 class Event(Struct, frozen=True):
@@ -100,6 +104,12 @@ class Event(Struct, frozen=True):
 
 
 # ---- queue -----------------------------------------------------------------------------------
+
+
+class JoinRequest(Struct, forbid_unknown_fields=True, frozen=True):
+    """Optional body of a join: the bot-challenge solution (base64 payload of the widget)."""
+
+    altcha: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
 
 
 class QueueStatus(Struct, frozen=True):
@@ -132,6 +142,9 @@ class Stats(Struct, frozen=True):
     joins: int
     expired: int
     left: int
+    challenges_issued: int = 0
+    challenges_solved: int = 0
+    challenges_failed: int = 0
 
 
 # ---- websocket -------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
+from server.core.client_address import parse_networks
+
 PREFIX = "BOXOFFICE_"
 PLAIN_VARIABLES = {
     "REDIS_URL": "redis_url",
@@ -66,9 +68,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     stripe_publishable_key: str = ""
     stripe_api_base: str = ""
     roles: str = ",".join(ROLES)  # comma-separated subset of ROLES run by each worker
+    trusted_proxies: str = ""  # addresses/CIDRs whose X-Forwarded-For names the client
 
     def __post_init__(self) -> None:
         _check_ranges(self)
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise SettingsError(f"BOXOFFICE_TRUSTED_PROXIES: {exc}") from None
 
     @property
     def role_set(self) -> frozenset[str]:

@@ -61,6 +61,10 @@ class Signer:
         digest = hmac.new(self._key, f"{label}\n{payload}".encode(), hashlib.sha256).digest()
         return _b64(digest)
 
+    def subkey(self, label: str) -> bytes:
+        """A key of its own for another signer (e.g. the bot challenge), from the same secret."""
+        return hmac.new(self._key, f"key\n{label}".encode(), hashlib.sha256).digest()
+
     def visitor_cookie(self, visitor_id: str) -> str:
         return f"{visitor_id}.{self._mac('visitor', visitor_id)}"
 

@@ -58,6 +58,7 @@ async def create(room: Room, body: EventCreate, who: str = audit.DEFAULT_WHO) ->
         paused=False,
         closed=False,
         sold_out=False,
+        challenge=body.challenge,
     )
     async with room.pool.acquire() as conn, conn.transaction():
         if not await db.insert_event(conn, event_id, body, prequeue_opens_at):
@@ -81,6 +82,7 @@ def present(ev: db.EventRow, with_settings: bool = False, available: int | None 
             paused=ev.paused,
             closed=ev.closed,
             sold_out=ev.sold_out,
+            challenge=ev.challenge,
         )
     sections = [
         SectionOut(s.id, s.name, s.price, s.capacity, s.rows, s.seats_per_row) for s in ev.sections
@@ -108,12 +110,16 @@ async def stats(room: Room, inventory: Inventory, ev: db.EventRow) -> Stats:
         "SELECT count(*) FROM orders WHERE event_id = $1 AND status = 'paid'", ev.id
     )
     async with room.redis.pipeline(transaction=False) as pipe:
-        pipe.hmget(k.stats, ["joins", "admitted", "expired", "left"])
+        pipe.hmget(
+            k.stats,
+            ["joins", "admitted", "expired", "left", "challenges_issued", "challenges_solved",
+             "challenges_failed"],
+        )  # fmt: skip
         pipe.zcard(k.line)
         pipe.zcard(k.pre)
         pipe.zcount(k.active, f"({now_ms()}", "+inf")
         counters, waiting, prequeue, active = await pipe.execute()
-    joins, admitted, expired, left = (int(v or 0) for v in counters)
+    joins, admitted, expired, left, issued, solved, failed = (int(v or 0) for v in counters)
     return Stats(
         event_id=ev.id,
         state=event_state(ev),
@@ -132,4 +138,7 @@ async def stats(room: Room, inventory: Inventory, ev: db.EventRow) -> Stats:
         joins=joins,
         expired=expired,
         left=left,
+        challenges_issued=issued,
+        challenges_solved=solved,
+        challenges_failed=failed,
     )

@@ -30,6 +30,7 @@ from server.store.events import EventCache
 from server.store.redis_client import REDIS, make_redis
 from server.waiting import routes as queue_routes
 from server.waiting.admission import ADMISSION, Admission
+from server.waiting.challenge import GUARD, Guard
 from server.waiting.fanout import HUB, Hub
 from server.waiting.line import Scripts
 from server.waiting.news import News
@@ -67,6 +68,7 @@ async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
     pilot = Autopilot(room)
     app[ROOM], app[METRICS], app[HUB], app[ADMISSION] = room, metrics, hub, admission
     app[BOOKING], app[LIVE], app[AUTOPILOT] = booking, live, pilot
+    app[GUARD] = Guard(app[REDIS], room.signer.subkey("altcha"), settings.trusted_proxies)
     tasks = BackgroundTasks()
     tasks.start(
         role_loops(settings.role_set, admission, hub, News(room, hub, admission), booking, pilot)

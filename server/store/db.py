@@ -13,7 +13,7 @@ import msgspec
 from aiohttp import web
 from asyncpg.pool import PoolConnectionProxy
 
-from server.core.messages import EventCreate, EventPatch
+from server.core.messages import ChallengePolicy, EventCreate, EventPatch
 
 log = logging.getLogger("boxoffice.db")
 
@@ -49,6 +49,7 @@ class EventRow(msgspec.Struct, frozen=True):
     paused: bool
     closed: bool
     sold_out: bool
+    challenge: ChallengePolicy = "adaptive"
     sections: list[SectionRow] = []
 
     @property
@@ -97,7 +98,8 @@ async def migrate(pool: Pool) -> list[str]:
 
 EVENT_COLUMNS = (
     "id, name, venue, starts_at, sale_starts_at, prequeue_opens_at, currency, rate_per_min,"
-    " max_active, session_minutes, hold_minutes, max_seats_per_order, paused, closed, sold_out"
+    " max_active, session_minutes, hold_minutes, max_seats_per_order, paused, closed, sold_out,"
+    " challenge"
 )
 
 
@@ -147,11 +149,12 @@ async def insert_event(
         inserted = await conn.fetchval(
             "INSERT INTO events (id, name, venue, starts_at, sale_starts_at, prequeue_opens_at,"
             " currency, rate_per_min, max_active, session_minutes, hold_minutes,"
-            " max_seats_per_order) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
+            " max_seats_per_order, challenge)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)"
             " ON CONFLICT (id) DO NOTHING RETURNING id",
             event_id, body.name, body.venue, body.starts_at, body.sale_starts_at,
             prequeue_opens_at, body.currency, body.rate_per_min, body.max_active,
-            body.session_minutes, body.hold_minutes, body.max_seats_per_order,
+            body.session_minutes, body.hold_minutes, body.max_seats_per_order, body.challenge,
         )  # fmt: skip
         if inserted is None:
             return False

@@ -79,11 +79,18 @@ class Scripts:
         return await self._s[name](keys=keys, args=args)
 
     async def join(
-        self, k: EventKeys, visitor_id: str, new_queue_id: str, now_ms: int | None = None
+        self,
+        k: EventKeys,
+        visitor_id: str,
+        new_queue_id: str,
+        now_ms: int | None = None,
+        proof: str = "",
+        nonce: str = "-",
     ) -> Place:
+        """proof and nonce: see join.lua ARGV[4] and server.waiting.challenge.Proof."""
         keys = [k.cfg, k.visitors, k.owner, k.tickets, k.pre, k.line, k.seen, k.active, k.seq]
-        keys.append(k.stats)
-        r = await self._run("join", keys, [visitor_id, new_queue_id, time_arg(now_ms)])
+        keys += [k.stats, k.spent(nonce)]
+        r = await self._run("join", keys, [visitor_id, new_queue_id, time_arg(now_ms), proof])
         return Place(as_text(r[0]), as_text(r[1]), visitor_id, int(r[2]), int(r[3]), int(r[4]))
 
     async def status(

@@ -17,6 +17,7 @@ from server.core.settings import Settings
 from server.core.tokens import AccessClaims, Signer, new_id
 from server.store import audit, db
 from server.store.events import EventCache
+from server.waiting.challenge import NOT_ASKED, Proof, refusal
 from server.waiting.line import Place, Scripts, Snapshot
 
 
@@ -86,14 +87,18 @@ class Room:
 
     # ---- fan operations ---------------------------------------------------------------------
 
-    async def join(self, event_id: str, visitor_id: str) -> QueueStatus:
+    async def join(self, event_id: str, visitor_id: str, proof: Proof = NOT_ASKED) -> QueueStatus:
         ev = await self.cache.require(event_id)
         keys = EventKeys(ev.id)
         queue_id = f"{ev.id}.{new_id()}"
-        place = await self.scripts.join(keys, visitor_id, queue_id)
+        place = await self.scripts.join(keys, visitor_id, queue_id, None, proof.arg, proof.nonce)
         if place.state == "nocfg":
             await self.mirror(ev)
-            place = await self.scripts.join(keys, visitor_id, queue_id)
+            place = await self.scripts.join(
+                keys, visitor_id, queue_id, None, proof.arg, proof.nonce
+            )
+        if place.state in ("challenge", "spent"):
+            raise refusal(ev.id, proof, place.state)
         if place.state == "not_open":
             raise Conflict("the queue for this event is not open yet", code="not_open")
         if place.state in ("closed", "sold_out"):

@@ -1,4 +1,5 @@
-"""The fan's queue: join, status (polling fallback), leave, and the websocket."""
+"""The fan's queue: the bot challenge, join, status (polling fallback), leave, and the
+websocket; each fan request is rate limited per visitor and per client address."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import logging
 import msgspec
 from aiohttp import WSMsgType, web
 
-from server.core.errors import BadRequest
+from server.core.errors import BadRequest, DomainError
 from server.core.http import json_response
 from server.core.identity import visitor_id
 from server.core.ids import parse_queue_id
 from server.core.keys import EventKeys
-from server.core.messages import ErrorMsg, PongMsg, client_decoder
+from server.core.messages import ErrorMsg, JoinRequest, PongMsg, client_decoder
 from server.core.metrics import METRICS
+from server.waiting.challenge import GUARD
 from server.waiting.fanout import HUB, Conn, Hub
 from server.waiting.room import ROOM
 
@@ -24,17 +26,44 @@ MAX_BAD_FRAMES = 20
 WS_MAX_MESSAGE = 4096
 
 
+_join_body = msgspec.json.Decoder(JoinRequest)
+
+
+@routes.get("/api/events/{event_id}/challenge")
+async def challenge(request: web.Request) -> web.Response:
+    ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
+    guard, visitor = request.app[GUARD], visitor_id(request)
+    address = guard.address(request)
+    await guard.limit("challenge", ev.id, visitor, address)
+    response = json_response(await guard.issue(ev.id, ev.challenge, visitor, address))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @routes.post("/api/events/{event_id}/queue")
 async def join(request: web.Request) -> web.Response:
-    status = await request.app[ROOM].join(request.match_info["event_id"], visitor_id(request))
+    room, guard, visitor = request.app[ROOM], request.app[GUARD], visitor_id(request)
+    ev = await room.cache.require(request.match_info["event_id"])
+    await guard.limit("join", ev.id, visitor, guard.address(request))
+    raw = await request.read()
+    solution = _join_body.decode(raw).altcha if raw.strip() else None
+    proof = guard.proof(ev.id, ev.challenge, solution)
+    try:
+        status = await room.join(ev.id, visitor, proof)
+    except DomainError as exc:
+        if exc.code == "challenge_failed":
+            await guard.failed(ev.id)
+        raise
     request.app[METRICS].joins.labels(status.event_id, status.state).inc()
     return json_response(status)
 
 
 @routes.get("/api/queue/{queue_id}")
 async def status(request: web.Request) -> web.Response:
-    room = request.app[ROOM]
-    return json_response(await room.status(request.match_info["queue_id"], visitor_id(request)))
+    room, guard, visitor = request.app[ROOM], request.app[GUARD], visitor_id(request)
+    queue_id = request.match_info["queue_id"]
+    await guard.limit("status", parse_queue_id(queue_id), visitor, guard.address(request))
+    return json_response(await room.status(queue_id, visitor))
 
 
 @routes.delete("/api/queue/{queue_id}")
@@ -48,6 +77,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     room, hub = request.app[ROOM], request.app[HUB]
     queue_id = request.match_info["queue_id"]
     event_id = parse_queue_id(queue_id)
+    guard = request.app[GUARD]
+    await guard.limit("ws", event_id, visitor_id(request), guard.address(request))
     place = await room.place(queue_id, visitor_id(request), touch=True)
     # permessage-deflate off: ~7x less memory per socket and a 3x faster broadcast.
     ws = web.WebSocketResponse(compress=False, heartbeat=25, max_msg_size=WS_MAX_MESSAGE)
