@@ -242,6 +242,15 @@ async def inventory_truth(pool: Pool, event_id: str) -> dict[str, Any]:
     }
 
 
+async def next_redis_epoch(pool: Pool, event_id: str) -> int:
+    """Count one more Redis epoch for the event (queue/new_epoch.lua); its number."""
+    epoch = await pool.fetchval(
+        "UPDATE events SET redis_epoch = redis_epoch + 1 WHERE id = $1 RETURNING redis_epoch",
+        event_id,
+    )
+    return int(epoch or 1)
+
+
 async def ping(pool: Pool) -> None:
     await pool.fetchval("SELECT 1")
 
