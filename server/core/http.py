@@ -18,3 +18,16 @@ async def read_body(request: web.Request) -> bytes:
 
 def json_response(data: object, status: int = 200) -> web.Response:
     return web.Response(body=encoder.encode(data), status=status, content_type="application/json")
+
+
+LOOPBACK = ("127.0.0.1", "::1")
+
+
+def client_address(request: web.Request) -> str:
+    """The client's address: NGINX's X-Real-IP when the request came through it (a proxy on
+    loopback), else the peer address."""
+    peer = request.remote or ""
+    forwarded = request.headers.get("X-Real-IP", "").strip()
+    if peer in LOOPBACK and forwarded and len(forwarded) <= 64:
+        return forwarded
+    return peer

@@ -43,6 +43,13 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
         self.tick_errors = Counter("boxoffice_tick_errors", "Failed admission steps", registry=r)
+        self.checkins = Counter(
+            "boxoffice_checkins", "Ticket scans at the door by result", ["event", "result"],
+            registry=r,
+        )  # fmt: skip
+        self.refunds = Counter(
+            "boxoffice_refunds", "Refund requests by outcome", ["outcome"], registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -42,7 +42,7 @@ class Provider(Protocol):
     async def close(self) -> None: ...
 
 
-PaymentKind = Literal["authorised", "captured", "failed", "canceled"]
+PaymentKind = Literal["authorised", "captured", "failed", "canceled", "refunded"]
 
 
 class PaymentEvent(msgspec.Struct, frozen=True):

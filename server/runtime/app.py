@@ -16,7 +16,7 @@ from server.core.identity import visitor_middleware
 from server.core.metrics import METRICS, Metrics
 from server.core.settings import SETTINGS, Settings
 from server.core.tokens import Signer
-from server.ops import admin_routes, console_routes, event_routes
+from server.ops import admin_routes, console_routes, event_routes, order_routes
 from server.ops.autopilot import AUTOPILOT, Autopilot
 from server.ops.live import LIVE, LiveCollector, LiveHub
 from server.payments.registry import make_providers
@@ -121,5 +121,6 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(admin_routes.routes)
     app.add_routes(booking_routes.routes)
     app.add_routes(console_routes.routes)
+    app.add_routes(order_routes.routes)
     app.router.add_static("/static/", assets.STATIC, name="static")
     return app
