@@ -50,6 +50,7 @@ class OrderRow(msgspec.Struct, frozen=True):
     paid_at: datetime | None
     order_key: str | None = None  # the secret of the order's link, set when it is paid
     refunded_at: datetime | None = None
+    refund_attempts: int = 0
     lines: list[OrderLine] = []
     tickets: list[TicketRow] = []
 
@@ -79,7 +80,7 @@ Confirmation = Literal["paid", "already_paid", "seats_taken", "not_pending", "mi
 ORDER_COLUMNS = (
     "id, event_id, hold_id, visitor_id, queue_id, email, status, amount, currency, provider,"
     " payment_id, client_secret, expires_at, status_reason, created_at, paid_at, order_key,"
-    " refunded_at"
+    " refunded_at, refund_attempts"
 )
 
 

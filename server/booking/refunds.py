@@ -121,11 +121,15 @@ class Refunds:
         # A capture still owed runs first: only captured money can be refunded.
         await self.run_actions(order.id)
         try:
-            await provider.refund(order.payment_id, order.id)
+            await provider.refund(order.payment_id, order.id, order.refund_attempts)
         except PaymentError as exc:
             detail = f"{order.provider} refused the refund: {exc}"
             log.warning("refund refused", extra={"order_id": order.id, "error": str(exc)})
-            async with self.pool.acquire() as conn:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "UPDATE orders SET refund_attempts = refund_attempts + 1 WHERE id = $1",
+                    order.id,
+                )
                 change = {f"order:{order.id}": ("paid", "paid")}
                 await audit.record(conn, order.event_id, who, "refund_refused", change, detail)
             raise Conflict(detail, code="refund_refused") from None

@@ -4,6 +4,8 @@
 -- transaction that makes the order paid. Orders paid before this migration get one here.
 ALTER TABLE orders ADD COLUMN order_key text;
 ALTER TABLE orders ADD COLUMN refunded_at timestamptz;
+-- Refunds the provider refused so far: the next attempt goes under a new idempotency key.
+ALTER TABLE orders ADD COLUMN refund_attempts integer NOT NULL DEFAULT 0;
 UPDATE orders SET order_key = replace(gen_random_uuid()::text, '-', '')
  WHERE status IN ('paid', 'refunded') AND order_key IS NULL;
 CREATE INDEX orders_email ON orders (lower(email));
