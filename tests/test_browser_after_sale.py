@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 import segno
 from aiohttp.test_utils import TestClient
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, ViewportSize, async_playwright, expect
 
 from server.core.tokens import new_id
 
@@ -158,3 +158,51 @@ async def test_order_page_opens_from_its_link_without_a_cookie_and_event_page_kn
         link = page.locator("#my-tickets a")
         await expect(link).to_have_attribute("href", order["order_url"])
         await expect(page.locator("#my-tickets")).to_be_visible()
+
+
+async def test_console_finds_refunds_and_bulk_cancels_orders(
+    fans: Client, chromium_path: str, pg: asyncpg.Pool
+) -> None:
+    ev = await create_event(fans, rate_per_min=60000)
+    _, first = await bought(fans, ev["id"], ["A-3-1"])
+    _, second = await bought(fans, ev["id"], ["A-3-2"])
+    _, third = await bought(fans, ev["id"], ["A-3-3"])
+    async for browser in launch(chromium_path):
+        page = await browser.new_page(viewport=ViewportSize(width=1400, height=1000))
+        page.set_default_timeout(TIMEOUT_MS)
+        await page.goto(str(fans.make_url("/admin")))
+        await page.fill("#token", ADMIN_TOKEN)
+        await page.fill("#operator", "box-office")
+        await page.click("#signin-form button[type=submit]")
+        await expect(page.locator("#view-events")).to_be_visible()
+        await page.goto(str(fans.make_url(f"/admin#event/{ev['id']}")))
+        await expect(page.locator("#t-expected")).to_have_text("3")
+
+        await page.select_option("#order-field", "seat")
+        await page.fill("#order-query", "A-3-1")
+        await page.click("#order-search button[type=submit]")
+        row = page.locator(f"#orders-body tr[data-order='{first['order_id']}']")
+        await expect(row).to_contain_text("paid")
+        await expect(page.locator("#orders-body tr")).to_have_count(1)
+        await page.fill("#refund-reason", "fan asked")
+        await row.locator("button").click()
+        await expect(page.locator("#confirm-text")).to_contain_text(first["order_id"])
+        await page.click("#confirm-ok")
+        await expect(row).to_contain_text("refunded (fan asked)")
+        await expect(page.locator("#t-refunded")).to_have_text("1")
+        await expect(page.locator("#audit-body tr[data-action='refund']")).to_contain_text(
+            "box-office"
+        )
+
+        ids = [first["order_id"], second["order_id"], third["order_id"], "no-such-order"]
+        await page.fill("#bulk-ids", "\n".join(ids))
+        await page.click("#bulk-form button[type=submit]")
+        await expect(page.locator("#bulk-status")).to_contain_text(
+            "2 to refund; 1 already refunded, 0 not paid, 1 not found."
+        )
+        await page.click("#bulk-go")
+        await page.click("#confirm-ok")
+        await expect(page.locator("#bulk-status")).to_contain_text("Refunded 2; refused 0")
+        await expect(page.locator("#t-expected")).to_have_text("0")
+    statuses = await pg.fetch("SELECT status FROM orders WHERE event_id = $1", ev["id"])
+    assert {r["status"] for r in statuses} == {"refunded"}
