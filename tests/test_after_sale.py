@@ -11,9 +11,11 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
 
 from server.booking.checkins import ticket_of
 from server.core import rules
+from server.core.keys import EventKeys
 from server.core.tokens import Signer, new_id
 
 from .helpers import (
@@ -485,3 +487,45 @@ async def test_concurrent_scans_of_one_code_admit_it_exactly_once(
     assert {body["error"] for status, body in answers if status == 409} == {"already_checked_in"}
     stamps = {body["checked_in_at"] for _, body in answers}
     assert len(stamps) == 1  # every refusal names the one admission
+
+
+async def test_the_stream_consumer_returns_seats_when_the_fast_path_was_lost(
+    fans: Client, pg: asyncpg.Pool, redis: Redis
+) -> None:
+    """The refund's outbox row reaches the `reservations` stream; its consumer frees the seats
+    even if the process that refunded died before doing it itself."""
+    ev = await create_event(fans, rate_per_min=60000)
+    fan = await admitted_fan(fans, ev["id"])
+    paid = await buy(fan, ev["id"], {"seats": ["A-4-1"]})
+    await eventually(lambda: _eq(seat_status(fans, ev["id"], "A-4-1"), "sold"), "sold in Redis")
+    status, _ = await refund(fans, paid["order_id"])
+    assert status == 200
+    row = await pg.fetchrow(
+        "SELECT payload::text AS p, published_at FROM outbox WHERE kind = 'order_refunded'"
+    )
+    assert row is not None
+    # As if the fast path had never run: the seat is sold again in Redis, the order not returned.
+    k = EventKeys(ev["id"])
+    await redis.hset(k.seats, "A-4-1", "sold")
+    await redis.srem(k.returned_orders, paid["order_id"])
+    await pg.execute(
+        "INSERT INTO outbox (event_id, kind, payload) VALUES ($1, 'order_refunded', $2::jsonb)",
+        ev["id"],
+        row["p"],
+    )
+    await eventually(lambda: _eq(seat_status(fans, ev["id"], "A-4-1"), "free"), "consumer")
+
+
+async def test_openapi_names_the_new_endpoints(fans: Client) -> None:
+    doc = await (await fans.get("/api/openapi.json")).json()
+    paths = doc["paths"]
+    assert "post" in paths["/api/orders/resend"]
+    assert "get" in paths["/api/events/{event_id}/my-orders"]
+    assert "get" in paths["/api/admin/orders"]
+    assert "post" in paths["/api/admin/orders/{order_id}/refund"]
+    assert "post" in paths["/api/admin/orders/cancel"]
+    assert "post" in paths["/api/events/{event_id}/checkins"]
+    schemas = doc["components"]["schemas"]
+    assert {"Checkin", "BulkPlan", "BulkCancelResult", "CancelRequest"} <= set(schemas)
+    assert "order_url" in schemas["Order"]["properties"]
+    assert "checked_in" in schemas["Stats"]["properties"]
