@@ -4,6 +4,7 @@ PDF and the event as an .ics — and the resend that lists an address's orders w
 
 from __future__ import annotations
 
+from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
@@ -26,7 +27,7 @@ def header_text(value: str) -> str:
 def recipient(email: str) -> Address:
     try:
         address = Address(addr_spec=email)
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, HeaderParseError) as exc:
         raise InvalidAddress(f"not a deliverable address: {exc}") from None
     if not address.domain or "\r" in email or "\n" in email:
         raise InvalidAddress("not a deliverable address")
