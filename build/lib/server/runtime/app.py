@@ -16,6 +16,8 @@ from server.core.identity import visitor_middleware
 from server.core.metrics import METRICS, Metrics
 from server.core.settings import SETTINGS, Settings
 from server.core.tokens import Signer
+from server.notify.mailer import MAILER, Mailer
+from server.notify.transport import make_transport
 from server.ops import admin_routes, console_routes, event_routes
 from server.ops.autopilot import AUTOPILOT, Autopilot
 from server.ops.live import LIVE, LiveCollector, LiveHub
@@ -50,7 +52,8 @@ async def _postgres_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The waiting room, booking and ops objects of this process, and their background loops."""
+    """The waiting room, booking, ops and mail objects of this process, and their background
+    loops."""
     settings, redis, pool = app[SETTINGS], app[REDIS], app[POOL]
     room = Room(settings, redis, Scripts(redis), pool, EventCache(pool), Signer(settings.secret))
     metrics = Metrics()
@@ -61,8 +64,9 @@ async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
     live = LiveHub(room, booking, metrics)
     metrics.registry.register(LiveCollector(live, lambda: admission.live))
     pilot = Autopilot(room)
+    mailer = Mailer(settings, redis, pool, lambda: admission.live, make_transport(settings))
     app[ROOM], app[METRICS], app[HUB], app[ADMISSION] = room, metrics, hub, admission
-    app[BOOKING], app[LIVE], app[AUTOPILOT] = booking, live, pilot
+    app[BOOKING], app[LIVE], app[AUTOPILOT], app[MAILER] = booking, live, pilot, mailer
     tasks = BackgroundTasks()
     tasks.start(
         [
@@ -71,6 +75,7 @@ async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
             *hub.loops(),
             *booking.loops(),
             *pilot.loops(),
+            *mailer.loops(),
         ]
     )
     yield

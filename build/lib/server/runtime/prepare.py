@@ -10,6 +10,7 @@ from server.core.keys import EventKeys
 from server.core.messages import EventCreate, SectionIn
 from server.core.settings import Settings
 from server.core.tokens import Signer
+from server.notify.transport import make_transport
 from server.ops import catalog
 from server.store import db
 from server.store.events import EventCache
@@ -83,6 +84,7 @@ def banner(settings: Settings, demo: bool, generated: bool) -> str:
         f"  e.g. curl -H 'Authorization: Bearer {settings.admin_token}' "
         f"{base}/api/admin/events/{DEMO_ID if demo else '<id>'}/stats",
         f"  metrics: {base}/metrics   health: {base}/readyz   API: {base}/api/openapi.json",
+        f"  mail: {make_transport(settings).description}",
         "",
     ]
     return "\n".join(lines)
