@@ -336,6 +336,7 @@ async def test_duplicate_stream_delivery_two_consumers_and_a_restart_send_one_ma
     paid = [fields for _, fields in entries if fields[b"kind"] == b"order_paid"]
     assert len(paid) == 1
     await redis.xadd(stream, paid[0])
+    await redis.xadd(stream, {"kind": "order_paid", "payload": "not json"})  # acked, skipped
     await redis.xadd(stream, paid[0])
     for other in others:
         await other.consume([event["id"]], block_ms=200)
@@ -348,6 +349,8 @@ async def test_duplicate_stream_delivery_two_consumers_and_a_restart_send_one_ma
     assert await mailer.send_due() == 0
     assert len(inbox.of("confirmation", order["order_id"])) == 1
     assert (await _sent(pg, order["order_id"]))["attempts"] == 1
+    pending: Any = await redis.xpending(stream, "notify")
+    assert pending["pending"] == 0  # every entry acknowledged, the malformed one too
 
 
 async def _sent(pg: asyncpg.Pool, order_id: str) -> Any:  # the row once sent, else None

@@ -13,7 +13,7 @@ def ticket_svg(code: str) -> bytes:
     return buf.getvalue()
 
 
-def ticket_png(code: str, scale: int = 6) -> bytes:
+def ticket_png(code: str, scale: int = 8) -> bytes:
     buf = io.BytesIO()
     segno.make(code, error="m").save(buf, kind="png", scale=scale, border=2)
     return buf.getvalue()

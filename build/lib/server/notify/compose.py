@@ -118,9 +118,12 @@ def confirmation(view: OrderView, sender: str, msg_id: str) -> EmailMessage:
     msg.add_alternative(confirmation_html(view, domain), subtype="html")
     html_part = msg.get_body(("html",))
     assert isinstance(html_part, EmailMessage)
+    qr = {
+        t.number: ticket_png(t.code) for t in view.tickets
+    }  # the same image inline and in the PDF
     for t in view.tickets:
         html_part.add_related(
-            ticket_png(t.code),
+            qr[t.number],
             maintype="image",
             subtype="png",
             cid=f"<{_cid(view, t.number, domain)}>",
@@ -128,7 +131,7 @@ def confirmation(view: OrderView, sender: str, msg_id: str) -> EmailMessage:
             disposition="inline",
         )
     msg.add_attachment(
-        tickets_pdf(view),
+        tickets_pdf(view, qr),
         maintype="application",
         subtype="pdf",
         filename=f"tickets-{view.order_id}.pdf",

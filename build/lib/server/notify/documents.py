@@ -13,9 +13,10 @@ from fpdf import FPDF
 from server.booking.tickets import ticket_png
 from server.notify.views import OrderView
 
-# A Unicode TrueType font makes any event name printable; without one (a minimal container)
-# the PDF falls back to the core Helvetica, which holds Latin-1 only, and other characters
-# print as "?" there (the mail's text and HTML parts still carry them).
+# Text that Latin-1 holds prints in the PDF core font Helvetica (~13 ms for a two-ticket PDF
+# here). Other text needs a Unicode TrueType font, embedded and subset (~145 ms): DejaVu Sans
+# where the system has it; without one (a minimal container) such characters print as "?" in
+# the PDF (the mail's text and HTML parts still carry them).
 FONT_DIRS = (
     "/usr/share/fonts/truetype/dejavu",
     "/usr/share/fonts/dejavu",
@@ -35,12 +36,21 @@ def _font_files() -> tuple[Path, Path] | None:
 FONTS = _font_files()
 
 
+def _latin1(value: str) -> bool:
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class _Tickets(FPDF):
-    def __init__(self) -> None:
+    def __init__(self, unicode: bool) -> None:
         super().__init__(unit="mm", format=(105, 200))  # a tall ticket, prints on A4 or A5
         self.set_auto_page_break(False)
         self.set_margins(10, 10, 10)
-        if FONTS is not None:
+        self.unicode = unicode and FONTS is not None
+        if self.unicode and FONTS is not None:
             self.add_font("Ticket", "", str(FONTS[0]))
             self.add_font("Ticket", "B", str(FONTS[1]))
             self.face = "Ticket"
@@ -48,7 +58,7 @@ class _Tickets(FPDF):
             self.face = "Helvetica"
 
     def text_of(self, value: str) -> str:
-        if FONTS is not None:
+        if self.unicode:
             return value
         return value.encode("latin-1", "replace").decode("latin-1")
 
@@ -57,9 +67,11 @@ class _Tickets(FPDF):
         self.multi_cell(0, height, self.text_of(value), new_x="LMARGIN", new_y="NEXT")
 
 
-def tickets_pdf(view: OrderView) -> bytes:
-    """One page per ticket: event, venue, date in the venue's zone, place, QR code, code."""
-    pdf = _Tickets()
+def tickets_pdf(view: OrderView, qr: dict[int, bytes] | None = None) -> bytes:
+    """One page per ticket: event, venue, date in the venue's zone, place, QR code, code.
+    `qr`: each ticket's QR PNG by number, when the caller has them already (else made here)."""
+    texts = [view.event_name, view.venue, view.when, *(t.place for t in view.tickets)]
+    pdf = _Tickets(unicode=not all(_latin1(t) for t in texts))
     pdf.set_title(pdf.text_of(f"Tickets - {view.event_name}"))
     pdf.set_author("Boxoffice")
     count = len(view.tickets)
@@ -73,7 +85,8 @@ def tickets_pdf(view: OrderView) -> bytes:
         pdf.say(ticket.place, 14, bold=True)
         pdf.say(f"Ticket {ticket.number} of {count}", 10)
         pdf.ln(4)
-        pdf.image(io.BytesIO(ticket_png(ticket.code, scale=10)), x=17.5, w=70)
+        png = qr[ticket.number] if qr is not None else ticket_png(ticket.code)
+        pdf.image(io.BytesIO(png), x=17.5, w=70)
         pdf.ln(4)
         pdf.set_font("Courier", "", 9)
         pdf.multi_cell(0, 5, ticket.code, align="C", new_x="LMARGIN", new_y="NEXT")

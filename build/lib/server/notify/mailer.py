@@ -137,7 +137,11 @@ class Mailer:
         kind = fields.get(b"kind")
         added = False
         if kind == b"order_paid":
-            order_id = json.loads(fields[b"payload"]).get("order_id")
+            try:
+                order_id = json.loads(fields[b"payload"])["order_id"]
+            except (ValueError, KeyError, TypeError):
+                order_id = None  # not ours to fix; acknowledged so it cannot block the stream
+                log.warning("malformed order_paid entry %r", entry_id, extra={"stream": stream})
             if isinstance(order_id, str):
                 added = await ledger.add_confirmation(self.pool, order_id)
         elif kind == b"resend" and fields.get(b"outbox_id", b"").isdigit():
