@@ -17,6 +17,8 @@ from server.core.loops import Loop
 from server.core.metrics import METRICS, Metrics
 from server.core.settings import SETTINGS, Settings
 from server.core.tokens import Signer
+from server.notify.mailer import MAILER, Mailer
+from server.notify.transport import make_transport
 from server.ops import admin_routes, console_routes, event_routes, order_routes
 from server.ops.admin_guard import admin_guard_ctx
 from server.ops.autopilot import AUTOPILOT, Autopilot
@@ -53,7 +55,8 @@ async def _postgres_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The waiting room, booking and ops objects of this process, and their background loops."""
+    """The waiting room, booking, ops and mail objects of this process, and their background
+    loops."""
     settings, redis, pool = app[SETTINGS], app[REDIS], app[POOL]
     room = Room(settings, redis, Scripts(redis), pool, EventCache(pool), Signer(settings.secret))
     metrics = Metrics()
@@ -66,12 +69,15 @@ async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
     live = LiveHub(room, booking, metrics)
     metrics.registry.register(LiveCollector(live, lambda: admission.live))
     pilot = Autopilot(room)
+    mailer = Mailer(settings, redis, pool, lambda: admission.live, make_transport(settings))
     app[ROOM], app[METRICS], app[HUB], app[ADMISSION] = room, metrics, hub, admission
-    app[BOOKING], app[LIVE], app[AUTOPILOT] = booking, live, pilot
+    app[BOOKING], app[LIVE], app[AUTOPILOT], app[MAILER] = booking, live, pilot, mailer
     app[GUARD] = Guard(app[REDIS], room.signer.subkey("altcha"), settings.trusted_proxies)
     tasks = BackgroundTasks()
     tasks.start(
-        role_loops(settings.role_set, admission, hub, News(room, hub, admission), booking, pilot)
+        role_loops(
+            settings.role_set, admission, hub, News(room, hub, admission), booking, pilot, mailer
+        )
     )
     yield
     await tasks.stop()
@@ -87,6 +93,7 @@ def role_loops(
     news: News,
     booking: Booking,
     pilot: Autopilot,
+    mailer: Mailer,
 ) -> list[Loop]:
     """The background loops a process with these roles runs."""
     loops: list[Loop] = []
@@ -100,6 +107,8 @@ def role_loops(
         loops += booking.relay.loops()
     if "payments" in roles:
         loops += booking.settlement.loops()
+    if "notifier" in roles:
+        loops += mailer.loops()
     return loops
 
 

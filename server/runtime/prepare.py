@@ -10,6 +10,7 @@ from server.core.keys import EventKeys
 from server.core.messages import EventCreate, SectionIn
 from server.core.settings import Settings
 from server.core.tokens import Signer
+from server.notify.transport import make_transport
 from server.ops import catalog
 from server.store import db
 from server.store.events import EventCache
@@ -97,6 +98,7 @@ def banner(settings: Settings, demo: bool, filled: frozenset[str]) -> str:
         lines.append("  admin token: the one in BOXOFFICE_ADMIN_TOKEN (not printed in production)")
     lines += [
         f"  metrics: {base}/metrics   health: {base}/readyz   API: {base}/api/openapi.json",
+        f"  mail: {make_transport(settings).description}",
         "",
     ]
     return "\n".join(lines)
