@@ -23,6 +23,10 @@ from server.runtime.embedded import start_missing
 from server.runtime.prepare import banner, migrate, prepare, rebuild_inventory
 from server.runtime.processes import Child, start_worker, stop_children, supervise
 
+# After SIGTERM (websockets already closed with 1001), how long open requests may finish.
+# deploy/base/*.yaml size terminationGracePeriodSeconds on it (tests/test_deploy.py).
+SHUTDOWN_TIMEOUT_S = 5
+
 
 def run_worker(settings: Settings, reuse_port: bool) -> None:
     logs.setup(settings.log_level, settings.log_format)
@@ -34,7 +38,7 @@ def run_worker(settings: Settings, reuse_port: bool) -> None:
         loop=uvloop.new_event_loop(),
         print=None,
         access_log=None,
-        shutdown_timeout=5,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         # A crowd's burst of handshakes overflows the default backlog of 128; NGINX then times
         # out connecting and marks the process down.
         backlog=4096,
