@@ -22,6 +22,7 @@ PREFIX = "BOXOFFICE_"
 PLAIN_VARIABLES = {
     "REDIS_URL": "redis_url",
     "DATABASE_URL": "database_url",
+    "DATABASE_MIGRATE_URL": "database_migrate_url",
     "STRIPE_SECRET_KEY": "stripe_secret_key",
     "STRIPE_WEBHOOK_SECRET": "stripe_webhook_secret",
     "STRIPE_PUBLISHABLE_KEY": "stripe_publishable_key",
@@ -35,6 +36,9 @@ MIN_SECRET_BITS = 96
 # admission = the admission step, sell-out and autopilot, relay = outbox and reservations,
 # notifier = mail, payments = captures, voids, refunds and order expiry.
 ROLES = ("web", "admission", "relay", "notifier", "payments")
+# What sits between the app and PostgreSQL: "pgbouncer" = PgBouncer in transaction pooling mode,
+# where a server connection changes between transactions (server.store.db.create_pool).
+Pooler = Literal["none", "pgbouncer"]
 
 
 class SettingsError(Exception):
@@ -49,6 +53,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     data_dir: str = ".boxoffice"
     redis_url: str = ""
     database_url: str = ""
+    # A direct connection to the primary for migrations (`python -m server migrate`); needed
+    # when DATABASE_URL goes through a pooler. Empty: DATABASE_URL.
+    database_migrate_url: str = ""
+    database_pooler: Pooler = "none"
     secret: str = ""
     admin_token: str = ""
     grace_seconds: int = 120
@@ -86,6 +94,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return frozenset(r.strip() for r in self.roles.split(",") if r.strip())
 
     @property
+    def migrate_url(self) -> str:
+        return self.database_migrate_url or self.database_url
+
+    @property
     def embedded(self) -> bool:
         return not self.redis_url or not self.database_url
 
@@ -102,6 +114,7 @@ def _check_ranges(s: Settings) -> None:
         "max_body_bytes": 1024 <= s.max_body_bytes <= 16 * 1024 * 1024,
         "redis_max_connections": 2 <= s.redis_max_connections <= 10000,
         "database_pool_size": 1 <= s.database_pool_size <= 1000,
+        "database_pooler": s.database_pooler == "none" or bool(s.database_url),
         "checkout_minutes": 1 <= s.checkout_minutes <= 60,
         "late_payment_minutes": 0 <= s.late_payment_minutes <= 24 * 60,
         "stripe_webhook_secret": not s.stripe_secret_key or bool(s.stripe_webhook_secret),

@@ -47,8 +47,14 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _postgres_ctx(app: web.Application) -> AsyncIterator[None]:
-    pool = await db.create_pool(app[SETTINGS].database_url, app[SETTINGS].database_pool_size)
-    await db.migrate(pool)
+    settings = app[SETTINGS]
+    pool = await db.create_pool(
+        settings.database_url, settings.database_pool_size, settings.database_pooler
+    )
+    if settings.database_pooler == "none":
+        await db.migrate(pool)
+    else:  # behind a pooler no app process runs DDL: `python -m server migrate` did, directly
+        await db.require_current(pool)
     app[POOL] = pool
     yield
     await pool.close()
