@@ -7,8 +7,9 @@ import msgspec
 from aiohttp import web
 
 from server.booking.service import BOOKING
+from server.core import client_address
 from server.core.errors import Conflict
-from server.core.http import client_address, json_response, read_body
+from server.core.http import json_response, read_body
 from server.core.identity import bearer, visitor_id
 from server.core.messages import (
     Accepted,
@@ -71,7 +72,7 @@ async def get_order(request: web.Request) -> web.Response:
 async def resend_tickets(request: web.Request) -> web.Response:
     """Mail the paid orders of an email again: 202 whatever the email."""
     body = _resend.decode(await read_body(request))
-    await request.app[BOOKING].resend.request(body.email, client_address(request))
+    await request.app[BOOKING].resend.request(body.email, client_address.of(request))
     return json_response(Accepted(), status=202)
 
 

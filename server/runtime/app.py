@@ -11,6 +11,7 @@ from aiohttp import web
 from server import assets
 from server.booking import routes as booking_routes
 from server.booking.service import BOOKING, Booking
+from server.core import client_address
 from server.core.errors import Handler, error_middleware
 from server.core.identity import visitor_middleware
 from server.core.loops import Loop
@@ -78,7 +79,7 @@ async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
     mailer = Mailer(settings, redis, pool, lambda: admission.live, make_transport(settings))
     app[ROOM], app[METRICS], app[HUB], app[ADMISSION] = room, metrics, hub, admission
     app[BOOKING], app[LIVE], app[AUTOPILOT], app[MAILER] = booking, live, pilot, mailer
-    app[GUARD] = Guard(app[REDIS], room.signer.subkey("altcha"), settings.trusted_proxies)
+    app[GUARD] = Guard(app[REDIS], room.signer.subkey("altcha"))
     tasks = BackgroundTasks()
     tasks.start(
         role_loops(
@@ -151,6 +152,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[client_address.TRUSTED_PROXIES] = client_address.parse_networks(settings.trusted_proxies)
     app.cleanup_ctx.extend([_redis_ctx, admin_guard_ctx, _postgres_ctx, _domains_ctx])
     app.on_shutdown.append(_close_sockets)
     app.add_routes(site_routes.routes)  # health, readiness and metrics in every role
