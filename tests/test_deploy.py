@@ -302,8 +302,9 @@ def test_every_variable_is_a_setting_and_the_production_config_is_accepted(
         "redis-url": "redis://redis:6379/0",
         "database-url": "postgresql://bo:pw@pgbouncer:6432/boxoffice",
         "database-migrate-url": "postgresql://bo:pw@primary:5432/boxoffice",
-        "secret": "s" * 40,
-        "admin-token": "t" * 40,
+        "secret": "Wm9-q8rT_3xLp0aVbN7yKc2JdF5hGs1E",
+        "admin-token": "Qz4_uYt7Rk2mXw9PaL0sBd6NfH3jGc8E",
+        "smtp-url": "smtps://mailer:pw@smtp:465",
         "stripe-secret-key": "sk_live_x",
         "stripe-webhook-secret": "whsec_x",
     }
