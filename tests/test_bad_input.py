@@ -207,8 +207,13 @@ async def test_unknown_and_malformed_events_are_404_and_write_nothing(world: Wor
             f"/api/admin/events/{event_id}/admit", json={"count": 1}, headers=ADMIN
         )
         await expect_error(response, 404, "event_not_found")
-    for path in ("/api/nothing-here", "/api/events/x/y/z", "/nope"):
+    for path in ("/api/nothing-here", "/api/events/x/y/z"):
         await expect_error(await c.get(path), 404, "not_found")
+    # Outside the API a browser is asking: the same 404 as an HTML page.
+    for path in ("/nope", "/static/nope.js", "/static/js/nope.js", f"/e/{world.event_id}/x"):
+        response = await c.get(path)
+        assert (response.status, response.content_type) == (404, "text/html"), path
+        assert "<h1>Not Found</h1>" in await response.text()
     await world.unchanged_since(before)
 
 

@@ -21,7 +21,7 @@ from server.core.errors import (
     PaymentDeclined,
     Unavailable,
 )
-from server.core.ids import parse_hold_id
+from server.core.ids import check_order_id, parse_hold_id
 from server.core.keys import EventKeys
 from server.core.messages import CheckoutRequest, Order, Payment, PayRequest, Ticket
 from server.core.settings import Settings
@@ -131,9 +131,7 @@ class Orders:
 
     async def own(self, order_id: str, visitor_id: str) -> ledger.OrderRow:
         """One of this visitor's orders; NotFound or Forbidden otherwise."""
-        if len(order_id) > 64:
-            raise NotFound("no such order", code="order_not_found")
-        order = await ledger.get_order(self.pool, order_id)
+        order = await ledger.get_order(self.pool, check_order_id(order_id))
         if order is None:
             raise NotFound("no such order", code="order_not_found")
         if order.visitor_id != visitor_id:

@@ -8,6 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from server.core.errors import Handler, Unauthorized
+from server.core.origins import came_over_tls
 from server.core.tokens import Signer, new_id
 
 VISITOR_COOKIE = "bo_visitor"
@@ -16,7 +17,8 @@ COOKIE_MAX_AGE = 30 * 24 * 3600
 
 
 def visitor_middleware(signer: Signer, secure: bool) -> Middleware:
-    """Every request gets a visitor id; a new or invalid cookie is replaced on the response."""
+    """Every request gets a visitor id; a new or invalid cookie is replaced on the response.
+    The cookie is Secure when `secure` (production mode) or when the request came over TLS."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -33,7 +35,7 @@ def visitor_middleware(signer: Signer, secure: bool) -> Middleware:
                 max_age=COOKIE_MAX_AGE,
                 httponly=True,
                 samesite="Lax",
-                secure=secure,
+                secure=secure or came_over_tls(request),
                 path="/",
             )
         return response
