@@ -17,8 +17,8 @@ routes = web.RouteTableDef()
 
 @routes.get("/api/events/{event_id}/seats")
 async def seat_map(request: web.Request) -> web.Response:
-    seat_maps = request.app[BOOKING].seat_maps
-    return json_response(await seat_maps.get(request.match_info["event_id"]))
+    body = await request.app[BOOKING].seat_maps.encoded(request.match_info["event_id"])
+    return web.Response(body=body, content_type="application/json")
 
 
 @routes.post("/api/events/{event_id}/holds")

@@ -24,6 +24,7 @@ PLAIN_VARIABLES = {
 SECRET_FIELDS = ("secret", "admin_token")
 NOT_SETTINGS = {"BOXOFFICE_REQUIRE_ALL"}  # read by the test suite, not by the service
 MIN_SECRET_LENGTH = 32
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class SettingsError(Exception):
@@ -82,6 +83,9 @@ def _check_ranges(s: Settings) -> None:
         "checkout_minutes": 1 <= s.checkout_minutes <= 60,
         "late_payment_minutes": 0 <= s.late_payment_minutes <= 24 * 60,
         "stripe_webhook_secret": not s.stripe_secret_key or bool(s.stripe_webhook_secret),
+        # redis-py's URL forms (password and TLS included: redis://:pw@h/0, rediss://…);
+        # the URL reaches redis-py whole, nothing strips its credentials.
+        "redis_url": not s.redis_url or s.redis_url.startswith(REDIS_SCHEMES),
     }
     bad = [name for name, ok in checks.items() if not ok]
     if bad:
