@@ -73,6 +73,7 @@ async def test_refused_checkout_keeps_the_hold_and_its_extension(
     assert status == 201, hold
     k = EventKeys(ev["id"])
     stored = await redis.hget(k.holds, hold["hold_id"])
+    assert stored is not None
     expiry = await redis.zscore(k.holdexp, hold["hold_id"])
     before = await pg_state(pg)
     for email in ("a\u0000b@x.com", "fan@example.com\n", "fan@exam\tple.com", "x" * 300):
@@ -88,7 +89,8 @@ async def test_refused_checkout_keeps_the_hold_and_its_extension(
     # And the honest checkout after them still gets the extension.
     status, order = await fan.checkout(hold["hold_id"])
     assert status == 201, order
-    assert json.loads(await redis.hget(k.holds, hold["hold_id"]))["x"] == 1
+    extended = await redis.hget(k.holds, hold["hold_id"])
+    assert extended is not None and json.loads(extended)["x"] == 1
 
 
 # ---- item 7: content types, origins, secure cookies ------------------------------------------
@@ -201,8 +203,8 @@ async def listener(settings: Settings, redis: Redis, pg: asyncpg.Pool) -> AsyncI
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     server = site._server
-    assert server is not None and server.sockets
-    port = server.sockets[0].getsockname()[1]
+    assert isinstance(server, asyncio.Server) and server.sockets
+    port = int(server.sockets[0].getsockname()[1])
     yield port
     await runner.cleanup()
 
@@ -351,7 +353,9 @@ async def test_seat_maps_are_capped_and_built_only_on_change(
     assert await pg_state(pg) == before
 
     ev = await create_event(fans)
-    maps = fans.server.app[BOOKING].seat_maps
+    app = fans.app
+    assert app is not None
+    maps = app[BOOKING].seat_maps
     seats = f"/api/events/{ev['id']}/seats"
     first = await (await fans.get(seats, headers=visitor())).json()
     builds = maps.builds
