@@ -578,7 +578,9 @@ async def test_bad_input_is_refused_and_changes_nothing(
             assert answer["error"] == code, (url, body, answer)
     # raw bodies: not JSON, and no body at all
     for raw, expected in ((b"{not json", 400), (b"", 422)):
-        response = await fans.post(holds, data=raw, headers=owner.headers)
+        response = await fans.post(
+            holds, data=raw, headers={**owner.headers, "Content-Type": "application/json"}
+        )
         answer = await response.json()
         assert response.status == expected and set(answer) >= {"error", "detail"}, answer
     assert await state_of(redis, pg, [eid, other["id"]]) == before

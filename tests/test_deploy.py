@@ -23,7 +23,7 @@ import yaml
 from server.core.metrics import Metrics
 from server.core.settings import PLAIN_VARIABLES, ROLES, Settings, env_name, from_env
 from server.runtime.app import create_app
-from server.runtime.cli import SHUTDOWN_TIMEOUT_S
+from server.runtime.listener import SHUTDOWN_TIMEOUT_S
 
 from .helpers import ADMIN_TOKEN, SECRET
 

@@ -52,10 +52,11 @@ class Servers:
     postgres: EmbeddedPostgres | None = None
     database_url: str = ""
     restarts: int = 0
+    redis_password: str = "faults-" + "p" * 24  # the same across restarts: the URL stays valid
 
     @property
     def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+        return f"redis://:{self.redis_password}@127.0.0.1:{self.redis_port}/0"
 
     def start(self) -> None:
         self.start_redis()
@@ -65,7 +66,11 @@ class Servers:
     def start_redis(self) -> None:
         """A new, empty redis-server on the same port (its own folder: nothing is reloaded)."""
         self.restarts += 1
-        self.redis = EmbeddedRedis(self.folder / f"redis-{self.restarts}", port=self.redis_port)
+        self.redis = EmbeddedRedis(
+            self.folder / f"redis-{self.restarts}",
+            port=self.redis_port,
+            password=self.redis_password,
+        )
         self.redis.start()
 
     def stop_redis(self) -> None:
