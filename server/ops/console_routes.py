@@ -1,42 +1,66 @@
 """Routes of the ops console: audit trail, live feed (websocket), ETA preview, autopilot.
 
-Every route needs the admin token. The live feed takes it as the first websocket message
-(`{"type": "auth", "token": "…"}`) or in `Sec-WebSocket-Protocol` (offer `boxoffice.admin` and
-`bearer.<token>`; the server answers `boxoffice.admin`) — never in the URL. Wrong tokens are
-throttled per client address like the rest of the admin API (server/ops/admin_guard.py)."""
+Every route is governed by its entry in server/ops/permissions.py. The live feed takes the
+console's session cookie (from a page of the same host), or a token (the shared admin token or a
+scoped one) as the first websocket message (`{"type": "auth", "token": "…"}`) or in
+`Sec-WebSocket-Protocol` (offer `boxoffice.admin` and `bearer.<token>`; the server answers
+`boxoffice.admin`) — never in the URL. Wrong tokens are throttled per client address like the
+rest of the admin API (server/ops/admin_guard.py). An open feed closes (4401) when its session
+or token ends: at once on this process, within sessions.RECHECK_S on the others."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import math
 from datetime import UTC, datetime
 
 import msgspec
 import redis.exceptions
 from aiohttp import WSMsgType, web
+from yarl import URL
 
 from server.core.clock import now_ms, to_ms
-from server.core.errors import Invalid, NotFound, RateLimited, Unauthorized
+from server.core.errors import (
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+)
 from server.core.http import client_address, json_response
 from server.core.ids import check_event_id
 from server.core.keys import EventKeys
 from server.core.messages import PingMsg
-from server.ops import autopilot
-from server.ops.admin_guard import ADMIN_GUARD
-from server.ops.admin_routes import admin_only
+from server.core.settings import SETTINGS
+from server.ops import autopilot, sessions
+from server.ops.admin_guard import (
+    ADMIN_GUARD,
+    REFUSED,
+    admin_only,
+    authenticate,
+    permit,
+    route_rule,
+    session_principal,
+)
 from server.ops.autopilot import AUTOPILOT
 from server.ops.live import LIVE
+from server.ops.permissions import Principal
 from server.store import audit
 from server.store.db import POOL
 from server.waiting.room import ROOM
 
 routes = web.RouteTableDef()
+log = logging.getLogger("boxoffice.console")
 
 
 WS_PROTOCOL = "boxoffice.admin"
 BEARER_PROTOCOL = "bearer."
 AUTH_TIMEOUT_S = 5.0
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
 CLOSE_THROTTLED = 4429
 CLOSE_TRY_LATER = 1013
 CLOSE_NOT_FOUND = 4404
@@ -143,14 +167,13 @@ async def get_autopilot(request: web.Request) -> web.Response:
 @routes.patch("/api/admin/events/{event_id}/autopilot")
 async def patch_autopilot(request: web.Request) -> web.Response:
     """Turn the autopilot on or off and set its bounds; audited like every settings change."""
-    await admin_only(request)
-    who = audit.operator(request)
+    p = await admin_only(request)
     ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
     body = await request.read()
     if not body:
         raise Invalid("a JSON body is required", code="body_required")
     patch = _autopilot_patch.decode(body)
-    await autopilot.configure(request.app[POOL], ev.id, patch, who)
+    await autopilot.configure(request.app[POOL], ev.id, patch, p.who, step_up=p.stepped_up)
     return json_response(await _autopilot_view(request, ev.id))
 
 
@@ -185,28 +208,80 @@ async def _refuse(ws: web.WebSocketResponse, code: int, error: str, detail: str)
     await ws.close(code=code, message=error.encode())
 
 
+def _same_host(request: web.Request) -> bool:
+    """A cookie-authenticated socket must come from a page of this host (no cross-site socket
+    hijacking; SameSite=Strict already keeps the cookie off other sites' requests)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    try:
+        return URL(origin).host == URL(f"//{request.host}").host
+    except ValueError:
+        return False
+
+
+async def _still_valid(app: web.Application, p: Principal) -> bool:
+    pool, s = app[POOL], app[SETTINGS]
+    if p.session is not None:
+        return await sessions.alive(
+            pool, p.session, s.console_idle_minutes, s.console_session_hours
+        )
+    if p.token_name is not None:
+        return await sessions.token_alive(pool, p.token_name)
+    return True
+
+
+async def _watch(app: web.Application, p: Principal, ws: web.WebSocketResponse) -> None:
+    """Close the socket once its session or token has ended (on any process)."""
+    while not ws.closed:
+        await asyncio.sleep(sessions.RECHECK_S)
+        try:
+            valid = await _still_valid(app, p)
+        except Exception:  # the database is away: keep the ops view open meanwhile
+            log.warning("could not recheck a console socket's credential", exc_info=True)
+            continue
+        if not valid:
+            await _refuse(ws, CLOSE_UNAUTHORIZED, "unauthorized", "signed out")
+            return
+
+
 @routes.get("/api/admin/events/{event_id}/live")
 async def live(request: web.Request) -> web.WebSocketResponse:
     """Pushes one sample of the sale per second (and the recent history on connect)."""
     event_id = request.match_info["event_id"]
     guard, address = request.app[ADMIN_GUARD], client_address(request)
+    rule = route_rule(request)
     pre_token = _protocol_token(request)
-    # Before the upgrade: a throttled address or a wrong offered token gets its HTTP answer.
-    if pre_token is None:
-        await guard.not_throttled(address)
+    # Before the upgrade: a throttled address, a wrong offered token, or a credential that may
+    # not watch gets its HTTP answer.
+    await guard.not_throttled(address)
+    p: Principal | None = None
+    if pre_token is not None:
+        p = await authenticate(request, token=pre_token)
     else:
-        await guard.check(address, pre_token)
+        p = await session_principal(request)
+        if p is not None and not _same_host(request):
+            raise Forbidden("the live feed opens from a page of this host")
+    if p is not None:
+        permit(request, rule, p)
     ws = web.WebSocketResponse(
         compress=False, heartbeat=25, max_msg_size=4096, protocols=(WS_PROTOCOL,)
     )
     await ws.prepare(request)
-    if pre_token is None:
+    if p is None:
         try:
-            await guard.check(address, await _first_message_token(ws))
+            token = await _first_message_token(ws)
+            if token is None:  # guessed nothing: not counted
+                raise Unauthorized(REFUSED)
+            p = await authenticate(request, token=token)
+            permit(request, rule, p)
         except RateLimited as exc:
             await _refuse(ws, CLOSE_THROTTLED, exc.code, exc.detail)
             return ws
-        except Unauthorized as exc:
+        except Forbidden as exc:
+            await _refuse(ws, CLOSE_FORBIDDEN, exc.code, exc.detail)
+            return ws
+        except DomainError as exc:
             await _refuse(ws, CLOSE_UNAUTHORIZED, exc.code, exc.detail)
             return ws
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
@@ -217,9 +292,11 @@ async def live(request: web.Request) -> web.WebSocketResponse:
     except NotFound:
         await _refuse(ws, CLOSE_NOT_FOUND, "event_not_found", "no such event")
         return ws
-    hub = request.app[LIVE]
+    hub, held = request.app[LIVE], request.app[sessions.CONSOLE_SOCKETS]
     await ws.send_json({"type": "ready", "event_id": ev.id, "interval_ms": 1000})
     feed = await hub.watch(ev.id, ws)
+    held.add(p, ws)
+    watcher = asyncio.create_task(_watch(request.app, p, ws))
     try:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
@@ -228,5 +305,7 @@ async def live(request: web.Request) -> web.WebSocketResponse:
                 if isinstance(_client.decode(msg.data), PingMsg):
                     await ws.send_json({"type": "pong"})
     finally:
+        watcher.cancel()
+        held.remove(p, ws)
         hub.leave(feed, ws)
     return ws
