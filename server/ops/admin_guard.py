@@ -99,9 +99,9 @@ class AdminGuard:
                     "admin sign-in throttled",
                     extra={"address": address, "limit": limit, "window_s": window // 1000},
                 )
-        log.warning(f"admin sign-in failed: {what}", extra={"address": address})
         if refused is not None:
             raise refused
+        log.warning(f"admin sign-in failed: {what}", extra={"address": address})
 
     async def token_principal(self, request: web.Request, token: str) -> Principal:
         """The shared admin token or a live scoped token; else a counted failure and 401."""

@@ -31,6 +31,7 @@ from server.core.errors import (
     Unauthorized,
 )
 from server.core.http import client_address, json_response
+from server.core.identity import bearer
 from server.core.ids import check_event_id
 from server.core.keys import EventKeys
 from server.core.messages import PingMsg
@@ -251,7 +252,7 @@ async def live(request: web.Request) -> web.WebSocketResponse:
     event_id = request.match_info["event_id"]
     guard, address = request.app[ADMIN_GUARD], client_address(request)
     rule = route_rule(request)
-    pre_token = _protocol_token(request)
+    pre_token = _protocol_token(request) or bearer(request)
     # Before the upgrade: a throttled address, a wrong offered token, or a credential that may
     # not watch gets its HTTP answer.
     await guard.not_throttled(address)

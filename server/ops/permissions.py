@@ -91,8 +91,10 @@ TABLE: dict[tuple[str, str], Rule] = {
 
 
 def rule_for(method: str, path: str) -> Rule | None:
-    """The rule of a route (its method and canonical path), or None if it has none."""
-    return TABLE.get((method.upper(), path))
+    """The rule of a route (its method and canonical path), or None if it has none; HEAD
+    follows GET."""
+    method = method.upper()
+    return TABLE.get(("GET" if method == "HEAD" else method, path))
 
 
 @dataclass(frozen=True)
