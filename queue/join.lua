@@ -10,19 +10,26 @@
 -- KEYS[8] active    ZSET  queue_id -> session expiry ms
 -- KEYS[9] seq       STRING last ticket handed out
 -- KEYS[10] stats    HASH  counters
+-- KEYS[11] spent    STRING marks one bot-challenge solution as used (optional; see ARGV[4])
 -- ARGV[1] visitor_id
 -- ARGV[2] queue_id to use if the visitor has no live place
 -- ARGV[3] now in ms, or "" to use Redis TIME
+-- ARGV[4] "" no challenge asked; "none" a new place needs a solution and none (valid) was
+--         given; else the ms the solution stays spendable: a new place is made only if
+--         KEYS[11] did not exist, and KEYS[11] is then kept for that long
 --
--- Returns {state, queue_id, ticket, rank, session_expires_ms}:
+-- Returns {state, queue_id, ticket, rank, session_expires_ms, epoch} (epoch: see new_epoch.lua):
 --   state "prequeue" | "waiting" | "admitted"      the visitor's place (rank is 0-based or -1)
 --   state "closed" | "sold_out" | "not_open"       no place given
 --   state "nocfg"                                  the event is not mirrored in Redis yet
+--   state "challenge" | "spent"                    no place: no solution, or one already used
 --#include clock
 local now = now_ms(ARGV[3])
 
 local visitor = ARGV[1]
-local cfg = redis.call('HMGET', KEYS[1], 'closed', 'sold_out', 'opened', 'prequeue_opens_ms')
+local cfg = redis.call('HMGET', KEYS[1], 'closed', 'sold_out', 'opened', 'prequeue_opens_ms',
+  'epoch')
+local epoch = tonumber(cfg[5] or '0')
 if not cfg[1] then
   return {'nocfg', '', -1, -1, 0}
 end
@@ -32,27 +39,38 @@ if existing then
   local expires = redis.call('ZSCORE', KEYS[8], existing)
   if expires and tonumber(expires) > now then
     local ticket = tonumber(redis.call('HGET', KEYS[4], existing) or '-1')
-    return {'admitted', existing, ticket, -1, tonumber(expires)}
+    return {'admitted', existing, ticket, -1, tonumber(expires), epoch}
   end
   local rank = redis.call('ZRANK', KEYS[6], existing)
   if rank then
     redis.call('ZADD', KEYS[7], now, existing)
-    return {'waiting', existing, tonumber(redis.call('ZSCORE', KEYS[6], existing)), rank, 0}
+    return {'waiting', existing, tonumber(redis.call('ZSCORE', KEYS[6], existing)), rank, 0, epoch}
   end
   if redis.call('ZSCORE', KEYS[5], existing) then
     redis.call('ZADD', KEYS[7], now, existing)
-    return {'prequeue', existing, -1, -1, 0}
+    return {'prequeue', existing, -1, -1, 0, epoch}
   end
 end
 
 if cfg[1] == '1' then
-  return {'closed', '', -1, -1, 0}
+  return {'closed', '', -1, -1, 0, epoch}
 end
 if cfg[2] == '1' then
-  return {'sold_out', '', -1, -1, 0}
+  return {'sold_out', '', -1, -1, 0, epoch}
 end
 if now < tonumber(cfg[4]) then
-  return {'not_open', '', -1, -1, 0}
+  return {'not_open', '', -1, -1, 0, epoch}
+end
+
+local proof = ARGV[4] or ''
+if proof == 'none' then
+  return {'challenge', '', -1, -1, 0, epoch}
+end
+if proof ~= '' then
+  if not redis.call('SET', KEYS[11], visitor, 'NX', 'PX', tonumber(proof)) then
+    return {'spent', '', -1, -1, 0, epoch}
+  end
+  redis.call('HINCRBY', KEYS[10], 'challenges_solved', 1)
 end
 
 local queue_id = ARGV[2]
@@ -62,9 +80,9 @@ redis.call('ZADD', KEYS[7], now, queue_id)
 redis.call('HINCRBY', KEYS[10], 'joins', 1)
 if cfg[3] ~= '1' then
   redis.call('ZADD', KEYS[5], now, queue_id)
-  return {'prequeue', queue_id, -1, -1, 0}
+  return {'prequeue', queue_id, -1, -1, 0, epoch}
 end
 local ticket = redis.call('INCR', KEYS[9])
 redis.call('HSET', KEYS[4], queue_id, ticket)
 redis.call('ZADD', KEYS[6], ticket, queue_id)
-return {'waiting', queue_id, ticket, redis.call('ZRANK', KEYS[6], queue_id), 0}
+return {'waiting', queue_id, ticket, redis.call('ZRANK', KEYS[6], queue_id), 0, epoch}

@@ -96,11 +96,40 @@ def visitor(visitor_id: str | None = None) -> dict[str, str]:
     return {"Cookie": f"bo_visitor={Signer(SECRET).visitor_cookie(visitor_id or new_id())}"}
 
 
+def solve(challenge: dict[str, Any]) -> str:
+    """Solve a bot challenge the way a scripted client does: the altcha library, in Python."""
+    import altcha
+
+    parsed = altcha.Challenge.from_dict(challenge)
+    solution = altcha.solve_challenge(parsed)
+    assert solution is not None, challenge
+    return str(altcha.Payload(parsed, solution).to_base64())
+
+
+async def join_body(
+    session: Any, event_id: str, headers: dict[str, str] | None = None, base: str = ""
+) -> dict[str, str]:
+    """The body of a join that carries a freshly solved challenge. `session` is a TestClient
+    (paths) or an aiohttp.ClientSession (then `base` is the server's URL)."""
+    async with session.get(f"{base}/api/events/{event_id}/challenge", headers=headers) as r:
+        assert r.status == 200, await r.text()
+        challenge = await r.json()
+    return {"altcha": solve(challenge)}
+
+
+async def join(
+    session: Any, event_id: str, headers: dict[str, str] | None = None, base: str = ""
+) -> Any:
+    """POST …/queue with a solved challenge, as the waiting page does; the response."""
+    body = await join_body(session, event_id, headers, base)
+    return await session.post(f"{base}/api/events/{event_id}/queue", json=body, headers=headers)
+
+
 async def admitted(
     client: TestClient[Any, Any], event_id: str, headers: dict[str, str], tries: int = 400
 ) -> tuple[str, str]:
     """Join as this visitor and wait (bounded) until admitted: (queue_id, access_token)."""
-    joined = await (await client.post(f"/api/events/{event_id}/queue", headers=headers)).json()
+    joined = await (await join(client, event_id, headers)).json()
     queue_id = joined["queue_id"]
     for _ in range(tries):
         status = await (await client.get(f"/api/queue/{queue_id}", headers=headers)).json()

@@ -10,15 +10,15 @@ from aiohttp.test_utils import TestClient
 
 from server.core.tokens import Signer, TokenError
 
-from .helpers import ADMIN, SECRET, create_event
+from .helpers import ADMIN, SECRET, create_event, join
 
 Client = TestClient[Any, Any]
 
 
 async def test_join_is_idempotent_per_visitor(client: Client) -> None:
     ev = await create_event(client, rate_per_min=0)
-    first = await (await client.post(f"/api/events/{ev['id']}/queue")).json()
-    again = await (await client.post(f"/api/events/{ev['id']}/queue")).json()
+    first = await (await join(client, ev["id"])).json()
+    again = await (await join(client, ev["id"])).json()
     assert first["state"] == "waiting"
     assert first["position"] == 1
     assert again["queue_id"] == first["queue_id"]
@@ -27,7 +27,7 @@ async def test_join_is_idempotent_per_visitor(client: Client) -> None:
 
 async def test_status_polling_and_leave(client: Client) -> None:
     ev = await create_event(client, rate_per_min=0)
-    joined = await (await client.post(f"/api/events/{ev['id']}/queue")).json()
+    joined = await (await join(client, ev["id"])).json()
     status = await client.get(f"/api/queue/{joined['queue_id']}")
     assert status.status == 200
     assert (await status.json())["position"] == 1
@@ -35,13 +35,13 @@ async def test_status_polling_and_leave(client: Client) -> None:
     assert gone.status == 204
     after = await (await client.get(f"/api/queue/{joined['queue_id']}")).json()
     assert after["state"] == "expired"
-    rejoined = await (await client.post(f"/api/events/{ev['id']}/queue")).json()
+    rejoined = await (await join(client, ev["id"])).json()
     assert rejoined["queue_id"] != joined["queue_id"]
 
 
 async def test_websocket_streams_status_then_admission(client: Client) -> None:
     ev = await create_event(client, rate_per_min=0)
-    joined = await (await client.post(f"/api/events/{ev['id']}/queue")).json()
+    joined = await (await join(client, ev["id"])).json()
     ws = await client.ws_connect(f"/api/queue/{joined['queue_id']}/ws")
     first = await ws.receive_json(timeout=5)
     assert first["type"] == "status"
@@ -71,7 +71,7 @@ async def test_websocket_streams_status_then_admission(client: Client) -> None:
 
 async def test_token_refused_for_other_event_and_forgery(client: Client) -> None:
     ev = await create_event(client, rate_per_min=6000)
-    joined = await (await client.post(f"/api/events/{ev['id']}/queue")).json()
+    joined = await (await join(client, ev["id"])).json()
     for _ in range(100):
         status = await (await client.get(f"/api/queue/{joined['queue_id']}")).json()
         if status["state"] == "admitted":
@@ -101,7 +101,7 @@ async def test_token_refused_for_other_event_and_forgery(client: Client) -> None
 
 async def test_garbage_websocket_frames_get_errors(client: Client) -> None:
     ev = await create_event(client, rate_per_min=0)
-    joined = await (await client.post(f"/api/events/{ev['id']}/queue")).json()
+    joined = await (await join(client, ev["id"])).json()
     ws = await client.ws_connect(f"/api/queue/{joined['queue_id']}/ws")
     assert (await ws.receive_json(timeout=5))["type"] == "status"
     for frame in ("not json", '{"type": "launch"}', "[]"):

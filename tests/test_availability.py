@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from server.core.keys import EventKeys
 
-from .helpers import admitted, bearer, create_event, eventually, visitor
+from .helpers import admitted, bearer, create_event, eventually, join, visitor
 
 Client = TestClient[Any, Any]
 STANDING = [{"id": "GA", "name": "Standing", "price": 3500, "capacity": 2}]
@@ -40,7 +40,7 @@ async def test_all_held_pauses_admission_until_the_hold_goes(fans: Client, redis
     await eventually(exhausted, "every seat held marks the event exhausted")
 
     second = visitor()
-    joined = await (await client.post(f"/api/events/{event['id']}/queue", headers=second)).json()
+    joined = await (await join(client, event["id"], second)).json()
     assert joined["state"] == "waiting"
     before = int(await redis.hget(k.stats, "admitted") or 0)
     ticks = []

@@ -29,7 +29,7 @@ from server.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from server.runtime.stack import Stack
 from server.store.events import EventCache
 
-from .helpers import ADMIN, ADMIN_TOKEN, SECRET
+from .helpers import ADMIN, ADMIN_TOKEN, SECRET, solve
 from .test_nginx import create_event, make_folder, nginx_binary, session
 
 pytestmark = pytest.mark.slow
@@ -194,7 +194,13 @@ class Fan:
         raise AssertionError("unreachable")
 
     async def join(self, event_id: str) -> dict[str, Any]:
-        status, data, _ = await self.call("POST", f"/api/events/{event_id}/queue", tries=8)
+        path = f"/api/events/{event_id}/challenge"
+        status, challenge, _ = await self.call("GET", path, tries=8)
+        assert status == 200, challenge
+        body = {"altcha": solve(challenge)}
+        status, data, _ = await self.call(
+            "POST", f"/api/events/{event_id}/queue", body=body, tries=8
+        )
         assert status == 200, data
         self.queue_id = data["queue_id"]
         return dict(data)

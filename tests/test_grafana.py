@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import create_event, visitor
+from tests.helpers import create_event, join, visitor
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "nginx" / "grafana-dashboard.json"
 METRIC = re.compile(r"\bboxoffice_[a-zA-Z0-9_]+")
@@ -92,7 +92,7 @@ def test_dashboard_structure() -> None:
 
 async def test_dashboard_metrics_are_exported(client: TestClient[Any, Any]) -> None:
     event = await create_event(client)
-    joined = await client.post(f"/api/events/{event['id']}/queue", headers=visitor())
+    joined = await join(client, event["id"], visitor())
     assert joined.status in (200, 201, 202), await joined.text()
     joined_state = (await joined.json())["state"]
     response = await client.get("/metrics")

@@ -22,7 +22,7 @@ from server.runtime import stack as stack_mod
 from server.runtime.embedded import free_port
 from server.runtime.stack import Stack
 
-from .helpers import ADMIN, ADMIN_TOKEN, SECRET, event_body, need
+from .helpers import ADMIN, ADMIN_TOKEN, SECRET, event_body, join, need, visitor
 
 pytestmark = pytest.mark.slow
 TIMEOUT = aiohttp.ClientTimeout(total=15)
@@ -168,7 +168,7 @@ async def test_events_through_nginx_with_micro_cache(stack: Stack) -> None:
 async def test_websocket_join_and_status_through_nginx(stack: Stack) -> None:
     async with session() as http:
         event_id = await create_event(http, stack.base, rate_per_min=0)
-        async with http.post(f"{stack.base}/api/events/{event_id}/queue") as response:
+        async with await join(http, event_id, base=stack.base) as response:
             assert response.status == 200, await response.text()
             joined = await response.json()
         ws_url = f"ws://127.0.0.1:{stack.port}/api/queue/{joined['queue_id']}/ws"
@@ -200,6 +200,8 @@ async def test_join_hammering_gets_json_429_with_retry_after(stack: Stack) -> No
         event_id = await create_event(http, stack.base)
         statuses: list[int] = []
         refused: dict[str, Any] = {}
+        async with await join(http, event_id, base=stack.base) as response:
+            statuses.append(response.status)  # a place; rejoining needs no new solution
         for _ in range(40):
             async with http.post(f"{stack.base}/api/events/{event_id}/queue") as response:
                 statuses.append(response.status)
@@ -213,8 +215,42 @@ async def test_join_hammering_gets_json_429_with_retry_after(stack: Stack) -> No
         assert refused["error"] == "rate_limited"
         assert "this visitor" in refused["detail"]  # NGINX's answer, not the app's
         # Another visitor is not affected.
-        async with session() as other, other.post(f"{stack.base}/api/events/{event_id}/queue") as r:
+        async with session() as other, await join(other, event_id, base=stack.base) as r:
             assert r.status == 200
+
+
+async def test_duplicate_and_random_cookies_escape_nothing(stack: Stack) -> None:
+    async with session() as http:
+        event_id = await create_event(http, stack.base)
+        async with await join(http, event_id, base=stack.base) as response:
+            assert response.status == 200
+            queue_id = (await response.json())["queue_id"]
+        real = next(c.value for c in http.cookie_jar if c.key == "bo_visitor")
+    bare = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), timeout=TIMEOUT)
+    async with bare:
+        # A random cookie in front of the real one: refused by NGINX, whatever the path.
+        twice = {"Cookie": f"{visitor()['Cookie']}; bo_visitor={real}"}
+        for method, path in (
+            ("POST", f"/api/events/{event_id}/queue"),
+            ("GET", f"/api/queue/{queue_id}"),
+            ("GET", f"/api/queue/{queue_id}/ws"),
+            ("GET", f"/e/{event_id}"),
+        ):
+            async with bare.request(method, f"{stack.base}{path}", headers=twice) as response:
+                assert response.status == 400, (path, await response.text())
+                assert response.content_type == "application/json"
+                assert (await response.json())["error"] == "duplicate_cookie"
+        # A fresh well-formed cookie per join (a farm minting visitors): no place without
+        # solving, from NGINX (429) or from the app (403 challenge_required).
+        statuses = []
+        for _ in range(30):
+            forged = {"Cookie": visitor()["Cookie"]}
+            url = f"{stack.base}/api/events/{event_id}/queue"
+            async with bare.post(url, headers=forged) as response:
+                statuses.append(response.status)
+                if response.status == 403:
+                    assert (await response.json())["error"] == "challenge_required"
+        assert 200 not in statuses and set(statuses) <= {403, 429}, statuses
 
 
 async def test_static_files_served_by_nginx_with_cache_control(stack: Stack) -> None:

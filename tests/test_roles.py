@@ -18,7 +18,7 @@ from server.runtime.processes import stop_process, wait_port
 from server.runtime.stack import Stack
 from server.runtime.up import parse_layout
 
-from .helpers import ADMIN, event_body, eventually, visitor
+from .helpers import ADMIN, event_body, eventually, join_body, visitor
 
 CARD_OK = "4242424242424242"
 
@@ -85,7 +85,10 @@ async def test_each_role_killed_mid_sale(
             event_id = ev["id"]
 
             async def join(fan: dict[str, str]) -> str:
-                status, place = await web.json("POST", f"/api/events/{event_id}/queue", headers=fan)
+                body = await join_body(session, event_id, fan, web.base)
+                status, place = await web.json(
+                    "POST", f"/api/events/{event_id}/queue", json=body, headers=fan
+                )
                 assert status == 200, place
                 return str(place["queue_id"])
 

@@ -56,6 +56,9 @@ PRODUCTION = {
     "BOXOFFICE_ADMIN_TOKEN": STRONG_TOKEN,
     "STRIPE_SECRET_KEY": "sk_live_" + "k" * 24,
     "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 32,
+    "BOXOFFICE_SMTP_URL": "smtps://mailer:pw@10.0.0.7:465",
+    "BOXOFFICE_MAIL_FROM": "Tickets <tickets@example.com>",
+    "BOXOFFICE_PUBLIC_URL": "https://tickets.example.com",
 }
 
 

@@ -16,7 +16,7 @@ from server.core.settings import Settings
 from server.runtime import processes
 from server.runtime.embedded import free_port
 
-from .helpers import ADMIN, event_body, visitor
+from .helpers import ADMIN, event_body, join, visitor
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ async def test_sigterm_closes_queue_sockets_with_1001(
             assert created.status == 201, await created.text()
             event_id = (await created.json())["id"]
             fan = visitor()
-            joined = await session.post(f"{base}/api/events/{event_id}/queue", headers=fan)
+            joined = await join(session, event_id, fan, base)
             queue_id = (await joined.json())["queue_id"]
             async with session.ws_connect(f"{base}/api/queue/{queue_id}/ws", headers=fan) as ws:
                 first = await ws.receive_json(timeout=10)

@@ -7,7 +7,7 @@ import hmac
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from server.core.errors import Handler
+from server.core.errors import BadRequest, Handler
 from server.core.tokens import Signer, new_id
 
 VISITOR_COOKIE = "bo_visitor"
@@ -15,11 +15,27 @@ VISITOR_KEY = web.RequestKey("visitor_id", str)
 COOKIE_MAX_AGE = 30 * 24 * 3600
 
 
+def visitor_cookie_count(cookie_headers: list[str]) -> int:
+    """How many bo_visitor cookies the raw Cookie header(s) carry. aiohttp keeps one of them
+    (and NGINX reads another), so a second one could escape per-visitor limits."""
+    return sum(
+        1
+        for header in cookie_headers
+        for part in header.split(";")
+        if part.partition("=")[0].strip() == VISITOR_COOKIE
+    )
+
+
 def visitor_middleware(signer: Signer, secure: bool) -> Middleware:
-    """Every request gets a visitor id; a new or invalid cookie is replaced on the response."""
+    """Every request gets a visitor id; a new or invalid cookie is replaced on the response.
+    A request with more than one visitor cookie is refused."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if visitor_cookie_count(request.headers.getall("Cookie", [])) > 1:
+            raise BadRequest(
+                f"more than one {VISITOR_COOKIE} cookie in the request", code="duplicate_cookie"
+            )
         visitor_id = signer.visitor_from_cookie(request.cookies.get(VISITOR_COOKIE))
         fresh = visitor_id is None
         if visitor_id is None:

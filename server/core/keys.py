@@ -11,6 +11,12 @@ AUTOPILOT_LOCK = "bo:autopilot:lock"  # STRING: instance id of the process that 
 _TAG = "bo:{ev:"
 
 
+def resend_rate(kind: str, digest: str) -> str:
+    """STRING: "resend my tickets" requests in the current window, per email or per address
+    (kind "email" or "addr"; digest is a hash, so no address or email is kept in a key name)."""
+    return f"bo:resend:{kind}:{digest}"
+
+
 def event_of(key: str | bytes) -> str:
     """The event id inside one of an event's keys or channels ("bo:{ev:<id>}:…")."""
     text = key.decode() if isinstance(key, bytes) else key
@@ -91,7 +97,8 @@ class EventKeys:
 
     @property
     def stats(self) -> str:
-        """HASH of counters: joins, admitted, expired, left, serving, sessions_ended."""
+        """HASH of counters: joins, admitted, expired, left, serving, sessions_ended,
+        challenges_issued, challenges_solved, challenges_failed."""
         return self._key("stats")
 
     @property
@@ -140,6 +147,11 @@ class EventKeys:
         return self._key("sold_orders")
 
     @property
+    def returned_orders(self) -> str:
+        """SET of refunded order ids whose seats went back on sale in Redis."""
+        return self._key("returned_orders")
+
+    @property
     def inventory(self) -> str:
         """HASH: built_ms when seat state was last rebuilt from PostgreSQL."""
         return self._key("inventory")
@@ -152,6 +164,15 @@ class EventKeys:
     def rate(self, kind: str, visitor_id: str) -> str:
         """STRING: a visitor's attempts at one kind of request in the current window."""
         return self._key(f"rl:{kind}:{visitor_id}")
+
+    def spent(self, nonce: str) -> str:
+        """STRING: a bot-challenge solution already used for a place (expires with it)."""
+        return self._key(f"pow:{nonce}")
+
+    def pressure(self, source: str) -> str:
+        """HASH v, t: decaying count of challenges asked for by one source ("a:<address>",
+        "n:<network>", "v:<visitor>") or by the whole crowd ("crowd")."""
+        return self._key(f"pw:{source}")
 
     def hold_keys(self) -> list[str]:
         """The first seven KEYS of every hold script (queue/lib/holds.lua)."""
@@ -167,5 +188,5 @@ class EventKeys:
         return [
             self.cfg, self.visitors, self.owner, self.tickets, self.pre, self.line, self.seen,
             self.active, self.bucket, self.seq, self.stats, self.admits, *self.hold_keys(),
-            self.sold_orders, self.inventory, self.reservations,
+            self.sold_orders, self.returned_orders, self.inventory, self.reservations,
         ]  # fmt: skip

@@ -6,6 +6,7 @@ import re
 import secrets
 from datetime import timedelta
 
+from server.booking.checkins import CheckIns
 from server.booking.inventory import Inventory
 from server.core.clock import now_ms
 from server.core.errors import Conflict, Invalid
@@ -60,6 +61,7 @@ async def create(
         paused=False,
         closed=False,
         sold_out=False,
+        challenge=body.challenge,
     )
     async with room.pool.acquire() as conn, conn.transaction():
         if not await db.insert_event(conn, event_id, body, prequeue_opens_at):
@@ -85,6 +87,7 @@ def present(ev: db.EventRow, with_settings: bool = False, available: int | None 
             paused=ev.paused,
             closed=ev.closed,
             sold_out=ev.sold_out,
+            challenge=ev.challenge,
         )
     sections = [
         SectionOut(s.id, s.name, s.price, s.capacity, s.rows, s.seats_per_row) for s in ev.sections
@@ -105,19 +108,27 @@ def present(ev: db.EventRow, with_settings: bool = False, available: int | None 
     )
 
 
-async def stats(room: Room, inventory: Inventory, ev: db.EventRow) -> Stats:
+async def stats(room: Room, inventory: Inventory, checkins: CheckIns, ev: db.EventRow) -> Stats:
     k = EventKeys(ev.id)
     seats = await inventory.snapshot(k)
-    paid = await room.pool.fetchval(
-        "SELECT count(*) FROM orders WHERE event_id = $1 AND status = 'paid'", ev.id
+    orders = await room.pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE status = 'paid') AS paid,"
+        " count(*) FILTER (WHERE status = 'refunded') AS refunded FROM orders WHERE event_id = $1",
+        ev.id,
     )
+    assert orders is not None
+    door = await checkins.counts(ev.id)
     async with room.redis.pipeline(transaction=False) as pipe:
-        pipe.hmget(k.stats, ["joins", "admitted", "expired", "left"])
+        pipe.hmget(
+            k.stats,
+            ["joins", "admitted", "expired", "left", "challenges_issued", "challenges_solved",
+             "challenges_failed"],
+        )  # fmt: skip
         pipe.zcard(k.line)
         pipe.zcard(k.pre)
         pipe.zcount(k.active, f"({now_ms()}", "+inf")
         counters, waiting, prequeue, active = await pipe.execute()
-    joins, admitted, expired, left = (int(v or 0) for v in counters)
+    joins, admitted, expired, left, issued, solved, failed = (int(v or 0) for v in counters)
     return Stats(
         event_id=ev.id,
         state=event_state(ev),
@@ -128,7 +139,7 @@ async def stats(room: Room, inventory: Inventory, ev: db.EventRow) -> Stats:
         holds=seats.live_holds,
         seats_held=len(seats.held) + sum(seats.ga_held.values()),
         seats_sold=len(seats.sold) + sum(seats.ga_sold.values()),
-        orders_paid=int(paid or 0),
+        orders_paid=int(orders["paid"]),
         rate_per_min=ev.rate_per_min,
         measured_rate_per_min=room.measured_rate(ev.id),
         max_active=ev.max_active,
@@ -136,4 +147,10 @@ async def stats(room: Room, inventory: Inventory, ev: db.EventRow) -> Stats:
         joins=joins,
         expired=expired,
         left=left,
+        challenges_issued=issued,
+        challenges_solved=solved,
+        challenges_failed=failed,
+        orders_refunded=int(orders["refunded"]),
+        checked_in=door.checked_in,
+        tickets_expected=door.expected,
     )

@@ -68,6 +68,11 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("GET", f"{EVENT}/autopilot"): Rule(READERS, "events:read"),
     ("PATCH", f"{EVENT}/autopilot"): Rule(RUNNERS, "events:write"),
     ("GET", f"{EVENT}/live"): Rule(READERS, "events:read"),
+    # after the sale: order search, refunds, bulk cancels (a dry run changes nothing), the door
+    ("GET", f"{ADMIN}/orders"): Rule(RUNNERS, "orders:read"),
+    ("POST", f"{ADMIN}/orders/cancel"): Rule(RUNNERS, "orders:write", "depends"),
+    ("POST", f"{ADMIN}/orders/{{order_id}}/refund"): Rule(RUNNERS, "orders:write", "always"),
+    ("POST", "/api/events/{event_id}/checkins"): Rule(DOOR, "checkin"),
     # signing in and one's own account
     ("GET", f"{ADMIN}/sign-in-options"): PUBLIC,
     ("POST", f"{ADMIN}/session"): PUBLIC,
@@ -150,3 +155,8 @@ def patch_is_high_risk(rate_per_min: int, closed: bool, patch: EventPatch) -> bo
 
 def admit_is_high_risk(count: int) -> bool:
     return count > ADMIT_WITHOUT_STEP_UP
+
+
+def cancel_is_high_risk(dry_run: bool) -> bool:
+    """A bulk cancel refunds money; its dry run only counts."""
+    return not dry_run

@@ -21,7 +21,7 @@ from server.ops.accounts import Conn
 from server.ops.permissions import SCOPES, Principal
 
 SESSION_COOKIE = "bo_console"
-COOKIE_PATH = "/api/admin"
+COOKIE_PATH = "/api"  # the admin API and check-in at the door (/api/events/{id}/checkins)
 TOKEN_PREFIX = "bo_"
 RECHECK_S = 2.0  # how often an open live socket checks that its credential still stands
 

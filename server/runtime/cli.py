@@ -23,9 +23,13 @@ from server.ops.accounts import ROLES as ROLES_OF_OPERATORS
 from server.ops.accounts import Role
 from server.runtime.app import create_app
 from server.runtime.embedded import start_missing
-from server.runtime.prepare import banner, prepare, rebuild_inventory
+from server.runtime.prepare import banner, migrate, prepare, rebuild_inventory
 from server.runtime.processes import Child, start_worker, stop_children, stop_requested, supervise
 from server.store import audit, db
+
+# After SIGTERM (websockets already closed with 1001), how long open requests may finish.
+# deploy/base/*.yaml size terminationGracePeriodSeconds on it (tests/test_deploy.py).
+SHUTDOWN_TIMEOUT_S = 5
 
 
 def run_worker(settings: Settings, reuse_port: bool) -> None:
@@ -38,7 +42,7 @@ def run_worker(settings: Settings, reuse_port: bool) -> None:
         loop=uvloop.new_event_loop(),
         print=None,
         access_log=None,
-        shutdown_timeout=5,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         # A crowd's burst of handshakes overflows the default backlog of 128; NGINX then times
         # out connecting and marks the process down.
         backlog=4096,
@@ -82,9 +86,9 @@ async def create_operator(settings: Settings, raw_email: str, role: Role) -> int
     if email is None:
         print(f"boxoffice: not one email address: {raw_email!r}", file=sys.stderr)
         return 2
-    pool = await db.create_pool(settings.database_url, 2)
+    await migrate(settings)
+    pool = await db.create_pool(settings.database_url, 2, settings.database_pooler)
     try:
-        await db.migrate(pool)
         async with pool.acquire() as conn, conn.transaction():
             made = await accounts.create(conn, email, role, "cli")
             change = {email: (None, {"role": role})}
@@ -177,15 +181,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rebuilt seat state of {args.event_id}; {restored} pending holds restored")
         return 0
     if args.command == "operator":
-        if settings.embedded:
+        if not settings.database_url:
             print("boxoffice: operator needs DATABASE_URL", file=sys.stderr)
             return 2
         return asyncio.run(create_operator(settings, args.email, args.role))
     if args.command == "migrate":
-        if settings.embedded:
-            print("boxoffice: migrate needs DATABASE_URL and REDIS_URL", file=sys.stderr)
+        if not settings.migrate_url:
+            print("boxoffice: migrate needs DATABASE_MIGRATE_URL or DATABASE_URL", file=sys.stderr)
             return 2
-        asyncio.run(prepare(settings, demo=False))
+        try:
+            applied = asyncio.run(migrate(settings))
+        except SettingsError as exc:
+            print(f"boxoffice: {exc}", file=sys.stderr)
+            return 2
+        print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
         return 0
     return 2
 

@@ -64,6 +64,15 @@ def nginx_params(
     )
 
 
+LOCAL_PROXY = "127.0.0.1"
+
+
+def with_local_proxy(trusted_proxies: str) -> str:
+    """NGINX proxies to the workers from 127.0.0.1: its X-Forwarded-For names the client."""
+    entries = [e.strip() for e in trusted_proxies.split(",") if e.strip()]
+    return ",".join(entries if LOCAL_PROXY in entries else [*entries, LOCAL_PROXY])
+
+
 def _reachable(path: Path) -> bool:
     """Whether any account may traverse every folder down to path (o+x on each ancestor)."""
     return all(os.stat(p).st_mode & 0o001 for p in [path, *path.parents] if p.exists())
@@ -93,9 +102,15 @@ class Stack:
             self.worker_ports = [free_port() for _ in self.layout]
 
     def roles_of(self, index: int) -> Settings:
-        """The settings of worker `index`: its own roles where the layout gives them."""
-        roles = self.layout[index]
-        return msgspec.structs.replace(self.settings, roles=roles) if roles else self.settings
+        """The settings of worker `index`: its own roles where the layout gives them; behind
+        NGINX, the local proxy trusted to name the client."""
+        settings = self.settings
+        if self.layout[index]:
+            settings = msgspec.structs.replace(settings, roles=self.layout[index])
+        if self.binary is not None:
+            proxies = with_local_proxy(settings.trusted_proxies)
+            settings = msgspec.structs.replace(settings, trusted_proxies=proxies)
+        return settings
 
     @property
     def web_ports(self) -> list[int]:

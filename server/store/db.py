@@ -13,12 +13,16 @@ import msgspec
 from aiohttp import web
 from asyncpg.pool import PoolConnectionProxy
 
-from server.core.messages import EventCreate, EventPatch
+from server.core.messages import ChallengePolicy, EventCreate, EventPatch
+from server.core.settings import Pooler
 
 log = logging.getLogger("boxoffice.db")
 
 MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
-MIGRATION_LOCK = 0x626F78  # advisory lock id: several processes may start at once
+# Transaction-scoped advisory lock id: several processes may start at once. Migrations run on a
+# direct connection to the primary (Settings.migrate_url), never through a pooler: their DDL may
+# hold locks for long, and later ones may need session state (lock_timeout, CONCURRENTLY).
+MIGRATION_LOCK = 0x626F78
 
 Pool = asyncpg.Pool
 
@@ -49,6 +53,7 @@ class EventRow(msgspec.Struct, frozen=True):
     paused: bool
     closed: bool
     sold_out: bool
+    challenge: ChallengePolicy = "adaptive"
     sections: list[SectionRow] = []
 
     @property
@@ -56,8 +61,20 @@ class EventRow(msgspec.Struct, frozen=True):
         return sum(s.capacity for s in self.sections)
 
 
-async def create_pool(url: str, size: int) -> Pool:
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=size, command_timeout=10)
+class SchemaBehind(Exception):
+    """The database lacks migrations this release needs; `python -m server migrate` applies them."""
+
+
+async def create_pool(url: str, size: int, pooler: Pooler = "none") -> Pool:
+    """A pool on `url`. Behind PgBouncer in transaction pooling mode each transaction may run on
+    another server connection, so asyncpg's named prepared statements (its statement cache)
+    would be looked up where they were never prepared ("prepared statement
+    __asyncpg_stmt_N__ does not exist"): the cache is off there and every query is prepared
+    unnamed in its own round trip (tests/test_pgbouncer.py)."""
+    cache = 0 if pooler == "pgbouncer" else 100
+    pool = await asyncpg.create_pool(
+        url, min_size=1, max_size=size, command_timeout=10, statement_cache_size=cache
+    )
     assert pool is not None
     return pool
 
@@ -95,9 +112,29 @@ async def migrate(pool: Pool) -> list[str]:
     return applied
 
 
+async def pending_migrations(pool: Pool) -> list[str]:
+    """The migrations of this release not yet applied to the database, in order."""
+    async with pool.acquire() as conn:
+        done: set[int] = set()
+        if await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    return [name for version, name, _ in migration_files() if version not in done]
+
+
+async def require_current(pool: Pool) -> None:
+    """Raise SchemaBehind unless every migration of this release is applied."""
+    pending = await pending_migrations(pool)
+    if pending:
+        raise SchemaBehind(
+            f"the database lacks migration(s) {', '.join(pending)}: run `python -m server "
+            "migrate` (DATABASE_MIGRATE_URL = a direct connection to the primary) first"
+        )
+
+
 EVENT_COLUMNS = (
     "id, name, venue, starts_at, sale_starts_at, prequeue_opens_at, currency, rate_per_min,"
-    " max_active, session_minutes, hold_minutes, max_seats_per_order, paused, closed, sold_out"
+    " max_active, session_minutes, hold_minutes, max_seats_per_order, paused, closed, sold_out,"
+    " challenge"
 )
 
 
@@ -147,11 +184,12 @@ async def insert_event(
         inserted = await conn.fetchval(
             "INSERT INTO events (id, name, venue, starts_at, sale_starts_at, prequeue_opens_at,"
             " currency, rate_per_min, max_active, session_minutes, hold_minutes,"
-            " max_seats_per_order) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
+            " max_seats_per_order, challenge)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)"
             " ON CONFLICT (id) DO NOTHING RETURNING id",
             event_id, body.name, body.venue, body.starts_at, body.sale_starts_at,
             prequeue_opens_at, body.currency, body.rate_per_min, body.max_active,
-            body.session_minutes, body.hold_minutes, body.max_seats_per_order,
+            body.session_minutes, body.hold_minutes, body.max_seats_per_order, body.challenge,
         )  # fmt: skip
         if inserted is None:
             return False
@@ -237,6 +275,15 @@ async def inventory_truth(pool: Pool, event_id: str) -> dict[str, Any]:
         "paid": [r["id"] for r in paid],
         "orders": list(orders.values()),
     }
+
+
+async def next_redis_epoch(pool: Pool, event_id: str) -> int:
+    """Count one more Redis epoch for the event (queue/new_epoch.lua); its number."""
+    epoch = await pool.fetchval(
+        "UPDATE events SET redis_epoch = redis_epoch + 1 WHERE id = $1 RETURNING redis_epoch",
+        event_id,
+    )
+    return int(epoch or 1)
 
 
 async def ping(pool: Pool) -> None:

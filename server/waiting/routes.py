@@ -1,4 +1,5 @@
-"""The fan's queue: join, status (polling fallback), leave, and the websocket."""
+"""The fan's queue: the bot challenge, join, status (polling fallback), leave, and the
+websocket; each fan request is rate limited per visitor and per client address."""
 
 from __future__ import annotations
 
@@ -7,34 +8,99 @@ import logging
 import msgspec
 from aiohttp import WSMsgType, web
 
-from server.core.errors import BadRequest
+from server.core.errors import BadRequest, DomainError
 from server.core.http import json_response
 from server.core.identity import visitor_id
 from server.core.ids import parse_queue_id
 from server.core.keys import EventKeys
-from server.core.messages import ErrorMsg, PongMsg, client_decoder
+from server.core.messages import ErrorMsg, JoinRequest, PongMsg, client_decoder
 from server.core.metrics import METRICS
+from server.core.settings import SETTINGS
+from server.core.tokens import PlaceClaims, TokenError
+from server.waiting.challenge import GUARD
 from server.waiting.fanout import HUB, Conn, Hub
-from server.waiting.room import ROOM
+from server.waiting.room import ROOM, Standing
 
 log = logging.getLogger("boxoffice.queue")
 routes = web.RouteTableDef()
 
 MAX_BAD_FRAMES = 20
+PLACE_COOKIE_MAX_AGE = 24 * 3600
 WS_MAX_MESSAGE = 4096
+
+
+_join_body = msgspec.json.Decoder(JoinRequest)
+
+
+@routes.get("/api/events/{event_id}/challenge")
+async def challenge(request: web.Request) -> web.Response:
+    ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
+    guard, visitor = request.app[GUARD], visitor_id(request)
+    address = guard.address(request)
+    await guard.limit("challenge", ev.id, visitor, address)
+    response = json_response(await guard.issue(ev.id, ev.challenge, visitor, address))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @routes.post("/api/events/{event_id}/queue")
 async def join(request: web.Request) -> web.Response:
-    status = await request.app[ROOM].join(request.match_info["event_id"], visitor_id(request))
-    request.app[METRICS].joins.labels(status.event_id, status.state).inc()
-    return json_response(status)
+    room, guard, visitor = request.app[ROOM], request.app[GUARD], visitor_id(request)
+    ev = await room.cache.require(request.match_info["event_id"])
+    await guard.limit("join", ev.id, visitor, guard.address(request))
+    raw = await request.read()
+    solution = _join_body.decode(raw).altcha if raw.strip() else None
+    proof = guard.proof(ev.id, ev.challenge, solution)
+    try:
+        standing = await room.join(ev.id, visitor, proof, _kept(request, ev.id, visitor))
+    except DomainError as exc:
+        if exc.code == "challenge_failed":
+            await guard.failed(ev.id)
+        raise
+    request.app[METRICS].joins.labels(standing.status.event_id, standing.status.state).inc()
+    return _answer(request, standing)
 
 
 @routes.get("/api/queue/{queue_id}")
 async def status(request: web.Request) -> web.Response:
-    room = request.app[ROOM]
-    return json_response(await room.status(request.match_info["queue_id"], visitor_id(request)))
+    room, guard, visitor = request.app[ROOM], request.app[GUARD], visitor_id(request)
+    queue_id = request.match_info["queue_id"]
+    event_id = parse_queue_id(queue_id)
+    await guard.limit("status", event_id, visitor, guard.address(request))
+    kept = _kept(request, event_id, visitor)
+    return _answer(request, await room.status(queue_id, visitor, kept))
+
+
+def place_cookie(event_id: str) -> str:
+    """The cookie in which the fan's browser keeps its place at one event (signed)."""
+    return f"bo_place_{event_id}"
+
+
+def _kept(request: web.Request, event_id: str, visitor: str) -> PlaceClaims | None:
+    """The place this visitor's browser kept for the event, if its cookie verifies."""
+    token = request.cookies.get(place_cookie(event_id))
+    if token is None:
+        return None
+    try:
+        return request.app[ROOM].signer.verify_place(token, event_id=event_id, visitor_id=visitor)
+    except TokenError:
+        return None
+
+
+def _answer(request: web.Request, standing: Standing) -> web.Response:
+    """The fan's status; the browser keeps the place it names (a day at most)."""
+    response = json_response(standing.status)
+    if standing.kept is not None:
+        response.set_cookie(
+            place_cookie(standing.status.event_id),
+            standing.kept,
+            max_age=PLACE_COOKIE_MAX_AGE,
+            httponly=True,
+            samesite="Lax",
+            secure=request.secure or request.app[SETTINGS].mode == "production",
+            path="/",
+        )
+    return response
 
 
 @routes.delete("/api/queue/{queue_id}")
@@ -48,6 +114,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     room, hub = request.app[ROOM], request.app[HUB]
     queue_id = request.match_info["queue_id"]
     event_id = parse_queue_id(queue_id)
+    guard = request.app[GUARD]
+    await guard.limit("ws", event_id, visitor_id(request), guard.address(request))
     place = await room.place(queue_id, visitor_id(request), touch=True)
     # permessage-deflate off: ~7x less memory per socket and a 3x faster broadcast.
     ws = web.WebSocketResponse(compress=False, heartbeat=25, max_msg_size=WS_MAX_MESSAGE)
