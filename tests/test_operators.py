@@ -325,7 +325,9 @@ def test_every_admin_route_has_a_permission_entry(settings: Settings) -> None:
 
 
 def concrete(path: str, event_id: str) -> str:
-    return path.format(event_id=event_id, email="nobody@example.com", name="no-such-token")
+    return path.format(
+        event_id=event_id, email="nobody@example.com", name="no-such-token", order_id="no-order"
+    )
 
 
 # routes whose success would end the caller's own session: checked last, once per session
