@@ -70,7 +70,9 @@ async def redis(server_urls: tuple[str, str]) -> AsyncIterator[Redis]:
 async def pg(server_urls: tuple[str, str]) -> AsyncIterator[asyncpg.Pool]:
     pool = await db.create_pool(server_urls[1], 4)
     await db.migrate(pool)
-    await pool.execute("TRUNCATE events, outbox, stripe_events CASCADE")
+    await pool.execute(
+        "TRUNCATE events, outbox, stripe_events, audit_log, operators, api_tokens CASCADE"
+    )
     yield pool
     await pool.close()
 

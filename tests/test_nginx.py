@@ -308,7 +308,7 @@ async def test_non_ascii_visitor_cookie_through_nginx_is_a_new_visitor(stack: St
 
 
 async def test_admin_throttle_through_nginx_counts_each_client_address(stack: Stack) -> None:
-    """NGINX reports the client in X-Real-IP: 127.0.0.3 is throttled, 127.0.0.1 is not."""
+    """NGINX reports the client in X-Forwarded-For: 127.0.0.3 is throttled, 127.0.0.1 is not."""
     from server.ops.admin_guard import FAILURES_PER_WINDOW
 
     url = f"{stack.base}/api/admin/events"
@@ -321,7 +321,7 @@ async def test_admin_throttle_through_nginx_counts_each_client_address(stack: St
                 statuses.append(response.status)
                 last = await response.json()
         assert statuses == [401] * FAILURES_PER_WINDOW + [429], statuses
-        assert last["error"] == "rate_limited" and "admin sign-ins" in last["detail"]
+        assert last["error"] == "rate_limited" and "sign-ins" in last["detail"]
         async with guesser.get(url, headers=ADMIN) as response:
             assert response.status == 429
     async with session() as http, http.get(url, headers=ADMIN) as response:

@@ -56,7 +56,7 @@ class Refunds:
         self.run_actions = run_actions  # the payment actions owed for one order (settlement)
 
     async def refund(
-        self, order_id: str, who: str, reason: str | None
+        self, order_id: str, who: str, reason: str | None, step_up: bool = False
     ) -> tuple[Outcome, ledger.OrderRow]:
         """Refund one whole order, idempotently: a refunded order answers as it is and nothing
         more is refunded. Raises NotFound, or Conflict when the order is not paid or the
@@ -71,7 +71,8 @@ class Refunds:
             raise Conflict(f"this order is {order.status}; only paid orders are refunded",
                            code="order_not_paid")  # fmt: skip
         await self._refund_payment(order, who)
-        outcome, row = await self.record(order.id, who, reason or "refunded by the box office")
+        reason = reason or "refunded by the box office"
+        outcome, row = await self.record(order.id, who, reason, step_up)
         return outcome, row
 
     async def plan(self, order_ids: list[str]) -> BulkPlan:
@@ -93,7 +94,9 @@ class Refunds:
         plan.count = len(plan.refundable)
         return plan
 
-    async def cancel(self, order_ids: list[str], who: str, reason: str) -> BulkCancelResult:
+    async def cancel(
+        self, order_ids: list[str], who: str, reason: str, step_up: bool = False
+    ) -> BulkCancelResult:
         """Refund each refundable order of the list, one by one (each its own transaction and
         audit row); a refusal of one does not stop the others."""
         plan = await self.plan(order_ids)
@@ -103,7 +106,7 @@ class Refunds:
         )  # fmt: skip
         for order_id in plan.refundable:
             try:
-                outcome, _ = await self.refund(order_id, who, reason)
+                outcome, _ = await self.refund(order_id, who, reason, step_up)
             except Conflict as exc:
                 result.refused.append(RefusedOrder(order_id, exc.code, exc.detail))
                 continue
@@ -134,12 +137,14 @@ class Refunds:
                 await audit.record(conn, order.event_id, who, "refund_refused", change, detail)
             raise Conflict(detail, code="refund_refused") from None
 
-    async def record(self, order_id: str, who: str, reason: str) -> tuple[Outcome, ledger.OrderRow]:
+    async def record(
+        self, order_id: str, who: str, reason: str, step_up: bool = False
+    ) -> tuple[Outcome, ledger.OrderRow]:
         """The money is back (or never moved): paid -> refunded in PostgreSQL with the seats
         freed, then the seats on sale again in Redis and the queue reopened if it was sold
         out. Also what a provider's own refund report (e.g. Stripe's charge.refunded) runs."""
         async with self.pool.acquire() as conn, conn.transaction():
-            outcome, row = await _refund_in_db(conn, order_id, who, reason)
+            outcome, row = await _refund_in_db(conn, order_id, who, reason, step_up)
         if outcome == "refunded":
             log.info("order refunded", extra={"order_id": order_id, "who": who})
             await self.put_back(row)
@@ -177,7 +182,7 @@ class Refunds:
 
 
 async def _refund_in_db(
-    conn: Any, order_id: str, who: str, reason: str
+    conn: Any, order_id: str, who: str, reason: str, step_up: bool = False
 ) -> tuple[Outcome, ledger.OrderRow]:
     order = await ledger.load_for_update(conn, order_id)
     if order is None:
@@ -210,7 +215,7 @@ async def _refund_in_db(
         json.dumps(msgspec.to_builtins(payload)),
     )
     change = {f"order:{order.id}": ("paid", "refunded")}
-    await audit.record(conn, order.event_id, who, "refund", change, reason[:500])
+    await audit.record(conn, order.event_id, who, "refund", change, reason[:500], step_up)
     refreshed = await ledger.load_for_update(conn, order.id)
     assert refreshed is not None
     return "refunded", refreshed

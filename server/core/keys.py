@@ -31,6 +31,13 @@ def admin_failures(address: str) -> str:
     return f"bo:authfail:admin:{address}"
 
 
+def account_failures(account: str) -> str:
+    """STRING: failed sign-ins to one operator account (any address) in the current window;
+    `account` is a digest of the normalised email, so any text a client sends makes a plain
+    key and no email is written to Redis."""
+    return f"bo:authfail:account:{account}"
+
+
 @dataclass(frozen=True, slots=True)
 class EventKeys:
     event_id: str

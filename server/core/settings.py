@@ -82,6 +82,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     trusted_proxies: str = ""  # addresses/CIDRs whose X-Forwarded-For names the client
     smtp_url: str = ""
     mail_from: str = ""
+    # Console sessions of named operators (server/ops/sessions.py): signed out after this long
+    # without a request, and after this long whatever happens; a fresh code (step-up) lasts
+    # step_up_minutes for the session's high-risk actions.
+    console_idle_minutes: int = 30
+    console_session_hours: int = 12
+    step_up_minutes: int = 5
 
     def __post_init__(self) -> None:
         _check_ranges(self)
@@ -123,6 +129,9 @@ def _check_ranges(s: Settings) -> None:
         # redis-py's URL forms (password and TLS included: redis://:pw@h/0, rediss://…);
         # the URL reaches redis-py whole, nothing strips its credentials.
         "redis_url": not s.redis_url or s.redis_url.startswith(REDIS_SCHEMES),
+        "console_idle_minutes": 1 <= s.console_idle_minutes <= 24 * 60,
+        "console_session_hours": 1 <= s.console_session_hours <= 7 * 24,
+        "step_up_minutes": 1 <= s.step_up_minutes <= 60,
     }
     bad = [name for name, ok in checks.items() if not ok]
     if bad:
@@ -204,6 +213,8 @@ def _check_secrets(s: Settings) -> None:
     if s.mode != "production":
         return
     for field in SECRET_FIELDS:
+        if field == "admin_token" and not s.admin_token:
+            continue  # optional: without it, only named operators and scoped tokens get in
         problem = secret_problem(getattr(s, field))
         if problem is not None:
             raise SettingsError(f"{env_name(field)} {problem} in production mode")
@@ -302,9 +313,12 @@ def with_dev_secrets(s: Settings) -> tuple[Settings, frozenset[str]]:
     """Fill missing secrets for development from a file under data_dir (generated once).
 
     Returns the settings and the fields filled from that file (generated now or on an earlier
-    run). Production mode never reaches this: _check_secrets refuses missing secrets there.
+    run). In production mode the secret must come from the environment (_check_secrets refuses
+    it missing) and a missing admin token stays missing: named operators replace it.
     """
     missing = [f for f in SECRET_FIELDS if not getattr(s, f)]
+    if s.mode == "production":
+        missing = [f for f in missing if f != "admin_token"]
     if not missing:
         return s, frozenset()
     if s.mode == "production":

@@ -1,4 +1,5 @@
-"""Ops: create events, change live settings, read stats. Every route needs the admin token."""
+"""Ops: create events, change live settings, read stats. Every route is governed by its entry in
+server/ops/permissions.py through admin_only() (server/ops/admin_guard.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from server.core.http import json_response
 from server.core.keys import EventKeys
 from server.core.messages import EventCreate, EventPatch
 from server.ops import catalog
-from server.ops.admin_guard import require_admin
+from server.ops.admin_guard import admin_only, step_up
+from server.ops.permissions import admit_is_high_risk, patch_is_high_risk
 from server.store import audit, db
 from server.store.db import POOL
 from server.waiting.admission import ADMISSION
@@ -25,9 +27,7 @@ class AdmitNow(msgspec.Struct, forbid_unknown_fields=True):
     count: int = msgspec.field(default=1)
 
 
-async def admin_only(request: web.Request) -> None:
-    """401 without the admin token, 429 while the client's address is throttled."""
-    await require_admin(request)
+__all__ = ["admin_only", "routes"]
 
 
 @routes.get("/api/admin/events")
@@ -39,10 +39,9 @@ async def list_events(request: web.Request) -> web.Response:
 
 @routes.post("/api/admin/events")
 async def create_event(request: web.Request) -> web.Response:
-    await admin_only(request)
-    who = audit.operator(request)
+    p = await admin_only(request)
     body = await read_json(request, EventCreate)
-    ev = await catalog.create(request.app[ROOM], body, who)
+    ev = await catalog.create(request.app[ROOM], body, p.who, step_up=p.stepped_up)
     return json_response(catalog.present(ev, with_settings=True), status=201)
 
 
@@ -55,10 +54,12 @@ async def get_event(request: web.Request) -> web.Response:
 
 @routes.patch("/api/admin/events/{event_id}")
 async def patch_event(request: web.Request) -> web.Response:
-    await admin_only(request)
-    who = audit.operator(request)
+    p = await admin_only(request)
     patch = await read_json(request, EventPatch)
-    ev = await request.app[ROOM].change(request.match_info["event_id"], patch, who=who)
+    room = request.app[ROOM]
+    current = await room.cache.require(request.match_info["event_id"])
+    p = await step_up(request, p, patch_is_high_risk(current.rate_per_min, current.closed, patch))
+    ev = await room.change(current.id, patch, who=p.who, step_up=p.stepped_up)
     return json_response(catalog.present(ev, with_settings=True))
 
 
@@ -74,24 +75,28 @@ async def event_stats(request: web.Request) -> web.Response:
 @routes.post("/api/admin/events/{event_id}/rebuild-inventory")
 async def rebuild_inventory(request: web.Request) -> web.Response:
     """Recompute live seat state from PostgreSQL (keeps live holds of seats not sold)."""
-    await admin_only(request)
+    p = await admin_only(request)
     ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
     booking = request.app[BOOKING]
     restored = await booking.inventory.rebuild(EventKeys(ev.id), booking.pool, force=True)
+    change = {"inventory": (None, {"holds_restored": restored})}
+    await audit.record(
+        request.app[POOL], ev.id, p.who, "rebuild_inventory", change, step_up=p.stepped_up
+    )
     return json_response({"event_id": ev.id, "holds_restored": restored})
 
 
 @routes.post("/api/admin/events/{event_id}/admit")
 async def admit_now(request: web.Request) -> web.Response:
     """Admit the next N visitors now, beyond the bucket (never beyond max_active)."""
-    await admin_only(request)
-    who = audit.operator(request)
+    p = await admin_only(request)
     body = await read_json(request, AdmitNow)
     if not 1 <= body.count <= 10_000:
         raise Invalid("count: between 1 and 10000")
+    p = await step_up(request, p, admit_is_high_risk(body.count))
     room = request.app[ROOM]
     ev = await room.cache.require(request.match_info["event_id"])
     admitted = await request.app[ADMISSION].admit_now(ev.id, body.count)
     change = {"admit_now": (None, {"requested": body.count, "admitted": admitted})}
-    await audit.record(request.app[POOL], ev.id, who, "admit_now", change)
+    await audit.record(request.app[POOL], ev.id, p.who, "admit_now", change, step_up=p.stepped_up)
     return json_response({"admitted": admitted})

@@ -228,7 +228,7 @@ async def load(pool: asyncpg.Pool, event_id: str) -> tuple[AutopilotConfig, bool
 
 
 async def configure(
-    pool: asyncpg.Pool, event_id: str, patch: AutopilotPatch, who: str
+    pool: asyncpg.Pool, event_id: str, patch: AutopilotPatch, who: str, step_up: bool = False
 ) -> AutopilotConfig:
     """Upsert an event's autopilot settings and audit the change in one transaction."""
     from server.core.errors import Invalid
@@ -254,7 +254,7 @@ async def configure(
         )  # fmt: skip
         before, after = msgspec.structs.asdict(old), msgspec.structs.asdict(new)
         diff = {f"autopilot.{f}": d for f, d in audit.diff(before, after).items()}
-        await audit.record(conn, event_id, who, "autopilot_config", diff)
+        await audit.record(conn, event_id, who, "autopilot_config", diff, step_up=step_up)
     return new
 
 

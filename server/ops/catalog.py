@@ -78,7 +78,9 @@ def check_create(body: EventCreate) -> None:
         raise Invalid("prequeue_opens_at: the pre-queue must open before the sale starts")
 
 
-async def create(room: Room, body: EventCreate, who: str = audit.DEFAULT_WHO) -> db.EventRow:
+async def create(
+    room: Room, body: EventCreate, who: str = audit.DEFAULT_WHO, step_up: bool = False
+) -> db.EventRow:
     """Create an event; its audit row is written in the same transaction."""
     check_create(body)
     event_id = body.id or _slug(body.name)
@@ -97,7 +99,9 @@ async def create(room: Room, body: EventCreate, who: str = audit.DEFAULT_WHO) ->
     async with room.pool.acquire() as conn, conn.transaction():
         if not await db.insert_event(conn, event_id, body, prequeue_opens_at):
             raise Conflict(f"an event with id {event_id!r} exists", code="event_exists")
-        await audit.record(conn, event_id, who, "create", {"settings": (None, settings)})
+        await audit.record(
+            conn, event_id, who, "create", {"settings": (None, settings)}, step_up=step_up
+        )
     ev = await room.cache.require(event_id)
     await room.mirror(ev)
     await room.announce(ev.id)

@@ -1,14 +1,18 @@
 """Routes of the ops console: audit trail, live feed (websocket), ETA preview, autopilot.
 
-Every route needs the admin token. The live feed checks it before the websocket upgrade, from
-`Sec-WebSocket-Protocol` (offer `boxoffice.admin` and `bearer.<token>`; the server answers
-`boxoffice.admin`, never the token) or an `Authorization: Bearer` header — never the URL — and
-checks the handshake's Origin (server.core.origins). Wrong tokens are throttled per client
-address like the rest of the admin API (server/ops/admin_guard.py)."""
+Every route is governed by its entry in server/ops/permissions.py. The live feed decides before the
+websocket upgrade: the console's session cookie, or a token (the shared admin token or a scoped
+one) in `Sec-WebSocket-Protocol` (offer `boxoffice.admin` and `bearer.<token>`; the server
+answers `boxoffice.admin`, never the token) or an `Authorization: Bearer` header — never the URL
+— and the handshake's Origin (server.core.origins). Wrong tokens are throttled per client address
+like the rest of the admin API (server/ops/admin_guard.py). An open feed closes (4401) when its
+session or token ends: at once on this process, within sessions.RECHECK_S on the others."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import math
 from datetime import UTC, datetime
 
@@ -18,7 +22,7 @@ from aiohttp import WSMsgType, web
 from server.core import client_address
 from server.core.bodies import read_json
 from server.core.clock import now_ms, to_ms
-from server.core.errors import BadRequest, Invalid
+from server.core.errors import BadRequest, Invalid, Unauthorized
 from server.core.http import json_response
 from server.core.identity import bearer
 from server.core.ids import check_event_id
@@ -26,21 +30,32 @@ from server.core.keys import EventKeys
 from server.core.messages import PingMsg
 from server.core.origins import check_origin
 from server.core.settings import SETTINGS
-from server.ops import autopilot
-from server.ops.admin_guard import ADMIN_GUARD
-from server.ops.admin_routes import admin_only
+from server.ops import autopilot, sessions
+from server.ops.admin_guard import (
+    ADMIN_GUARD,
+    REFUSED,
+    admin_only,
+    authenticate,
+    permit,
+    route_rule,
+    session_principal,
+)
 from server.ops.autopilot import AUTOPILOT
 from server.ops.live import LIVE
+from server.ops.permissions import Principal
 from server.store import audit
 from server.store.db import POOL
 from server.waiting.room import ROOM
 
 routes = web.RouteTableDef()
+log = logging.getLogger("boxoffice.console")
 
 
 WS_PROTOCOL = "boxoffice.admin"
 BEARER_PROTOCOL = "bearer."
+CLOSE_UNAUTHORIZED = 4401  # an open feed whose session or token ended
 MAX_AUDIT = 500
+
 
 _client = msgspec.json.Decoder(PingMsg)
 
@@ -136,11 +151,10 @@ async def get_autopilot(request: web.Request) -> web.Response:
 @routes.patch("/api/admin/events/{event_id}/autopilot")
 async def patch_autopilot(request: web.Request) -> web.Response:
     """Turn the autopilot on or off and set its bounds; audited like every settings change."""
-    await admin_only(request)
-    who = audit.operator(request)
+    p = await admin_only(request)
     ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
     patch = await read_json(request, autopilot.AutopilotPatch)
-    await autopilot.configure(request.app[POOL], ev.id, patch, who)
+    await autopilot.configure(request.app[POOL], ev.id, patch, p.who, step_up=p.stepped_up)
     return json_response(await _autopilot_view(request, ev.id))
 
 
@@ -155,17 +169,55 @@ def _protocol_token(request: web.Request) -> str | None:
     return None
 
 
+async def _still_valid(app: web.Application, p: Principal) -> bool:
+    pool, s = app[POOL], app[SETTINGS]
+    if p.session is not None:
+        return await sessions.alive(
+            pool, p.session, s.console_idle_minutes, s.console_session_hours
+        )
+    if p.token_name is not None:
+        return await sessions.token_alive(pool, p.token_name)
+    return True
+
+
+async def _watch(app: web.Application, p: Principal, ws: web.WebSocketResponse) -> None:
+    """Close the socket once its session or token has ended (on any process)."""
+    while not ws.closed:
+        await asyncio.sleep(sessions.RECHECK_S)
+        try:
+            valid = await _still_valid(app, p)
+        except Exception:  # the database is away: keep the ops view open meanwhile
+            log.warning("could not recheck a console socket's credential", exc_info=True)
+            continue
+        if not valid:
+            with contextlib.suppress(Exception):
+                await ws.send_json(
+                    {"type": "error", "error": "unauthorized", "detail": "signed out"}
+                )
+            await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unauthorized")
+            return
+
+
 @routes.get("/api/admin/events/{event_id}/live")
 async def live(request: web.Request) -> web.WebSocketResponse:
     """Pushes one sample of the sale per second (and the recent history on connect)."""
     event_id = request.match_info["event_id"]
     # Everything is decided before the upgrade, with an HTTP answer: a throttled address (429),
-    # a missing or wrong token (401), a page of another site (403), a plain GET (400), an
-    # unknown event (404). No socket opens unauthenticated.
-    await request.app[ADMIN_GUARD].check(
-        client_address.of(request), _protocol_token(request) or bearer(request)
-    )
+    # a missing or wrong credential (401), one that may not watch or a page of another site
+    # (403), a plain GET (400), an unknown event (404). No socket opens unauthenticated.
+    guard, address = request.app[ADMIN_GUARD], client_address.of(request)
+    rule = route_rule(request)
+    token = _protocol_token(request) or bearer(request)
+    await guard.not_throttled(address)
+    if token is not None:
+        p = await authenticate(request, token=token)
+    else:
+        found = await session_principal(request)
+        if found is None:
+            raise Unauthorized(REFUSED)
+        p = found
     check_origin(request, request.app[SETTINGS].public_url)
+    permit(request, rule, p)
     ws = web.WebSocketResponse(
         compress=False, heartbeat=25, max_msg_size=4096, protocols=(WS_PROTOCOL,)
     )
@@ -173,9 +225,11 @@ async def live(request: web.Request) -> web.WebSocketResponse:
         raise BadRequest("this path expects a websocket upgrade", code="websocket_expected")
     ev = await request.app[ROOM].cache.require(check_event_id(event_id))
     await ws.prepare(request)
-    hub = request.app[LIVE]
+    hub, held = request.app[LIVE], request.app[sessions.CONSOLE_SOCKETS]
     await ws.send_json({"type": "ready", "event_id": ev.id, "interval_ms": 1000})
     feed = await hub.watch(ev.id, ws)
+    held.add(p, ws)
+    watcher = asyncio.create_task(_watch(request.app, p, ws))
     try:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
@@ -184,5 +238,7 @@ async def live(request: web.Request) -> web.WebSocketResponse:
                 if isinstance(_client.decode(msg.data), PingMsg):
                     await ws.send_json({"type": "pong"})
     finally:
+        watcher.cancel()
+        held.remove(p, ws)
         hub.leave(feed, ws)
     return ws

@@ -1,5 +1,6 @@
 """After the sale, ops' side: order search, refunds, bulk cancels and check-in at the door.
-Every route needs the admin token; refunds and cancels are audited with the operator's name."""
+Every route is governed by its entry in server/ops/permissions.py; refunds and cancels are
+audited with the operator's name and whether a fresh code confirmed them."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from server.core.errors import Conflict, Invalid
 from server.core.http import json_response
 from server.core.messages import CancelRequest, CheckinRequest, RefundRequest
 from server.core.metrics import METRICS
-from server.ops.admin_routes import admin_only
-from server.store import audit
+from server.ops.admin_guard import admin_only, step_up
+from server.ops.permissions import cancel_is_high_risk
 
 routes = web.RouteTableDef()
 
@@ -57,8 +58,7 @@ async def cancel_orders(request: web.Request) -> web.Response:
     """Bulk cancel: `?dry_run=1` answers the count (and which orders) without changing
     anything; without it each refundable order is refunded. An `expected_count` that no longer
     matches refuses the whole cancel (409 count_changed)."""
-    await admin_only(request)
-    who = audit.operator(request)
+    p = await admin_only(request)
     body = await read_json(request, CancelRequest)
     refunds = request.app[BOOKING].refunds
     dry_run = request.query.get("dry_run", "0")
@@ -67,13 +67,15 @@ async def cancel_orders(request: web.Request) -> web.Response:
     plan = await refunds.plan(body.order_ids)
     if dry_run in ("1", "true"):
         return json_response(plan)
+    p = await step_up(request, p, cancel_is_high_risk(dry_run=False))
     if body.expected_count is not None and body.expected_count != plan.count:
         raise Conflict(
             f"{plan.count} orders are refundable now, not {body.expected_count}; count again",
             code="count_changed",
             extra={"count": plan.count},
         )
-    result = await refunds.cancel(body.order_ids, who, body.reason or "cancelled by the box office")
+    reason = body.reason or "cancelled by the box office"
+    result = await refunds.cancel(body.order_ids, p.who, reason, step_up=p.stepped_up)
     metrics = request.app[METRICS]
     metrics.refunds.labels("refunded").inc(len(result.refunded))
     metrics.refunds.labels("refused").inc(len(result.refused))
@@ -83,15 +85,15 @@ async def cancel_orders(request: web.Request) -> web.Response:
 @routes.post("/api/admin/orders/{order_id}/refund")
 async def refund_order(request: web.Request) -> web.Response:
     """Refund a whole paid order through its provider (idempotent)."""
-    await admin_only(request)
-    who = audit.operator(request)
+    p = await admin_only(request)
     raw = await request.read()
     body = decode(raw, RefundRequest) if raw.strip() else RefundRequest()
     booking = request.app[BOOKING]
     metrics = request.app[METRICS]
     try:
-        outcome, order = await booking.refunds.refund(request.match_info["order_id"], who,
-                                                      body.reason)  # fmt: skip
+        outcome, order = await booking.refunds.refund(
+            request.match_info["order_id"], p.who, body.reason, step_up=p.stepped_up
+        )
     except Conflict as exc:
         if exc.code == "refund_refused":
             metrics.refunds.labels("refused").inc()
@@ -103,11 +105,10 @@ async def refund_order(request: web.Request) -> web.Response:
 @routes.post("/api/events/{event_id}/checkins")
 async def check_in(request: web.Request) -> web.Response:
     """Scan a ticket at this event's door: admitted once; refusals are 409/422 errors."""
-    await admin_only(request)
-    who = audit.operator(request)
+    p = await admin_only(request)
     booking = request.app[BOOKING]
     ev = await booking.cache.require(request.match_info["event_id"])
     body = await read_json(request, CheckinRequest)
-    scan = await booking.checkins.scan(ev.id, body.code, who)
+    scan = await booking.checkins.scan(ev.id, body.code, p.who)
     request.app[METRICS].checkins.labels(ev.id, scan.result).inc()
     return json_response(checkins.answer(scan))

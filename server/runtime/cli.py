@@ -15,12 +15,17 @@ import sys
 import uvloop
 
 from server.core import logs
+from server.core.errors import Conflict
 from server.core.settings import ROLES, Settings, SettingsError, from_env, with_dev_secrets
+from server.ops import accounts
+from server.ops.accounts import ROLES as ROLES_OF_OPERATORS
+from server.ops.accounts import Role
 from server.runtime import listener
 from server.runtime.app import create_app
 from server.runtime.embedded import start_missing
 from server.runtime.prepare import banner, migrate, prepare, rebuild_inventory
 from server.runtime.processes import Child, start_worker, stop_children, stop_requested, supervise
+from server.store import audit, db
 
 
 def run_worker(settings: Settings, reuse_port: bool) -> None:
@@ -61,6 +66,34 @@ def _serve_shared(settings: Settings) -> int:
     return 0
 
 
+async def create_operator(settings: Settings, raw_email: str, role: Role) -> int:
+    """Create an operator (the first owner, typically) and print what they need, once."""
+    email = accounts.normalise_email(raw_email)
+    if email is None:
+        print(f"boxoffice: not one email address: {raw_email!r}", file=sys.stderr)
+        return 2
+    await migrate(settings)
+    pool = await db.create_pool(settings.database_url, 2, settings.database_pooler)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            made = await accounts.create(conn, email, role, "cli")
+            change = {email: (None, {"role": role})}
+            await audit.record(conn, None, "cli", "operator_create", change)
+    except Conflict as exc:
+        print(f"boxoffice: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        await pool.close()
+    print(
+        f"operator {made.email} ({made.role}) created. Shown this once:\n"
+        f"  temporary password: {made.password}\n"
+        f"  TOTP secret:        {made.totp_secret}\n"
+        f"  authenticator URI:  {made.otpauth_uri}\n"
+        "Sign in at /admin; the console then asks for a new password and a new authenticator."
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         "rebuild-inventory", help="recompute an event's live seat state in Redis from PostgreSQL"
     )
     p_rebuild.add_argument("event_id")
+    p_operator = sub.add_parser("operator", help="operator accounts (e.g. the first owner)")
+    p_operator_sub = p_operator.add_subparsers(dest="operator_command", required=True)
+    p_create = p_operator_sub.add_parser(
+        "create", help="create an operator; prints the temporary password and TOTP secret once"
+    )
+    p_create.add_argument("email")
+    p_create.add_argument("--role", choices=ROLES_OF_OPERATORS, required=True)
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
@@ -126,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         restored = asyncio.run(rebuild_inventory(settings, args.event_id))
         print(f"rebuilt seat state of {args.event_id}; {restored} pending holds restored")
         return 0
+    if args.command == "operator":
+        if not settings.database_url:
+            print("boxoffice: operator needs DATABASE_URL", file=sys.stderr)
+            return 2
+        return asyncio.run(create_operator(settings, args.email, args.role))
     if args.command == "migrate":
         if not settings.migrate_url:
             print("boxoffice: migrate needs DATABASE_MIGRATE_URL or DATABASE_URL", file=sys.stderr)

@@ -80,6 +80,7 @@ class Room:
         who: str = audit.DEFAULT_WHO,
         action: str = "patch",
         note: str | None = None,
+        step_up: bool = False,
     ) -> db.EventRow:
         """Apply a settings patch; the audit rows go in the same transaction as the change."""
         async with self.pool.acquire() as conn, conn.transaction():
@@ -87,7 +88,7 @@ class Room:
             if old is None:
                 raise NotFound("no such event", code="event_not_found")
             new = {f: getattr(patch, f) for f in old}
-            await audit.record(conn, event_id, who, action, audit.diff(old, new), note)
+            await audit.record(conn, event_id, who, action, audit.diff(old, new), note, step_up)
         self.cache.invalidate(event_id)
         ev = await self.cache.require(event_id)
         await self.mirror(ev)

@@ -1,11 +1,16 @@
-/* Boxoffice ops console. The admin token lives in sessionStorage (this tab only) and travels
-   as a bearer header, or as the first message of the live websocket — never in a URL. */
+/* Boxoffice ops console. Named operators sign in with email, password and a code: the session
+   lives in an HttpOnly cookie, and its CSRF token in this page's memory (fetched again on reload).
+   While the server still accepts the shared admin token, it can be used instead: it lives in
+   sessionStorage (this tab only) and travels as a bearer header, or as the first message of the
+   live websocket — never in a URL. A high-risk action answered step_up_required asks for a
+   fresh code and is sent again with it. */
 (function () {
   "use strict";
 
   var TOKEN_KEY = "bo_admin_token";
   var OPERATOR_KEY = "bo_admin_operator";
   var HISTORY = 300;
+  var UNSAFE = { POST: 1, PUT: 1, PATCH: 1, DELETE: 1 };
 
   var $ = function (id) { return document.getElementById(id); };
   var state = {
@@ -19,38 +24,93 @@
     drawPending: false,
     bulkCount: 0,       // the count of the last bulk-cancel dry run (sent back as expected_count)
   };
+  // who is signed in: { mode: "token" } or { mode: "session", email, role, csrf, mustChange }
+  var auth = null;
 
   // ---- auth and API --------------------------------------------------------------------------
 
   function token() { return BO.session.getItem(TOKEN_KEY); }
 
-  function headers() {
-    var h = { "Authorization": "Bearer " + token() };
-    var who = BO.session.getItem(OPERATOR_KEY);
-    if (who) h["X-Boxoffice-Operator"] = who;
+  function role() { return !auth ? null : auth.mode === "token" ? "owner" : auth.role; }
+  function canWrite() { return role() === "owner" || role() === "operator"; }
+
+  function headers(method, otp) {
+    var h = {};
+    if (auth && auth.mode === "token") {
+      h["Authorization"] = "Bearer " + token();
+      var who = BO.session.getItem(OPERATOR_KEY);
+      if (who) h["X-Boxoffice-Operator"] = who;
+    } else if (auth && auth.mode === "session" && UNSAFE[method || "GET"]) {
+      h["X-CSRF-Token"] = auth.csrf;
+    }
+    if (otp) h["X-Boxoffice-OTP"] = otp;
     return h;
   }
 
   async function call(path, options) {
     var opts = options || {};
     var answer = await BO.api(path, {
-      method: opts.method, body: opts.body, headers: headers(), tries: opts.tries || 2,
+      method: opts.method, body: opts.body, headers: headers(opts.method, opts.otp), tries: opts.tries || 2,
     });
     if (answer.status === 401) {
-      signOut("Your admin token is no longer accepted. Sign in again.");
+      signOut(auth && auth.mode === "token" ? "Your admin token is no longer accepted. Sign in again."
+        : "You were signed out. Sign in again.");
       throw new Error("unauthorized");
+    }
+    if (answer.status === 403 && answer.body && answer.body.error === "step_up_required") {
+      var code = await askCode(opts.otp ? "That code was not accepted (each code works once). Wait for the next one." : "");
+      if (code === null) return answer;
+      return call(path, Object.assign({}, opts, { otp: code }));
     }
     return answer;
   }
 
+  /** The step-up prompt: resolves with the code typed, or null when cancelled. */
+  function askCode(error) {
+    var dialog = $("stepup");
+    $("stepup-error").textContent = error || "";
+    $("stepup-code").value = "";
+    return new Promise(function (resolve) {
+      dialog.addEventListener("close", function done() {
+        dialog.removeEventListener("close", done);
+        var code = $("stepup-code").value.trim();
+        resolve(dialog.returnValue === "ok" && code ? code : null);
+      });
+      dialog.returnValue = "";
+      dialog.showModal();
+      $("stepup-code").focus();
+    });
+  }
+
+  function applyRole() {
+    var r = role();
+    document.body.dataset.role = r || "";
+    document.querySelectorAll(".needs-write").forEach(function (el) { el.classList.toggle("role-hidden", !canWrite()); });
+    document.querySelectorAll(".owner-only").forEach(function (el) { el.classList.toggle("role-hidden", r !== "owner"); });
+    document.querySelectorAll(".session-only").forEach(function (el) { el.classList.toggle("role-hidden", !auth || auth.mode !== "session"); });
+    $("shared-banner").hidden = !auth || auth.mode !== "token";
+    $("whoami").textContent = !auth ? "" : auth.mode === "token" ? "shared admin token" : auth.email + " (" + auth.role + ")";
+  }
+
   function signOut(message) {
     BO.session.removeItem(TOKEN_KEY);
+    auth = null;
+    applyRole();
     stopEvent();
     $("nav").hidden = true;
     show("view-signin");
-    $("signin-error").textContent = message || "";
+    $("signin-error").textContent = "";
+    $("login-error").textContent = message || "";
     $("token").value = "";
+    $("login-password").value = "";
+    $("login-otp").value = "";
     if (location.hash) history.replaceState(null, "", location.pathname);
+    loadSignInOptions();
+  }
+
+  async function loadSignInOptions() {
+    var answer = await BO.api("/api/admin/sign-in-options", { tries: 2 });
+    $("shared-token-box").hidden = !(answer.ok && answer.body.shared_token);
   }
 
   async function signIn(ev) {
@@ -80,33 +140,259 @@
     BO.session.setItem(TOKEN_KEY, value);
     if (who) BO.session.setItem(OPERATOR_KEY, who); else BO.session.removeItem(OPERATOR_KEY);
     $("token").value = "";
+    auth = { mode: "token" };
+    enter();
+  }
+
+  async function logIn(ev) {
+    ev.preventDefault();
+    $("login-error").textContent = "";
+    var body = { email: $("login-email").value.trim(), password: $("login-password").value, otp: $("login-otp").value.trim() };
+    if (!body.email || !body.password) { $("login-error").textContent = "Enter your email and password."; return; }
+    var answer = await BO.api("/api/admin/session", { method: "POST", body: body, tries: 1 });
+    if (answer.status === 429) {
+      $("login-error").textContent = "Too many failed sign-ins: wait " + (answer.response.headers.get("Retry-After") || "a while") + " seconds.";
+      return;
+    }
+    if (!answer.ok) {
+      $("login-error").textContent = answer.status === 401 ? "Email, password or code not accepted." : "The service did not answer (" + answer.status + ").";
+      $("login-otp").value = "";
+      return;
+    }
+    $("login-otp").value = "";
+    var current = $("login-password").value;
+    $("login-password").value = "";
+    sessionFrom(answer.body);
+    if (auth.mustChange) { setup(current); return; }
+    enter();
+  }
+
+  function sessionFrom(body) {
+    auth = { mode: "session", email: body.email, role: body.role, csrf: body.csrf_token, mustChange: body.must_change_password };
+  }
+
+  function enter() {
+    applyRole();
     $("nav").hidden = false;
     if (!location.hash || location.hash === "#") location.hash = "#events"; else route();
   }
 
+  // ---- first sign-in: password, authenticator, recovery codes ---------------------------------
+
+  function setup(current) {
+    applyRole();
+    $("nav").hidden = true;
+    show("view-setup");
+    $("password-form").hidden = false;
+    $("enrol-box").hidden = true;
+    $("recovery-box").hidden = true;
+    $("pw-current").value = current || "";
+    $("pw-new").focus();
+  }
+
+  async function savePassword(ev) {
+    ev.preventDefault();
+    $("pw-error").textContent = "";
+    var answer = await call("/api/admin/account/password", {
+      method: "POST", body: { password: $("pw-current").value, new_password: $("pw-new").value }, tries: 1,
+    });
+    if (answer.status !== 204) {
+      $("pw-error").textContent = (answer.body && answer.body.detail) || "Refused (" + answer.status + ")";
+      return;
+    }
+    $("pw-current").value = ""; $("pw-new").value = "";
+    auth.mustChange = false;
+    $("password-form").hidden = true;
+    await startEnrolment();
+  }
+
+  async function startEnrolment() {
+    show("view-setup");
+    $("password-form").hidden = true;
+    $("recovery-box").hidden = true;
+    var answer = await call("/api/admin/account/totp", { method: "POST", tries: 1 });
+    if (!answer.ok) { $("enrol-error").textContent = "Could not start (" + answer.status + ")."; return; }
+    $("enrol-box").hidden = false;
+    $("enrol-qr").src = "data:image/svg+xml;base64," + btoa(answer.body.qr_svg);
+    $("enrol-secret").textContent = answer.body.totp_secret;
+    $("enrol-skip").hidden = role() === "owner" || role() === "operator";
+    $("enrol-otp").value = "";
+    $("enrol-otp").focus();
+  }
+
+  async function confirmEnrolment(ev) {
+    ev.preventDefault();
+    $("enrol-error").textContent = "";
+    var answer = await call("/api/admin/account/totp/confirm", { method: "POST", body: { otp: $("enrol-otp").value.trim() }, tries: 1 });
+    if (!answer.ok) {
+      $("enrol-error").textContent = (answer.body && answer.body.detail) || "Refused (" + answer.status + ")";
+      return;
+    }
+    $("enrol-box").hidden = true;
+    var list = $("recovery-list");
+    list.textContent = "";
+    answer.body.recovery_codes.forEach(function (c) {
+      var li = document.createElement("li"); var code = document.createElement("code");
+      code.textContent = c; li.appendChild(code); list.appendChild(li);
+    });
+    $("recovery-box").hidden = false;
+    $("setup-done").focus();
+  }
+
   // ---- views ---------------------------------------------------------------------------------
 
-  var VIEWS = ["view-signin", "view-events", "view-new", "view-event"];
+  var VIEWS = ["view-signin", "view-setup", "view-account", "view-operators", "view-tokens", "view-events", "view-new", "view-event"];
 
   function show(id) {
     VIEWS.forEach(function (v) { $(v).hidden = v !== id; });
   }
 
   function route() {
-    if (!token()) { signOut(); return; }
+    if (!auth) { signOut(); return; }
+    if (auth.mode === "session" && auth.mustChange) { setup(""); return; }
     $("nav").hidden = false;
+    applyRole();
     var hash = location.hash.replace(/^#/, "");
     stopEvent();
     if (hash.indexOf("event/") === 0) {
       openEvent(decodeURIComponent(hash.slice(6)));
-    } else if (hash === "new") {
+    } else if (hash === "new" && canWrite()) {
       show("view-new");
       if (!$("sections").children.length) addSection(true);
       defaultTimes();
       $("new-heading").focus();
+    } else if (hash === "operators" && role() === "owner") {
+      show("view-operators");
+      loadOperators();
+    } else if (hash === "tokens" && role() === "owner") {
+      show("view-tokens");
+      loadTokens();
+    } else if (hash === "account" && auth.mode === "session") {
+      show("view-account");
+      $("account-who").textContent = "Signed in as " + auth.email + ", role " + auth.role + ".";
     } else {
       show("view-events");
       loadEvents();
+    }
+  }
+
+  // ---- account, operators, tokens --------------------------------------------------------------
+
+  async function signOutHere() {
+    if (auth && auth.mode === "session") {
+      try { await call("/api/admin/session", { method: "DELETE", tries: 1 }); } catch (e) { /* already out */ }
+    }
+    signOut("Signed out.");
+  }
+
+  async function signOutEverywhere() {
+    if (!(await confirmAction("Sign out of every device and tab where you are signed in?"))) return;
+    var answer = await call("/api/admin/sessions", { method: "DELETE", tries: 1 });
+    signOut(answer.ok ? "Signed out everywhere (" + answer.body.ended + " sessions)." : "Signed out.");
+  }
+
+  function cell(tr, text) { var td = document.createElement("td"); td.textContent = text; tr.appendChild(td); return td; }
+
+  function button(label, cls, onClick) {
+    var b = document.createElement("button");
+    b.type = "button"; b.className = "button " + (cls || ""); b.textContent = label;
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
+  async function loadOperators() {
+    var answer = await call("/api/admin/operators");
+    var body = $("operators-body");
+    body.textContent = "";
+    if (!answer.ok) { $("operators-status").textContent = "Could not load the operators (" + answer.status + ")."; return; }
+    answer.body.forEach(function (op) {
+      var tr = document.createElement("tr");
+      tr.dataset.email = op.email;
+      cell(tr, op.email); cell(tr, op.role);
+      cell(tr, op.disabled ? "disabled" : op.must_change_password ? "invited" : "active");
+      cell(tr, String(op.sessions));
+      var actions = cell(tr, "");
+      actions.appendChild(button(op.disabled ? "Enable" : "Disable", op.disabled ? "" : "danger", function () {
+        changeOperator(op.email, { disabled: !op.disabled }, (op.disabled ? "Enable " : "Disable ") + op.email + "?");
+      }));
+      actions.appendChild(button("Reset", "", function () { resetOperator(op.email); }));
+      body.appendChild(tr);
+    });
+  }
+
+  async function changeOperator(email, change, question) {
+    if (!(await confirmAction(question + (change.disabled ? " Their sessions end at once." : "")))) return;
+    var answer = await call("/api/admin/operators/" + encodeURIComponent(email), { method: "PATCH", body: change, tries: 1 });
+    $("operators-status").textContent = answer.ok ? "Saved." : (answer.body && answer.body.detail) || "Refused (" + answer.status + ")";
+    loadOperators();
+  }
+
+  function showIssued(made) {
+    $("issued").hidden = false;
+    $("issued-email").textContent = made.email + " (" + made.role + ")";
+    $("issued-password").textContent = made.password;
+    $("issued-secret").textContent = made.totp_secret;
+    $("issued-qr").src = "data:image/svg+xml;base64," + btoa(made.qr_svg);
+  }
+
+  async function resetOperator(email) {
+    if (!(await confirmAction("Reset " + email + "? A new temporary password and authenticator; their sessions end."))) return;
+    var answer = await call("/api/admin/operators/" + encodeURIComponent(email) + "/reset", { method: "POST", tries: 1 });
+    if (answer.ok) showIssued(answer.body);
+    else $("operators-status").textContent = (answer.body && answer.body.detail) || "Refused (" + answer.status + ")";
+    loadOperators();
+  }
+
+  async function invite(ev) {
+    ev.preventDefault();
+    var form = $("invite-form");
+    clearErrors(form);
+    var answer = await call("/api/admin/operators", {
+      method: "POST", body: { email: $("invite-email").value.trim(), role: $("invite-role").value }, tries: 1,
+    });
+    if (answer.status === 201) { showIssued(answer.body); form.reset(); loadOperators(); }
+    else showError(form, (answer.body && answer.body.detail) || "Refused (" + answer.status + ")");
+  }
+
+  async function loadTokens() {
+    var answer = await call("/api/admin/tokens");
+    var body = $("tokens-body");
+    body.textContent = "";
+    if (!answer.ok) return;
+    answer.body.forEach(function (t) {
+      var tr = document.createElement("tr");
+      tr.dataset.name = t.name;
+      cell(tr, t.name); cell(tr, t.scopes.join(", "));
+      cell(tr, BO.formatDateTime(t.created_at) + " by " + t.created_by);
+      cell(tr, t.last_used_at ? BO.formatDateTime(t.last_used_at) + " from " + t.last_used_address : "never");
+      cell(tr, t.revoked ? "revoked" : "live");
+      var actions = cell(tr, "");
+      if (!t.revoked) {
+        actions.appendChild(button("Revoke", "danger", async function () {
+          if (!(await confirmAction("Revoke the token " + t.name + "? Whatever uses it stops at once."))) return;
+          await call("/api/admin/tokens/" + encodeURIComponent(t.name), { method: "DELETE", tries: 1 });
+          loadTokens();
+        }));
+      }
+      body.appendChild(tr);
+    });
+  }
+
+  async function createToken(ev) {
+    ev.preventDefault();
+    var form = $("token-form");
+    clearErrors(form);
+    var scopes = [];
+    $("token-scopes").querySelectorAll("input:checked").forEach(function (i) { scopes.push(i.value); });
+    var answer = await call("/api/admin/tokens", { method: "POST", body: { name: $("token-name").value.trim(), scopes: scopes }, tries: 1 });
+    if (answer.status === 201) {
+      $("token-issued").hidden = false;
+      $("token-issued-name").textContent = answer.body.name;
+      $("token-issued-value").textContent = answer.body.token;
+      form.reset();
+      loadTokens();
+    } else {
+      showError(form, (answer.body && answer.body.detail) || "Refused (" + answer.status + ")");
     }
   }
 
@@ -153,6 +439,7 @@
     var answer = await call("/api/admin/events");
     var body = $("events-body");
     body.textContent = "";
+    if (answer.status === 403) { $("events-status").textContent = "Your role (" + role() + ") has no events to see here: door staff check tickets in at the door."; return; }
     if (!answer.ok) { $("events-status").textContent = "Could not load the events."; return; }
     $("events-status").textContent = answer.body.length ? "" : "No events yet.";
     answer.body.forEach(function (ev) {
@@ -381,8 +668,10 @@
     // server answers "boxoffice.admin" and never echoes the token. A refused handshake is a
     // close without a code (1006): the page then asks /api/admin/events whether the token is
     // still good, and signs out if not.
+    // Signed in (session cookie): the cookie is the credential; with a token: the subprotocol.
+    var protocols = auth && auth.mode === "token" ? ["boxoffice.admin", "bearer." + token()] : ["boxoffice.admin"];
     var ws = new WebSocket(scheme + "//" + location.host + "/api/admin/events/" + encodeURIComponent(eventId) + "/live",
-      ["boxoffice.admin", "bearer." + token()]);
+      protocols);
     state.socket = ws;
     setFeed("connecting");
     ws.onmessage = function (m) {
@@ -399,6 +688,9 @@
     ws.onclose = function (e) {
       if (state.socket !== ws) return;
       state.socket = null;
+      if (e.code === 4401) { signOut("You were signed out. Sign in again."); return; }
+      if (e.code === 4403) { setFeed("lost"); return; }
+      if (e.code === 4404) { setFeed("lost"); return; }
       setFeed("lost");
       if (e.code === 1006) {
         // The handshake may have been refused (401): call() signs out when the token is wrong.
@@ -826,7 +1118,17 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     $("signin-form").addEventListener("submit", signIn);
-    $("sign-out").addEventListener("click", function () { signOut("Signed out."); });
+    $("login-form").addEventListener("submit", logIn);
+    $("password-form").addEventListener("submit", savePassword);
+    $("enrol-form").addEventListener("submit", confirmEnrolment);
+    $("enrol-skip").addEventListener("click", function () { location.hash = "#events"; enter(); });
+    $("setup-done").addEventListener("click", function () { location.hash = "#events"; enter(); });
+    $("new-authenticator").addEventListener("click", startEnrolment);
+    $("sign-out-everywhere").addEventListener("click", signOutEverywhere);
+    $("invite-form").addEventListener("submit", invite);
+    $("token-form").addEventListener("submit", createToken);
+    $("sign-out").addEventListener("click", signOutHere);
+    $("stepup-cancel").addEventListener("click", function () { $("stepup").close("cancel"); });
     $("add-section").addEventListener("click", function () { addSection(false); });
     $("event-form").addEventListener("submit", createEvent);
     document.querySelectorAll("form.control[data-field]").forEach(function (f) { f.addEventListener("submit", onControl); });
@@ -842,6 +1144,14 @@
     window.addEventListener("hashchange", route);
     window.addEventListener("resize", schedule);
     defaultTimes();
-    if (token()) route(); else show("view-signin");
+    resume();
   });
+
+  /** A reload: the shared token from this tab, or the session cookie (its CSRF token again). */
+  async function resume() {
+    if (token()) { auth = { mode: "token" }; enter(); return; }
+    var answer = await BO.api("/api/admin/session", { tries: 2 });
+    if (answer.ok) { sessionFrom(answer.body); if (auth.mustChange) setup(""); else enter(); return; }
+    signOut();
+  }
 })();
