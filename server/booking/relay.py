@@ -11,7 +11,6 @@ from typing import Any
 
 import msgspec
 import redis.exceptions
-from redis.asyncio import Redis
 
 from server.booking import ledger
 from server.booking.inventory import Inventory
@@ -19,6 +18,8 @@ from server.core.keys import EventKeys, event_of
 from server.core.loops import Loop
 from server.core.messages import ConfirmedNews, encoder
 from server.store import db
+from server.store.lua import AnyRedis
+from server.store.redis_client import publish_news
 
 log = logging.getLogger("boxoffice.relay")
 
@@ -42,7 +43,7 @@ _paid = msgspec.json.Decoder(PaidPayload)
 class Relay:
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyRedis,
         pool: db.Pool,
         inventory: Inventory,
         live: Callable[[], list[db.EventRow]],
@@ -133,8 +134,8 @@ class Relay:
                 paid.ga_section,
                 paid.quantity,
             )
-            await self.redis.publish(
-                k.channel, encoder.encode(ConfirmedNews(paid.queue_id, paid.order_id))
+            await publish_news(
+                self.redis, k.channel, encoder.encode(ConfirmedNews(paid.queue_id, paid.order_id))
             )
         await self.redis.xack(stream, GROUP, entry_id)
         return 1

@@ -1,4 +1,5 @@
-"""Settings: one msgspec Struct read from BOXOFFICE_* variables plus REDIS_URL and DATABASE_URL."""
+"""Settings: one msgspec Struct read from BOXOFFICE_* variables plus REDIS_URL (or
+REDIS_CLUSTER_NODES / REDIS_SENTINELS) and DATABASE_URL."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from aiohttp import web
 PREFIX = "BOXOFFICE_"
 PLAIN_VARIABLES = {
     "REDIS_URL": "redis_url",
+    "REDIS_CLUSTER_NODES": "redis_cluster_nodes",
+    "REDIS_SENTINELS": "redis_sentinels",
     "DATABASE_URL": "database_url",
     "STRIPE_SECRET_KEY": "stripe_secret_key",
     "STRIPE_WEBHOOK_SECRET": "stripe_webhook_secret",
@@ -41,6 +44,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     workers: int = 1
     data_dir: str = ".boxoffice"
     redis_url: str = ""
+    redis_cluster_nodes: str = (
+        ""  # host:port,… startup nodes of a Redis Cluster (then no REDIS_URL)
+    )
+    redis_sentinels: str = ""  # host:port,… of Redis Sentinels watching one primary
+    redis_sentinel_master: str = ""  # the name the sentinels know the primary by
     database_url: str = ""
     secret: str = ""
     admin_token: str = ""
@@ -72,8 +80,36 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return frozenset(r.strip() for r in self.roles.split(",") if r.strip())
 
     @property
+    def redis_configured(self) -> bool:
+        """Some Redis is named: a URL, a cluster or sentinels (else an embedded one starts)."""
+        return bool(self.redis_url or self.redis_cluster_nodes or self.redis_sentinels)
+
+    @property
     def embedded(self) -> bool:
-        return not self.redis_url or not self.database_url
+        return not self.redis_configured or not self.database_url
+
+
+def parse_nodes(text: str) -> list[tuple[str, int]]:
+    """`host:port,host:port,…` (an IPv6 host in brackets) → [(host, port)]; ValueError if
+    malformed or empty."""
+    nodes = []
+    for item in (part.strip() for part in text.split(",")):
+        host, sep, port = item.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"not host:port: {item!r}")
+        nodes.append((host, int(port)))
+    return nodes
+
+
+def _nodes_ok(text: str) -> bool:
+    if not text:
+        return True
+    try:
+        parse_nodes(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_ranges(s: Settings) -> None:
@@ -92,6 +128,10 @@ def _check_ranges(s: Settings) -> None:
         "late_payment_minutes": 0 <= s.late_payment_minutes <= 24 * 60,
         "stripe_webhook_secret": not s.stripe_secret_key or bool(s.stripe_webhook_secret),
         "roles": bool(s.role_set) and s.role_set <= set(ROLES),
+        "redis_cluster_nodes": _nodes_ok(s.redis_cluster_nodes)
+        and not (s.redis_cluster_nodes and s.redis_sentinels),
+        "redis_sentinels": _nodes_ok(s.redis_sentinels),
+        "redis_sentinel_master": bool(s.redis_sentinel_master) == bool(s.redis_sentinels),
     }
     bad = [name for name, ok in checks.items() if not ok]
     if bad:
@@ -151,7 +191,10 @@ def _check_secrets(s: Settings) -> None:
                 "in production mode"
             )
     if s.embedded:
-        raise SettingsError("production mode needs REDIS_URL and DATABASE_URL")
+        raise SettingsError(
+            "production mode needs DATABASE_URL and REDIS_URL (or REDIS_CLUSTER_NODES or "
+            "REDIS_SENTINELS)"
+        )
     if s.stripe_api_base:
         raise SettingsError("STRIPE_API_BASE (a stand-in for Stripe) is for development only")
 

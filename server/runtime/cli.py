@@ -23,6 +23,8 @@ from server.runtime.embedded import start_missing
 from server.runtime.prepare import banner, prepare, rebuild_inventory
 from server.runtime.processes import Child, start_worker, stop_children, supervise
 
+NEEDS = "DATABASE_URL and REDIS_URL (or REDIS_CLUSTER_NODES or REDIS_SENTINELS)"
+
 
 def run_worker(settings: Settings, reuse_port: bool) -> None:
     logs.setup(settings.log_level, settings.log_format)
@@ -139,14 +141,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "rebuild-inventory":
         if settings.embedded:
-            print("boxoffice: rebuild-inventory needs DATABASE_URL and REDIS_URL", file=sys.stderr)
+            print(f"boxoffice: rebuild-inventory needs {NEEDS}", file=sys.stderr)
             return 2
         restored = asyncio.run(rebuild_inventory(settings, args.event_id))
         print(f"rebuilt seat state of {args.event_id}; {restored} pending holds restored")
         return 0
     if args.command == "migrate":
         if settings.embedded:
-            print("boxoffice: migrate needs DATABASE_URL and REDIS_URL", file=sys.stderr)
+            print(f"boxoffice: migrate needs {NEEDS}", file=sys.stderr)
             return 2
         asyncio.run(prepare(settings, demo=False))
         return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from server.core import rules
 from server.core.clock import from_ms, now_ms, to_ms
@@ -17,6 +16,7 @@ from server.core.settings import Settings
 from server.core.tokens import AccessClaims, Signer, new_id
 from server.store import audit, db
 from server.store.events import EventCache
+from server.store.lua import AnyRedis
 from server.waiting.line import Place, Scripts, Snapshot
 
 
@@ -24,7 +24,7 @@ class Room:
     def __init__(
         self,
         settings: Settings,
-        redis: Redis,
+        redis: AnyRedis,
         scripts: Scripts,
         pool: db.Pool,
         cache: EventCache,
