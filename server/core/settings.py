@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -89,13 +90,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return not self.redis_configured or not self.database_url
 
 
+_HOSTNAME = re.compile(r"[A-Za-z0-9_.-]+")
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]+")
+
+
 def parse_nodes(text: str) -> list[tuple[str, int]]:
     """`host:port,host:port,…` (an IPv6 host in brackets) → [(host, port)]; ValueError if
     malformed or empty."""
     nodes = []
     for item in (part.strip() for part in text.split(",")):
         host, sep, port = item.rpartition(":")
-        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1] if _IPV6.fullmatch(host[1:-1]) else ""
+        elif not _HOSTNAME.fullmatch(host):
+            host = ""
         if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
             raise ValueError(f"not host:port: {item!r}")
         nodes.append((host, int(port)))
