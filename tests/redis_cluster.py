@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis as sync_redis
 
@@ -226,4 +227,76 @@ class LocalCluster:
     def stop(self) -> None:
         for node in self.nodes.values():
             node.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass
+class LocalSentinels:
+    """A primary, its replica, and `count` Sentinels watching them as `name` (quorum: a
+    majority), with a short down-after so a killed primary is failed over within seconds."""
+
+    name: str = "boxoffice"
+    count: int = 3
+    folder: Path = field(
+        default_factory=lambda: Path(tempfile.mkdtemp(prefix="bo-sn-", dir="/tmp"))
+    )
+    primary: Node | None = None
+    replica: Node | None = None
+    sentinels: list[Node] = field(default_factory=list)
+
+    def start(self) -> LocalSentinels:
+        try:
+            p_port, r_port, *s_ports = free_ports(2 + self.count, bus=False)
+            self.primary = Node(
+                p_port, self.folder / "primary", server_args(p_port, self.folder / "primary")
+            )
+            replica_args = [
+                *server_args(r_port, self.folder / "replica"),
+                "--replicaof",
+                "127.0.0.1",
+                str(p_port),
+            ]
+            self.replica = Node(r_port, self.folder / "replica", replica_args)
+            for node in (self.primary, self.replica):
+                node.start()
+            wait_for(
+                "the replica in sync",
+                lambda: client(r_port).info("replication")["master_link_status"] == "up",
+            )
+            for port in s_ports:
+                folder = self.folder / f"sentinel-{port}"
+                folder.mkdir(parents=True)
+                conf = folder / "sentinel.conf"
+                conf.write_text(
+                    f"port {port}\nbind 127.0.0.1\ndir {folder}\nlogfile {folder / 'sentinel.log'}\n"
+                    f"sentinel monitor {self.name} 127.0.0.1 {p_port} {self.count // 2 + 1}\n"
+                    f"sentinel down-after-milliseconds {self.name} 1000\n"
+                    f"sentinel failover-timeout {self.name} 10000\n"
+                )
+                node = Node(port, folder, [str(conf), "--sentinel"])
+                node.start()
+                self.sentinels.append(node)
+            for node in self.sentinels:
+                wait_for(
+                    f"sentinel {node.port} sees the replica",
+                    lambda n=node: client(n.port).sentinel_slaves(self.name),  # type: ignore[misc]
+                )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def addresses(self) -> str:
+        """The value of REDIS_SENTINELS."""
+        return ",".join(f"127.0.0.1:{n.port}" for n in self.sentinels)
+
+    def master_port(self) -> int:
+        reply: Any = client(self.sentinels[0].port).sentinel_get_master_addr_by_name(self.name)
+        return int(reply[1])
+
+    def stop(self) -> None:
+        for node in [*self.sentinels, self.replica, self.primary]:
+            if node is not None:
+                node.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
