@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)
 	$(BIN)/python -m loadtest.bench_booking $(BENCH_ARGS)
 	$(BIN)/python -m loadtest.bench_nginx $(BENCH_ARGS)
+	$(BIN)/python -m loadtest.bench_cluster $(BENCH_ARGS)
 
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtest.run $(ARGS)

