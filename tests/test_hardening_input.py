@@ -324,7 +324,9 @@ def test_embedded_redis_asks_for_a_password(tmp_path: Path) -> None:
 
 def test_redis_urls_with_passwords_and_tls_are_kept_whole() -> None:
     s = Settings(redis_url="rediss://:s3cret@cache.example:6380/2", database_url="x")
-    pool = make_redis(s).connection_pool
+    client = make_redis(s)
+    assert isinstance(client, Redis)
+    pool = client.connection_pool
     assert pool.connection_kwargs["password"] == "s3cret"
     assert pool.connection_kwargs["db"] == 2
     assert "SSL" in pool.connection_class.__name__

@@ -261,7 +261,7 @@ def run_embedded(
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     if world_readable:
         folder.chmod(0o755)  # NGINX workers run as www-data when started as root
-    servers = EmbeddedServers(folder / "data")
+    servers = EmbeddedServers(folder / "data", redis_binary=getattr(args, "redis_server", ""))
     started = time.monotonic()
     try:
         say(f"starting embedded Redis and PostgreSQL in {folder}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from redis.asyncio.cluster import RedisCluster
 
 from server.core.keys import EventKeys
 from server.store import db, lua
@@ -210,18 +211,25 @@ class Inventory:
         return out
 
     async def snapshot(self, k: EventKeys) -> SeatState:
-        """Seats held and sold now, judged by Redis TIME as the scripts judge holds."""
+        """Seats held and sold now, judged by Redis TIME as the scripts judge holds: on a
+        cluster, the TIME of the shard that owns the event (a keyless command cannot join a
+        cluster pipeline)."""
+        cluster = self.redis if isinstance(self.redis, RedisCluster) else None
         async with self.redis.pipeline(transaction=False) as pipe:
             # The version first: a change landing between it and the reads below makes the
             # state newer than its version, so a cache rebuilds once more, never too few times.
             pipe.get(k.seatver)
             pipe.hget(k.inventory, "built_ms")
-            pipe.time()
+            if cluster is None:
+                pipe.time()
             pipe.hgetall(k.seats)
             pipe.zrange(k.holdexp, 0, -1, withscores=True)
             pipe.hgetall(k.gasold)
             pipe.hgetall(k.gaheld)
-            changes, built, (secs, micros), seats, holds, ga_sold, ga_held = await pipe.execute()
+            replies = await pipe.execute()
+        if cluster is not None:
+            replies.insert(2, await cluster.time(target_nodes=cluster.get_node_from_key(k.seats)))
+        changes, built, (secs, micros), seats, holds, ga_sold, ga_held = replies
         now = int(secs) * 1000 + int(micros) // 1000
         live = [(as_text(h), int(expires)) for h, expires in holds if expires > now]
         live_ids = {h for h, _ in live}

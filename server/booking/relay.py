@@ -12,7 +12,6 @@ from typing import Any
 
 import msgspec
 import redis.exceptions
-from redis.asyncio import Redis
 
 from server.booking import ledger
 from server.booking.inventory import Inventory
@@ -21,6 +20,8 @@ from server.core.keys import EventKeys, event_of
 from server.core.loops import Loop
 from server.core.messages import ConfirmedNews, encoder
 from server.store import db
+from server.store.lua import AnyRedis
+from server.store.redis_client import publish_news
 
 log = logging.getLogger("boxoffice.relay")
 
@@ -45,7 +46,7 @@ _returned = msgspec.json.Decoder(ReturnedPayload)
 class Relay:
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyRedis,
         pool: db.Pool,
         inventory: Inventory,
         live: Callable[[], list[db.EventRow]],
@@ -136,8 +137,8 @@ class Relay:
                 paid.ga_section,
                 paid.quantity,
             )
-            await self.redis.publish(
-                k.channel, encoder.encode(ConfirmedNews(paid.queue_id, paid.order_id))
+            await publish_news(
+                self.redis, k.channel, encoder.encode(ConfirmedNews(paid.queue_id, paid.order_id))
             )
         elif fields.get(b"kind") == b"order_refunded":
             back = _returned.decode(fields[b"payload"])

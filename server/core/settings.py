@@ -1,10 +1,12 @@
-"""Settings: one msgspec Struct read from BOXOFFICE_* variables plus REDIS_URL and DATABASE_URL."""
+"""Settings: one msgspec Struct read from BOXOFFICE_* variables plus REDIS_URL (or
+REDIS_CLUSTER_NODES / REDIS_SENTINELS) and DATABASE_URL."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 import secrets
 from collections import Counter
 from collections.abc import Mapping
@@ -21,6 +23,8 @@ from server.core.client_address import parse_networks
 PREFIX = "BOXOFFICE_"
 PLAIN_VARIABLES = {
     "REDIS_URL": "redis_url",
+    "REDIS_CLUSTER_NODES": "redis_cluster_nodes",
+    "REDIS_SENTINELS": "redis_sentinels",
     "DATABASE_URL": "database_url",
     "DATABASE_MIGRATE_URL": "database_migrate_url",
     "STRIPE_SECRET_KEY": "stripe_secret_key",
@@ -53,6 +57,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     workers: int = 1
     data_dir: str = ".boxoffice"
     redis_url: str = ""
+    redis_cluster_nodes: str = (
+        ""  # host:port,… startup nodes of a Redis Cluster (then no REDIS_URL)
+    )
+    redis_sentinels: str = ""  # host:port,… of Redis Sentinels watching one primary
+    redis_sentinel_master: str = ""  # the name the sentinels know the primary by
     database_url: str = ""
     # A direct connection to the primary for migrations (`python -m server migrate`); needed
     # when DATABASE_URL goes through a pooler. Empty: DATABASE_URL.
@@ -105,8 +114,43 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return self.database_migrate_url or self.database_url
 
     @property
+    def redis_configured(self) -> bool:
+        """Some Redis is named: a URL, a cluster or sentinels (else an embedded one starts)."""
+        return bool(self.redis_url or self.redis_cluster_nodes or self.redis_sentinels)
+
+    @property
     def embedded(self) -> bool:
-        return not self.redis_url or not self.database_url
+        return not self.redis_configured or not self.database_url
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9_.-]+")
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]+")
+
+
+def parse_nodes(text: str) -> list[tuple[str, int]]:
+    """`host:port,host:port,…` (an IPv6 host in brackets) → [(host, port)]; ValueError if
+    malformed or empty."""
+    nodes = []
+    for item in (part.strip() for part in text.split(",")):
+        host, sep, port = item.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1] if _IPV6.fullmatch(host[1:-1]) else ""
+        elif not _HOSTNAME.fullmatch(host):
+            host = ""
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"not host:port: {item!r}")
+        nodes.append((host, int(port)))
+    return nodes
+
+
+def _nodes_ok(text: str) -> bool:
+    if not text:
+        return True
+    try:
+        parse_nodes(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_ranges(s: Settings) -> None:
@@ -132,6 +176,10 @@ def _check_ranges(s: Settings) -> None:
         "console_idle_minutes": 1 <= s.console_idle_minutes <= 24 * 60,
         "console_session_hours": 1 <= s.console_session_hours <= 7 * 24,
         "step_up_minutes": 1 <= s.step_up_minutes <= 60,
+        "redis_cluster_nodes": _nodes_ok(s.redis_cluster_nodes)
+        and not (s.redis_cluster_nodes and s.redis_sentinels),
+        "redis_sentinels": _nodes_ok(s.redis_sentinels),
+        "redis_sentinel_master": bool(s.redis_sentinel_master) == bool(s.redis_sentinels),
     }
     bad = [name for name, ok in checks.items() if not ok]
     if bad:
@@ -221,7 +269,10 @@ def _check_secrets(s: Settings) -> None:
     if s.secret == s.admin_token:
         raise SettingsError("BOXOFFICE_SECRET and BOXOFFICE_ADMIN_TOKEN must differ")
     if s.embedded:
-        raise SettingsError("production mode needs REDIS_URL and DATABASE_URL")
+        raise SettingsError(
+            "production mode needs DATABASE_URL and REDIS_URL (or REDIS_CLUSTER_NODES or "
+            "REDIS_SENTINELS)"
+        )
     if not s.stripe_secret_key or not s.stripe_webhook_secret:
         raise SettingsError(
             "production mode needs a payment provider: STRIPE_SECRET_KEY and "

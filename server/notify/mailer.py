@@ -40,7 +40,6 @@ from typing import Any
 
 import redis.exceptions
 from aiohttp import web
-from redis.asyncio import Redis
 
 from server.booking import ledger as orders_ledger
 from server.core.keys import EventKeys
@@ -50,6 +49,7 @@ from server.notify import compose, ledger
 from server.notify.transport import Transport, is_permanent, retry_delay
 from server.notify.views import OrderView, order_view
 from server.store import db
+from server.store.lua import AnyRedis
 
 log = logging.getLogger("boxoffice.mail")
 
@@ -63,7 +63,7 @@ class Mailer:
     def __init__(
         self,
         settings: Settings,
-        redis: Redis,
+        redis: AnyRedis,
         pool: db.Pool,
         live: Callable[[], list[db.EventRow]],
         transport: Transport,

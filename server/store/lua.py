@@ -1,8 +1,8 @@
 """The one registry of the Lua scripts in queue/ (shipped as package data): each file is one
 atomic operation, its `--#include <lib>` lines filled from queue/lib/, registered once per
 client. Registered scripts fall back from EVALSHA to loading the script on NOSCRIPT, in a
-pipeline too (redis-py loads them before the pipeline runs), so a SCRIPT FLUSH or a Redis
-restart heals by itself."""
+pipeline too (on one Redis, redis-py loads them before the pipeline runs; on a cluster the
+Batcher runs a call that met NOSCRIPT again on its own, which loads the script), so a SCRIPT FLUSH, a Redis restart or a failover to a replica heals by itself."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from server import assets
 
@@ -50,9 +51,11 @@ def as_text(value: Any) -> str:
 
 class Batcher:
     """Calls of one script made in the same event-loop turn travel to Redis in one pipeline:
-    under a crowd, hundreds of joins cost a few round trips instead of one each."""
+    under a crowd, hundreds of joins cost a few round trips instead of one each. On a cluster the
+    pipeline is a cluster pipeline: the calls of a batch may concern several events, and each
+    call's keys share one slot, so it sends each shard its own calls."""
 
-    def __init__(self, client: Redis, script: AsyncScript) -> None:
+    def __init__(self, client: AnyRedis, script: AsyncScript) -> None:
         self._client = client
         self._script = script
         self._pending: list[tuple[list[str], list[str | int], asyncio.Future[Any]]] = []
@@ -73,15 +76,28 @@ class Batcher:
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for keys, args, _ in batch:
-                    await self._script(keys=keys, args=args, client=pipe)
-                results = await pipe.execute(raise_on_error=False)
+            if isinstance(self._client, RedisCluster):
+                # redis-py refuses pipe.evalsha() on a cluster pipeline; the plain command is
+                # routed by its keys' slot like any other.
+                async with self._client.pipeline(transaction=False) as cpipe:
+                    for keys, args, _ in batch:
+                        cpipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, *args)
+                    results = await cpipe.execute(raise_on_error=False)
+            else:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for keys, args, _ in batch:
+                        await self._script(keys=keys, args=args, client=pipe)
+                    results = await pipe.execute(raise_on_error=False)
         except Exception as exc:
             results = [exc] * len(batch)
-        for (*_, future), result in zip(batch, results, strict=True):
+        for (keys, args, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
+            if isinstance(result, NoScriptError):
+                try:  # the script alone: EVALSHA, and on NOSCRIPT it is loaded and run again
+                    result = await self._script(keys=keys, args=args)
+                except Exception as exc:
+                    result = exc
             if isinstance(result, Exception):
                 future.set_exception(result)
             else:

@@ -1,24 +1,126 @@
-"""The Redis client of an app process: a blocking connection pool (waits for a free connection
-instead of failing under a burst)."""
+"""The Redis client of an app process, for each way of naming Redis in the settings:
+
+- `REDIS_URL`: one server, through a blocking connection pool (waits for a free connection
+  instead of failing under a burst);
+- `REDIS_CLUSTER_NODES`: a Redis Cluster (`RedisCluster`: finds every shard from the startup
+  nodes, follows MOVED/ASK, and after a failover refreshes the slot map and retries);
+- `REDIS_SENTINELS` + `BOXOFFICE_REDIS_SENTINEL_MASTER`: one primary watched by Sentinels
+  (`master_for`: every new connection asks the sentinels where the primary is now).
+
+Everything above this module is typed against `AnyRedis` and works on each."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any, TypeGuard
+
 from aiohttp import web
+from redis import exceptions
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff
 
-from server.core.settings import Settings
+from server.core.settings import Settings, parse_nodes
+from server.store.lua import AnyRedis
+
+SOCKET_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 2.0
+RETRY_ON: list[type[Exception]] = [exceptions.ConnectionError, exceptions.TimeoutError]
 
 
-def make_redis(settings: Settings) -> Redis:
+def _retry(attempts: int) -> Retry:
+    """Retries of one command on a dropped connection, with growing jittered pauses (50 ms to
+    1 s): long enough together to ride out a failover of a few seconds."""
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), attempts)
+
+
+def sharded(client: AnyRedis) -> TypeGuard[RedisCluster]:
+    """Whether an event's news travels on sharded pub/sub (SPUBLISH/SSUBSCRIBE, Redis >= 7): on
+    a cluster, where a classic PUBLISH is copied to every node and a pattern subscription cannot
+    follow sharded channels. One Redis keeps PUBLISH and one pattern subscription for every
+    event (any Redis version)."""
+    return isinstance(client, RedisCluster)
+
+
+async def publish_news(client: AnyRedis, channel: str, data: bytes) -> None:
+    """Publish on one event's news channel (EventKeys.channel), sharded on a cluster."""
+    if sharded(client):
+        await client.spublish(channel, data)
+    else:
+        await client.publish(channel, data)
+
+
+PIPELINE_HEADROOM = 16  # connections per server left for pipelines and pub/sub beyond the gate
+
+
+class WaitingCluster(RedisCluster):
+    """A cluster client whose commands wait for a free connection under a burst, as the
+    BlockingConnectionPool of one Redis does: redis-py's cluster node pools raise
+    MaxConnectionsError instead. At most `limit` commands are in flight (so no node's pool can
+    be exhausted by them); pipelines and pub/sub use the headroom above that."""
+
+    def __init__(self, *args: Any, limit: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._gate = asyncio.Semaphore(limit)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._gate:
+            return await super().execute_command(*args, **kwargs)
+
+
+class WaitingRedis(Redis):
+    """The same gate for the Sentinel-managed client, whose pool raises when it is full."""
+
+    _gate: asyncio.Semaphore | None = None
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self._gate is None:
+            limit = self.connection_pool.max_connections - PIPELINE_HEADROOM
+            self._gate = asyncio.Semaphore(max(1, limit))
+        async with self._gate:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+
+def make_redis(settings: Settings) -> AnyRedis:
+    if settings.redis_cluster_nodes:
+        return WaitingCluster(
+            limit=settings.redis_max_connections,
+            startup_nodes=[ClusterNode(h, p) for h, p in parse_nodes(settings.redis_cluster_nodes)],
+            max_connections=settings.redis_max_connections + PIPELINE_HEADROOM,
+            retry=_retry(6),
+            retry_on_error=RETRY_ON,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            health_check_interval=10,
+        )
+    if settings.redis_sentinels:
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            parse_nodes(settings.redis_sentinels),
+            socket_timeout=CONNECT_TIMEOUT,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+        )
+        client: Redis = sentinel.master_for(
+            settings.redis_sentinel_master,
+            redis_class=WaitingRedis,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            health_check_interval=10,
+            retry=_retry(6),
+            retry_on_error=RETRY_ON,
+            max_connections=settings.redis_max_connections + PIPELINE_HEADROOM,
+        )
+        return client
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=settings.redis_max_connections,
         timeout=5,
-        socket_timeout=5,
-        socket_connect_timeout=2,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT,
         health_check_interval=10,
     )
     return Redis(connection_pool=pool)
 
 
-REDIS = web.AppKey("redis", Redis)
+REDIS: web.AppKey[AnyRedis] = web.AppKey("redis")

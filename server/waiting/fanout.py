@@ -98,6 +98,16 @@ class Hub:
             return len(self._by_event.get(event_id, ()))
         return sum(len(c) for c in self._by_event.values())
 
+    def event_ids(self) -> set[str]:
+        """The events this process holds sockets of."""
+        return set(self._by_event)
+
+    def recheck_soon(self, event_id: str) -> None:
+        """Look up the place of this event's waiting sockets at the next rank refresh (within a
+        second): news for them may have been missed (a subscription that was not there yet)."""
+        for conn in self._by_event.get(event_id, ()):
+            conn.next_rank_at = 0.0
+
     def waiting_queue_ids(self) -> dict[str, list[str]]:
         return {
             event_id: list({c.queue_id for c in conns if not c.admitted})

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
 
 from server.core.keys import EventKeys
 from server.store import lua
 from server.store.lua import AnyRedis, Batcher, as_text, time_arg
+from server.store.redis_client import sharded
 
 SCRIPT_NAMES = ("join", "status", "leave", "reap", "open_sale", "admit", "restore", "new_epoch")
 TICKETS_PER_EPOCH = 2**32  # tickets of Redis epoch e are above (e - 1) * this (new_epoch.lua)
@@ -76,9 +76,8 @@ class Scripts:
 
     def __init__(self, client: AnyRedis) -> None:
         self._s = lua.register(client, *SCRIPT_NAMES)
-        self._batched: dict[str, Batcher] = {}
-        if isinstance(client, Redis):
-            self._batched = {name: Batcher(client, self._s[name]) for name in self.BATCHED}
+        self._batched = {name: Batcher(client, self._s[name]) for name in self.BATCHED}
+        self._publish_flag = "1" if sharded(client) else "0"
 
     async def _run(self, name: str, keys: list[str], args: list[str | int]) -> Any:
         batched = self._batched.get(name)
@@ -146,7 +145,9 @@ class Scripts:
         self, k: EventKeys, max_batch: int = 500, extra: int = 0, now_ms: int | None = None
     ) -> Snapshot:
         keys = [k.cfg, k.line, k.active, k.bucket, k.stats, k.admits, k.owner, k.seen, k.pre]
-        r = await self._run("admit", keys, [time_arg(now_ms), max_batch, k.channel, extra])
+        r = await self._run(
+            "admit", keys, [time_arg(now_ms), max_batch, k.channel, extra, self._publish_flag]
+        )
         if not r[0]:
             return Snapshot(found=False)
         flat = r[14:]

@@ -6,7 +6,6 @@ import secrets
 
 import msgspec
 from aiohttp import web
-from redis.asyncio import Redis
 
 from server.core import rules
 from server.core.clock import from_ms, now_ms, to_ms
@@ -18,6 +17,7 @@ from server.core.settings import Settings
 from server.core.tokens import AccessClaims, PlaceClaims, Signer, new_id
 from server.store import audit, db
 from server.store.events import EventCache
+from server.store.lua import AnyRedis
 from server.waiting.challenge import NOT_ASKED, Proof, refusal
 from server.waiting.line import Place, Scripts, Snapshot
 
@@ -33,7 +33,7 @@ class Room:
     def __init__(
         self,
         settings: Settings,
-        redis: Redis,
+        redis: AnyRedis,
         scripts: Scripts,
         pool: db.Pool,
         cache: EventCache,

