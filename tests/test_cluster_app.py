@@ -141,7 +141,7 @@ async def test_journey_on_three_shards(fans: Client, rc: RedisCluster, pg: async
     assert len(primaries) == 3
     events = await events_on(rc, primaries, "tour")
     for event_id in events:
-        await create_event(fans, id=event_id, rate_per_min=0)
+        await create_event(fans, id=event_id, rate_per_min=0, challenge="off")
     orders = await asyncio.gather(*(journey(fans, rc, e) for e in events))
     for event_id, order_id, port in zip(events, orders, primaries, strict=True):
         k = EventKeys(event_id)
@@ -225,8 +225,8 @@ async def test_failover_mid_sale(
     victim = sorted({int(n.port) for n in rc.get_primaries()})[0]
     sale = (await events_on(rc, [victim], "sale"))[0]
     waiting = (await events_on(rc, [victim], "line"))[0]
-    await create_event(fans, id=sale, rate_per_min=60000)
-    await create_event(fans, id=waiting, rate_per_min=0)
+    await create_event(fans, id=sale, rate_per_min=60000, challenge="off")
+    await create_event(fans, id=waiting, rate_per_min=0, challenge="off")
 
     # fans waiting in a line that lives on the primary about to die
     places = {}

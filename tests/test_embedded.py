@@ -270,7 +270,7 @@ def test_embedded_redis_keeps_its_data_across_a_restart_with_aof(
     for round_ in range(2):
         server = EmbeddedRedis(tmp_path / "redis", persist=persist)
         server.start()
-        client = sync_redis.Redis(host="127.0.0.1", port=server.port)
+        client = sync_redis.Redis.from_url(server.url)
         try:
             if round_ == 0:
                 client.zadd("bo:{ev:x}:line", {"q1": 1, "q2": 2})

@@ -50,8 +50,8 @@ async def test_sentinel_failover(fans: Client, sentinels: LocalSentinels) -> Non
     assert sentinels.primary is not None and sentinels.replica is not None
     old, new = sentinels.primary.port, sentinels.replica.port
     assert sentinels.master_port() == old
-    line = await create_event(fans, id="line", rate_per_min=0)
-    sale = await create_event(fans, id="sale", rate_per_min=60000)
+    line = await create_event(fans, id="line", rate_per_min=0, challenge="off")
+    sale = await create_event(fans, id="sale", rate_per_min=60000, challenge="off")
     places = {}
     for _ in range(5):
         headers = visitor()
