@@ -305,7 +305,7 @@ async def test_refused_solution_gets_a_fresh_challenge(
         if route.request.method == "POST" and spoiled == 0:
             spoiled += 1
             body = route.request.post_data_json
-            assert set(body) == {"altcha"}, body
+            assert isinstance(body, dict) and set(body) == {"altcha"}, body
             forged = base64.b64encode(json.dumps({"challenge": {}}).encode()).decode()
             await route.continue_(post_data=json.dumps({"altcha": forged}))
         else:
