@@ -17,7 +17,7 @@ from server.core.loops import Loop
 from server.core.metrics import METRICS, Metrics
 from server.core.settings import SETTINGS, Settings
 from server.core.tokens import Signer
-from server.ops import admin_routes, console_routes, event_routes
+from server.ops import admin_routes, bots_routes, console_routes, event_routes
 from server.ops.admin_guard import admin_guard_ctx
 from server.ops.autopilot import AUTOPILOT, Autopilot
 from server.ops.live import LIVE, LiveCollector, LiveHub
@@ -146,6 +146,7 @@ def create_app(settings: Settings) -> web.Application:
         app.add_routes(admin_routes.routes)
         app.add_routes(booking_routes.routes)
         app.add_routes(console_routes.routes)
+        app.add_routes(bots_routes.routes)
         app.add_routes(site_routes.pages)
         app.router.add_static("/static/", assets.STATIC, name="static")
     if roles & {"web", "payments"}:

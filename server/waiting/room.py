@@ -87,16 +87,19 @@ class Room:
 
     # ---- fan operations ---------------------------------------------------------------------
 
-    async def join(self, event_id: str, visitor_id: str, proof: Proof = NOT_ASKED) -> QueueStatus:
+    async def join(
+        self, event_id: str, visitor_id: str, proof: Proof = NOT_ASKED, source: str = ""
+    ) -> QueueStatus:
+        """A place for this visitor (its live one if it has one); a new place is counted under
+        `source`, the client address ("" for none)."""
         ev = await self.cache.require(event_id)
         keys = EventKeys(ev.id)
         queue_id = f"{ev.id}.{new_id()}"
-        place = await self.scripts.join(keys, visitor_id, queue_id, None, proof.arg, proof.nonce)
+        args = (None, proof.arg, proof.nonce, source)
+        place = await self.scripts.join(keys, visitor_id, queue_id, *args)
         if place.state == "nocfg":
             await self.mirror(ev)
-            place = await self.scripts.join(
-                keys, visitor_id, queue_id, None, proof.arg, proof.nonce
-            )
+            place = await self.scripts.join(keys, visitor_id, queue_id, *args)
         if place.state in ("challenge", "spent"):
             raise refusal(ev.id, proof, place.state)
         if place.state == "not_open":

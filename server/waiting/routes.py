@@ -15,6 +15,7 @@ from server.core.ids import parse_queue_id
 from server.core.keys import EventKeys
 from server.core.messages import ErrorMsg, JoinRequest, PongMsg, client_decoder
 from server.core.metrics import METRICS
+from server.waiting import sources
 from server.waiting.challenge import GUARD
 from server.waiting.fanout import HUB, Conn, Hub
 from server.waiting.room import ROOM
@@ -44,12 +45,13 @@ async def challenge(request: web.Request) -> web.Response:
 async def join(request: web.Request) -> web.Response:
     room, guard, visitor = request.app[ROOM], request.app[GUARD], visitor_id(request)
     ev = await room.cache.require(request.match_info["event_id"])
-    await guard.limit("join", ev.id, visitor, guard.address(request))
+    address = guard.address(request)
+    await guard.limit("join", ev.id, visitor, address)
     raw = await request.read()
     solution = _join_body.decode(raw).altcha if raw.strip() else None
     proof = guard.proof(ev.id, ev.challenge, solution)
     try:
-        status = await room.join(ev.id, visitor, proof)
+        status = await room.join(ev.id, visitor, proof, sources.recorded(address))
     except DomainError as exc:
         if exc.code == "challenge_failed":
             await guard.failed(ev.id)
