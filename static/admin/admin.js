@@ -327,6 +327,7 @@
     }
     state.eventId = null;
     state.samples = [];
+    document.dispatchEvent(new CustomEvent("bo:event-close"));
   }
 
   async function openEvent(eventId) {
@@ -351,6 +352,7 @@
     state.timers.push(setInterval(refreshEta, 3000));
     state.timers.push(setInterval(refreshSeats, 5000));
     state.timers.push(setInterval(loadAutopilot, 15000));
+    document.dispatchEvent(new CustomEvent("bo:event-open", { detail: eventId }));
     $("event-heading").focus();
   }
 
@@ -703,6 +705,13 @@
     if (answer.ok) { loadAutopilot(); refreshAudit(); }
     else showError(form, (answer.body && answer.body.detail) || "Refused (" + answer.status + ")", "ap-status");
   }
+
+  // What static/admin/bots.js (the bot-check card) uses of the console.
+  window.BOAdmin = {
+    call: call, confirm: confirmAction, patch: patch, refreshAudit: refreshAudit,
+    showError: showError, clearErrors: clearErrors,
+    eventId: function () { return state.eventId; },
+  };
 
   // ---- start ---------------------------------------------------------------------------------
 
