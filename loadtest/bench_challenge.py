@@ -202,7 +202,7 @@ class Bench:
         from server.core.tokens import Signer
         from server.waiting.challenge import Guard
 
-        guard = Guard(Redis(), Signer(SECRET).subkey("altcha"), "")  # no Redis call is made
+        guard = Guard(Redis(), Signer(SECRET).subkey("altcha"))  # no Redis call is made
         for row in self.levels:
             spent: list[float] = []
             payload = ""
@@ -250,7 +250,7 @@ class Bench:
         from server.core.tokens import Signer
         from server.waiting.challenge import Guard
 
-        guard = Guard(Redis(), Signer(SECRET).subkey("altcha"), "")
+        guard = Guard(Redis(), Signer(SECRET).subkey("altcha"))
         page_html = (
             "<!doctype html><html><head><script src='/static/js/common.js' defer></script>"
             "<script src='/static/js/challenge.js' defer></script></head><body></body></html>"

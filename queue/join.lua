@@ -22,7 +22,7 @@
 -- ARGV[5] the client address a new place is recorded under, or "" to record none
 -- ARGV[6] most sources KEYS[12] keeps
 --
--- Returns {state, queue_id, ticket, rank, session_expires_ms}:
+-- Returns {state, queue_id, ticket, rank, session_expires_ms, epoch} (epoch: see new_epoch.lua):
 --   state "prequeue" | "waiting" | "admitted"      the visitor's place (rank is 0-based or -1)
 --   state "closed" | "sold_out" | "not_open"       no place given
 --   state "nocfg"                                  the event is not mirrored in Redis yet
@@ -31,7 +31,9 @@
 local now = now_ms(ARGV[3])
 
 local visitor = ARGV[1]
-local cfg = redis.call('HMGET', KEYS[1], 'closed', 'sold_out', 'opened', 'prequeue_opens_ms')
+local cfg = redis.call('HMGET', KEYS[1], 'closed', 'sold_out', 'opened', 'prequeue_opens_ms',
+  'epoch')
+local epoch = tonumber(cfg[5] or '0')
 if not cfg[1] then
   return {'nocfg', '', -1, -1, 0}
 end
@@ -41,36 +43,36 @@ if existing then
   local expires = redis.call('ZSCORE', KEYS[8], existing)
   if expires and tonumber(expires) > now then
     local ticket = tonumber(redis.call('HGET', KEYS[4], existing) or '-1')
-    return {'admitted', existing, ticket, -1, tonumber(expires)}
+    return {'admitted', existing, ticket, -1, tonumber(expires), epoch}
   end
   local rank = redis.call('ZRANK', KEYS[6], existing)
   if rank then
     redis.call('ZADD', KEYS[7], now, existing)
-    return {'waiting', existing, tonumber(redis.call('ZSCORE', KEYS[6], existing)), rank, 0}
+    return {'waiting', existing, tonumber(redis.call('ZSCORE', KEYS[6], existing)), rank, 0, epoch}
   end
   if redis.call('ZSCORE', KEYS[5], existing) then
     redis.call('ZADD', KEYS[7], now, existing)
-    return {'prequeue', existing, -1, -1, 0}
+    return {'prequeue', existing, -1, -1, 0, epoch}
   end
 end
 
 if cfg[1] == '1' then
-  return {'closed', '', -1, -1, 0}
+  return {'closed', '', -1, -1, 0, epoch}
 end
 if cfg[2] == '1' then
-  return {'sold_out', '', -1, -1, 0}
+  return {'sold_out', '', -1, -1, 0, epoch}
 end
 if now < tonumber(cfg[4]) then
-  return {'not_open', '', -1, -1, 0}
+  return {'not_open', '', -1, -1, 0, epoch}
 end
 
 local proof = ARGV[4] or ''
 if proof == 'none' then
-  return {'challenge', '', -1, -1, 0}
+  return {'challenge', '', -1, -1, 0, epoch}
 end
 if proof ~= '' then
   if not redis.call('SET', KEYS[11], visitor, 'NX', 'PX', tonumber(proof)) then
-    return {'spent', '', -1, -1, 0}
+    return {'spent', '', -1, -1, 0, epoch}
   end
   redis.call('HINCRBY', KEYS[10], 'challenges_solved', 1)
 end
@@ -90,9 +92,9 @@ if source ~= '' then
 end
 if cfg[3] ~= '1' then
   redis.call('ZADD', KEYS[5], now, queue_id)
-  return {'prequeue', queue_id, -1, -1, 0}
+  return {'prequeue', queue_id, -1, -1, 0, epoch}
 end
 local ticket = redis.call('INCR', KEYS[9])
 redis.call('HSET', KEYS[4], queue_id, ticket)
 redis.call('ZADD', KEYS[6], ticket, queue_id)
-return {'waiting', queue_id, ticket, redis.call('ZRANK', KEYS[6], queue_id), 0}
+return {'waiting', queue_id, ticket, redis.call('ZRANK', KEYS[6], queue_id), 0, epoch}

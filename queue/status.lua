@@ -11,29 +11,30 @@
 -- ARGV[2] "1" to record a sign of life for a waiting visitor, "0" to only read
 -- ARGV[3] now in ms, or "" to use Redis TIME
 --
--- Returns {state, visitor_id, ticket, rank, session_expires_ms}, state one of
+-- Returns {state, visitor_id, ticket, rank, session_expires_ms, epoch}, state one of
 --   "prequeue" | "waiting" | "admitted" | "expired" (place lost or session over) | "unknown"
 --#include clock
 local now = now_ms(ARGV[3])
 
 local queue_id = ARGV[1]
+local epoch = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
 local visitor = redis.call('HGET', KEYS[2], queue_id)
 if not visitor then
-  return {'unknown', '', -1, -1, 0}
+  return {'unknown', '', -1, -1, 0, epoch}
 end
 local ticket = tonumber(redis.call('HGET', KEYS[3], queue_id) or '-1')
 
 local expires = redis.call('ZSCORE', KEYS[7], queue_id)
 if expires and tonumber(expires) > now then
-  return {'admitted', visitor, ticket, -1, tonumber(expires)}
+  return {'admitted', visitor, ticket, -1, tonumber(expires), epoch}
 end
 local rank = redis.call('ZRANK', KEYS[5], queue_id)
 if rank then
   if ARGV[2] == '1' then redis.call('ZADD', KEYS[6], now, queue_id) end
-  return {'waiting', visitor, ticket, rank, 0}
+  return {'waiting', visitor, ticket, rank, 0, epoch}
 end
 if redis.call('ZSCORE', KEYS[4], queue_id) then
   if ARGV[2] == '1' then redis.call('ZADD', KEYS[6], now, queue_id) end
-  return {'prequeue', visitor, -1, -1, 0}
+  return {'prequeue', visitor, -1, -1, 0, epoch}
 end
-return {'expired', visitor, ticket, -1, tonumber(expires or '0')}
+return {'expired', visitor, ticket, -1, tonumber(expires or '0'), epoch}

@@ -37,10 +37,13 @@ def server_urls() -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def base_settings(server_urls: tuple[str, str]) -> Settings:
+def base_settings(
+    server_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     return Settings(
         redis_url=server_urls[0],
         database_url=server_urls[1],
+        data_dir=str(tmp_path_factory.mktemp("data")),  # dev mail (.eml files) lands in here
         secret=SECRET,
         admin_token=ADMIN_TOKEN,
         tick_ms=50,

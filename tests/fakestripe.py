@@ -1,5 +1,6 @@
 """An in-process fake of the slice of Stripe's HTTP API that server/payments/stripe_provider.py
-calls through the real `stripe` library: PaymentIntents (create, capture, cancel) and refunds.
+calls through the real `stripe` library: PaymentIntents (create, capture, cancel) and refunds
+(refused on demand, and once per intent as Stripe does), and charge events.
 
 It is the only stand-in in the Stripe tests. It checks the secret key, records every request
 (path, parsed form parameters, Idempotency-Key), honours idempotency keys the way Stripe does
@@ -72,6 +73,9 @@ class FakeStripe:
         self.requests: list[Recorded] = []
         self.intents: dict[str, Json] = {}
         self.refunds: dict[str, Json] = {}
+        # When set, refunds are refused with this (code, message), as Stripe refuses one (e.g. a
+        # balance too low to refund from).
+        self.refund_refusal: tuple[str, str] | None = None
         # Called with each recorded request before its answer is sent (the object already
         # exists in the fake by then): tests use it to look at the database at that moment,
         # or to hold an answer back.
@@ -173,6 +177,35 @@ class FakeStripe:
             "pending_webhooks": 1,
             "request": {"id": None, "idempotency_key": None},
             "data": {"object": intent},
+        }
+        return json.dumps(body).encode()
+
+    def charge_event(self, kind: str, intent_id: str, **overrides: Any) -> bytes:
+        """A webhook event about the intent's charge (e.g. charge.refunded), as Stripe sends it:
+        the object is a Charge naming its payment_intent."""
+        pi = self.intents[intent_id]
+        charge: Json = {
+            "id": pi["latest_charge"],
+            "object": "charge",
+            "amount": pi["amount"],
+            "amount_refunded": pi["amount"] if pi.get("refunded") else 0,
+            "currency": pi["currency"],
+            "payment_intent": intent_id,
+            "refunded": bool(pi.get("refunded")),
+            "metadata": dict(pi["metadata"]),
+            "livemode": False,
+        }
+        charge.update(overrides)
+        body = {
+            "id": _new_id("evt"),
+            "object": "event",
+            "api_version": "2024-06-20",
+            "created": int(time.time()),
+            "type": kind,
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None},
+            "data": {"object": charge},
         }
         return json.dumps(body).encode()
 
@@ -304,6 +337,7 @@ class FakeStripe:
             "status": "requires_payment_method",
             "cancellation_reason": None,
             "last_payment_error": None,
+            "latest_charge": _new_id("ch"),
             "automatic_payment_methods": (
                 {"enabled": True}
                 if params.get("automatic_payment_methods[enabled]") == "true"
@@ -366,6 +400,17 @@ class FakeStripe:
                     "payment_intent_unexpected_state",
                     "This PaymentIntent does not have a successful charge to refund.",
                 )
+            if self.refund_refusal is not None:
+                code, message = self.refund_refusal
+                raise StripeFailure(400, "invalid_request_error", code, message)
+            if pi.get("refunded"):
+                raise StripeFailure(
+                    400,
+                    "invalid_request_error",
+                    "charge_already_refunded",
+                    f"Charge {pi['latest_charge']} has already been refunded.",
+                )
+            pi["refunded"] = True
             refund_id = _new_id("re")
             obj: Json = {
                 "id": refund_id,

@@ -225,6 +225,11 @@ async def exercise(rc: RedisCluster, s: Scripts, event_id: str) -> None:
     assert (await s.admit(k, now_ms=SALE + 200)).active == 3
     assert await s.reap(k, 120_000, now_ms=SALE + 120_003) == 0
     assert await s.reap(k, 120_000, now_ms=SALE + 10**6) == 1  # only `late` still waits
+    # Redis lost the line: a new epoch, and a place kept by a browser comes back in its order
+    assert await s.new_epoch(k, 1) == 1  # cfg had no epoch: this is epoch 1
+    assert await s.new_epoch(k, 2) == 1  # the first one stays
+    back = await s.restore(k, "kept", f"{event_id}.kept", 2, 0, 0, now_ms=SALE + 10**6 + 1)
+    assert (back.state, back.ticket) == ("waiting", 2)
     assert (await s.status(k, late.queue_id, now_ms=SALE + 10**6)).state == "expired"
     farm = [await s.join(k, f"f{i}", f"{event_id}.f{i}", source="203.0.113.7") for i in range(2)]
     assert {p.state for p in farm} == {"waiting"}

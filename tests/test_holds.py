@@ -662,3 +662,46 @@ async def test_hold_scripts_use_redis_time_by_default(redis: Redis, inv: Invento
     # a session that ended by Redis's clock refuses
     await redis.zadd(k.active, {qid(k, "v0"): before - 1})
     assert (await inv.hold(k, "h2", "v0", qid(k, "v0"), HOLD_MS, ["A-1-2"])).status == "no_session"
+
+
+# ---- seats of a refunded order come back (return_seats.lua) -----------------------------------
+
+
+async def test_returned_seats_are_free_once_and_a_late_sell_never_marks_them_again(
+    redis: Redis, inv: Inventory
+) -> None:
+    k = await ready(redis, "ret", gacap={"GA": 10}, sessions=3)
+    assert (await hold(inv, k, "h1", "v0", ["A-1-1", "A-1-2"])).status == "ok"
+    assert await inv.sell(k, "o1", "h1", qid(k, "v0"), ["A-1-1", "A-1-2"])
+    ga = await hold(inv, k, "h2", "v1", [], section="GA", quantity=3)
+    assert ga.status == "ok"
+    assert await inv.sell(k, "o2", "h2", qid(k, "v1"), [], "GA", 3)
+    await redis.hset(k.seats, "A-1-3", "h-other")  # another fan's hold stays as it is
+    assert await hash_text(redis, k.gasold) == {"GA": "3"}
+
+    assert await inv.return_seats(k, "o1", "h1", ["A-1-1", "A-1-2", "A-1-3"])
+    assert await inv.return_seats(k, "o2", "h2", [], "GA", 3)
+    after = await hold_state(redis, k)
+    assert after["seats"] == {"A-1-3": "h-other"}
+    assert after["gasold"] == {"GA": "0"}
+    # Twice (fast path, then the stream consumer): nothing more changes.
+    assert not await inv.return_seats(k, "o1", "h1", ["A-1-1", "A-1-2"])
+    assert not await inv.return_seats(k, "o2", "h2", [], "GA", 3)
+    # A redelivered order_paid entry of a refunded order never sells its seats again.
+    assert not await inv.sell(k, "o1", "h1", qid(k, "v0"), ["A-1-1", "A-1-2"])
+    assert await hold_state(redis, k) == after
+    # The seats are free: another fan holds them.
+    assert (await hold(inv, k, "h3", "v2", ["A-1-1"], now=T0 + 1)).status == "ok"
+
+
+async def test_returning_an_order_never_applied_in_redis_frees_its_hold(
+    redis: Redis, inv: Inventory
+) -> None:
+    k = await ready(redis, "ret2", gacap={"GA": 10}, sessions=1)
+    assert (
+        await hold(inv, k, "h1", "v0", [], now=FAR - HOLD_MS, section="GA", quantity=2)
+    ).status == "ok"
+    assert await inv.return_seats(k, "o1", "h1", [], "GA", 2)
+    state = await hold_state(redis, k)
+    assert state["gasold"] == {} and state["gaheld"] == {"GA": "0"} and state["holds"] == {}
+    assert not await inv.sell(k, "o1", "h1", qid(k, "v0"), [], "GA", 2)  # never sold afterwards

@@ -20,7 +20,18 @@ ALLOWED: dict[str, set[str]] = {
     "waiting": {"core", "store", "waiting"},
     "booking": {"core", "store", "waiting", "payments", "booking"},
     "ops": {"core", "store", "waiting", "booking", "payments", "ops", "assets"},
-    "runtime": {"core", "store", "waiting", "booking", "payments", "ops", "runtime", "assets"},
+    "notify": {"core", "store", "booking", "notify"},
+    "runtime": {
+        "core",
+        "store",
+        "waiting",
+        "booking",
+        "payments",
+        "ops",
+        "notify",
+        "runtime",
+        "assets",
+    },
 }
 
 

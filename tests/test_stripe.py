@@ -682,3 +682,89 @@ async def test_signed_webhook_with_a_nul_is_400_logged_and_changes_nothing(
     assert not fake.captures() and not fake.cancels()
     # The genuine event is still applied afterwards.
     assert (await deliver(shop, fake, fake.event(AUTHORISED, sale.intent_id)))["result"] == "paid"
+
+
+# ---- refunds (after the sale) ----------------------------------------------------------------
+
+REFUNDED = "charge.refunded"
+
+
+async def paid_sale(shop: Client, fake: FakeStripe, seats: list[str]) -> tuple[str, str, str]:
+    """A Stripe order paid and captured: (event id, order id, intent id)."""
+    ev = await create_event(shop, rate_per_min=60000)
+    sale = await start_sale(shop, fake, ev["id"], seats)
+    fake.authorize(sale.intent_id)
+    assert (await deliver(shop, fake, fake.event(AUTHORISED, sale.intent_id)))["result"] == "paid"
+    await intent_status(fake, sale.intent_id, "succeeded")
+    return ev["id"], sale.order_id, sale.intent_id
+
+
+async def admin_refund(shop: Client, order_id: str) -> tuple[int, Any]:
+    return await helpers.call(
+        shop, "POST", f"/api/admin/orders/{order_id}/refund", ADMIN, {"reason": "r"}
+    )
+
+
+async def test_refund_goes_through_stripe_once_with_its_idempotency_key(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool
+) -> None:
+    event_id, order_id, intent_id = await paid_sale(shop, fake, ["A-1-1"])
+    status, order = await admin_refund(shop, order_id)
+    assert status == 200 and order["status"] == "refunded"
+    assert await seat_status(shop, event_id, "A-1-1") == "free"
+    again = await admin_refund(shop, order_id)
+    assert again[0] == 200 and again[1]["status"] == "refunded"
+    calls = fake.calls("/v1/refunds")
+    assert [c.idempotency_key for c in calls] == [f"boxoffice-refund-{order_id}"]
+    assert calls[0].params["payment_intent"] == intent_id
+    assert len(fake.refunds) == 1
+
+    # Stripe then reports the refund: recorded already, nothing more happens.
+    reported = await deliver(shop, fake, fake.charge_event(REFUNDED, intent_id))
+    assert reported["result"] == "already_refunded"
+    audits = await pg.fetchval("SELECT count(*) FROM audit_log WHERE action = 'refund'")
+    assert audits == 1
+
+
+async def test_refund_stripe_refuses_leaves_the_order_paid_and_says_why(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool
+) -> None:
+    event_id, order_id, _ = await paid_sale(shop, fake, ["A-2-1"])
+    fake.refund_refusal = ("balance_insufficient", "Your balance is too low to refund this.")
+    status, body = await admin_refund(shop, order_id)
+    assert status == 409 and body["error"] == "refund_refused"
+    assert "balance is too low" in body["detail"]
+    row = await order_row(pg, order_id)
+    assert row.status == "paid" and len(row.tickets) == 1
+    assert await seat_status(shop, event_id, "A-2-1") == "sold"
+    sold = await pg.fetchval("SELECT count(*) FROM sold_seats WHERE order_id = $1", order_id)
+    assert sold == 1
+    refused = await pg.fetchval("SELECT note FROM audit_log WHERE action = 'refund_refused'")
+    assert "balance is too low" in refused
+    assert not fake.refunds
+
+    fake.refund_refusal = None  # the same key again, the refund now goes through
+    status, order = await admin_refund(shop, order_id)
+    assert status == 200 and order["status"] == "refunded" and len(fake.refunds) == 1
+    keys = [c.idempotency_key for c in fake.calls("/v1/refunds")]
+    assert keys == [f"boxoffice-refund-{order_id}", f"boxoffice-refund-{order_id}-1"]
+
+
+async def test_refund_made_in_stripes_dashboard_frees_the_seats_once(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool
+) -> None:
+    event_id, order_id, intent_id = await paid_sale(shop, fake, ["A-3-1"])
+    partial = fake.charge_event(REFUNDED, intent_id, refunded=False, amount_refunded=100)
+    assert (await deliver(shop, fake, partial))["result"] == "ignored_partial_refund"
+    assert (await order_row(pg, order_id)).status == "paid"
+
+    fake.intents[intent_id]["refunded"] = True  # refunded outside the app
+    payload = fake.charge_event(REFUNDED, intent_id)
+    assert (await deliver(shop, fake, payload))["result"] == "refunded"
+    assert (await deliver(shop, fake, payload))["result"] == "duplicate"
+    row = await order_row(pg, order_id)
+    assert row.status == "refunded" and row.status_reason == "refunded at the payment provider"
+    assert await seat_status(shop, event_id, "A-3-1") == "free"
+    who = await pg.fetchval("SELECT who FROM audit_log WHERE action = 'refund'")
+    assert who.startswith("stripe:evt_")
+    assert not fake.calls("/v1/refunds")  # nothing refunded by us

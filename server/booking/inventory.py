@@ -13,6 +13,7 @@ from server.store.lua import AnyRedis, as_text, time_arg
 
 HOLD_SCRIPTS = (
     "hold", "release_hold", "extend_hold", "sell", "reap_holds", "rebuild_inventory", "rate_limit",
+    "return_seats",
 )  # fmt: skip
 
 
@@ -123,6 +124,21 @@ class Inventory:
         keys = [*k.hold_keys(), k.sold_orders, k.active]
         args: list[str | int] = [order_id, hold_id, queue_id, ga_section, quantity, *seats]
         return bool(await self._run("sell", keys, args))
+
+    async def return_seats(
+        self,
+        k: EventKeys,
+        order_id: str,
+        hold_id: str,
+        seats: list[str],
+        ga_section: str = "",
+        quantity: int = 0,
+    ) -> bool:
+        """A refunded order's seats are free again (after PostgreSQL committed the refund);
+        True if they came back now, False if this order was returned before."""
+        keys = [*k.hold_keys(), k.sold_orders, k.returned_orders]
+        args: list[str | int] = [order_id, hold_id, ga_section, quantity, *seats]
+        return bool(await self._run("return_seats", keys, args))
 
     async def reap(self, k: EventKeys, limit: int = 500, now_ms: int | None = None) -> int:
         return int(await self._run("reap_holds", k.hold_keys(), [limit, time_arg(now_ms)]))

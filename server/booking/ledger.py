@@ -12,6 +12,7 @@ import asyncpg
 import msgspec
 
 from server.core import rules
+from server.core.tokens import new_id
 from server.store.db import Pool
 
 
@@ -27,6 +28,7 @@ class TicketRow(msgspec.Struct, frozen=True):
     section_id: str
     seat_id: str | None
     number: int
+    checked_in_at: datetime | None = None
 
 
 class OrderRow(msgspec.Struct, frozen=True):
@@ -46,6 +48,9 @@ class OrderRow(msgspec.Struct, frozen=True):
     status_reason: str | None
     created_at: datetime
     paid_at: datetime | None
+    order_key: str | None = None  # the secret of the order's link, set when it is paid
+    refunded_at: datetime | None = None
+    refund_attempts: int = 0
     buyer: str = ""  # rules.buyer_email(email): whom the per-buyer limit counts
     lines: list[OrderLine] = []
     tickets: list[TicketRow] = []
@@ -77,7 +82,8 @@ Confirmation = Literal[
 
 ORDER_COLUMNS = (
     "id, event_id, hold_id, visitor_id, queue_id, email, status, amount, currency, provider,"
-    " payment_id, client_secret, expires_at, status_reason, created_at, paid_at, buyer"
+    " payment_id, client_secret, expires_at, status_reason, created_at, paid_at, order_key,"
+    " refunded_at, refund_attempts, buyer"
 )
 
 
@@ -94,7 +100,8 @@ async def _load(conn: Any, where: str, value: str, lock: bool = False) -> OrderR
         row["id"],
     )
     tickets = await conn.fetch(
-        "SELECT code, section_id, seat_id, number FROM tickets WHERE order_id = $1 ORDER BY number",
+        "SELECT code, section_id, seat_id, number, checked_in_at FROM tickets WHERE order_id = $1"
+        " ORDER BY number",
         row["id"],
     )
     data = dict(row)
@@ -106,6 +113,73 @@ async def _load(conn: Any, where: str, value: str, lock: bool = False) -> OrderR
 async def get_order(pool: Pool, order_id: str) -> OrderRow | None:
     async with pool.acquire() as conn:
         return await _load(conn, "id", order_id)
+
+
+async def load_for_update(conn: Any, order_id: str) -> OrderRow | None:
+    """The order, its row locked until the caller's transaction ends."""
+    return await _load(conn, "id", order_id, lock=True)
+
+
+async def get_orders(pool: Pool, order_ids: list[str]) -> list[OrderRow]:
+    """These orders (those that exist), newest first."""
+    async with pool.acquire() as conn:
+        ids = await conn.fetch(
+            "SELECT id FROM orders WHERE id = ANY($1::text[]) ORDER BY created_at DESC, id",
+            order_ids,
+        )
+        found = [await _load(conn, "id", r["id"]) for r in ids]
+    return [o for o in found if o is not None]
+
+
+class OrderQuery(msgspec.Struct, frozen=True):
+    """Order search of the ops console: every given field must match (email case-blind)."""
+
+    event_id: str | None = None
+    email: str | None = None
+    seat: str | None = None
+    code: str | None = None
+    order_id: str | None = None
+    status: str | None = None
+    limit: int = 100
+
+
+async def search_orders(pool: Pool, q: OrderQuery) -> list[OrderRow]:
+    ids = await pool.fetch(
+        "SELECT o.id FROM orders o WHERE ($1::text IS NULL OR o.event_id = $1)"
+        " AND ($2::text IS NULL OR lower(o.email) = lower($2))"
+        " AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM order_lines l WHERE l.order_id = o.id"
+        "      AND l.seat_id = $3 AND l.event_id = o.event_id))"
+        " AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM tickets t WHERE t.order_id = o.id"
+        "      AND t.code = $4))"
+        " AND ($5::text IS NULL OR o.id = $5)"
+        " AND ($6::text IS NULL OR o.status = $6)"
+        " ORDER BY o.created_at DESC, o.id LIMIT $7",
+        q.event_id, q.email, q.seat, q.code, q.order_id, q.status, q.limit,
+    )  # fmt: skip
+    return await get_orders(pool, [r["id"] for r in ids])
+
+
+async def paid_orders_of_visitor(pool: Pool, event_id: str, visitor_id: str) -> list[OrderRow]:
+    ids = await pool.fetch(
+        "SELECT id FROM orders WHERE event_id = $1 AND visitor_id = $2 AND status = 'paid'",
+        event_id,
+        visitor_id,
+    )
+    return await get_orders(pool, [r["id"] for r in ids])
+
+
+async def paid_orders_by_email(pool: Pool, email: str, limit: int = 50) -> dict[str, list[str]]:
+    """event id -> ids of the paid orders of this email (case-blind), newest first."""
+    rows = await pool.fetch(
+        "SELECT event_id, id FROM orders WHERE lower(email) = lower($1) AND status = 'paid'"
+        " ORDER BY paid_at DESC LIMIT $2",
+        email,
+        limit,
+    )
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        out.setdefault(r["event_id"], []).append(r["id"])
+    return out
 
 
 async def get_order_by_payment(pool: Pool, payment_id: str) -> OrderRow | None:
@@ -238,8 +312,9 @@ async def confirm(
             return "seats_taken", await _load(conn, "id", order_id)
         await conn.execute(
             "UPDATE orders SET status = 'paid', paid_at = now(), status_reason = NULL,"
-            " updated_at = now() WHERE id = $1",
+            " order_key = coalesce(order_key, $2), updated_at = now() WHERE id = $1",
             order_id,
+            new_id(),  # 128 random bits: the secret of the order's link
         )
         numbered = _ticket_lines(order)
         await conn.executemany(

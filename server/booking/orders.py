@@ -3,8 +3,10 @@ at the order's provider), the fan reads it back, and the dev provider's test car
 
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import cast
+from urllib.parse import quote
 
 from server.booking import ledger
 from server.booking.holds import buyer_limit_error, hold_policy
@@ -123,12 +125,15 @@ class Orders:
         assert refreshed is not None
         return refreshed
 
-    async def order(self, order_id: str, visitor_id: str) -> Order:
-        return self.present(await self.own(order_id, visitor_id))
+    async def order(self, order_id: str, visitor_id: str, key: str | None = None) -> Order:
+        return self.present(await self.readable(order_id, visitor_id, key))
 
-    async def ticket_svg(self, order_id: str, visitor_id: str, number: str) -> bytes:
-        """The QR code of one ticket of a paid order of this visitor, as SVG."""
-        order = await self.own(order_id, visitor_id)
+    async def ticket_svg(
+        self, order_id: str, visitor_id: str, number: str, key: str | None = None
+    ) -> bytes:
+        """The QR code of one ticket of a paid order of this visitor (or of the key's holder),
+        as SVG."""
+        order = await self.readable(order_id, visitor_id, key)
         if order.status != "paid":
             raise Conflict(f"this order is {order.status}", code="order_not_paid")
         wanted = int(number) if number.isdigit() and len(number) <= 6 else -1
@@ -137,13 +142,31 @@ class Orders:
                 return ticket_svg(ticket.code)
         raise NotFound("no such ticket in this order", code="ticket_not_found")
 
-    async def own(self, order_id: str, visitor_id: str) -> ledger.OrderRow:
-        """One of this visitor's orders; NotFound or Forbidden otherwise."""
-        if len(order_id) > 64:
-            raise NotFound("no such order", code="order_not_found")
-        order = await ledger.get_order(self.pool, order_id)
+    async def readable(self, order_id: str, visitor_id: str, key: str | None) -> ledger.OrderRow:
+        """The order for whoever holds its link's key (any device, no cookie needed), else for
+        its own visitor only. A wrong key is refused even to the owner's cookie."""
+        if key is None:
+            return await self.own(order_id, visitor_id)
+        order = await self._find(order_id)
+        if not key_matches(order.order_key, key):
+            raise Forbidden("this link's key does not open this order", code="wrong_order_key")
+        return order
+
+    async def mine(self, event_id: str, visitor_id: str) -> list[Order]:
+        """This visitor's paid orders of an event (the event page shows their links)."""
+        ev = await self.cache.require(event_id)
+        rows = await ledger.paid_orders_of_visitor(self.pool, ev.id, visitor_id)
+        return [self.present(o) for o in rows]
+
+    async def _find(self, order_id: str) -> ledger.OrderRow:
+        order = await ledger.get_order(self.pool, order_id) if len(order_id) <= 64 else None
         if order is None:
             raise NotFound("no such order", code="order_not_found")
+        return order
+
+    async def own(self, order_id: str, visitor_id: str) -> ledger.OrderRow:
+        """One of this visitor's orders; NotFound or Forbidden otherwise."""
+        order = await self._find(order_id)
         if order.visitor_id != visitor_id:
             raise Forbidden("this order belongs to another visitor")
         return order
@@ -194,11 +217,28 @@ class Orders:
             email=order.email,
             expires_at=order.expires_at,
             payment=payment,
-            tickets=[Ticket(t.code, t.section_id, t.seat_id, t.number) for t in order.tickets],
+            tickets=[
+                Ticket(t.code, t.section_id, t.seat_id, t.number, t.checked_in_at)
+                for t in order.tickets
+            ],
             section=ga_section or None,
             quantity=quantity or None,
             status_reason=order.status_reason,
+            order_key=order.order_key,
+            order_url=order_url(order.id, order.order_key),
         )
+
+
+def order_url(order_id: str, key: str | None) -> str | None:
+    """The path of the fan's page of an order, opened from any device with its key."""
+    return None if key is None else f"/orders/{quote(order_id, safe='')}?key={quote(key, safe='')}"
+
+
+def key_matches(stored: str | None, given: str) -> bool:
+    """Constant-time comparison of bytes; an order without a key (not paid) opens with none."""
+    if stored is None or len(given) > 200:
+        return False
+    return hmac.compare_digest(stored.encode(), given.encode("utf-8", "surrogatepass"))
 
 
 def order_lines(hold: HoldRecord, prices: dict[str, int]) -> list[ledger.OrderLine]:

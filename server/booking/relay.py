@@ -1,5 +1,6 @@
 """Events out: the outbox relay (PostgreSQL -> Redis Stream `reservations` per event) and the
-consumer group that marks seats sold in Redis and tells the fan's open socket."""
+consumer group that marks seats sold in Redis and tells the fan's open socket, and puts a
+refunded order's seats back on sale (if the refund's own fast path was lost)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from redis.asyncio import Redis
 
 from server.booking import ledger
 from server.booking.inventory import Inventory
+from server.booking.refunds import ReturnedPayload
 from server.core.keys import EventKeys, event_of
 from server.core.loops import Loop
 from server.core.messages import ConfirmedNews, encoder
@@ -37,6 +39,7 @@ class PaidPayload(msgspec.Struct):
 
 
 _paid = msgspec.json.Decoder(PaidPayload)
+_returned = msgspec.json.Decoder(ReturnedPayload)
 
 
 class Relay:
@@ -135,6 +138,11 @@ class Relay:
             )
             await self.redis.publish(
                 k.channel, encoder.encode(ConfirmedNews(paid.queue_id, paid.order_id))
+            )
+        elif fields.get(b"kind") == b"order_refunded":
+            back = _returned.decode(fields[b"payload"])
+            await self.inventory.return_seats(
+                k, back.order_id, back.hold_id, back.seats, back.ga_section, back.quantity
             )
         await self.redis.xack(stream, GROUP, entry_id)
         return 1

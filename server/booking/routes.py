@@ -1,4 +1,5 @@
-"""Booking routes: seat map, holds, checkout, orders, dev payments and the Stripe webhook."""
+"""Booking routes: seat map, holds, checkout, orders (own, or by their link's key), resend
+requests, dev payments and the Stripe webhook."""
 
 from __future__ import annotations
 
@@ -6,10 +7,17 @@ import msgspec
 from aiohttp import web
 
 from server.booking.service import BOOKING
+from server.core import client_address
 from server.core.errors import Conflict
 from server.core.http import json_response, read_body
 from server.core.identity import bearer, visitor_id
-from server.core.messages import CheckoutRequest, HoldRequest, PayRequest
+from server.core.messages import (
+    Accepted,
+    CheckoutRequest,
+    HoldRequest,
+    PayRequest,
+    ResendRequest,
+)
 from server.payments import stripe_webhooks
 
 routes = web.RouteTableDef()
@@ -18,6 +26,7 @@ webhook_routes = web.RouteTableDef()  # served by the web and the payments role
 _hold = msgspec.json.Decoder(HoldRequest)
 _checkout = msgspec.json.Decoder(CheckoutRequest)
 _pay = msgspec.json.Decoder(PayRequest)
+_resend = msgspec.json.Decoder(ResendRequest)
 
 
 @routes.get("/api/events/{event_id}/seats")
@@ -52,15 +61,36 @@ async def checkout(request: web.Request) -> web.Response:
 
 @routes.get("/api/orders/{order_id}")
 async def get_order(request: web.Request) -> web.Response:
+    """The visitor's own order, or any order with its link's key (?key=, no cookie needed)."""
     orders = request.app[BOOKING].orders
-    return json_response(await orders.order(request.match_info["order_id"], visitor_id(request)))
+    key = request.query.get("key")
+    order = await orders.order(request.match_info["order_id"], visitor_id(request), key)
+    return json_response(order)
+
+
+@routes.post("/api/orders/resend")
+async def resend_tickets(request: web.Request) -> web.Response:
+    """Mail the paid orders of an email again: 202 whatever the email."""
+    body = _resend.decode(await read_body(request))
+    await request.app[BOOKING].resend.request(body.email, client_address.of(request))
+    return json_response(Accepted(), status=202)
+
+
+@routes.get("/api/events/{event_id}/my-orders")
+async def my_orders(request: web.Request) -> web.Response:
+    """This visitor's paid orders of the event, with their links (the event page's "you have
+    tickets")."""
+    orders = request.app[BOOKING].orders
+    return json_response(await orders.mine(request.match_info["event_id"], visitor_id(request)))
 
 
 @routes.get("/api/orders/{order_id}/tickets/{number}.svg")
 async def ticket_qr(request: web.Request) -> web.Response:
     orders = request.app[BOOKING].orders
     match = request.match_info
-    svg = await orders.ticket_svg(match["order_id"], visitor_id(request), match["number"])
+    svg = await orders.ticket_svg(
+        match["order_id"], visitor_id(request), match["number"], request.query.get("key")
+    )
     return web.Response(
         body=svg,
         content_type="image/svg+xml",

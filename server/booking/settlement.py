@@ -6,6 +6,7 @@ captures, voids and refunds PostgreSQL says are owed run at the order's own prov
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from server.booking import ledger
 from server.booking.holds import Holds, hold_policy
@@ -33,6 +34,7 @@ class Settlement:
         pool: db.Pool,
         providers: Providers,
         signer: Signer,
+        refunded: Callable[[ledger.OrderRow, str], Awaitable[str]],
     ) -> None:
         self.settings = settings
         self.inventory = inventory
@@ -41,6 +43,7 @@ class Settlement:
         self.pool = pool
         self.providers = providers
         self.signer = signer
+        self.refunded = refunded  # records a refund the provider reports (booking.refunds)
 
     def loops(self) -> list[Loop]:
         return [("orders", self.orders_step)]
@@ -175,6 +178,10 @@ class Settlement:
             # is refunded (the refund is a payment action like any other).
             row = await self.payment_succeeded(order, captured=event.kind == "captured")
             return row.status
+        if event.kind == "refunded":
+            # Refunded at the provider (our own refund's report, or one made in its dashboard):
+            # recorded once; the seats go back on sale.
+            return await self.refunded(order, f"{event.provider}:{event.event_id}")
         if event.kind == "failed":
             failed = await self.payment_failed(order, "payment_failed")
             return "failed" if failed is not None else f"ignored_{order.status}"

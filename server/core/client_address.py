@@ -95,3 +95,13 @@ def of_request(request: web.Request, trusted: Sequence[Network]) -> str:
         known = client_address(host, request.headers.getall("X-Forwarded-For", []), trusted)
         request[CLIENT_ADDRESS] = known
     return known
+
+
+Networks = tuple[Network, ...]
+TRUSTED_PROXIES = web.AppKey[Networks]("trusted_proxies")  # parsed BOXOFFICE_TRUSTED_PROXIES
+
+
+def of(request: web.Request) -> str:
+    """The client address of a request, by the app's trusted proxies (the one rule for it)."""
+    trusted: Networks = request.app.get(TRUSTED_PROXIES, ())
+    return of_request(request, trusted)

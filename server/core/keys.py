@@ -11,6 +11,12 @@ AUTOPILOT_LOCK = "bo:autopilot:lock"  # STRING: instance id of the process that 
 _TAG = "bo:{ev:"
 
 
+def resend_rate(kind: str, digest: str) -> str:
+    """STRING: "resend my tickets" requests in the current window, per email or per address
+    (kind "email" or "addr"; digest is a hash, so no address or email is kept in a key name)."""
+    return f"bo:resend:{kind}:{digest}"
+
+
 def event_of(key: str | bytes) -> str:
     """The event id inside one of an event's keys or channels ("bo:{ev:<id>}:…")."""
     text = key.decode() if isinstance(key, bytes) else key
@@ -134,6 +140,11 @@ class EventKeys:
         return self._key("sold_orders")
 
     @property
+    def returned_orders(self) -> str:
+        """SET of refunded order ids whose seats went back on sale in Redis."""
+        return self._key("returned_orders")
+
+    @property
     def inventory(self) -> str:
         """HASH: built_ms when seat state was last rebuilt from PostgreSQL."""
         return self._key("inventory")
@@ -181,5 +192,6 @@ class EventKeys:
         return [
             self.cfg, self.visitors, self.owner, self.tickets, self.pre, self.line, self.seen,
             self.active, self.bucket, self.seq, self.stats, self.admits, *self.hold_keys(),
-            self.sold_orders, self.inventory, self.reservations, self.sources, self.source_places,
+            self.sold_orders, self.returned_orders, self.inventory, self.reservations, self.sources,
+            self.source_places,
         ]  # fmt: skip

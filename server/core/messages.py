@@ -149,6 +149,9 @@ class Stats(Struct, frozen=True):
     challenges_issued: int = 0
     challenges_solved: int = 0
     challenges_failed: int = 0
+    orders_refunded: int = 0
+    checked_in: int = 0  # tickets admitted at the door
+    tickets_expected: int = 0  # tickets of paid orders (refunded ones no longer count)
 
 
 # ---- websocket -------------------------------------------------------------------------------
@@ -292,6 +295,7 @@ class Ticket(Struct, frozen=True):
     section_id: str
     seat_id: str | None
     number: int = 0  # 1, 2, …: the QR image is /api/orders/{order_id}/tickets/{number}.svg
+    checked_in_at: datetime | None = None
 
 
 class Order(Struct, frozen=True):
@@ -309,6 +313,72 @@ class Order(Struct, frozen=True):
     section: str | None = None
     quantity: int | None = None
     status_reason: str | None = None
+    order_key: str | None = None  # paid (and refunded) orders: the secret of the order's link
+    order_url: str | None = None  # the fan's page of the order, the key included
+
+
+# ---- after the sale --------------------------------------------------------------------------
+
+Reason = Annotated[str, Meta(min_length=1, max_length=500)]
+OrderId = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class RefundRequest(Struct, forbid_unknown_fields=True, frozen=True):
+    reason: Reason | None = None
+
+
+class CancelRequest(Struct, forbid_unknown_fields=True, frozen=True):
+    order_ids: Annotated[list[OrderId], Meta(min_length=1, max_length=1000)]
+    reason: Reason | None = None
+    # The count a dry run gave: the cancel is refused (409 count_changed) if it differs now.
+    expected_count: Annotated[int, Meta(ge=0)] | None = None
+
+
+class BulkPlan(Struct):
+    """A bulk cancel's dry run: `count` orders would be refunded."""
+
+    count: int
+    refundable: list[str] = []
+    already_refunded: list[str] = []
+    not_paid: list[str] = []
+    not_found: list[str] = []
+
+
+class RefusedOrder(Struct, frozen=True):
+    order_id: str
+    error: str
+    detail: str
+
+
+class BulkCancelResult(Struct):
+    refunded: list[str] = []
+    already_refunded: list[str] = []
+    not_paid: list[str] = []
+    not_found: list[str] = []
+    refused: list[RefusedOrder] = []
+
+
+class CheckinRequest(Struct, forbid_unknown_fields=True, frozen=True):
+    code: Annotated[str, Meta(max_length=400)]
+
+
+class Checkin(Struct, frozen=True):
+    """A ticket admitted at the door (200). Refusals are errors with the same extra fields."""
+
+    result: Literal["admitted"]
+    seat: str | None  # the seat id; null for standing tickets
+    order_id: str
+    checked_in_at: datetime
+    section: str
+    number: int
+
+
+class ResendRequest(Struct, forbid_unknown_fields=True, frozen=True):
+    email: Email
+
+
+class Accepted(Struct, frozen=True):
+    accepted: bool = True
 
 
 class ConfirmedMsg(Struct, frozen=True, tag="confirmed", tag_field="type"):

@@ -46,6 +46,13 @@ class Metrics:
         self.roles = Gauge(
             "boxoffice_process_roles", "Roles this process runs (1 each)", ["role"], registry=r
         )
+        self.checkins = Counter(
+            "boxoffice_checkins", "Ticket scans at the door by result", ["event", "result"],
+            registry=r,
+        )  # fmt: skip
+        self.refunds = Counter(
+            "boxoffice_refunds", "Refund requests by outcome", ["outcome"], registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

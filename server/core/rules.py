@@ -163,6 +163,45 @@ class HoldPolicy:
         return timedelta(milliseconds=self.late_payment_ms)
 
 
+# ---- after the sale ---------------------------------------------------------------------------
+
+RefundStep = Literal["refund", "already_refunded", "not_paid"]
+
+
+def refund_step(status: str) -> RefundStep:
+    """What a refund request does to an order in this status: only a paid order is refunded;
+    a refunded one answers as it is (refunds are idempotent)."""
+    if status == "refunded":
+        return "already_refunded"
+    return "refund" if can_transition(status, "refunded") else "not_paid"
+
+
+def reopens_after_return(sold_out: bool, closed: bool, returned: int) -> bool:
+    """Seats came back to a sold-out sale that ops have not closed: its queue opens again."""
+    return sold_out and not closed and returned > 0
+
+
+CheckinResult = Literal[
+    "admitted", "already_checked_in", "ticket_refunded", "wrong_event", "invalid_ticket"
+]
+
+
+def checkin_result(
+    door_event: str, ticket_event: str | None, order_status: str | None, checked_in: bool
+) -> CheckinResult:
+    """The door's answer for a genuine code (its signature verified), before the guarded write:
+    no such ticket, another event, a refunded order, admitted before, or admit now."""
+    if ticket_event is None or order_status is None:
+        return "invalid_ticket"
+    if ticket_event != door_event:
+        return "wrong_event"
+    if order_status != "paid":
+        return "ticket_refunded"
+    if checked_in:
+        return "already_checked_in"
+    return "admitted"
+
+
 # ---- one buyer, one limit across orders -------------------------------------------------------
 
 GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})

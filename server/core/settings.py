@@ -8,8 +8,10 @@ import os
 import secrets
 from collections import Counter
 from collections.abc import Mapping
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 from aiohttp import web
@@ -20,6 +22,7 @@ PREFIX = "BOXOFFICE_"
 PLAIN_VARIABLES = {
     "REDIS_URL": "redis_url",
     "DATABASE_URL": "database_url",
+    "DATABASE_MIGRATE_URL": "database_migrate_url",
     "STRIPE_SECRET_KEY": "stripe_secret_key",
     "STRIPE_WEBHOOK_SECRET": "stripe_webhook_secret",
     "STRIPE_PUBLISHABLE_KEY": "stripe_publishable_key",
@@ -33,6 +36,9 @@ MIN_SECRET_BITS = 96
 # admission = the admission step, sell-out and autopilot, relay = outbox and reservations,
 # notifier = mail, payments = captures, voids, refunds and order expiry.
 ROLES = ("web", "admission", "relay", "notifier", "payments")
+# What sits between the app and PostgreSQL: "pgbouncer" = PgBouncer in transaction pooling mode,
+# where a server connection changes between transactions (server.store.db.create_pool).
+Pooler = Literal["none", "pgbouncer"]
 
 
 class SettingsError(Exception):
@@ -47,6 +53,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     data_dir: str = ".boxoffice"
     redis_url: str = ""
     database_url: str = ""
+    # A direct connection to the primary for migrations (`python -m server migrate`); needed
+    # when DATABASE_URL goes through a pooler. Empty: DATABASE_URL.
+    database_migrate_url: str = ""
+    database_pooler: Pooler = "none"
     secret: str = ""
     admin_token: str = ""
     grace_seconds: int = 120
@@ -69,6 +79,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     stripe_api_base: str = ""
     roles: str = ",".join(ROLES)  # comma-separated subset of ROLES run by each worker
     trusted_proxies: str = ""  # addresses/CIDRs whose X-Forwarded-For names the client
+    smtp_url: str = ""
+    mail_from: str = ""
 
     def __post_init__(self) -> None:
         _check_ranges(self)
@@ -80,6 +92,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     @property
     def role_set(self) -> frozenset[str]:
         return frozenset(r.strip() for r in self.roles.split(",") if r.strip())
+
+    @property
+    def migrate_url(self) -> str:
+        return self.database_migrate_url or self.database_url
 
     @property
     def embedded(self) -> bool:
@@ -98,6 +114,7 @@ def _check_ranges(s: Settings) -> None:
         "max_body_bytes": 1024 <= s.max_body_bytes <= 16 * 1024 * 1024,
         "redis_max_connections": 2 <= s.redis_max_connections <= 10000,
         "database_pool_size": 1 <= s.database_pool_size <= 1000,
+        "database_pooler": s.database_pooler == "none" or bool(s.database_url),
         "checkout_minutes": 1 <= s.checkout_minutes <= 60,
         "late_payment_minutes": 0 <= s.late_payment_minutes <= 24 * 60,
         "stripe_webhook_secret": not s.stripe_secret_key or bool(s.stripe_webhook_secret),
@@ -138,6 +155,7 @@ def from_env(environ: Mapping[str, str] | None = None, **overrides: object) -> S
     except msgspec.ValidationError as exc:
         raise SettingsError(f"malformed setting: {_explain(exc)}") from None
     _check_secrets(settings)
+    _check_mail(settings)
     return settings
 
 
@@ -196,6 +214,84 @@ def _check_secrets(s: Settings) -> None:
         )
     if s.stripe_api_base:
         raise SettingsError("STRIPE_API_BASE (a stand-in for Stripe) is for development only")
+
+
+class SmtpTarget(msgspec.Struct, frozen=True):
+    """Where mail goes, from BOXOFFICE_SMTP_URL: `smtp://host:port` (plain, port 25),
+    `smtp+starttls://user:pass@host:587` (STARTTLS, 587) or `smtps://user:pass@host:465`
+    (TLS from the first byte, 465). User and password are percent-decoded."""
+
+    host: str
+    port: int
+    security: Literal["none", "starttls", "tls"]
+    username: str = ""
+    password: str = ""
+
+    def __repr__(self) -> str:  # never the password, wherever a target is printed or logged
+        return f"SmtpTarget({self.security}://{self.host}:{self.port})"
+
+    __str__ = __repr__
+
+
+SMTP_SCHEMES: dict[str, tuple[Literal["none", "starttls", "tls"], int]] = {
+    "smtp": ("none", 25),
+    "smtp+starttls": ("starttls", 587),
+    "smtps": ("tls", 465),
+}
+DEV_MAIL_FROM = "Boxoffice <boxoffice@localhost>"
+
+
+def smtp_target(url: str) -> SmtpTarget:
+    """Parse BOXOFFICE_SMTP_URL; SettingsError (which never repeats the password) if malformed."""
+    problem = "expected smtp://host:port, smtp+starttls://user:pass@host:587 or smtps://…@host:465"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise SettingsError(f"BOXOFFICE_SMTP_URL is malformed: {problem}") from None
+    if parts.scheme not in SMTP_SCHEMES or not parts.hostname:
+        raise SettingsError(f"BOXOFFICE_SMTP_URL is malformed: {problem}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise SettingsError("BOXOFFICE_SMTP_URL takes no path, query or fragment")
+    security, default_port = SMTP_SCHEMES[parts.scheme]
+    return SmtpTarget(
+        host=parts.hostname,
+        port=port or default_port,
+        security=security,
+        username=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+    )
+
+
+def mail_from(s: Settings) -> str:
+    """The From address of every mail (a development default when unset; production sets it)."""
+    return s.mail_from or DEV_MAIL_FROM
+
+
+def _check_mail(s: Settings) -> None:
+    """Mail settings parse; production refuses to start without SMTP, a sender and the public
+    URL the mailed order links point to (a fan's tickets would otherwise never arrive or lead
+    to the bind address), and never sends a password over a connection without TLS."""
+    target = smtp_target(s.smtp_url) if s.smtp_url else None
+    found = [a for _, a in getaddresses([s.mail_from])] if s.mail_from else []
+    if s.mail_from and (
+        len(found) != 1 or "@" not in found[0] or any(c in s.mail_from for c in "\r\n")
+    ):
+        raise SettingsError("BOXOFFICE_MAIL_FROM must be one address, e.g. Tickets <t@example.com>")
+    if s.mode != "production":
+        return
+    if target is None:
+        raise SettingsError("production mode needs BOXOFFICE_SMTP_URL: paid orders are mailed")
+    if not s.mail_from:
+        raise SettingsError("production mode needs BOXOFFICE_MAIL_FROM (the sender of tickets)")
+    if not s.public_url.startswith("https://"):
+        raise SettingsError(
+            "production mode needs BOXOFFICE_PUBLIC_URL (https://…): mailed order links use it"
+        )
+    if target.password and target.security == "none":
+        raise SettingsError(
+            "BOXOFFICE_SMTP_URL sends a password without TLS: use smtp+starttls:// or smtps://"
+        )
 
 
 def with_dev_secrets(s: Settings) -> tuple[Settings, frozenset[str]]:

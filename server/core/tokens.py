@@ -1,4 +1,5 @@
-"""Signed values: the visitor cookie and the access token of an admitted visitor.
+"""Signed values: the visitor cookie, an admitted visitor's access token, a fan's place in line
+and ticket codes.
 
 HMAC-SHA256 with BOXOFFICE_SECRET, each kind under its own domain label, so a value signed for
 one purpose never verifies as another. Any process verifies without a Redis round trip.
@@ -38,6 +39,18 @@ class AccessClaims(msgspec.Struct, frozen=True):
     x: int  # expiry, ms since the epoch
 
 
+class PlaceClaims(msgspec.Struct, frozen=True):
+    """A place in line as the fan's browser keeps it (cookie), so a Redis that lost its data
+    can take it back in its old order (server.waiting.room.Room.restore)."""
+
+    e: str  # event id
+    v: str  # visitor id
+    q: str  # queue id
+    t: int  # ticket number (its order in the line); 0 while in the pre-queue
+    x: int  # admitted session's expiry ms; 0 while waiting
+    p: int  # the event's Redis epoch when this was signed (server.core.keys EventKeys.cfg)
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -56,6 +69,7 @@ class Signer:
         self._key = hashlib.sha256(secret.encode()).digest()
         self._claims = msgspec.json.Encoder()
         self._decode_claims = msgspec.json.Decoder(AccessClaims)
+        self._decode_place = msgspec.json.Decoder(PlaceClaims)
 
     def _mac(self, label: str, payload: str) -> str:
         digest = hmac.new(self._key, f"{label}\n{payload}".encode(), hashlib.sha256).digest()
@@ -78,24 +92,47 @@ class Signer:
             return None
         return visitor_id
 
-    def access_token(self, claims: AccessClaims) -> str:
+    def _sign(self, label: str, claims: msgspec.Struct) -> str:
         payload = _b64(self._claims.encode(claims))
-        return f"{payload}.{self._mac('access', payload)}"
+        return f"{payload}.{self._mac(label, payload)}"
+
+    def _payload(self, label: str, token: str) -> bytes:
+        """The verified payload of a signed token; TokenError if it is not one of `label`."""
+        if not token or token.count(".") != 1 or len(token) > MAX_ACCESS_TOKEN:
+            raise TokenError(f"malformed {label} token")
+        payload, mac = token.split(".")
+        if not MAC.fullmatch(mac) or not payload.isascii():
+            raise TokenError(f"malformed {label} token")
+        if not hmac.compare_digest(mac, self._mac(label, payload)):
+            raise TokenError(f"{label} token signature does not verify")
+        try:
+            return _unb64(payload)
+        except ValueError as exc:
+            raise TokenError(f"malformed {label} token") from exc
+
+    def access_token(self, claims: AccessClaims) -> str:
+        return self._sign("access", claims)
+
+    def place_token(self, claims: PlaceClaims) -> str:
+        return self._sign("place", claims)
+
+    def verify_place(self, token: str, *, event_id: str, visitor_id: str) -> PlaceClaims:
+        """A place this visitor held at this event; TokenError otherwise."""
+        try:
+            claims = self._decode_place.decode(self._payload("place", token))
+        except msgspec.DecodeError as exc:
+            raise TokenError("malformed place token") from exc
+        if claims.e != event_id or claims.v != visitor_id:
+            raise TokenError("place token is for another event or visitor")
+        return claims
 
     def verify_access(
         self, token: str, *, event_id: str, visitor_id: str | None, now_ms: int, leeway_ms: int = 0
     ) -> AccessClaims:
         """Check an access token for this event and visitor; raise TokenError otherwise."""
-        if not token or token.count(".") != 1 or len(token) > MAX_ACCESS_TOKEN:
-            raise TokenError("malformed access token")
-        payload, mac = token.split(".")
-        if not MAC.fullmatch(mac) or not payload.isascii():
-            raise TokenError("malformed access token")
-        if not hmac.compare_digest(mac, self._mac("access", payload)):
-            raise TokenError("access token signature does not verify")
         try:
-            claims = self._decode_claims.decode(_unb64(payload))
-        except (msgspec.DecodeError, ValueError) as exc:
+            claims = self._decode_claims.decode(self._payload("access", token))
+        except msgspec.DecodeError as exc:
             raise TokenError("malformed access token") from exc
         if claims.e != event_id:
             raise TokenError("access token is for another event")

@@ -15,9 +15,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from server.core import keys
+from server.core import client_address, keys
 from server.core.errors import RateLimited, Unauthorized
-from server.core.http import client_address
 from server.core.identity import admin_token_matches, bearer
 from server.core.settings import SETTINGS
 from server.store.lua import AnyRedis, register
@@ -82,7 +81,7 @@ ADMIN_GUARD = web.AppKey("admin_guard", AdminGuard)
 
 async def require_admin(request: web.Request) -> None:
     """The request's bearer token must be the admin token (throttled per client address)."""
-    await request.app[ADMIN_GUARD].check(client_address(request), bearer(request))
+    await request.app[ADMIN_GUARD].check(client_address.of(request), bearer(request))
 
 
 async def admin_guard_ctx(app: web.Application) -> AsyncIterator[None]:

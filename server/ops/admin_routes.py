@@ -72,7 +72,8 @@ async def event_stats(request: web.Request) -> web.Response:
     await admin_only(request)
     room = request.app[ROOM]
     ev = await room.cache.require(request.match_info["event_id"])
-    return json_response(await catalog.stats(room, request.app[BOOKING].inventory, ev))
+    booking = request.app[BOOKING]
+    return json_response(await catalog.stats(room, booking.inventory, booking.checkins, ev))
 
 
 @routes.post("/api/admin/events/{event_id}/rebuild-inventory")

@@ -6,6 +6,7 @@ import re
 import secrets
 from datetime import timedelta
 
+from server.booking.checkins import CheckIns
 from server.booking.inventory import Inventory
 from server.core.clock import now_ms
 from server.core.errors import Conflict, Invalid
@@ -105,12 +106,16 @@ def present(ev: db.EventRow, with_settings: bool = False, available: int | None 
     )
 
 
-async def stats(room: Room, inventory: Inventory, ev: db.EventRow) -> Stats:
+async def stats(room: Room, inventory: Inventory, checkins: CheckIns, ev: db.EventRow) -> Stats:
     k = EventKeys(ev.id)
     seats = await inventory.snapshot(k)
-    paid = await room.pool.fetchval(
-        "SELECT count(*) FROM orders WHERE event_id = $1 AND status = 'paid'", ev.id
+    orders = await room.pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE status = 'paid') AS paid,"
+        " count(*) FILTER (WHERE status = 'refunded') AS refunded FROM orders WHERE event_id = $1",
+        ev.id,
     )
+    assert orders is not None
+    door = await checkins.counts(ev.id)
     async with room.redis.pipeline(transaction=False) as pipe:
         pipe.hmget(
             k.stats,
@@ -132,7 +137,7 @@ async def stats(room: Room, inventory: Inventory, ev: db.EventRow) -> Stats:
         holds=seats.live_holds,
         seats_held=len(seats.held) + sum(seats.ga_held.values()),
         seats_sold=len(seats.sold) + sum(seats.ga_sold.values()),
-        orders_paid=int(paid or 0),
+        orders_paid=int(orders["paid"]),
         rate_per_min=ev.rate_per_min,
         measured_rate_per_min=room.measured_rate(ev.id),
         max_active=ev.max_active,
@@ -143,4 +148,7 @@ async def stats(room: Room, inventory: Inventory, ev: db.EventRow) -> Stats:
         challenges_issued=issued,
         challenges_solved=solved,
         challenges_failed=failed,
+        orders_refunded=int(orders["refunded"]),
+        checked_in=door.checked_in,
+        tickets_expected=door.expected,
     )

@@ -15,9 +15,10 @@ import msgspec
 import redis.exceptions
 from aiohttp import WSMsgType, web
 
+from server.core import client_address
 from server.core.clock import now_ms, to_ms
 from server.core.errors import Invalid, NotFound, RateLimited, Unauthorized
-from server.core.http import client_address, json_response
+from server.core.http import json_response
 from server.core.ids import check_event_id
 from server.core.keys import EventKeys
 from server.core.messages import PingMsg
@@ -189,7 +190,7 @@ async def _refuse(ws: web.WebSocketResponse, code: int, error: str, detail: str)
 async def live(request: web.Request) -> web.WebSocketResponse:
     """Pushes one sample of the sale per second (and the recent history on connect)."""
     event_id = request.match_info["event_id"]
-    guard, address = request.app[ADMIN_GUARD], client_address(request)
+    guard, address = request.app[ADMIN_GUARD], client_address.of(request)
     pre_token = _protocol_token(request)
     # Before the upgrade: a throttled address or a wrong offered token gets its HTTP answer.
     if pre_token is None:

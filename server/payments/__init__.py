@@ -37,12 +37,15 @@ class Provider(Protocol):
 
     async def void(self, payment_id: str, order_id: str) -> None: ...
 
-    async def refund(self, payment_id: str, order_id: str) -> None: ...
+    async def refund(self, payment_id: str, order_id: str, attempt: int = 0) -> None:
+        """Refund the whole payment; `attempt` counts earlier refusals (a provider that replays
+        an idempotent answer needs a new key to try again). Already refunded is success."""
+        ...
 
     async def close(self) -> None: ...
 
 
-PaymentKind = Literal["authorised", "captured", "failed", "canceled"]
+PaymentKind = Literal["authorised", "captured", "failed", "canceled", "refunded"]
 
 
 class PaymentEvent(msgspec.Struct, frozen=True):

@@ -34,7 +34,7 @@ class DevProvider:
     async def void(self, payment_id: str, order_id: str) -> None:
         return None
 
-    async def refund(self, payment_id: str, order_id: str) -> None:
+    async def refund(self, payment_id: str, order_id: str, attempt: int = 0) -> None:
         return None
 
     async def close(self) -> None:

@@ -61,12 +61,20 @@ class StripeProvider:
         except stripe.StripeError as exc:
             raise PaymentError(str(exc)) from exc
 
-    async def refund(self, payment_id: str, order_id: str) -> None:
+    async def refund(self, payment_id: str, order_id: str, attempt: int = 0) -> None:
+        # Stripe replays a refused request's answer for the same key: a retry after a refusal
+        # needs the next key. Two refunds cannot both succeed (the second is refused as
+        # charge_already_refunded, which means the money is back).
+        key = f"boxoffice-refund-{order_id}" + (f"-{attempt}" if attempt else "")
         try:
             await self._client.v1.refunds.create_async(
                 {"payment_intent": payment_id, "metadata": {"order_id": order_id}},
-                options={"idempotency_key": f"boxoffice-refund-{order_id}"},
+                options={"idempotency_key": key},
             )
+        except stripe.InvalidRequestError as exc:
+            if exc.code == "charge_already_refunded":
+                return
+            raise PaymentError(exc.user_message or str(exc)) from exc
         except stripe.StripeError as exc:
             raise PaymentError(str(exc)) from exc
 

@@ -23,16 +23,21 @@ KINDS: dict[str, PaymentKind] = {
     "payment_intent.succeeded": "captured",  # captured already (e.g. elsewhere)
     "payment_intent.payment_failed": "failed",
     "payment_intent.canceled": "canceled",
+    "charge.refunded": "refunded",  # a Charge object: its payment_intent names the payment
 }
 
 
 class IntentObject(msgspec.Struct):
+    """A PaymentIntent, or for charge.* events a Charge (which names its payment_intent)."""
+
     id: str
     amount: int = 0
     currency: str = ""
     status: str = ""
     metadata: dict[str, str] = {}
     livemode: bool = False
+    payment_intent: str | None = None
+    refunded: bool = False  # a Charge refunded in full
 
 
 class EventData(msgspec.Struct):
@@ -97,11 +102,18 @@ def parse(raw: bytes, signature: str | None, secret: str) -> PaymentEvent | str:
     if intent.livemode != event.livemode:
         log.error("webhook and its PaymentIntent disagree on livemode", extra={"event": event.id})
         return "mismatch"
+    payment_id = intent.id
+    if kind == "refunded":
+        if not intent.payment_intent:
+            return "ignored_no_payment_intent"
+        if not intent.refunded:
+            return "ignored_partial_refund"  # only whole orders are refunded
+        payment_id = intent.payment_intent
     return PaymentEvent(
         provider="stripe",
         event_id=event.id,
         kind=kind,
-        payment_id=intent.id,
+        payment_id=payment_id,
         order_id=intent.metadata.get("order_id", ""),
         amount=intent.amount,
         currency=intent.currency.upper(),

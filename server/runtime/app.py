@@ -11,13 +11,16 @@ from aiohttp import web
 from server import assets
 from server.booking import routes as booking_routes
 from server.booking.service import BOOKING, Booking
+from server.core import client_address
 from server.core.errors import Handler, error_middleware
 from server.core.identity import visitor_middleware
 from server.core.loops import Loop
 from server.core.metrics import METRICS, Metrics
 from server.core.settings import SETTINGS, Settings
 from server.core.tokens import Signer
-from server.ops import admin_routes, bots_routes, console_routes, event_routes
+from server.notify.mailer import MAILER, Mailer
+from server.notify.transport import make_transport
+from server.ops import admin_routes, bots_routes, console_routes, event_routes, order_routes
 from server.ops.admin_guard import admin_guard_ctx
 from server.ops.autopilot import AUTOPILOT, Autopilot
 from server.ops.live import LIVE, LiveCollector, LiveHub
@@ -45,15 +48,22 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _postgres_ctx(app: web.Application) -> AsyncIterator[None]:
-    pool = await db.create_pool(app[SETTINGS].database_url, app[SETTINGS].database_pool_size)
-    await db.migrate(pool)
+    settings = app[SETTINGS]
+    pool = await db.create_pool(
+        settings.database_url, settings.database_pool_size, settings.database_pooler
+    )
+    if settings.database_pooler == "none":
+        await db.migrate(pool)
+    else:  # behind a pooler no app process runs DDL: `python -m server migrate` did, directly
+        await db.require_current(pool)
     app[POOL] = pool
     yield
     await pool.close()
 
 
 async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The waiting room, booking and ops objects of this process, and their background loops."""
+    """The waiting room, booking, ops and mail objects of this process, and their background
+    loops."""
     settings, redis, pool = app[SETTINGS], app[REDIS], app[POOL]
     room = Room(settings, redis, Scripts(redis), pool, EventCache(pool), Signer(settings.secret))
     metrics = Metrics()
@@ -66,12 +76,15 @@ async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
     live = LiveHub(room, booking, metrics)
     metrics.registry.register(LiveCollector(live, lambda: admission.live))
     pilot = Autopilot(room)
+    mailer = Mailer(settings, redis, pool, lambda: admission.live, make_transport(settings))
     app[ROOM], app[METRICS], app[HUB], app[ADMISSION] = room, metrics, hub, admission
-    app[BOOKING], app[LIVE], app[AUTOPILOT] = booking, live, pilot
-    app[GUARD] = Guard(app[REDIS], room.signer.subkey("altcha"), settings.trusted_proxies)
+    app[BOOKING], app[LIVE], app[AUTOPILOT], app[MAILER] = booking, live, pilot, mailer
+    app[GUARD] = Guard(app[REDIS], room.signer.subkey("altcha"))
     tasks = BackgroundTasks()
     tasks.start(
-        role_loops(settings.role_set, admission, hub, News(room, hub, admission), booking, pilot)
+        role_loops(
+            settings.role_set, admission, hub, News(room, hub, admission), booking, pilot, mailer
+        )
     )
     yield
     await tasks.stop()
@@ -87,6 +100,7 @@ def role_loops(
     news: News,
     booking: Booking,
     pilot: Autopilot,
+    mailer: Mailer,
 ) -> list[Loop]:
     """The background loops a process with these roles runs."""
     loops: list[Loop] = []
@@ -100,6 +114,8 @@ def role_loops(
         loops += booking.relay.loops()
     if "payments" in roles:
         loops += booking.settlement.loops()
+    if "notifier" in roles:
+        loops += mailer.loops()
     return loops
 
 
@@ -136,6 +152,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[client_address.TRUSTED_PROXIES] = client_address.parse_networks(settings.trusted_proxies)
     app.cleanup_ctx.extend([_redis_ctx, admin_guard_ctx, _postgres_ctx, _domains_ctx])
     app.on_shutdown.append(_close_sockets)
     app.add_routes(site_routes.routes)  # health, readiness and metrics in every role
@@ -147,6 +164,7 @@ def create_app(settings: Settings) -> web.Application:
         app.add_routes(booking_routes.routes)
         app.add_routes(console_routes.routes)
         app.add_routes(bots_routes.routes)
+        app.add_routes(order_routes.routes)
         app.add_routes(site_routes.pages)
         app.router.add_static("/static/", assets.STATIC, name="static")
     if roles & {"web", "payments"}:

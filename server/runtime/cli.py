@@ -19,8 +19,12 @@ from server.core import logs
 from server.core.settings import ROLES, Settings, SettingsError, from_env, with_dev_secrets
 from server.runtime.app import create_app
 from server.runtime.embedded import start_missing
-from server.runtime.prepare import banner, prepare, rebuild_inventory
+from server.runtime.prepare import banner, migrate, prepare, rebuild_inventory
 from server.runtime.processes import Child, start_worker, stop_children, stop_requested, supervise
+
+# After SIGTERM (websockets already closed with 1001), how long open requests may finish.
+# deploy/base/*.yaml size terminationGracePeriodSeconds on it (tests/test_deploy.py).
+SHUTDOWN_TIMEOUT_S = 5
 
 
 def run_worker(settings: Settings, reuse_port: bool) -> None:
@@ -33,7 +37,7 @@ def run_worker(settings: Settings, reuse_port: bool) -> None:
         loop=uvloop.new_event_loop(),
         print=None,
         access_log=None,
-        shutdown_timeout=5,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         # A crowd's burst of handshakes overflows the default backlog of 128; NGINX then times
         # out connecting and marks the process down.
         backlog=4096,
@@ -137,10 +141,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rebuilt seat state of {args.event_id}; {restored} pending holds restored")
         return 0
     if args.command == "migrate":
-        if settings.embedded:
-            print("boxoffice: migrate needs DATABASE_URL and REDIS_URL", file=sys.stderr)
+        if not settings.migrate_url:
+            print("boxoffice: migrate needs DATABASE_MIGRATE_URL or DATABASE_URL", file=sys.stderr)
             return 2
-        asyncio.run(prepare(settings, demo=False))
+        try:
+            applied = asyncio.run(migrate(settings))
+        except SettingsError as exc:
+            print(f"boxoffice: {exc}", file=sys.stderr)
+            return 2
+        print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
         return 0
     return 2
 

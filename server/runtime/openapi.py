@@ -10,7 +10,13 @@ import msgspec
 
 from server.core.errors import ErrorBody
 from server.core.messages import (
+    Accepted,
     AdmittedMsg,
+    BulkCancelResult,
+    BulkPlan,
+    CancelRequest,
+    Checkin,
+    CheckinRequest,
     CheckoutRequest,
     ClosedMsg,
     ConfirmedMsg,
@@ -25,6 +31,8 @@ from server.core.messages import (
     PingMsg,
     PongMsg,
     QueueStatus,
+    RefundRequest,
+    ResendRequest,
     SeatMap,
     Stats,
     StatusMsg,
@@ -46,8 +54,10 @@ OPERATIONS: list[tuple[str, str, str, Any, int, Any, str | None]] = [
     ("post", "/api/events/{event_id}/holds", "Hold seats or a standing quantity (access token)", HoldRequest, 201, Hold, "access"),
     ("delete", "/api/holds/{hold_id}", "Release a hold", None, 204, None, None),
     ("post", "/api/holds/{hold_id}/checkout", "Create the order and payment (idempotent per hold)", CheckoutRequest, 201, Order, None),
-    ("get", "/api/orders/{order_id}", "An order, with ticket codes once paid", None, 200, Order, None),
-    ("get", "/api/orders/{order_id}/tickets/{number}.svg", "QR code (SVG) of one ticket of a paid order", None, 200, None, None),
+    ("get", "/api/orders/{order_id}", "An order, with ticket codes once paid; ?key=<order_key> opens it on any device", None, 200, Order, None),
+    ("get", "/api/orders/{order_id}/tickets/{number}.svg", "QR code (SVG) of one ticket of a paid order (?key= as above)", None, 200, None, None),
+    ("post", "/api/orders/resend", "Mail an email's paid orders again: 202 whatever the email (rate-limited)", ResendRequest, 202, Accepted, None),
+    ("get", "/api/events/{event_id}/my-orders", "This visitor's paid orders of the event, with their links", None, 200, list[Order], None),
     ("post", "/api/orders/{order_id}/pay", "Pay with a test card (dev provider only)", PayRequest, 200, Order, None),
     ("post", "/api/webhooks/stripe", "Stripe webhook (signature verified on the raw body)", None, 200, None, None),
     ("get", "/api/admin/events", "All events with settings", None, 200, list[Event], "admin"),
@@ -64,10 +74,17 @@ OPERATIONS: list[tuple[str, str, str, Any, int, Any, str | None]] = [
     ("post", "/api/admin/events/{event_id}/sources/purge", "Count (dry run) or, with confirm, remove the waiting places of one source; audited", PurgeRequest, 200, PurgeResult, "admin"),
     ("get", "/api/admin/events/{event_id}/autopilot", "Autopilot settings", None, 200, None, "admin"),
     ("patch", "/api/admin/events/{event_id}/autopilot", "Turn the autopilot on or off, set its bounds", None, 200, None, "admin"),
+    ("get", "/api/admin/orders", "Order search: ?event_id=&email=&seat=&code=&order_id=&status=&limit=", None, 200, list[Order], "admin"),
+    ("post", "/api/admin/orders/{order_id}/refund", "Refund a whole paid order through its provider (idempotent)", RefundRequest, 200, Order, "admin"),
+    ("post", "/api/admin/orders/cancel", "Bulk cancel: ?dry_run=1 answers the count (BulkPlan); else refunds each (BulkCancelResult)", CancelRequest, 200, BulkCancelResult, "admin"),
+    ("post", "/api/events/{event_id}/checkins", "Check a ticket in at the door: 200 admitted; 409 already_checked_in, ticket_refunded, wrong_event; 422 invalid_ticket", CheckinRequest, 200, Checkin, "admin"),
     ("get", "/healthz", "Liveness", None, 200, None, None),
     ("get", "/readyz", "Readiness: Redis and PostgreSQL reachable", None, 200, None, None),
     ("get", "/metrics", "Prometheus metrics", None, 200, None, None),
 ]  # fmt: skip
+
+# Answers that share a path with another: the bulk cancel's dry run (?dry_run=1).
+OTHER_ANSWERS: list[Any] = [BulkPlan]
 
 WEBSOCKET_TYPES = [
     StatusMsg, TickMsg, AdmittedMsg, ClosedMsg, ConfirmedMsg, PongMsg, ErrorMsg, PingMsg,
@@ -80,7 +97,7 @@ def _content(ref: dict[str, Any]) -> dict[str, Any]:
 
 @cache
 def document() -> bytes:
-    types: list[Any] = [ErrorBody, *WEBSOCKET_TYPES]
+    types: list[Any] = [ErrorBody, *WEBSOCKET_TYPES, *OTHER_ANSWERS]
     for op in OPERATIONS:
         types.extend(t for t in (op[3], op[5]) if t is not None)
     refs, components = msgspec.json.schema_components(types, ref_template=REF)

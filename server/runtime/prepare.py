@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 from server.booking.inventory import Inventory
 from server.core.keys import EventKeys
 from server.core.messages import EventCreate, SectionIn
-from server.core.settings import Settings
+from server.core.settings import Settings, SettingsError
 from server.core.tokens import Signer
+from server.notify.transport import make_transport
 from server.ops import catalog
 from server.store import db
 from server.store.events import EventCache
@@ -40,10 +41,10 @@ def demo_event(now: datetime) -> EventCreate:
 
 async def prepare(settings: Settings, demo: bool) -> None:
     """Migrations and the demo event, once, before any worker starts."""
-    pool = await db.create_pool(settings.database_url, 2)
+    await migrate(settings)
+    pool = await db.create_pool(settings.database_url, 2, settings.database_pooler)
     redis = make_redis(settings)
     try:
-        await db.migrate(pool)
         if demo:
             await pool.execute("DELETE FROM events WHERE id = $1", DEMO_ID)
             room = Room(
@@ -56,8 +57,23 @@ async def prepare(settings: Settings, demo: bool) -> None:
         await redis.aclose()
 
 
+async def migrate(settings: Settings) -> list[str]:
+    """Apply pending migrations on a direct connection to the primary (never through a pooler:
+    see server.store.db.MIGRATION_LOCK); the names applied."""
+    if settings.database_pooler != "none" and not settings.database_migrate_url:
+        raise SettingsError(
+            f"BOXOFFICE_DATABASE_POOLER={settings.database_pooler}: migrations need "
+            "DATABASE_MIGRATE_URL, a direct connection to the primary"
+        )
+    pool = await db.create_pool(settings.migrate_url, 1)
+    try:
+        return await db.migrate(pool)
+    finally:
+        await pool.close()
+
+
 async def rebuild_inventory(settings: Settings, event_id: str) -> int:
-    pool = await db.create_pool(settings.database_url, 2)
+    pool = await db.create_pool(settings.database_url, 2, settings.database_pooler)
     redis = make_redis(settings)
     try:
         if await db.get_event(pool, event_id) is None:
@@ -95,6 +111,7 @@ def banner(settings: Settings, demo: bool, filled: frozenset[str]) -> str:
         lines.append("  admin token: the one in BOXOFFICE_ADMIN_TOKEN (not printed in production)")
     lines += [
         f"  metrics: {base}/metrics   health: {base}/readyz   API: {base}/api/openapi.json",
+        f"  mail: {make_transport(settings).description}",
         "",
     ]
     return "\n".join(lines)

@@ -65,6 +65,17 @@ async def admin_console(request: web.Request) -> web.FileResponse:
     return _page("admin/index.html")
 
 
+@pages.get("/orders/{order_id}")
+async def order_page(request: web.Request) -> web.FileResponse:
+    """The fan's order page; it reads the order with the link's key (no cookie needed)."""
+    return _page("order.html")
+
+
+@pages.get("/door")
+async def door_page(request: web.Request) -> web.FileResponse:
+    return _page("door.html")
+
+
 @pages.get("/e/{event_id}")
 async def waiting_page(request: web.Request) -> web.FileResponse:
     await request.app[ROOM].cache.require(check_event_id(request.match_info["event_id"]))

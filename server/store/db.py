@@ -14,11 +14,15 @@ from aiohttp import web
 from asyncpg.pool import PoolConnectionProxy
 
 from server.core.messages import ChallengePolicy, EventCreate, EventPatch
+from server.core.settings import Pooler
 
 log = logging.getLogger("boxoffice.db")
 
 MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
-MIGRATION_LOCK = 0x626F78  # advisory lock id: several processes may start at once
+# Transaction-scoped advisory lock id: several processes may start at once. Migrations run on a
+# direct connection to the primary (Settings.migrate_url), never through a pooler: their DDL may
+# hold locks for long, and later ones may need session state (lock_timeout, CONCURRENTLY).
+MIGRATION_LOCK = 0x626F78
 
 Pool = asyncpg.Pool
 
@@ -58,8 +62,20 @@ class EventRow(msgspec.Struct, frozen=True):
         return sum(s.capacity for s in self.sections)
 
 
-async def create_pool(url: str, size: int) -> Pool:
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=size, command_timeout=10)
+class SchemaBehind(Exception):
+    """The database lacks migrations this release needs; `python -m server migrate` applies them."""
+
+
+async def create_pool(url: str, size: int, pooler: Pooler = "none") -> Pool:
+    """A pool on `url`. Behind PgBouncer in transaction pooling mode each transaction may run on
+    another server connection, so asyncpg's named prepared statements (its statement cache)
+    would be looked up where they were never prepared ("prepared statement
+    __asyncpg_stmt_N__ does not exist"): the cache is off there and every query is prepared
+    unnamed in its own round trip (tests/test_pgbouncer.py)."""
+    cache = 0 if pooler == "pgbouncer" else 100
+    pool = await asyncpg.create_pool(
+        url, min_size=1, max_size=size, command_timeout=10, statement_cache_size=cache
+    )
     assert pool is not None
     return pool
 
@@ -95,6 +111,25 @@ async def migrate(pool: Pool) -> list[str]:
             applied.append(name)
             log.info("migration applied", extra={"migration": name})
     return applied
+
+
+async def pending_migrations(pool: Pool) -> list[str]:
+    """The migrations of this release not yet applied to the database, in order."""
+    async with pool.acquire() as conn:
+        done: set[int] = set()
+        if await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    return [name for version, name, _ in migration_files() if version not in done]
+
+
+async def require_current(pool: Pool) -> None:
+    """Raise SchemaBehind unless every migration of this release is applied."""
+    pending = await pending_migrations(pool)
+    if pending:
+        raise SchemaBehind(
+            f"the database lacks migration(s) {', '.join(pending)}: run `python -m server "
+            "migrate` (DATABASE_MIGRATE_URL = a direct connection to the primary) first"
+        )
 
 
 EVENT_COLUMNS = (
@@ -242,6 +277,15 @@ async def inventory_truth(pool: Pool, event_id: str) -> dict[str, Any]:
         "paid": [r["id"] for r in paid],
         "orders": list(orders.values()),
     }
+
+
+async def next_redis_epoch(pool: Pool, event_id: str) -> int:
+    """Count one more Redis epoch for the event (queue/new_epoch.lua); its number."""
+    epoch = await pool.fetchval(
+        "UPDATE events SET redis_epoch = redis_epoch + 1 WHERE id = $1 RETURNING redis_epoch",
+        event_id,
+    )
+    return int(epoch or 1)
 
 
 async def ping(pool: Pool) -> None:

@@ -172,10 +172,9 @@ def refusal(event_id: str, proof: Proof, state: str) -> DomainError:
 class Guard:
     """Issues and checks challenges, counts pressure, and runs the queue's rate limits."""
 
-    def __init__(self, redis: AnyRedis, hmac_key: bytes, trusted_proxies: str) -> None:
+    def __init__(self, redis: AnyRedis, hmac_key: bytes) -> None:
         self.redis = redis
         self._key = hmac_key
-        self.trusted = client_address.parse_networks(trusted_proxies)
         scripts = lua.register(redis, "rate_limit", "pressure")
         rate, pressure = scripts["rate_limit"], scripts["pressure"]
         # On one Redis, calls made in the same loop turn share a pipeline (as joins do): a crowd
@@ -189,7 +188,7 @@ class Guard:
             )
 
     def address(self, request: web.Request) -> str:
-        return client_address.of_request(request, self.trusted)
+        return client_address.of(request)
 
     # ---- limits ----
 

@@ -16,7 +16,11 @@ from server.core.keys import EventKeys
 from server.store import lua
 from server.store.lua import AnyRedis, Batcher, as_text, time_arg
 
-SCRIPT_NAMES = ("join", "status", "leave", "reap", "open_sale", "admit", "purge_source")
+SCRIPT_NAMES = (
+    "join", "status", "leave", "reap", "open_sale", "admit", "restore", "new_epoch",
+    "purge_source",
+)  # fmt: skip
+TICKETS_PER_EPOCH = 2**32  # tickets of Redis epoch e are above (e - 1) * this (new_epoch.lua)
 SOURCES_KEPT = 10_000  # client addresses an event's place counts keep (the biggest)
 
 
@@ -29,6 +33,13 @@ class Place(msgspec.Struct, frozen=True):
     ticket: int
     rank: int
     session_expires_ms: int
+    epoch: int = 0  # the event's Redis epoch when this was read (queue/new_epoch.lua)
+
+
+def _place(r: list[Any], queue_id: str, visitor_id: str) -> Place:
+    """A Place from a script's {state, …, session_expires_ms, epoch} answer."""
+    epoch = int(r[5]) if len(r) > 5 else 0
+    return Place(as_text(r[0]), queue_id, visitor_id, int(r[2]), int(r[3]), int(r[4]), epoch)
 
 
 class Admitted(msgspec.Struct, frozen=True, array_like=True):
@@ -95,14 +106,34 @@ class Scripts:
         keys += [k.stats, k.spent(nonce), k.sources, k.source_places]
         args: list[str | int] = [visitor_id, new_queue_id, time_arg(now_ms), proof, source]
         r = await self._run("join", keys, [*args, SOURCES_KEPT])
-        return Place(as_text(r[0]), as_text(r[1]), visitor_id, int(r[2]), int(r[3]), int(r[4]))
+        return _place(r, as_text(r[1]), visitor_id)
 
     async def status(
         self, k: EventKeys, queue_id: str, touch: bool = False, now_ms: int | None = None
     ) -> Place:
         keys = [k.cfg, k.owner, k.tickets, k.pre, k.line, k.seen, k.active]
         r = await self._run("status", keys, [queue_id, "1" if touch else "0", time_arg(now_ms)])
-        return Place(as_text(r[0]), queue_id, as_text(r[1]), int(r[2]), int(r[3]), int(r[4]))
+        return _place(r, queue_id, as_text(r[1]))
+
+    async def restore(
+        self,
+        k: EventKeys,
+        visitor_id: str,
+        queue_id: str,
+        ticket: int,
+        expires_ms: int,
+        epoch: int,
+        now_ms: int | None = None,
+    ) -> Place:
+        """Take back a place kept by the fan's browser after Redis lost it (restore.lua)."""
+        keys = [k.cfg, k.visitors, k.owner, k.tickets, k.pre, k.line, k.seen, k.active, k.stats]
+        args: list[str | int] = [visitor_id, queue_id, ticket, expires_ms, epoch, time_arg(now_ms)]
+        r = await self._run("restore", keys, args)
+        return Place(as_text(r[0]), queue_id, visitor_id, int(r[2]), int(r[3]), int(r[4]))
+
+    async def new_epoch(self, k: EventKeys, epoch: int) -> int:
+        """Start a new Redis epoch for the event unless one is there; the event's epoch."""
+        return int(await self._run("new_epoch", [k.cfg, k.seq], [epoch, TICKETS_PER_EPOCH]))
 
     async def leave(self, k: EventKeys, queue_id: str, reason: str = "left") -> bool:
         keys = [k.visitors, k.owner, k.pre, k.line, k.seen, k.active, k.stats]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 
+import msgspec
 from aiohttp import web
 from redis.asyncio import Redis
 
@@ -14,11 +15,18 @@ from server.core.ids import check_event_id, parse_queue_id
 from server.core.keys import EVENTS_CHANNEL, EventKeys
 from server.core.messages import ChangedNews, EventPatch, QueueState, QueueStatus, encoder
 from server.core.settings import Settings
-from server.core.tokens import AccessClaims, Signer, new_id
+from server.core.tokens import AccessClaims, PlaceClaims, Signer, new_id
 from server.store import audit, db
 from server.store.events import EventCache
 from server.waiting.challenge import NOT_ASKED, Proof, refusal
 from server.waiting.line import Place, Scripts, Snapshot
+
+
+class Standing(msgspec.Struct, frozen=True):
+    """A fan's place as answered (status) and as kept by the browser (a signed place token)."""
+
+    status: QueueStatus
+    kept: str | None = None
 
 
 class Room:
@@ -42,7 +50,12 @@ class Room:
     # ---- settings mirror --------------------------------------------------------------------
 
     async def mirror(self, ev: db.EventRow) -> None:
-        """Copy the event's settings from PostgreSQL (the truth) to Redis (the live copy)."""
+        """Copy the event's settings from PostgreSQL (the truth) to Redis (the live copy). Into a
+        Redis that lacks them (a new event, or Redis lost its data) a new epoch comes first, so
+        places kept by fans' browsers can be taken back (restore) in their old order."""
+        k = EventKeys(ev.id)
+        if not await self.redis.hexists(k.cfg, "epoch"):
+            await self.scripts.new_epoch(k, await db.next_redis_epoch(self.pool, ev.id))
         await self.redis.hset(
             EventKeys(ev.id).cfg,
             mapping={
@@ -88,12 +101,22 @@ class Room:
     # ---- fan operations ---------------------------------------------------------------------
 
     async def join(
-        self, event_id: str, visitor_id: str, proof: Proof = NOT_ASKED, source: str = ""
-    ) -> QueueStatus:
-        """A place for this visitor (its live one if it has one); a new place is counted under
-        `source`, the client address ("" for none)."""
+        self,
+        event_id: str,
+        visitor_id: str,
+        proof: Proof = NOT_ASKED,
+        kept: PlaceClaims | None = None,
+        source: str = "",
+    ) -> Standing:
+        """A place for this visitor: the one its kept place cookie names if that can be
+        restored, else its live one, else a new one counted under `source`, the client
+        address ("" for none)."""
         ev = await self.cache.require(event_id)
         keys = EventKeys(ev.id)
+        if kept is not None:
+            restored = await self.restore(ev, kept)
+            if restored is not None:
+                return self.standing(ev.id, restored)
         queue_id = f"{ev.id}.{new_id()}"
         args = (None, proof.arg, proof.nonce, source)
         place = await self.scripts.join(keys, visitor_id, queue_id, *args)
@@ -106,10 +129,10 @@ class Room:
             raise Conflict("the queue for this event is not open yet", code="not_open")
         if place.state in ("closed", "sold_out"):
             refused: QueueState = "closed" if place.state == "closed" else "sold_out"
-            return QueueStatus(queue_id=None, event_id=ev.id, state=refused)
+            return Standing(QueueStatus(queue_id=None, event_id=ev.id, state=refused))
         if place.state == "nocfg":
             raise Unavailable("the queue is being rebuilt, retry", retry_after=1)
-        return self.describe(ev.id, place)
+        return self.standing(ev.id, place)
 
     async def place(self, queue_id: str, visitor_id: str | None, touch: bool) -> Place:
         event_id = parse_queue_id(queue_id)
@@ -125,9 +148,31 @@ class Room:
             await self.touch(event_id, [queue_id])
         return place
 
-    async def status(self, queue_id: str, visitor_id: str | None) -> QueueStatus:
-        place = await self.place(queue_id, visitor_id, touch=True)
-        return self.describe(parse_queue_id(queue_id), place)
+    async def status(
+        self, queue_id: str, visitor_id: str | None, kept: PlaceClaims | None = None
+    ) -> Standing:
+        event_id = parse_queue_id(queue_id)
+        if kept is not None and kept.q == queue_id:
+            try:
+                place = await self.place(queue_id, visitor_id, touch=True)
+            except NotFound:
+                restored = await self.restore(await self.cache.require(event_id), kept)
+                if restored is None:
+                    raise
+                place = restored
+        else:
+            place = await self.place(queue_id, visitor_id, touch=True)
+        return self.standing(event_id, place)
+
+    async def restore(self, ev: db.EventRow, kept: PlaceClaims) -> Place | None:
+        """Take back a place the fan's browser kept, if Redis lost it since (a later epoch)."""
+        k = EventKeys(ev.id)
+        args = (k, kept.v, kept.q, kept.t, kept.x, kept.p)
+        place = await self.scripts.restore(*args)
+        if place.state == "nocfg":
+            await self.mirror(ev)
+            place = await self.scripts.restore(*args)
+        return place if place.state in ("prequeue", "waiting", "admitted") else None
 
     async def leave(self, queue_id: str, visitor_id: str | None) -> None:
         await self.place(queue_id, visitor_id, touch=False)
@@ -152,6 +197,21 @@ class Room:
     def access_token(self, event_id: str, place: Place) -> str:
         claims = AccessClaims(event_id, place.visitor_id, place.queue_id, place.session_expires_ms)
         return self.signer.access_token(claims)
+
+    def standing(self, event_id: str, place: Place) -> Standing:
+        """The answer to the fan, and the place for the fan's browser to keep (signed)."""
+        status = self.describe(event_id, place)
+        if place.state not in ("prequeue", "waiting", "admitted"):
+            return Standing(status)
+        claims = PlaceClaims(
+            e=event_id,
+            v=place.visitor_id,
+            q=place.queue_id,
+            t=max(0, place.ticket),
+            x=place.session_expires_ms if place.state == "admitted" else 0,
+            p=place.epoch,
+        )
+        return Standing(status, self.signer.place_token(claims))
 
     def describe(self, event_id: str, place: Place) -> QueueStatus:
         snap = self.snapshots.get(event_id)

@@ -15,15 +15,18 @@ from server.core.ids import parse_queue_id
 from server.core.keys import EventKeys
 from server.core.messages import ErrorMsg, JoinRequest, PongMsg, client_decoder
 from server.core.metrics import METRICS
+from server.core.settings import SETTINGS
+from server.core.tokens import PlaceClaims, TokenError
 from server.waiting import sources
 from server.waiting.challenge import GUARD
 from server.waiting.fanout import HUB, Conn, Hub
-from server.waiting.room import ROOM
+from server.waiting.room import ROOM, Standing
 
 log = logging.getLogger("boxoffice.queue")
 routes = web.RouteTableDef()
 
 MAX_BAD_FRAMES = 20
+PLACE_COOKIE_MAX_AGE = 24 * 3600
 WS_MAX_MESSAGE = 4096
 
 
@@ -51,21 +54,56 @@ async def join(request: web.Request) -> web.Response:
     solution = _join_body.decode(raw).altcha if raw.strip() else None
     proof = guard.proof(ev.id, ev.challenge, solution)
     try:
-        status = await room.join(ev.id, visitor, proof, sources.recorded(address))
+        kept = _kept(request, ev.id, visitor)
+        standing = await room.join(ev.id, visitor, proof, kept, sources.recorded(address))
     except DomainError as exc:
         if exc.code == "challenge_failed":
             await guard.failed(ev.id)
         raise
-    request.app[METRICS].joins.labels(status.event_id, status.state).inc()
-    return json_response(status)
+    request.app[METRICS].joins.labels(standing.status.event_id, standing.status.state).inc()
+    return _answer(request, standing)
 
 
 @routes.get("/api/queue/{queue_id}")
 async def status(request: web.Request) -> web.Response:
     room, guard, visitor = request.app[ROOM], request.app[GUARD], visitor_id(request)
     queue_id = request.match_info["queue_id"]
-    await guard.limit("status", parse_queue_id(queue_id), visitor, guard.address(request))
-    return json_response(await room.status(queue_id, visitor))
+    event_id = parse_queue_id(queue_id)
+    await guard.limit("status", event_id, visitor, guard.address(request))
+    kept = _kept(request, event_id, visitor)
+    return _answer(request, await room.status(queue_id, visitor, kept))
+
+
+def place_cookie(event_id: str) -> str:
+    """The cookie in which the fan's browser keeps its place at one event (signed)."""
+    return f"bo_place_{event_id}"
+
+
+def _kept(request: web.Request, event_id: str, visitor: str) -> PlaceClaims | None:
+    """The place this visitor's browser kept for the event, if its cookie verifies."""
+    token = request.cookies.get(place_cookie(event_id))
+    if token is None:
+        return None
+    try:
+        return request.app[ROOM].signer.verify_place(token, event_id=event_id, visitor_id=visitor)
+    except TokenError:
+        return None
+
+
+def _answer(request: web.Request, standing: Standing) -> web.Response:
+    """The fan's status; the browser keeps the place it names (a day at most)."""
+    response = json_response(standing.status)
+    if standing.kept is not None:
+        response.set_cookie(
+            place_cookie(standing.status.event_id),
+            standing.kept,
+            max_age=PLACE_COOKIE_MAX_AGE,
+            httponly=True,
+            samesite="Lax",
+            secure=request.secure or request.app[SETTINGS].mode == "production",
+            path="/",
+        )
+    return response
 
 
 @routes.delete("/api/queue/{queue_id}")

@@ -17,6 +17,7 @@
     timers: [],
     lastEta: null,
     drawPending: false,
+    bulkCount: 0,       // the count of the last bulk-cancel dry run (sent back as expected_count)
   };
 
   // ---- auth and API --------------------------------------------------------------------------
@@ -347,7 +348,9 @@
     showEvent(answer.body, true);
     $("fan-link").href = "/e/" + encodeURIComponent(eventId);
     connect();
-    refreshAudit(); refreshEta(); refreshSeats(); loadAutopilot();
+    refreshAudit(); refreshEta(); refreshSeats(); loadAutopilot(); refreshDoor();
+    $("orders-body").textContent = "";
+    state.timers.push(setInterval(refreshDoor, 5000));
     state.timers.push(setInterval(refreshAudit, 10000));
     state.timers.push(setInterval(refreshEta, 3000));
     state.timers.push(setInterval(refreshSeats, 5000));
@@ -665,6 +668,115 @@
     });
   }
 
+  // ---- orders: search, refund, bulk cancel, door counts ---------------------------------------
+
+  function money(amount, currency) {
+    try { return new Intl.NumberFormat(undefined, { style: "currency", currency: currency }).format(amount / 100); }
+    catch (e) { return (amount / 100).toFixed(2) + " " + currency; }
+  }
+
+  function reason() { return $("refund-reason").value.trim() || null; }
+
+  async function refreshDoor() {
+    if (!state.eventId) return;
+    var answer = await call("/api/admin/events/" + encodeURIComponent(state.eventId) + "/stats");
+    if (!answer.ok) return;
+    $("t-checked-in").textContent = num(answer.body.checked_in);
+    $("t-expected").textContent = num(answer.body.tickets_expected);
+    $("t-refunded").textContent = num(answer.body.orders_refunded);
+  }
+
+  async function searchOrders(ev) {
+    if (ev) ev.preventDefault();
+    $("order-error").textContent = "";
+    var q = "event_id=" + encodeURIComponent(state.eventId);
+    var value = $("order-query").value.trim();
+    if (value) q += "&" + $("order-field").value + "=" + encodeURIComponent(value);
+    var answer = await call("/api/admin/orders?" + q);
+    if (!answer.ok) {
+      $("order-error").textContent = (answer.body && answer.body.detail) || "Search refused (" + answer.status + ")";
+      return;
+    }
+    var body = $("orders-body");
+    body.textContent = "";
+    answer.body.forEach(function (o) {
+      var tr = document.createElement("tr");
+      tr.dataset.order = o.order_id;
+      var seats = o.seats.length ? o.seats.join(" ") : (o.quantity ? o.quantity + " × " + o.section : "");
+      var inside = o.tickets.filter(function (t) { return t.checked_in_at; }).length;
+      [o.order_id, o.email, o.status + (o.status_reason && o.status !== "paid" ? " (" + o.status_reason + ")" : ""),
+        seats, money(o.amount, o.currency), o.tickets.length ? inside + " / " + o.tickets.length : ""].forEach(function (v, i) {
+        var td = document.createElement("td");
+        if (i === 0) { var c = document.createElement("code"); c.textContent = v; td.appendChild(c); }
+        else td.textContent = v;
+        tr.appendChild(td);
+      });
+      var act = document.createElement("td");
+      if (o.status === "paid") {
+        var b = document.createElement("button");
+        b.type = "button";
+        b.className = "button danger small";
+        b.textContent = "Refund";
+        b.addEventListener("click", function () { refundOrder(o); });
+        act.appendChild(b);
+      }
+      tr.appendChild(act);
+      body.appendChild(tr);
+    });
+    if (!answer.body.length) {
+      var tr = document.createElement("tr");
+      var td = document.createElement("td");
+      td.colSpan = 7;
+      td.textContent = "No orders found.";
+      tr.appendChild(td);
+      body.appendChild(tr);
+    }
+  }
+
+  async function refundOrder(o) {
+    var text = "Refund order " + o.order_id + " (" + money(o.amount, o.currency) + ", " + o.email
+      + ")? Its seats go back on sale and its tickets stop working at the door.";
+    if (!(await confirmAction(text))) return;
+    var answer = await call("/api/admin/orders/" + encodeURIComponent(o.order_id) + "/refund", {
+      method: "POST", body: reason() ? { reason: reason() } : {}, tries: 1,
+    });
+    $("order-error").textContent = answer.ok ? "" : (answer.body && answer.body.detail) || "Refused (" + answer.status + ")";
+    searchOrders(); refreshAudit(); refreshDoor(); refreshSeats();
+  }
+
+  function bulkIds() {
+    return $("bulk-ids").value.split(/[\s,;]+/).filter(function (s) { return s; });
+  }
+
+  async function countBulk(ev) {
+    ev.preventDefault();
+    $("bulk-go").hidden = true;
+    var ids = bulkIds();
+    if (!ids.length) { $("bulk-status").textContent = "Paste the order ids first."; return; }
+    var answer = await call("/api/admin/orders/cancel?dry_run=1", { method: "POST", body: { order_ids: ids }, tries: 1 });
+    if (!answer.ok) { $("bulk-status").textContent = (answer.body && answer.body.detail) || "Refused (" + answer.status + ")"; return; }
+    var p = answer.body;
+    state.bulkCount = p.count;
+    $("bulk-status").textContent = p.count + " to refund; " + p.already_refunded.length + " already refunded, "
+      + p.not_paid.length + " not paid, " + p.not_found.length + " not found.";
+    $("bulk-go").textContent = "Cancel and refund " + p.count;
+    $("bulk-go").hidden = p.count === 0;
+  }
+
+  async function runBulk() {
+    var ids = bulkIds();
+    if (!(await confirmAction("Cancel and refund " + state.bulkCount + " orders? Their seats go back on sale."))) return;
+    var answer = await call("/api/admin/orders/cancel", {
+      method: "POST", body: { order_ids: ids, reason: reason(), expected_count: state.bulkCount }, tries: 1,
+    });
+    $("bulk-go").hidden = true;
+    if (!answer.ok) { $("bulk-status").textContent = (answer.body && answer.body.detail) || "Refused (" + answer.status + ")"; return; }
+    var r = answer.body;
+    $("bulk-status").textContent = "Refunded " + r.refunded.length + "; refused " + r.refused.length
+      + (r.refused.length ? " (" + r.refused.map(function (x) { return x.order_id + ": " + x.detail; }).join("; ") + ")" : "") + ".";
+    searchOrders(); refreshAudit(); refreshDoor(); refreshSeats();
+  }
+
   // ---- autopilot -----------------------------------------------------------------------------
 
   async function loadAutopilot() {
@@ -727,6 +839,9 @@
     $("eta-form").addEventListener("submit", refreshEta);
     $("eta-apply").addEventListener("click", applyEta);
     $("autopilot-form").addEventListener("submit", saveAutopilot);
+    $("order-search").addEventListener("submit", searchOrders);
+    $("bulk-form").addEventListener("submit", countBulk);
+    $("bulk-go").addEventListener("click", runBulk);
     window.addEventListener("hashchange", route);
     window.addEventListener("resize", schedule);
     defaultTimes();

@@ -1039,6 +1039,7 @@
     $("done-order").textContent = order.order_id;
     $("done-amount").textContent = money(order.amount, order.currency);
     $("done-email").textContent = order.email;
+    if (order.order_url) $("done-link").href = order.order_url;
     var list = $("tickets");
     list.textContent = "";
     order.tickets.forEach(function (t, i) {

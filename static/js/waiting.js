@@ -44,6 +44,7 @@
     checkingSince: 0,   // when the current bot check started (ms, local clock)
     accessExpiresAt: null,
     announced: { position: null, at: 0 },
+    orders: [],         // this visitor's paid orders of the event (GET …/my-orders)
   };
 
   function $(id) { return document.getElementById(id); }
@@ -83,8 +84,9 @@
 
   // ---- views --------------------------------------------------------------------------------
 
-  var VIEWS = ["loading", "checking", "blocked", "scheduled", "prequeue", "waiting", "admitted", "sold_out", "closed",
-    "expired", "error"];
+  var VIEWS = ["loading", "checking", "blocked", "scheduled", "prequeue", "waiting", "admitted",
+    "sold_out", "closed", "expired", "tickets", "error"];
+  var REOPEN_CHECK_MS = 15000;    // sold out: how often to look whether tickets came back
   var BADGES = {
     loading: ["Connecting", "info"],
     checking: ["Checking", "info"],
@@ -96,18 +98,22 @@
     sold_out: ["Sold out", "bad"],
     closed: ["Ended", "bad"],
     expired: ["Expired", "warn"],
+    tickets: ["You have tickets", "ok"],
     error: ["Problem", "bad"],
   };
   var IN_LINE = { loading: 1, checking: 1, scheduled: 1, prequeue: 1, waiting: 1 };
-  var FOCUS_ON = { admitted: 1, sold_out: 1, closed: 1, expired: 1, error: 1, blocked: 1 };
+  var FOCUS_ON = { admitted: 1, sold_out: 1, closed: 1, expired: 1, tickets: 1, error: 1, blocked: 1 };
 
   function showView(state) {
+    // A buyer whose place ended sees their tickets, not "your place has expired".
+    if (state === "expired" && S.orders.length) state = "tickets";
     var changed = state !== S.state;
     S.state = state;
     VIEWS.forEach(function (v) { $("view-" + v).hidden = v !== state; });
     var panel = $("panel");
     panel.setAttribute("data-state", state);
-    panel.classList.toggle("admitted", state === "admitted");
+    panel.classList.toggle("admitted", state === "admitted" || state === "tickets");
+    $("my-tickets").hidden = !S.orders.length || state === "tickets";
     $("guidance").hidden = !IN_LINE[state];
     var badge = $("state-badge");
     badge.textContent = BADGES[state][0];
@@ -136,6 +142,7 @@
       sold_out: "The sale is sold out.",
       closed: "The sale has ended.",
       expired: "Your place has expired. You can rejoin the queue.",
+      tickets: "You have tickets for this event.",
       error: "Something went wrong. You can try again.",
     };
     if (spoken[state]) speak(spoken[state]);
@@ -277,7 +284,10 @@
     S.finished = true;
     stopEverything();
     setConnection("none", "");
-    if (reason === "sold_out") showView("sold_out");
+    if (reason === "sold_out") {
+      S.nextCheckAt = Date.now() + BO.jitter(REOPEN_CHECK_MS);
+      showView("sold_out");
+    }
     else if (reason === "expired") showView("expired");
     else showView("closed");
   }
@@ -317,6 +327,9 @@
                && Date.now() >= S.nextCheckAt) {
       S.nextCheckAt = Date.now() + BO.jitter(5000);
       refreshExact();
+    } else if (S.state === "sold_out" && S.nextCheckAt && Date.now() >= S.nextCheckAt) {
+      S.nextCheckAt = Date.now() + BO.jitter(REOPEN_CHECK_MS);
+      checkReopened();
     } else if (S.state === "admitted" && S.accessExpiresAt) {
       var rest = S.accessExpiresAt - now;
       if (rest <= 0) {
@@ -623,6 +636,43 @@
     }
   }
 
+  /** Sold out: tickets may come back (released holds, refunds); rejoin when the sale reopens. */
+  async function checkReopened() {
+    var r = await BO.api("/api/events/" + encodeURIComponent(eventId), { tries: 1 })
+      .catch(function () { return null; });
+    if (S.state !== "sold_out" || !r || !r.ok || !r.body) return;
+    if (r.body.state === "on_sale" || r.body.state === "prequeue") {
+      S.event = r.body;
+      speak("Tickets are back on sale. Joining the queue for you.");
+      showView("loading");
+      enterQueue();
+    }
+  }
+
+  /** The visitor's paid orders of this event: links to their tickets' pages. */
+  async function loadMyOrders() {
+    var r = await BO.api("/api/events/" + encodeURIComponent(eventId) + "/my-orders", { tries: 3 })
+      .catch(function () { return null; });
+    if (!r || !r.ok || !Array.isArray(r.body)) return;
+    S.orders = r.body.filter(function (o) { return o.order_url; });
+    ["tickets-links", "my-tickets-links"].forEach(function (id) {
+      var list = $(id);
+      list.textContent = "";
+      S.orders.forEach(function (o) {
+        var li = document.createElement("li");
+        var a = document.createElement("a");
+        a.href = o.order_url;
+        a.className = id === "tickets-links" ? "button big" : "";
+        var n = o.tickets.length;
+        a.textContent = "Open your " + (n === 1 ? "ticket" : n + " tickets");
+        li.appendChild(a);
+        list.appendChild(li);
+      });
+    });
+    if (S.state === "expired") showView("expired"); // becomes "tickets"
+    else showView(S.state);
+  }
+
   function rejoin() {
     BO.local.removeItem(queueKey);
     BO.local.removeItem(firstKey);
@@ -649,6 +699,7 @@
     $("retry").addEventListener("click", function () { showView("loading"); enterQueue(); });
     $("blocked-retry").addEventListener("click", function () { showView("loading"); enterQueue(); });
     $("check-again").addEventListener("click", function () { showView("loading"); enterQueue(); });
+    $("buy-more").addEventListener("click", rejoin);
     document.addEventListener("visibilitychange", function () {
       if (document.visibilityState === "visible") wake();
     });
@@ -659,5 +710,6 @@
       return;
     }
     enterQueue();
+    loadMyOrders();
   });
 })();

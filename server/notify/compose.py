@@ -1,0 +1,178 @@
+"""The mails themselves (email.message.EmailMessage): the confirmation of a paid order — plain
+text and HTML (every value escaped), one inline QR image per ticket (cid:), the tickets as a
+PDF and the event as an .ics — and the resend that lists an address's orders with links."""
+
+from __future__ import annotations
+
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from html import escape
+
+from server.booking.tickets import ticket_png
+from server.notify.documents import calendar, tickets_pdf
+from server.notify.views import OrderView
+
+
+class InvalidAddress(Exception):
+    """The order's email cannot be a recipient (it never will be: the mail is not retried)."""
+
+
+def header_text(value: str) -> str:
+    """A header value on one line whatever the event's name holds (no CR/LF injection)."""
+    return " ".join(value.split())
+
+
+def recipient(email: str) -> Address:
+    try:
+        address = Address(addr_spec=email)
+    except (ValueError, IndexError, HeaderParseError) as exc:
+        raise InvalidAddress(f"not a deliverable address: {exc}") from None
+    if not address.domain or "\r" in email or "\n" in email:
+        raise InvalidAddress("not a deliverable address")
+    return address
+
+
+def domain_of(sender: str) -> str:
+    """The domain of the From address: message ids and calendar uids are made under it."""
+    _, address = parseaddr(sender)
+    return address.rpartition("@")[2] or "boxoffice.invalid"
+
+
+def message_id(kind: str, ref: str, sender: str) -> str:
+    """The same Message-ID for every attempt at one mail, so a receiving system that sees a
+    retry after an unconfirmed delivery can tell it is the same message."""
+    return f"<{kind}.{ref}@{domain_of(sender)}>"
+
+
+def _base(subject: str, sender: str, to: Address, msg_id: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["Subject"] = header_text(subject)
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Date"] = formatdate(usegmt=True)
+    msg["Message-ID"] = msg_id
+    return msg
+
+
+def confirmation_text(view: OrderView) -> str:
+    count = len(view.tickets)
+    lines = [
+        "Thank you for your order. Your tickets are below and attached.",
+        "",
+        view.event_name,
+        view.venue,
+        view.when,
+        "",
+        f"Your order (open it on any device): {view.link}",
+        f"Order {view.order_id}: {count} ticket{'s' if count != 1 else ''}, {view.amount}",
+        "",
+    ]
+    for t in view.tickets:
+        lines += [f"Ticket {t.number}: {t.place}", f"  Code: {t.code}", ""]
+    lines += [
+        "The attached PDF has one page per ticket with its QR code: show it at the door.",
+        "The attached calendar entry (.ics) adds the event to your calendar.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _cid(view: OrderView, number: int, domain: str) -> str:
+    return f"qr{number}.{view.order_id}@{domain}"
+
+
+def confirmation_html(view: OrderView, domain: str) -> str:
+    e = escape
+    tickets = "".join(
+        f'<tr><td style="padding:12px 0;border-top:1px solid #ddd">'
+        f'<img src="cid:{e(_cid(view, t.number, domain))}" width="180" height="180"'
+        f' alt="QR code of ticket {t.number}"></td>'
+        f'<td style="padding:12px;border-top:1px solid #ddd;vertical-align:top">'
+        f"<strong>Ticket {t.number}</strong><br>{e(t.place)}<br>"
+        f'<code style="font-size:13px">{e(t.code)}</code></td></tr>'
+        for t in view.tickets
+    )
+    return (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        f"<title>{e(view.event_name)}</title></head>"
+        '<body style="font-family:sans-serif;color:#222;max-width:600px">'
+        "<p>Thank you for your order. Your tickets are below and attached.</p>"
+        f'<h1 style="font-size:22px">{e(view.event_name)}</h1>'
+        f"<p>{e(view.venue)}<br>{e(view.when)}</p>"
+        f'<p><a href="{e(view.link)}">Open your order on any device</a></p>'
+        f"<p>Order {e(view.order_id)}: {len(view.tickets)} ticket(s), {e(view.amount)}</p>"
+        f'<table style="border-collapse:collapse">{tickets}</table>'
+        "<p>The attached PDF has one page per ticket with its QR code: show it at the door. "
+        "The attached calendar entry adds the event to your calendar.</p>"
+        "</body></html>"
+    )
+
+
+def confirmation(view: OrderView, sender: str, msg_id: str) -> EmailMessage:
+    """The mail for one paid order."""
+    domain = domain_of(sender)
+    msg = _base(f"Your tickets: {view.event_name}", sender, recipient(view.email), msg_id)
+    msg.set_content(confirmation_text(view))
+    msg.add_alternative(confirmation_html(view, domain), subtype="html")
+    html_part = msg.get_body(("html",))
+    assert isinstance(html_part, EmailMessage)
+    qr = {
+        t.number: ticket_png(t.code) for t in view.tickets
+    }  # the same image inline and in the PDF
+    for t in view.tickets:
+        html_part.add_related(
+            qr[t.number],
+            maintype="image",
+            subtype="png",
+            cid=f"<{_cid(view, t.number, domain)}>",
+            filename=f"ticket-{t.number}.png",
+            disposition="inline",
+        )
+    msg.add_attachment(
+        tickets_pdf(view, qr),
+        maintype="application",
+        subtype="pdf",
+        filename=f"tickets-{view.order_id}.pdf",
+    )
+    msg.add_attachment(
+        calendar(view, domain).decode(),
+        subtype="calendar",
+        filename="event.ics",
+        params={"method": "PUBLISH"},
+    )
+    return msg
+
+
+def resend_text(views: list[OrderView]) -> str:
+    lines = ["You asked for the links to your tickets. Each opens the order on any device.", ""]
+    for v in views:
+        lines += [v.event_name, f"  {v.venue}, {v.when}", f"  {len(v.tickets)} ticket(s)"]
+        lines += [f"  {v.link}", ""]
+    lines += ["If you did not ask for this mail, you can ignore it.", ""]
+    return "\n".join(lines)
+
+
+def resend_html(views: list[OrderView]) -> str:
+    e = escape
+    items = "".join(
+        f"<li><strong>{e(v.event_name)}</strong><br>{e(v.venue)}, {e(v.when)}<br>"
+        f'{len(v.tickets)} ticket(s): <a href="{e(v.link)}">open your order</a></li>'
+        for v in views
+    )
+    return (
+        '<!doctype html><html><head><meta charset="utf-8"><title>Your tickets</title></head>'
+        '<body style="font-family:sans-serif;color:#222;max-width:600px">'
+        "<p>You asked for the links to your tickets. Each opens the order on any device.</p>"
+        f"<ul>{items}</ul><p>If you did not ask for this mail, you can ignore it.</p>"
+        "</body></html>"
+    )
+
+
+def resend(email: str, views: list[OrderView], sender: str, msg_id: str) -> EmailMessage:
+    """The list of an address's paid orders with their links (no attachments)."""
+    msg = _base("Your tickets: the links to your orders", sender, recipient(email), msg_id)
+    msg.set_content(resend_text(views))
+    msg.add_alternative(resend_html(views), subtype="html")
+    return msg
