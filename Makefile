@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python -m loadtest.bench_booking $(BENCH_ARGS)
 	$(BIN)/python -m loadtest.bench_nginx $(BENCH_ARGS)
 	$(BIN)/python -m loadtest.bench_tokens $(BENCH_ARGS)
+	$(BIN)/python -m loadtest.bench_challenge $(BENCH_ARGS)
 	$(BIN)/python -m loadtest.bench_redis_loss $(BENCH_ARGS)
 	$(BIN)/python -m loadtest.bench_cluster $(BENCH_ARGS)
 

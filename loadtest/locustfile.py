@@ -3,8 +3,9 @@
     locust -f loadtest/locustfile.py --host http://127.0.0.1:8080 --event demo FanUser
     BOXOFFICE_SHAPE=flash locust -f loadtest/locustfile.py --headless -u 300 --run-time 2m ...
 
-`FanUser` behaves like the fan's browser: join the queue (the `bo_visitor` cookie is kept by
-the HTTP session and passed to the websocket), wait on the websocket until admitted, fetch the
+`FanUser` behaves like the fan's browser: solve the event's bot challenge (the `altcha` Python
+library, loadtest/solver.py, where the page uses the widget) and join the queue with it (the
+`bo_visitor` cookie is kept by the HTTP session and passed to the websocket), wait on the websocket until admitted, fetch the
 seat map, hold random free seats (or a standing quantity) with the access token, retrying a
 bounded number of times on 409, check out, pay with the dev card, then idle until the run ends
 (so a shape's user count is the number of arrivals). `WaiterUser` joins and only keeps its
@@ -30,10 +31,10 @@ import websocket
 from locust import HttpUser, between, events, task
 
 try:
-    from loadtest import shapes
+    from loadtest import shapes, solver
 except ImportError:  # run as `locust -f loadtest/locustfile.py` without the repo on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from loadtest import shapes
+    from loadtest import shapes, solver
 
 DEV_CARD = "4242424242424242"
 PING_EVERY_S = 20.0
@@ -41,6 +42,7 @@ POLL_IF_SILENT_S = 30.0
 MAX_RECONNECTS = 5
 MAX_HOLD_ATTEMPTS = 4
 MAX_ATTEMPTS = 8  # page load and join, on 429/503
+CHALLENGE_TRIES = 3  # fresh bot challenges per join, as the waiting page
 MAX_RETRY_AFTER_S = 5.0
 SEATS_PER_ORDER = (1, 4)
 
@@ -132,18 +134,62 @@ class Queued:
             return True
         return False
 
+    def solution(self) -> str | None:
+        """Fetch a bot challenge and solve it with the Python library, as the waiting page's
+        widget does before joining; the solve is reported as a request of type "POW" named
+        after the challenge's level (its response time is the solver's CPU time)."""
+        client = self.user.client
+        path = f"/api/events/{self.event_id}/challenge"
+        for attempt in range(MAX_ATTEMPTS):
+            with client.get(path, name="/api/events/[id]/challenge", catch_response=True) as r:
+                if r.status_code in (429, 503):
+                    r.success()
+                    _backoff(r.headers, attempt)
+                    continue
+                if r.status_code != 200:
+                    r.failure(f"challenge: {r.status_code} {r.text[:200]}")
+                    return None
+                challenge = r.json()
+            solved = solver.solve(challenge)
+            self.user.environment.events.request.fire(
+                request_type="POW",
+                name=f"solve level {solved.level}",
+                response_time=solved.cpu_s * 1000,
+                response_length=0,
+                exception=None,
+                context={"event": self.event_id},
+            )
+            return solved.payload
+        return None
+
     def join(self) -> bool:
-        """POST the join; True when the visitor has a place (waiting, prequeue or admitted)."""
+        """POST the join with a solved challenge; True when the visitor has a place (waiting,
+        prequeue or admitted). A refused solution (expired while backing off) gets a fresh one,
+        at most CHALLENGE_TRIES times."""
         if not self.visit():
             return False
         client = self.user.client
         path = f"/api/events/{self.event_id}/queue"
+        payload: str | None = None
+        solved = 0
         for attempt in range(MAX_ATTEMPTS):
+            if payload is None:
+                if solved == CHALLENGE_TRIES:
+                    break
+                payload, solved = self.solution(), solved + 1
+                if payload is None:
+                    return False
             self.joined_at = time.monotonic()
-            with client.post(path, name="/api/events/[id]/queue", catch_response=True) as r:
+            with client.post(
+                path, json={"altcha": payload}, name="/api/events/[id]/queue", catch_response=True
+            ) as r:
                 if r.status_code in (429, 503):
                     r.success()
                     _backoff(r.headers, attempt)
+                    continue
+                if r.status_code == 403 and _error(r) in ("challenge_required", "challenge_failed"):
+                    r.success()  # answered as the page does: a fresh challenge
+                    payload = None
                     continue
                 if r.status_code != 200:
                     r.failure(f"join: {r.status_code} {r.text[:200]}")
@@ -161,7 +207,9 @@ class Queued:
             name="/api/events/[id]/queue",
             response_time=0,
             response_length=0,
-            exception=RuntimeError(f"join refused {MAX_ATTEMPTS} times (429/503)"),
+            exception=RuntimeError(
+                f"join refused after {MAX_ATTEMPTS} tries and {solved} solved challenges"
+            ),
             context={},
         )
         return False
@@ -306,6 +354,15 @@ class Queued:
             )
             with _log_lock, open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
+
+
+def _error(response: Any) -> str:
+    """The `error` code of a JSON error answer, or ""."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("error", "")) if isinstance(body, dict) else ""
 
 
 def _backoff(headers: Any, attempt: int) -> None:

@@ -188,8 +188,6 @@ def event_body(plan: Plan, now: datetime) -> dict[str, Any]:
         "prequeue_opens_at": now.isoformat(),
         "currency": "EUR",
         "sections": sections,
-        # Until FanUser solves bot challenges the way a browser does (the Python library).
-        "challenge": "off",
         "rate_per_min": plan.rate_per_min,
         "max_active": plan.max_active,
         "session_minutes": 10,

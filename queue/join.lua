@@ -11,12 +11,16 @@
 -- KEYS[9] seq       STRING last ticket handed out
 -- KEYS[10] stats    HASH  counters
 -- KEYS[11] spent    STRING marks one bot-challenge solution as used (optional; see ARGV[4])
+-- KEYS[12] sources  ZSET  source -> places taken (kept to ARGV[6] sources: the fewest go first)
+-- KEYS[13] srcq     ZSET  "<source>|<queue_id>", score 0: the places each source took
 -- ARGV[1] visitor_id
 -- ARGV[2] queue_id to use if the visitor has no live place
 -- ARGV[3] now in ms, or "" to use Redis TIME
 -- ARGV[4] "" no challenge asked; "none" a new place needs a solution and none (valid) was
 --         given; else the ms the solution stays spendable: a new place is made only if
 --         KEYS[11] did not exist, and KEYS[11] is then kept for that long
+-- ARGV[5] the client address a new place is recorded under, or "" to record none
+-- ARGV[6] most sources KEYS[12] keeps
 --
 -- Returns {state, queue_id, ticket, rank, session_expires_ms, epoch} (epoch: see new_epoch.lua):
 --   state "prequeue" | "waiting" | "admitted"      the visitor's place (rank is 0-based or -1)
@@ -78,6 +82,14 @@ redis.call('HSET', KEYS[2], visitor, queue_id)
 redis.call('HSET', KEYS[3], queue_id, visitor)
 redis.call('ZADD', KEYS[7], now, queue_id)
 redis.call('HINCRBY', KEYS[10], 'joins', 1)
+local source = ARGV[5] or ''
+if source ~= '' then
+  redis.call('ZINCRBY', KEYS[12], 1, source)
+  if redis.call('ZCARD', KEYS[12]) > tonumber(ARGV[6]) then
+    redis.call('ZPOPMIN', KEYS[12])
+  end
+  redis.call('ZADD', KEYS[13], 0, source .. '|' .. queue_id)
+end
 if cfg[3] ~= '1' then
   redis.call('ZADD', KEYS[5], now, queue_id)
   return {'prequeue', queue_id, -1, -1, 0, epoch}

@@ -4,6 +4,8 @@ moves, the admission message, a reload keeping the place, and the polling fallba
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from aiohttp import web
 from playwright.async_api import (
     Browser,
     Page,
+    Route,
     ViewportSize,
     WebSocketRoute,
     async_playwright,
@@ -26,7 +29,7 @@ from redis.asyncio import Redis
 from server.core.settings import Settings
 from server.runtime.app import create_app
 
-from .helpers import ADMIN, event_body, need
+from .helpers import ADMIN, event_body, join, need
 
 pytestmark = pytest.mark.browser
 
@@ -84,8 +87,8 @@ async def admin(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def create_event(admin: aiohttp.ClientSession, **overrides: Any) -> str:
-    # The waiting page does not solve bot challenges yet: these events ask for none.
-    body = event_body(**{"challenge": "off", **overrides})
+    """An event with the default bot-challenge policy (adaptive): the page solves for real."""
+    body = event_body(**overrides)
     async with admin.post("/api/admin/events", json=body) as response:
         assert response.status == 201, await response.text()
         data: dict[str, Any] = await response.json()
@@ -113,7 +116,7 @@ async def others_join(base_url: str, event_id: str, count: int) -> list[aiohttp.
     for i in range(count):
         session = aiohttp.ClientSession(base_url)
         sessions.append(session)
-        async with session.post(f"/api/events/{event_id}/queue") as response:
+        async with await join(session, event_id) as response:
             assert response.status == 200, await response.text()
             joined = await response.json()
         assert joined["state"] == "waiting"
@@ -123,7 +126,7 @@ async def others_join(base_url: str, event_id: str, count: int) -> list[aiohttp.
 
 async def one_more_joins(base_url: str, event_id: str) -> aiohttp.ClientSession:
     session = aiohttp.ClientSession(base_url)
-    async with session.post(f"/api/events/{event_id}/queue") as response:
+    async with await join(session, event_id) as response:
         assert response.status == 200
     return session
 
@@ -244,6 +247,131 @@ async def test_polling_fallback_when_websocket_fails(
         await close_all(others)
 
 
+# ---- the bot check: the page solves a challenge before joining ---------------------------------
+
+WIDGET = "**/static/vendor/altcha/altcha.min.js"
+
+
+async def test_page_solves_the_challenge_and_joins(
+    base_url: str, browser: Browser, admin: aiohttp.ClientSession
+) -> None:
+    event_id = await create_event(admin, rate_per_min=0)  # the default policy: adaptive
+    page = await phone_page(browser)
+    # Hold the challenge back a moment, so the checking panel can be seen.
+    release = asyncio.Event()
+
+    async def slow_challenge(route: Route) -> None:
+        await release.wait()
+        await route.continue_()
+
+    await page.route("**/api/events/*/challenge", slow_challenge)
+    await page.goto(f"{base_url}/e/{event_id}")
+    checking = page.locator("#view-checking")
+    await expect(checking).to_be_visible()
+    await expect(page.locator("#checking-heading")).to_have_text("Checking your browser…")
+    progress = page.locator("#checking-progress")
+    await expect(progress).to_have_attribute("role", "progressbar")
+    await expect(progress).to_have_attribute("aria-labelledby", "checking-step")
+    await expect(page.locator("#checking-step")).to_have_text("Step 1 of 2: checking your browser")
+    await expect(page.locator("#announcer")).to_contain_text("Checking your browser")
+    await expect(page.locator("#guidance")).to_be_visible()
+    await page.screenshot(path=str(SHOTS / "boxoffice-checking-phone.png"), full_page=True)
+    release.set()
+
+    await expect(page.locator("#view-waiting")).to_be_visible()
+    await expect(page.locator("#position")).to_have_text("1")
+    stats = await get_stats(admin, event_id)
+    assert (stats["challenges_issued"], stats["challenges_solved"]) == (1, 1), stats
+    assert (stats["challenges_failed"], stats["waiting"]) == (0, 1), stats
+
+    # A reload with a live place rejoins without a new check.
+    await page.unroute("**/api/events/*/challenge")
+    await page.reload()
+    await expect(page.locator("#view-waiting")).to_be_visible()
+    await expect(page.locator("#position")).to_have_text("1")
+    stats = await get_stats(admin, event_id)
+    assert (stats["challenges_issued"], stats["waiting"]) == (1, 1), stats
+
+
+async def test_refused_solution_gets_a_fresh_challenge(
+    base_url: str, browser: Browser, admin: aiohttp.ClientSession
+) -> None:
+    event_id = await create_event(admin, rate_per_min=0)
+    page = await phone_page(browser)
+    spoiled = 0
+
+    async def spoil_first(route: Route) -> None:
+        nonlocal spoiled
+        if route.request.method == "POST" and spoiled == 0:
+            spoiled += 1
+            body = route.request.post_data_json
+            assert isinstance(body, dict) and set(body) == {"altcha"}, body
+            forged = base64.b64encode(json.dumps({"challenge": {}}).encode()).decode()
+            await route.continue_(post_data=json.dumps({"altcha": forged}))
+        else:
+            await route.continue_()
+
+    await page.route(f"**/api/events/{event_id}/queue", spoil_first)
+    await page.goto(f"{base_url}/e/{event_id}")
+    await expect(page.locator("#view-waiting")).to_be_visible()
+    await expect(page.locator("#position")).to_have_text("1")
+    stats = await get_stats(admin, event_id)
+    assert spoiled == 1
+    assert (stats["challenges_issued"], stats["challenges_solved"]) == (2, 1), stats
+    assert (stats["challenges_failed"], stats["waiting"]) == (1, 1), stats
+
+
+async def test_blocked_widget_says_what_to_do(
+    base_url: str, browser: Browser, admin: aiohttp.ClientSession
+) -> None:
+    event_id = await create_event(admin, rate_per_min=0)
+    page = await phone_page(browser)
+    await page.route(WIDGET, lambda route: route.abort("blockedbyclient"))
+    await page.goto(f"{base_url}/e/{event_id}")
+    blocked = page.locator("#view-blocked")
+    await expect(blocked).to_be_visible()
+    await expect(blocked.locator("h2")).to_have_text("Your browser could not run the check")
+    await expect(blocked.locator("h2")).to_be_focused()
+    await expect(page.locator("#blocked-text")).to_contain_text("allow scripts from this site")
+    await expect(page.locator("#state-badge")).to_have_text("Problem")
+    await expect(page.locator("#announcer")).to_contain_text("could not run the check")
+    await page.screenshot(path=str(SHOTS / "boxoffice-check-blocked-phone.png"), full_page=True)
+    stats = await get_stats(admin, event_id)
+    assert (stats["waiting"], stats["challenges_solved"]) == (0, 0), stats
+
+    # Unblocked, "Try again" loads the widget, solves and joins.
+    await page.unroute(WIDGET)
+    await page.locator("#blocked-retry").click()
+    await expect(page.locator("#view-waiting")).to_be_visible()
+    await expect(page.locator("#position")).to_have_text("1")
+
+
+async def test_refused_worker_says_what_to_do(
+    base_url: str, browser: Browser, admin: aiohttp.ClientSession
+) -> None:
+    event_id = await create_event(admin, rate_per_min=0)
+    page = await phone_page(browser)
+    await page.route("**/static/vendor/altcha/workers/*", lambda route: route.abort())
+    await page.goto(f"{base_url}/e/{event_id}")
+    await expect(page.locator("#view-blocked")).to_be_visible()
+    await expect(page.locator("#blocked-text")).to_contain_text("stopped before finishing")
+    stats = await get_stats(admin, event_id)
+    assert (stats["waiting"], stats["challenges_solved"]) == (0, 0), stats
+
+
+async def test_no_workers_says_what_to_do(
+    base_url: str, browser: Browser, admin: aiohttp.ClientSession
+) -> None:
+    event_id = await create_event(admin, rate_per_min=0)
+    page = await phone_page(browser)
+    await page.add_init_script("delete window.Worker")
+    await page.goto(f"{base_url}/e/{event_id}")
+    await expect(page.locator("#view-blocked")).to_be_visible()
+    await expect(page.locator("#blocked-text")).to_contain_text("up-to-date Chrome")
+    stats = await get_stats(admin, event_id)
+    assert (stats["waiting"], stats["challenges_solved"]) == (0, 0), stats
+
+
 # ---- the seat page: map, hold, checkout, payment, confirmation ----------------------------------
 
 
@@ -261,7 +389,7 @@ async def admitted_seat_page(browser: Browser, base_url: str, event_id: str) -> 
 async def admitted_visitor(base_url: str, event_id: str) -> tuple[aiohttp.ClientSession, str]:
     """Another visitor outside the browser: (its session with the cookie, its access token)."""
     session = aiohttp.ClientSession(base_url, cookie_jar=aiohttp.CookieJar(unsafe=True))
-    async with session.post(f"/api/events/{event_id}/queue") as response:
+    async with await join(session, event_id) as response:
         assert response.status == 200, await response.text()
         queue_id = (await response.json())["queue_id"]
     for _ in range(400):

@@ -96,7 +96,8 @@ async def test_events_spread_over_masters(rc: RedisCluster) -> None:
 
 
 async def exercise(rc: RedisCluster, s: Scripts, event_id: str) -> None:
-    """A whole queue life on one event: pre-queue, opening, joins, admission, leave, reap."""
+    """A whole queue life on one event: pre-queue, opening, joins, admission, leave, reap, and
+    a purge of one source's places."""
     k = EventKeys(event_id)
     await write_cfg(rc, k, max_active=3, session_ms=10_000)
     assert (await s.join(k, "v-nope", f"{event_id}.nope", now_ms=PRE - 1)).state == "not_open"
@@ -127,6 +128,11 @@ async def exercise(rc: RedisCluster, s: Scripts, event_id: str) -> None:
     back = await s.restore(k, "kept", f"{event_id}.kept", 2, 0, 0, now_ms=SALE + 10**6 + 1)
     assert (back.state, back.ticket) == ("waiting", 2)
     assert (await s.status(k, late.queue_id, now_ms=SALE + 10**6)).state == "expired"
+    farm = [await s.join(k, f"f{i}", f"{event_id}.f{i}", source="203.0.113.7") for i in range(2)]
+    assert {p.state for p in farm} == {"waiting"}
+    assert await s.purge_source(k, "203.0.113.7", dry_run=True) == 2
+    assert await s.purge_source(k, "203.0.113.7", dry_run=False) == 2
+    assert (await s.status(k, farm[0].queue_id)).state == "expired"
 
 
 async def test_scripts_run_on_the_cluster(rc: RedisCluster, cluster: list[int]) -> None:

@@ -289,7 +289,7 @@ class Fan:
         return await self.pay(order["order_id"])
 
     async def checkout(self, hold_id: str) -> dict[str, Any]:
-        body = {"email": "fan@example.com"}
+        body = {"email": f"fan-{id(self):x}@example.com"}  # one buyer per fan
         status, order, _ = await self.call("POST", f"/api/holds/{hold_id}/checkout", body)
         assert status == 201, order
         return dict(order)

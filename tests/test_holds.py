@@ -490,7 +490,8 @@ async def _order(
     hold_id = f"{event_id}.hold-{order_id}"
     await pg.execute(
         "INSERT INTO orders (id, event_id, hold_id, visitor_id, queue_id, email, status, amount,"
-        " currency, provider, expires_at) VALUES ($1,$2,$3,$4,$5,'a@b.co',$6,0,'EUR','dev',$7)",
+        " currency, provider, expires_at, buyer)"
+        " VALUES ($1,$2,$3,$4,$5,'a@b.co',$6,0,'EUR','dev',$7,'a@b.co')",
         order_id, event_id, hold_id, visitor or f"vis-{order_id}", f"{event_id}.q-{order_id}",
         status, expires_at,
     )  # fmt: skip

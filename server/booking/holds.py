@@ -3,6 +3,7 @@ the event's layout first, rate-limited per visitor, released on request."""
 
 from __future__ import annotations
 
+from server.booking import ledger
 from server.booking.inventory import HoldResult, Inventory
 from server.booking.seat_map import SeatMaps
 from server.core import rules
@@ -70,6 +71,12 @@ class Holds:
     async def hold(self, event_id: str, claims: AccessClaims, body: HoldRequest) -> Hold:
         ev = await self.cache.require(event_id)
         seats, section, quantity = check_hold_request(ev, body)
+        # The visitor's own paid orders count here (its email is not known before checkout):
+        # a fan who bought their share is told now, not after choosing seats and paying.
+        limit = rules.buyer_limit(ev.max_tickets_per_buyer, ev.max_seats_per_order)
+        bought = await ledger.tickets_bought(self.pool, ev.id, visitor_id=claims.v)
+        if rules.over_buyer_limit(bought, len(seats) + quantity, limit):
+            raise buyer_limit_error(limit, bought)
         k = EventKeys(ev.id)
         allowed, reset_ms = await self.inventory.allow(
             k.rate("hold", claims.v), HOLD_ATTEMPTS_PER_WINDOW, HOLD_WINDOW_MS
@@ -146,6 +153,14 @@ class Holds:
         if released == 0:
             raise NotFound("no such hold (it may have expired)", code="hold_not_found")
         self.seat_maps.changed(k.event_id)
+
+
+def buyer_limit_error(limit: int, bought: int) -> Conflict:
+    return Conflict(
+        f"at most {limit} tickets per buyer for this event; {bought} already bought",
+        code="buyer_limit",
+        extra={"limit": limit, "bought": bought},
+    )
 
 
 def check_hold_request(ev: db.EventRow, body: HoldRequest) -> tuple[list[str], str | None, int]:

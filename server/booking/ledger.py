@@ -51,6 +51,7 @@ class OrderRow(msgspec.Struct, frozen=True):
     order_key: str | None = None  # the secret of the order's link, set when it is paid
     refunded_at: datetime | None = None
     refund_attempts: int = 0
+    buyer: str = ""  # rules.buyer_email(email): whom the per-buyer limit counts
     lines: list[OrderLine] = []
     tickets: list[TicketRow] = []
 
@@ -75,12 +76,14 @@ class PaymentAction(msgspec.Struct, frozen=True):
     attempts: int
 
 
-Confirmation = Literal["paid", "already_paid", "seats_taken", "not_pending", "missing"]
+Confirmation = Literal[
+    "paid", "already_paid", "seats_taken", "buyer_limit", "not_pending", "missing"
+]
 
 ORDER_COLUMNS = (
     "id, event_id, hold_id, visitor_id, queue_id, email, status, amount, currency, provider,"
     " payment_id, client_secret, expires_at, status_reason, created_at, paid_at, order_key,"
-    " refunded_at, refund_attempts"
+    " refunded_at, refund_attempts, buyer"
 )
 
 
@@ -199,14 +202,15 @@ async def create_order(
     expires_at: datetime,
     lines: list[OrderLine],
 ) -> tuple[OrderRow, bool]:
-    """One order per hold: a second checkout of the same hold gets the first order back."""
+    """One order per hold: a second checkout of the same hold gets the first order back. The
+    order counts against the buyer its email names (rules.buyer_email)."""
     async with pool.acquire() as conn, conn.transaction():
         created = await conn.fetchval(
             "INSERT INTO orders (id, event_id, hold_id, visitor_id, queue_id, email, amount,"
-            " currency, provider, expires_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+            " currency, provider, expires_at, buyer) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
             " ON CONFLICT (hold_id) DO NOTHING RETURNING id",
             order_id, event_id, hold_id, visitor_id, queue_id, email, amount, currency,
-            provider, expires_at,
+            provider, expires_at, rules.buyer_email(email),
         )  # fmt: skip
         if created is not None:
             await conn.executemany(
@@ -220,6 +224,40 @@ async def create_order(
         order = await _load(conn, "hold_id", hold_id)
     assert order is not None
     return order, created is not None
+
+
+async def tickets_bought(
+    conn: Any, event_id: str, *, buyer: str | None = None, visitor_id: str | None = None
+) -> int:
+    """Tickets in the event's paid orders of one buyer (normalised email) or one visitor."""
+    column, value = ("buyer", buyer) if buyer is not None else ("visitor_id", visitor_id)
+    got = await conn.fetchval(
+        "SELECT coalesce(sum(l.quantity), 0) FROM orders o JOIN order_lines l ON l.order_id = o.id"
+        f" WHERE o.event_id = $1 AND o.status = 'paid' AND o.{column} = $2",
+        event_id,
+        value,
+    )
+    return int(got)
+
+
+def order_tickets(order: OrderRow) -> int:
+    return sum(line.quantity for line in order.lines)
+
+
+async def _buyer_limit(conn: Any, order: OrderRow) -> bool:
+    """Whether paying this order takes its buyer past the event's limit. Confirmations of one
+    buyer of one event are serialised by an advisory lock held to the end of the transaction,
+    so two orders paid at once cannot both pass."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))", order.event_id, order.buyer
+    )
+    settings = await conn.fetchrow(
+        "SELECT max_tickets_per_buyer, max_seats_per_order FROM events WHERE id = $1",
+        order.event_id,
+    )
+    limit = rules.buyer_limit(settings["max_tickets_per_buyer"], settings["max_seats_per_order"])
+    bought = await tickets_bought(conn, order.event_id, buyer=order.buyer)
+    return rules.over_buyer_limit(bought, order_tickets(order), limit)
 
 
 async def set_payment(
@@ -242,8 +280,9 @@ async def confirm(
 ) -> tuple[Confirmation, OrderRow | None]:
     """The arbiter. In one transaction: pending -> paid, seats into sold_seats (primary key
     (event, seat)), standing units under the capacity CHECK, tickets, an outbox row and the
-    capture to do after commit. If any seat is gone the order becomes voided instead, and the
-    payment is voided (or refunded if it was already captured)."""
+    capture to do after commit. If any seat is gone, or the order would take its buyer past the
+    event's per-buyer limit, the order becomes voided instead, and the payment is voided (or
+    refunded if it was already captured)."""
     async with pool.acquire() as conn, conn.transaction():
         order = await _load(conn, "id", order_id, lock=True)
         if order is None:
@@ -252,6 +291,14 @@ async def confirm(
             return "already_paid", order
         if order.status != "pending":
             return "not_pending", order
+        if await _buyer_limit(conn, order):
+            await conn.execute(
+                "UPDATE orders SET status = 'voided', status_reason = 'buyer_limit',"
+                " updated_at = now() WHERE id = $1",
+                order_id,
+            )
+            await _add_action(conn, order, "refund" if captured else "void")
+            return "buyer_limit", await _load(conn, "id", order_id)
         try:
             async with conn.transaction():
                 await _take_inventory(conn, order)

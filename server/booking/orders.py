@@ -9,10 +9,11 @@ from typing import cast
 from urllib.parse import quote
 
 from server.booking import ledger
-from server.booking.holds import hold_policy
+from server.booking.holds import buyer_limit_error, hold_policy
 from server.booking.inventory import HoldRecord, Inventory
 from server.booking.settlement import Settlement
 from server.booking.tickets import ticket_svg
+from server.core import rules
 from server.core.clock import from_ms, now_ms
 from server.core.errors import (
     Conflict,
@@ -72,6 +73,13 @@ class Orders:
             raise Gone("this hold has expired; pick your seats again", code="hold_expired")
         prices = {s.id: s.price for s in ev.sections}
         lines = order_lines(hold, prices)
+        # The buyer the email names, whichever visitor or device pays: checked here so the fan
+        # is told before paying; PostgreSQL decides for good when the payment is confirmed.
+        limit = rules.buyer_limit(ev.max_tickets_per_buyer, ev.max_seats_per_order)
+        buyer = rules.buyer_email(body.email)
+        bought = await ledger.tickets_bought(self.pool, ev.id, buyer=buyer)
+        if rules.over_buyer_limit(bought, sum(line.quantity for line in lines), limit):
+            raise buyer_limit_error(limit, bought)
         provider = self.providers.current
         order, _ = await ledger.create_order(
             self.pool,
@@ -183,7 +191,13 @@ class Orders:
         if outcome == "declined":
             await self.settlement.payment_failed(order, "card_declined")
             raise PaymentDeclined("the card was declined; your seats were released")
-        return self.present(await self.settlement.payment_succeeded(order))
+        settled = await self.settlement.payment_succeeded(order)
+        if settled.status == "voided" and settled.status_reason == "buyer_limit":
+            ev = await self.cache.require(order.event_id)
+            limit = rules.buyer_limit(ev.max_tickets_per_buyer, ev.max_seats_per_order)
+            bought = await ledger.tickets_bought(self.pool, ev.id, buyer=settled.buyer)
+            raise buyer_limit_error(limit, bought)
+        return self.present(settled)
 
     def present(self, order: ledger.OrderRow) -> Order:
         ga_section, quantity = order.ga

@@ -78,6 +78,8 @@ class Settlement:
         assert row is not None
         if outcome == "paid":
             await self._mark_sold(row)
+        elif outcome == "buyer_limit":
+            await self._release(row)  # the seats claimed for it go back
         elif outcome == "seats_taken":
             # Redis thought these seats were free and PostgreSQL says sold: Redis was wrong.
             # Recompute its seat state from the truth (live holds are kept).

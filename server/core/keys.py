@@ -98,7 +98,7 @@ class EventKeys:
     @property
     def stats(self) -> str:
         """HASH of counters: joins, admitted, expired, left, serving, sessions_ended,
-        challenges_issued, challenges_solved, challenges_failed."""
+        challenges_issued, challenges_solved, challenges_failed, purged."""
         return self._key("stats")
 
     @property
@@ -179,6 +179,17 @@ class EventKeys:
         """STRING: bumped by every hold script that changes seat state (seat map caches)."""
         return self._key("seatver")
 
+    @property
+    def sources(self) -> str:
+        """ZSET client address -> places taken in line (at most SOURCES_KEPT, the biggest)."""
+        return self._key("sources")
+
+    @property
+    def source_places(self) -> str:
+        """ZSET "<address>|<queue_id>", score 0: the places each address took (join.lua), read
+        by lexical range to purge one address's waiting places (purge_source.lua)."""
+        return self._key("srcq")
+
     def hold_keys(self) -> list[str]:
         """The first eight KEYS of every hold script (queue/lib/holds.lua)."""
         return [self.seats, self.holds, self.holdexp, self.vhold, self.gacap, self.gasold,
@@ -193,5 +204,6 @@ class EventKeys:
         return [
             self.cfg, self.visitors, self.owner, self.tickets, self.pre, self.line, self.seen,
             self.active, self.bucket, self.seq, self.stats, self.admits, *self.hold_keys(),
-            self.sold_orders, self.returned_orders, self.inventory, self.reservations,
+            self.sold_orders, self.returned_orders, self.inventory, self.reservations, self.sources,
+            self.source_places,
         ]  # fmt: skip

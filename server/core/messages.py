@@ -32,6 +32,7 @@ RatePerMin = Annotated[int, Meta(ge=0, le=1_000_000)]
 MaxActive = Annotated[int, Meta(ge=1, le=10_000_000)]
 Minutes = Annotated[int, Meta(ge=1, le=24 * 60)]
 SeatsPerOrder = Annotated[int, Meta(ge=1, le=50)]
+TicketsPerBuyer = Annotated[int, Meta(ge=1, le=200)]
 Count = Annotated[int, Meta(ge=1, le=1000)]
 Capacity = Annotated[int, Meta(ge=1, le=200_000)]
 
@@ -67,6 +68,7 @@ class EventCreate(Struct, forbid_unknown_fields=True, frozen=True):
     hold_minutes: Minutes = 10
     max_seats_per_order: SeatsPerOrder = 6
     challenge: ChallengePolicy = "adaptive"
+    max_tickets_per_buyer: TicketsPerBuyer | None = None  # None: max_seats_per_order
 
 
 class EventPatch(Struct, forbid_unknown_fields=True, frozen=True):
@@ -79,6 +81,7 @@ class EventPatch(Struct, forbid_unknown_fields=True, frozen=True):
     closed: bool | UnsetType = UNSET
     sold_out: bool | UnsetType = UNSET
     challenge: ChallengePolicy | UnsetType = UNSET
+    max_tickets_per_buyer: TicketsPerBuyer | UnsetType | None = UNSET  # null: the default
 
 
 class SectionOut(Struct, frozen=True):
@@ -100,6 +103,7 @@ class EventSettings(Struct, frozen=True):
     closed: bool
     sold_out: bool
     challenge: ChallengePolicy
+    max_tickets_per_buyer: int | None = None  # None: max_seats_per_order
 
 
 class Event(Struct, frozen=True):

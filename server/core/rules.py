@@ -200,3 +200,33 @@ def checkin_result(
     if checked_in:
         return "already_checked_in"
     return "admitted"
+
+
+# ---- one buyer, one limit across orders -------------------------------------------------------
+
+GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+
+
+def buyer_email(email: str) -> str:
+    """The buyer an email names, for the per-buyer ticket limit: trimmed and lower-cased, a
+    "+tag" dropped from the local part (providers deliver name+tag@ to name@, so tags would
+    mint buyers for free), and for Gmail the dots too (Gmail ignores them) with googlemail.com
+    read as gmail.com. Two people sharing one mailbox count as one buyer."""
+    local, at, domain = email.strip().lower().rpartition("@")
+    if not at or not local:
+        return email.strip().lower()
+    local = local.split("+", 1)[0] or local
+    if domain in GMAIL_DOMAINS:
+        local, domain = local.replace(".", "") or local, "gmail.com"
+    return f"{local}@{domain}"
+
+
+def buyer_limit(max_tickets_per_buyer: int | None, max_seats_per_order: int) -> int:
+    """Tickets one buyer may have across an event's paid orders: the event's setting, or by
+    default one order's worth."""
+    return max_seats_per_order if max_tickets_per_buyer is None else max_tickets_per_buyer
+
+
+def over_buyer_limit(bought: int, wanted: int, limit: int) -> bool:
+    """Whether `wanted` more tickets would take a buyer who has `bought` past `limit`."""
+    return bought + wanted > limit

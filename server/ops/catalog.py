@@ -95,6 +95,7 @@ async def create(
         closed=False,
         sold_out=False,
         challenge=body.challenge,
+        max_tickets_per_buyer=body.max_tickets_per_buyer,
     )
     async with room.pool.acquire() as conn, conn.transaction():
         if not await db.insert_event(conn, event_id, body, prequeue_opens_at):
@@ -121,6 +122,7 @@ def present(ev: db.EventRow, with_settings: bool = False, available: int | None 
             closed=ev.closed,
             sold_out=ev.sold_out,
             challenge=ev.challenge,
+            max_tickets_per_buyer=ev.max_tickets_per_buyer,
         )
     sections = [
         SectionOut(s.id, s.name, s.price, s.capacity, s.rows, s.seats_per_row) for s in ev.sections

@@ -66,6 +66,8 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("GET", f"{EVENT}/audit"): Rule(READERS, "events:read"),
     ("GET", f"{EVENT}/eta"): Rule(READERS, "events:read"),
     ("GET", f"{EVENT}/autopilot"): Rule(READERS, "events:read"),
+    ("GET", f"{EVENT}/bots"): Rule(READERS, "events:read"),
+    ("POST", f"{EVENT}/sources/purge"): Rule(RUNNERS, "events:write", "depends"),
     ("PATCH", f"{EVENT}/autopilot"): Rule(RUNNERS, "events:write"),
     ("GET", f"{EVENT}/live"): Rule(READERS, "events:read"),
     # after the sale: order search, refunds, bulk cancels (a dry run changes nothing), the door

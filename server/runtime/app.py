@@ -20,7 +20,14 @@ from server.core.settings import SETTINGS, Settings
 from server.core.tokens import Signer
 from server.notify.mailer import MAILER, Mailer
 from server.notify.transport import make_transport
-from server.ops import admin_routes, console_routes, event_routes, operator_routes, order_routes
+from server.ops import (
+    admin_routes,
+    bots_routes,
+    console_routes,
+    event_routes,
+    operator_routes,
+    order_routes,
+)
 from server.ops.admin_guard import admin_guard_ctx
 from server.ops.autopilot import AUTOPILOT, Autopilot
 from server.ops.live import LIVE, LiveCollector, LiveHub
@@ -168,6 +175,7 @@ def create_app(settings: Settings) -> web.Application:
         app.add_routes(admin_routes.routes)
         app.add_routes(booking_routes.routes)
         app.add_routes(console_routes.routes)
+        app.add_routes(bots_routes.routes)
         app.add_routes(order_routes.routes)
         app.add_routes(operator_routes.routes)
         app.add_routes(site_routes.pages)

@@ -38,6 +38,7 @@ from server.core.messages import (
     StatusMsg,
     TickMsg,
 )
+from server.waiting.sources import BotsView, PurgeRequest, PurgeResult
 
 REF = "#/components/schemas/{name}"
 
@@ -69,6 +70,8 @@ OPERATIONS: list[tuple[str, str, str, Any, int, Any, str | None]] = [
     ("get", "/api/admin/events/{event_id}/audit", "Audit trail of settings changes, newest first", None, 200, None, "admin"),
     ("get", "/api/admin/events/{event_id}/live", "Websocket: one live sample a second (auth in the first message)", None, 101, None, None),
     ("get", "/api/admin/events/{event_id}/eta", "ETA preview; ?clear_by= gives the rate that clears the line by then", None, 200, None, "admin"),
+    ("get", "/api/admin/events/{event_id}/bots", "Bot challenge counters, cost level now, top sources by places (?limit=)", None, 200, BotsView, "admin"),
+    ("post", "/api/admin/events/{event_id}/sources/purge", "Count (dry run) or, with confirm, remove the waiting places of one source; audited", PurgeRequest, 200, PurgeResult, "admin"),
     ("get", "/api/admin/events/{event_id}/autopilot", "Autopilot settings", None, 200, None, "admin"),
     ("patch", "/api/admin/events/{event_id}/autopilot", "Turn the autopilot on or off, set its bounds", None, 200, None, "admin"),
     ("get", "/api/admin/orders", "Order search: ?event_id=&email=&seat=&code=&order_id=&status=&limit=", None, 200, list[Order], "admin"),

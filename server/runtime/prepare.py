@@ -36,8 +36,6 @@ def demo_event(now: datetime) -> EventCreate:
         ],
         rate_per_min=60,
         max_active=50,
-        # The waiting page does not solve bot challenges yet; switch to "adaptive" when it does.
-        challenge="off",
     )
 
 

@@ -83,6 +83,12 @@ class Pressure(msgspec.Struct, frozen=True):
     crowd: float = 0.0
 
 
+def decayed(count: float, at_ms: int, now_ms: int, half_life_ms: int = HALF_LIFE_MS) -> float:
+    """A pressure count last updated at `at_ms`, as it stands at `now_ms` (pressure.lua's
+    decay, for reading without bumping)."""
+    return count * 2 ** (-max(0, now_ms - at_ms) / half_life_ms)
+
+
 def cost_level(policy: ChallengePolicy, pressure: Pressure) -> int:
     """The level of the next challenge: each doubling of a source's pressure adds one level
     (doubling the work), so a source's cost per place grows with the places it takes; the

@@ -16,8 +16,12 @@ from server.store import lua
 from server.store.lua import AnyRedis, Batcher, as_text, time_arg
 from server.store.redis_client import sharded
 
-SCRIPT_NAMES = ("join", "status", "leave", "reap", "open_sale", "admit", "restore", "new_epoch")
+SCRIPT_NAMES = (
+    "join", "status", "leave", "reap", "open_sale", "admit", "restore", "new_epoch",
+    "purge_source",
+)  # fmt: skip
 TICKETS_PER_EPOCH = 2**32  # tickets of Redis epoch e are above (e - 1) * this (new_epoch.lua)
+SOURCES_KEPT = 10_000  # client addresses an event's place counts keep (the biggest)
 
 
 class Place(msgspec.Struct, frozen=True):
@@ -93,11 +97,14 @@ class Scripts:
         now_ms: int | None = None,
         proof: str = "",
         nonce: str = "-",
+        source: str = "",
     ) -> Place:
-        """proof and nonce: see join.lua ARGV[4] and server.waiting.challenge.Proof."""
+        """proof and nonce: see join.lua ARGV[4] and server.waiting.challenge.Proof; source:
+        the client address a new place is counted under ("" for none)."""
         keys = [k.cfg, k.visitors, k.owner, k.tickets, k.pre, k.line, k.seen, k.active, k.seq]
-        keys += [k.stats, k.spent(nonce)]
-        r = await self._run("join", keys, [visitor_id, new_queue_id, time_arg(now_ms), proof])
+        keys += [k.stats, k.spent(nonce), k.sources, k.source_places]
+        args: list[str | int] = [visitor_id, new_queue_id, time_arg(now_ms), proof, source]
+        r = await self._run("join", keys, [*args, SOURCES_KEPT])
         return _place(r, as_text(r[1]), visitor_id)
 
     async def status(
@@ -130,6 +137,11 @@ class Scripts:
     async def leave(self, k: EventKeys, queue_id: str, reason: str = "left") -> bool:
         keys = [k.visitors, k.owner, k.pre, k.line, k.seen, k.active, k.stats]
         return bool(await self._run("leave", keys, [queue_id, reason]))
+
+    async def purge_source(self, k: EventKeys, source: str, dry_run: bool) -> int:
+        """The waiting places (line and pre-queue) `source` took: counted, or removed."""
+        keys = [k.visitors, k.owner, k.pre, k.line, k.seen, k.stats, k.source_places]
+        return int(await self._run("purge_source", keys, [source, "count" if dry_run else "purge"]))
 
     async def reap(
         self, k: EventKeys, grace_ms: int, limit: int = 1000, now_ms: int | None = None

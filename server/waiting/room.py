@@ -107,7 +107,11 @@ class Room:
         visitor_id: str,
         proof: Proof = NOT_ASKED,
         kept: PlaceClaims | None = None,
+        source: str = "",
     ) -> Standing:
+        """A place for this visitor: the one its kept place cookie names if that can be
+        restored, else its live one, else a new one counted under `source`, the client
+        address ("" for none)."""
         ev = await self.cache.require(event_id)
         keys = EventKeys(ev.id)
         if kept is not None:
@@ -115,12 +119,11 @@ class Room:
             if restored is not None:
                 return self.standing(ev.id, restored)
         queue_id = f"{ev.id}.{new_id()}"
-        place = await self.scripts.join(keys, visitor_id, queue_id, None, proof.arg, proof.nonce)
+        args = (None, proof.arg, proof.nonce, source)
+        place = await self.scripts.join(keys, visitor_id, queue_id, *args)
         if place.state == "nocfg":
             await self.mirror(ev)
-            place = await self.scripts.join(
-                keys, visitor_id, queue_id, None, proof.arg, proof.nonce
-            )
+            place = await self.scripts.join(keys, visitor_id, queue_id, *args)
         if place.state in ("challenge", "spent"):
             raise refusal(ev.id, proof, place.state)
         if place.state == "not_open":

@@ -18,6 +18,7 @@ from server.core.metrics import METRICS
 from server.core.origins import check_origin
 from server.core.settings import SETTINGS
 from server.core.tokens import PlaceClaims, TokenError
+from server.waiting import sources
 from server.waiting.challenge import GUARD
 from server.waiting.fanout import HUB, Conn, Hub
 from server.waiting.room import ROOM, Standing
@@ -48,12 +49,14 @@ async def challenge(request: web.Request) -> web.Response:
 async def join(request: web.Request) -> web.Response:
     room, guard, visitor = request.app[ROOM], request.app[GUARD], visitor_id(request)
     ev = await room.cache.require(request.match_info["event_id"])
-    await guard.limit("join", ev.id, visitor, guard.address(request))
+    address = guard.address(request)
+    await guard.limit("join", ev.id, visitor, address)
     raw = await request.read()
     solution = _join_body.decode(raw).altcha if raw.strip() else None
     proof = guard.proof(ev.id, ev.challenge, solution)
     try:
-        standing = await room.join(ev.id, visitor, proof, _kept(request, ev.id, visitor))
+        kept = _kept(request, ev.id, visitor)
+        standing = await room.join(ev.id, visitor, proof, kept, sources.recorded(address))
     except DomainError as exc:
         if exc.code == "challenge_failed":
             await guard.failed(ev.id)

@@ -104,7 +104,9 @@
     $("token").value = "";
     $("login-password").value = "";
     $("login-otp").value = "";
-    if (location.hash) history.replaceState(null, "", location.pathname);
+    // A deep link (#event/…) opened before signing in is kept for after it; an explicit
+    // sign-out (with a message) leaves nothing behind.
+    if (location.hash && message) history.replaceState(null, "", location.pathname);
     loadSignInOptions();
   }
 
@@ -615,6 +617,7 @@
     }
     state.eventId = null;
     state.samples = [];
+    document.dispatchEvent(new CustomEvent("bo:event-close"));
   }
 
   async function openEvent(eventId) {
@@ -641,6 +644,7 @@
     state.timers.push(setInterval(refreshEta, 3000));
     state.timers.push(setInterval(refreshSeats, 5000));
     state.timers.push(setInterval(loadAutopilot, 15000));
+    document.dispatchEvent(new CustomEvent("bo:event-open", { detail: eventId }));
     $("event-heading").focus();
   }
 
@@ -1113,6 +1117,13 @@
     if (answer.ok) { loadAutopilot(); refreshAudit(); }
     else showError(form, (answer.body && answer.body.detail) || "Refused (" + answer.status + ")", "ap-status");
   }
+
+  // What static/admin/bots.js (the bot-check card) uses of the console.
+  window.BOAdmin = {
+    call: call, confirm: confirmAction, patch: patch, refreshAudit: refreshAudit,
+    showError: showError, clearErrors: clearErrors,
+    eventId: function () { return state.eventId; },
+  };
 
   // ---- start ---------------------------------------------------------------------------------
 

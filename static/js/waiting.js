@@ -16,6 +16,7 @@
   var FAILS_BEFORE_POLLING = 3;   // failed websocket attempts before polling starts
   var POLL_MS = 4000;             // polling fallback cadence (jittered)
   var MAX_BACKOFF_MS = 30000;
+  var CHALLENGE_TRIES = 3;        // fresh challenges tried when a join refuses the solution
 
   var eventId = BO.eventIdFromPath();
   var queueKey = BO.queueKey(eventId);
@@ -40,6 +41,7 @@
     lastMessageAt: 0,
     polling: false,
     nextCheckAt: 0,     // scheduled/prequeue: when to look again
+    checkingSince: 0,   // when the current bot check started (ms, local clock)
     accessExpiresAt: null,
     announced: { position: null, at: 0 },
     orders: [],         // this visitor's paid orders of the event (GET …/my-orders)
@@ -82,11 +84,13 @@
 
   // ---- views --------------------------------------------------------------------------------
 
-  var VIEWS = ["loading", "scheduled", "prequeue", "waiting", "admitted", "sold_out", "closed",
-    "expired", "tickets", "error"];
+  var VIEWS = ["loading", "checking", "blocked", "scheduled", "prequeue", "waiting", "admitted",
+    "sold_out", "closed", "expired", "tickets", "error"];
   var REOPEN_CHECK_MS = 15000;    // sold out: how often to look whether tickets came back
   var BADGES = {
     loading: ["Connecting", "info"],
+    checking: ["Checking", "info"],
+    blocked: ["Problem", "bad"],
     scheduled: ["Opens soon", "info"],
     prequeue: ["Pre-queue", "info"],
     waiting: ["Waiting", "info"],
@@ -97,8 +101,8 @@
     tickets: ["You have tickets", "ok"],
     error: ["Problem", "bad"],
   };
-  var IN_LINE = { loading: 1, scheduled: 1, prequeue: 1, waiting: 1 };
-  var FOCUS_ON = { admitted: 1, sold_out: 1, closed: 1, expired: 1, tickets: 1, error: 1 };
+  var IN_LINE = { loading: 1, checking: 1, scheduled: 1, prequeue: 1, waiting: 1 };
+  var FOCUS_ON = { admitted: 1, sold_out: 1, closed: 1, expired: 1, tickets: 1, error: 1, blocked: 1 };
 
   function showView(state) {
     // A buyer whose place ended sees their tickets, not "your place has expired".
@@ -130,6 +134,8 @@
     };
     if (titles[state]) document.title = titles[state];
     var spoken = {
+      checking: "Checking your browser before giving you a place in line. This takes a few seconds.",
+      blocked: "Your browser could not run the check. " + $("blocked-text").textContent,
       scheduled: "The waiting room opens soon. Stay on this page.",
       prequeue: "You are in the pre-queue. Places are shuffled when the sale starts.",
       admitted: "It's your turn! You can now choose your seats.",
@@ -298,7 +304,10 @@
   function updateClock() {
     var ev = S.event;
     var now = BO.now();
-    if (S.state === "scheduled" && ev) {
+    if (S.state === "checking" && S.checkingSince) {
+      var spent = Math.floor((Date.now() - S.checkingSince) / 1000);
+      $("checking-elapsed").textContent = spent < 1 ? "" : "Working for " + spent + " s.";
+    } else if (S.state === "scheduled" && ev) {
       var opens = Date.parse(ev.prequeue_opens_at);
       $("scheduled-countdown").textContent = BO.formatCountdown(opens - now);
       if (Date.now() >= S.nextCheckAt) {
@@ -499,6 +508,74 @@
       + Math.ceil(ms / 1000) + " s. Please stay on this page.");
   }
 
+  function showScheduled() {
+    setConnection("none", "");
+    if (!S.nextCheckAt || S.state !== "scheduled") {
+      var opens = Date.parse(S.event.prequeue_opens_at) - BO.now();
+      S.nextCheckAt = Date.now() + Math.max(0, opens) + BO.jitter(1500, 1);
+    }
+    showView("scheduled");
+    updateClock();
+  }
+
+  // ---- the bot check: a new place costs a solved challenge (static/js/challenge.js) ---------
+
+  var BLOCKED_TEXT = {
+    unsupported: "Before giving you a place in line, this waiting room runs a short check that "
+      + "keeps ticket bots out, and this browser cannot run it (it needs Web Workers and Web "
+      + "Crypto over a secure connection). Please open this page in an up-to-date Chrome, Edge, "
+      + "Firefox or Safari.",
+    blocked: "Before giving you a place in line, this waiting room runs a short check that keeps "
+      + "ticket bots out, and its script did not load. A content blocker, a script blocker or a "
+      + "network filter may be stopping it: allow scripts from this site (or pause the blocker "
+      + "here), check your connection, then press Try again.",
+    failed: "Before giving you a place in line, this waiting room runs a short check that keeps "
+      + "ticket bots out, and it stopped before finishing. Press Try again. If it keeps "
+      + "failing, allow scripts and web workers for this site, or use another browser.",
+  };
+
+  function showBlocked(kind) {
+    stopEverything();
+    S.checkingSince = 0;
+    $("blocked-text").textContent = BLOCKED_TEXT[kind] || BLOCKED_TEXT.failed;
+    setConnection("none", "");
+    showView("blocked");
+  }
+
+  function checkingStep(text) {
+    $("checking-step").textContent = text;
+  }
+
+  /** Solve a challenge and join with it; a refused solution gets a fresh challenge (bounded). */
+  async function joinWithChallenge(gen) {
+    var joinPath = "/api/events/" + encodeURIComponent(eventId) + "/queue";
+    var challengeUrl = "/api/events/" + encodeURIComponent(eventId) + "/challenge";
+    S.checkingSince = Date.now();
+    setConnection("none", "");
+    showView("checking");
+    updateClock();
+    try {
+      for (var attempt = 1; attempt <= CHALLENGE_TRIES; attempt++) {
+        checkingStep("Step 1 of 2: checking your browser");
+        var payload = await BO.challenge.solve(challengeUrl, waitingText);
+        if (gen !== S.generation) return null;
+        checkingStep("Step 2 of 2: taking your place in line");
+        speak("Check done. Taking your place in line.");
+        var r = await BO.api(joinPath,
+          { method: "POST", body: { altcha: payload }, tries: 8, onWait: waitingText });
+        if (gen !== S.generation) return null;
+        var refused = r.status === 403 && r.body
+          && (r.body.error === "challenge_required" || r.body.error === "challenge_failed");
+        if (!refused) return r;
+        if (r.body.challenge) challengeUrl = r.body.challenge;
+      }
+    } finally {
+      S.checkingSince = 0;
+    }
+    throw new Error("The waiting room did not accept this browser's check after "
+      + CHALLENGE_TRIES + " tries. Please try again in a minute.");
+  }
+
   async function enterQueue() {
     var gen = ++S.generation;
     stopEverything();
@@ -520,17 +597,15 @@
         }
       }
       if (!status) {
-        var r = await BO.api("/api/events/" + encodeURIComponent(eventId) + "/queue",
-          { method: "POST", tries: 8, onWait: waitingText });
-        if (gen !== S.generation) return;
+        // Not open yet: no check and no join until it is (the server would say 409 not_open).
+        if (Date.parse(S.event.prequeue_opens_at) - BO.now() > 2000) {
+          showScheduled();
+          return;
+        }
+        var r = await joinWithChallenge(gen);
+        if (!r) return;
         if (r.status === 409 && r.body && r.body.error === "not_open") {
-          setConnection("none", "");
-          if (!S.nextCheckAt || S.state !== "scheduled") {
-            var opens = Date.parse(S.event.prequeue_opens_at) - BO.now();
-            S.nextCheckAt = Date.now() + Math.max(0, opens) + BO.jitter(1500, 1);
-          }
-          showView("scheduled");
-          updateClock();
+          showScheduled();
           return;
         }
         if (r.status === 404) throw new Error("This event does not exist.");
@@ -552,6 +627,10 @@
       if (!S.finished) connect();
     } catch (err) {
       if (gen !== S.generation) return;
+      if (err && BLOCKED_TEXT[err.kind]) {
+        showBlocked(err.kind);
+        return;
+      }
       showError(err && err.message && err.message !== "Failed to fetch"
         ? err.message : "We could not reach the waiting room. Check your connection and try again.");
     }
@@ -618,6 +697,7 @@
   document.addEventListener("DOMContentLoaded", function () {
     $("rejoin").addEventListener("click", rejoin);
     $("retry").addEventListener("click", function () { showView("loading"); enterQueue(); });
+    $("blocked-retry").addEventListener("click", function () { showView("loading"); enterQueue(); });
     $("check-again").addEventListener("click", function () { showView("loading"); enterQueue(); });
     $("buy-more").addEventListener("click", rejoin);
     document.addEventListener("visibilitychange", function () {
