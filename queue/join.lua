@@ -11,12 +11,15 @@
 -- KEYS[9] seq       STRING last ticket handed out
 -- KEYS[10] stats    HASH  counters
 -- KEYS[11] spent    STRING marks one bot-challenge solution as used (optional; see ARGV[4])
+-- KEYS[12] away     ZSET  queue_id -> last sign of life ms of visitors out of the line (reap.lua)
 -- ARGV[1] visitor_id
 -- ARGV[2] queue_id to use if the visitor has no live place
 -- ARGV[3] now in ms, or "" to use Redis TIME
 -- ARGV[4] "" no challenge asked; "none" a new place needs a solution and none (valid) was
 --         given; else the ms the solution stays spendable: a new place is made only if
 --         KEYS[11] did not exist, and KEYS[11] is then kept for that long
+-- ARGV[5] return window in ms: a visitor away (KEYS[12]) for less comes back in at their own
+--         ticket; after it the old place is gone and the visitor gets a new one
 --
 -- Returns {state, queue_id, ticket, rank, session_expires_ms, epoch} (epoch: see new_epoch.lua):
 --   state "prequeue" | "waiting" | "admitted"      the visitor's place (rank is 0-based or -1)
@@ -40,6 +43,16 @@ if existing then
   if expires and tonumber(expires) > now then
     local ticket = tonumber(redis.call('HGET', KEYS[4], existing) or '-1')
     return {'admitted', existing, ticket, -1, tonumber(expires), epoch}
+  end
+  local last = redis.call('ZSCORE', KEYS[12], existing)
+  if last then
+    redis.call('ZREM', KEYS[12], existing)
+    if now - tonumber(last) > tonumber(ARGV[5]) then
+      redis.call('HINCRBY', KEYS[10], 'expired', 1)
+    else
+      local ticket = tonumber(redis.call('HGET', KEYS[4], existing))
+      redis.call('ZADD', KEYS[6], ticket, existing)
+    end
   end
   local rank = redis.call('ZRANK', KEYS[6], existing)
   if rank then

@@ -122,6 +122,8 @@ class QueueStatus(Struct, frozen=True):
     access_expires_at: datetime | None = None
     ticket: int | None = None
     rate_per_min: float | None = None
+    # how long a waiting fan may be away (page asleep, offline) and keep the place
+    return_window_seconds: int | None = None
 
 
 class Stats(Struct, frozen=True):

@@ -202,8 +202,13 @@ class Hub:
                 await conn.ws.close(code=1001, message=b"server shutting down")
 
     async def _recheck(self, conn: Conn) -> None:
-        place = await self.room.scripts.status(EventKeys(conn.event_id), conn.queue_id)
-        if place.state in ("expired", "unknown"):
+        k = EventKeys(conn.event_id)
+        place = await self.room.scripts.status(k, conn.queue_id)
+        if place.state == "away":
+            # an open socket is a sign of life: the fan is back at their own ticket
+            place = await self.room.scripts.status(k, conn.queue_id, touch=True)
+            await self.send(conn, self.status_for(conn, place))
+        elif place.state in ("expired", "unknown"):
             await self.send(conn, ClosedMsg("expired"))
             await conn.ws.close()
         elif place.state == "admitted" and not conn.admitted:

@@ -136,12 +136,15 @@ class Room:
         # Only the owner's requests are a sign of life: a stranger's refused request must
         # change nothing, nor keep someone else's abandoned place alive.
         owned = visitor_id is not None
-        place = await self.scripts.status(EventKeys(event_id), queue_id, touch=touch and not owned)
+        k = EventKeys(event_id)
+        place = await self.scripts.status(k, queue_id, touch=touch and not owned)
         if place.state == "unknown":
             raise NotFound("no such place in the queue", code="queue_not_found")
         if visitor_id is not None and place.visitor_id != visitor_id:
             raise Forbidden("this place in the queue belongs to another visitor")
-        if touch and owned and place.state in ("waiting", "prequeue"):
+        if touch and owned and place.state == "away":
+            place = await self.scripts.status(k, queue_id, touch=True)  # back at their ticket
+        elif touch and owned and place.state in ("waiting", "prequeue"):
             await self.touch(event_id, [queue_id])
         return place
 
@@ -224,8 +227,11 @@ class Room:
                 ticket=ticket,
                 rate_per_min=rate,
             )
+        window = self.settings.return_window_seconds
         if place.state == "expired":
-            return QueueStatus(place.queue_id, event_id, "expired", ticket=ticket)
+            return QueueStatus(
+                place.queue_id, event_id, "expired", ticket=ticket, return_window_seconds=window
+            )
         if snap is not None and (snap.closed or snap.sold_out):
             return QueueStatus(
                 place.queue_id, event_id, "closed" if snap.closed else "sold_out", ticket=ticket
@@ -235,11 +241,12 @@ class Room:
         return QueueStatus(
             queue_id=place.queue_id,
             event_id=event_id,
-            state="waiting" if place.state == "waiting" else "prequeue",
+            state="prequeue" if place.state == "prequeue" else "waiting",
             position=position,
             eta_seconds=rules.eta_seconds(position, rate, halted),
             ticket=ticket,
             rate_per_min=rate,
+            return_window_seconds=window,
         )
 
 

@@ -41,8 +41,9 @@
 
   /**
    * fetch() that answers {status, body, ok} and waits out 429/503 answers as told by
-   * Retry-After (onWait(ms) is told how long), up to `tries` attempts.
-   * Network errors are retried with backoff too; after the last try it throws.
+   * Retry-After (onWait(ms, "busy") is told how long), up to `tries` attempts.
+   * Network errors are retried with backoff too (onWait(ms, "network"): the request never
+   * reached us, so say so — not that the server is busy); after the last try it throws.
    */
   async function api(path, options) {
     var opts = options || {};
@@ -67,7 +68,7 @@
         response = await fetch(path, init);
       } catch (err) {
         if (attempt >= tries) throw err;
-        if (opts.onWait) opts.onWait(delay);
+        if (opts.onWait) opts.onWait(delay, "network");
         await sleep(jitter(delay));
         delay = Math.min(delay * 2, 30000);
         continue;
@@ -75,7 +76,7 @@
       learnClock(response);
       if ((response.status === 429 || response.status === 503) && attempt < tries) {
         var wait = retryAfterMs(response, delay);
-        if (opts.onWait) opts.onWait(wait);
+        if (opts.onWait) opts.onWait(wait, "busy");
         await sleep(jitter(wait, 0.2));
         delay = Math.min(delay * 2, 30000);
         continue;

@@ -33,6 +33,7 @@
     first: null,        // position when first seen, for the progress bar
     rate: null,
     paused: false,
+    returnWindow: 1800, // seconds a fan may be away and keep the place (the server says)
     ws: null,
     wsFails: 0,
     wsTimer: null,
@@ -213,6 +214,7 @@
 
   /** An exact status, from the websocket (with admitted_total) or from HTTP (without). */
   function applyStatus(st, admittedTotal) {
+    if (st.return_window_seconds) { S.returnWindow = st.return_window_seconds; showWindow(); }
     if (st.state === "admitted") {
       handleAdmitted(st.access_token, st.access_expires_at, st.next_url);
       return;
@@ -289,7 +291,7 @@
   function placeLost() {
     BO.local.removeItem(queueKey);
     $("expired-text").textContent = "We couldn't find your place in line any more. "
-      + "It may have been released after the page was closed for too long.";
+      + "A place is released when its page is away for longer than " + windowText() + ".";
     handleClosed("expired");
   }
 
@@ -465,15 +467,12 @@
     try {
       r = await BO.api("/api/queue/" + encodeURIComponent(S.queueId), {
         tries: 4,
-        onWait: function (ms) {
-          if (S.polling) {
-            setConnection("polling", "The waiting room is busy — checking again in "
-              + Math.ceil(ms / 1000) + " s. You keep your place.");
-          }
+        onWait: function (ms, why) {
+          if (S.polling) setConnection(why === "busy" ? "polling" : "offline", retryText(ms, why));
         },
       });
     } catch (e) {
-      if (S.polling) setConnection("offline", "Offline — retrying. You keep your place.");
+      if (S.polling) setConnection("offline", retryText(0, "network"));
       return;
     }
     if (gen !== S.generation || S.finished) return;
@@ -494,9 +493,30 @@
     renderEvent(r.body);
   }
 
-  function waitingText(ms) {
-    setConnection("polling", "The waiting room is very busy — trying again in "
-      + Math.ceil(ms / 1000) + " s. Please stay on this page.");
+  function waitingText(ms, why) {
+    setConnection(why === "busy" ? "polling" : "offline", retryText(ms, why));
+  }
+
+  /** Why we wait, truthfully: the server said it is busy, or the request never got through
+   * (this device's connection) — never the one for the other. */
+  function retryText(ms, why) {
+    var again = ms ? " Trying again in " + Math.ceil(ms / 1000) + " s." : " Trying again.";
+    if (why === "busy") {
+      return "The waiting room is very busy." + again + " You keep your place.";
+    }
+    return "This device seems to be offline." + again + " Your place waits for you for "
+      + windowText() + ".";
+  }
+
+  function windowText() {
+    return BO.formatDuration(S.returnWindow).replace(/^about /, "");
+  }
+
+  function showWindow() {
+    var words = windowText();
+    Array.prototype.forEach.call(document.querySelectorAll(".away-window"), function (el) {
+      el.textContent = words;
+    });
   }
 
   async function enterQueue() {
@@ -599,8 +619,8 @@
     BO.local.removeItem(firstKey);
     S.queueId = null;
     S.first = null;
-    $("expired-text").textContent = "Your place in line was released because this page was closed "
-      + "or offline for too long, or your turn to buy ran out.";
+    $("expired-text").textContent = "Your place in line was released: this page was away for "
+      + "longer than " + windowText() + ", or your turn to buy ran out.";
     showView("loading");
     enterQueue();
   }
