@@ -487,8 +487,11 @@ async def test_grace_steps_out_only_the_silent_and_the_window_ends_places(
         try:
 
             async def silent_stepped_away() -> bool:
-                away = {m.decode() for m in await redis.zrange(k.away, 0, -1)}
-                return away == {q_nap, q_drop} and await redis.zcard(k.line) == 2
+                away = await redis.zrange(k.away, 0, -1)
+                return (
+                    set(away) == {q_nap.encode(), q_drop.encode()}
+                    and await redis.zcard(k.line) == 2
+                )
 
             await eventually(
                 silent_stepped_away, "silent fans stepped away", within=60, every=POLL_S

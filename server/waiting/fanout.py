@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from server.core import rules
 from server.core.clock import from_ms
 from server.core.keys import EventKeys
 from server.core.loops import Loop
@@ -165,7 +164,7 @@ class Hub:
             serving=snap.serving,
             admitted_total=snap.admitted_total,
             waiting=snap.waiting + snap.prequeue,
-            rate_per_min=rules.measured_rate_per_min(snap.admitted_last_window, snap.window_ms),
+            rate_per_min=self.room.estimated_rate(event_id),
             paused=snap.halted,
         )
         now = time.monotonic()

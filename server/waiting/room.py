@@ -46,6 +46,8 @@ class Room:
         self.cache = cache
         self.signer = signer
         self.snapshots: dict[str, Snapshot] = {}  # latest admission step seen by this process
+        # the fans' rate estimate per event and the Redis time of its last update (observe)
+        self.estimates: dict[str, tuple[float | None, int]] = {}
 
     # ---- settings mirror --------------------------------------------------------------------
 
@@ -188,6 +190,26 @@ class Room:
 
     # ---- views -----------------------------------------------------------------------------
 
+    def observe(self, ev: db.EventRow, snap: Snapshot) -> None:
+        """Take one admission step's snapshot; update the rate the fans' estimates use: the
+        configured and measured rates blended by the measurement's history, smoothed and
+        bounded in change (rules.blended_rate, rules.smoothed_rate); none while halted."""
+        self.snapshots[ev.id] = snap
+        target = None
+        if not snap.halted:
+            measured = rules.measured_rate_per_min(snap.admitted_last_window, snap.window_ms)
+            target = rules.blended_rate(ev.rate_per_min, measured, snap.window_ms)
+        previous, at = self.estimates.get(ev.id, (None, snap.now_ms))
+        self.estimates[ev.id] = (
+            rules.smoothed_rate(previous, target, snap.now_ms - at),
+            snap.now_ms,
+        )
+
+    def estimated_rate(self, event_id: str) -> float | None:
+        """Admissions per minute the fans' ETAs use (observe); None when unknown."""
+        rate = self.estimates.get(event_id, (None, 0))[0]
+        return None if rate is None else round(rate, 2)
+
     def measured_rate(self, event_id: str) -> float | None:
         snap = self.snapshots.get(event_id)
         if snap is None:
@@ -215,7 +237,7 @@ class Room:
 
     def describe(self, event_id: str, place: Place) -> QueueStatus:
         snap = self.snapshots.get(event_id)
-        rate = self.measured_rate(event_id)
+        rate = self.estimated_rate(event_id)
         ticket = place.ticket if place.ticket >= 0 else None
         if place.state == "admitted":
             return QueueStatus(

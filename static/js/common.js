@@ -105,6 +105,19 @@
     return isNaN(d.getTime()) ? "" : timeOnly.format(d);
   }
 
+  /** A clock time in a time zone (an IANA name; the browser's own if missing or unknown),
+   * with the zone named: "20:45 CET". */
+  function formatClock(ms, timeZone) {
+    var options = { hour: "2-digit", minute: "2-digit", timeZoneName: "short" };
+    if (timeZone) options.timeZone = timeZone;
+    try {
+      return new Intl.DateTimeFormat(undefined, options).format(new Date(ms));
+    } catch (e) {
+      delete options.timeZone;
+      return new Intl.DateTimeFormat(undefined, options).format(new Date(ms));
+    }
+  }
+
   /** "2 d 03:04:05", "03:04:05" or "04:05" for a countdown. */
   function formatCountdown(ms) {
     var total = Math.max(0, Math.ceil(ms / 1000));
@@ -158,6 +171,7 @@
     formatDateTime: formatDateTime,
     formatTime: formatTime,
     formatCountdown: formatCountdown,
+    formatClock: formatClock,
     formatDuration: formatDuration,
     eventIdFromPath: eventIdFromPath,
     local: store("localStorage"),

@@ -3,8 +3,11 @@
  * Position: a `status` message gives the exact position and the admitted_total it was measured
  * at; each `tick` carries the current admitted_total, so the position now is
  *   max(1, status.position - (tick.admitted_total - status.admitted_total))
- * (server/core/rules.py estimated_position, its reference model). ETA = ceil(position * 60 / rate_per_min), unknown while
- * paused or while no rate is known.
+ * (server/core/rules.py estimated_position, its reference model). ETA = ceil(position * 60 /
+ * rate_per_min), unknown while paused or while no rate is known; rate_per_min is the server's
+ * estimate (configured and measured rates blended, smoothed: rules.blended_rate,
+ * rules.smoothed_rate), the same one behind QueueStatus.eta_seconds. Shown as a clock time in
+ * the venue's zone with how long ago the server last told us.
  */
 (function () {
   "use strict";
@@ -33,6 +36,8 @@
     first: null,        // position when first seen, for the progress bar
     rate: null,
     paused: false,
+    etaAt: null,        // when the turn should come (ms), from the last estimate
+    updatedAt: 0,       // when the server last told us the position or the rate (local ms)
     returnWindow: 1800, // seconds a fan may be away and keep the place (the server says)
     ws: null,
     wsFails: 0,
@@ -168,6 +173,7 @@
     var eta = $("eta");
     var note = $("eta-note");
     $("paused-note").hidden = !S.paused;
+    S.etaAt = null;
     if (S.paused) {
       eta.textContent = "paused";
       note.textContent = "";
@@ -176,11 +182,14 @@
       note.textContent = "The line isn't moving right now, so we can't estimate your wait yet. "
         + "Your place is safe.";
     } else {
-      eta.textContent = BO.formatDuration(Math.ceil(pos * 60 / S.rate));
-      var r = Math.round(S.rate);
-      note.textContent = "Estimate based on the current pace: about " + r.toLocaleString()
+      var seconds = Math.ceil(pos * 60 / S.rate);
+      eta.textContent = BO.formatDuration(seconds);
+      S.etaAt = BO.now() + seconds * 1000;
+      var r = S.rate < 10 ? Math.round(S.rate * 10) / 10 : Math.round(S.rate);
+      note.textContent = "Estimate based on the pace of the line: about " + r.toLocaleString()
         + (r === 1 ? " fan" : " fans") + " let in per minute.";
     }
+    renderEtaClock();
     var pct = 0;
     if (pos != null && S.first) pct = Math.max(0, Math.min(100, Math.round((S.first - pos) / S.first * 100)));
     $("progress-fill").style.width = pct + "%";
@@ -191,6 +200,16 @@
       document.title = "#" + pos.toLocaleString() + " in line — " + (S.event ? S.event.name : "Boxoffice");
       announcePosition(pos);
     }
+  }
+
+  /** "Your turn around 20:45 CET · updated 3 s ago" (the venue's zone). */
+  function renderEtaClock() {
+    var el = $("eta-clock");
+    el.hidden = S.etaAt == null || S.state !== "waiting";
+    if (el.hidden) return;
+    var ago = Math.max(0, Math.round((Date.now() - S.updatedAt) / 1000));
+    el.textContent = "Your turn around " + BO.formatClock(S.etaAt, S.event && S.event.timezone)
+      + " · updated " + ago + " s ago";
   }
 
   function rememberFirst(pos) {
@@ -223,6 +242,7 @@
     if (st.state === "closed") { handleClosed("ended"); return; }
     if (st.state === "expired") { handleClosed("expired"); return; }
     if (st.rate_per_min !== undefined) S.rate = st.rate_per_min;
+    S.updatedAt = Date.now();
     if (typeof st.paused === "boolean") S.paused = st.paused;
     if (st.state === "prequeue") {
       S.base = null;
@@ -247,6 +267,7 @@
   function onTick(t) {
     S.lastAdmitted = t.admitted_total;
     S.rate = t.rate_per_min;
+    S.updatedAt = Date.now();
     S.paused = !!t.paused;
     if (S.state === "prequeue") {
       if (t.state === "on_sale") refreshExact();
@@ -316,7 +337,10 @@
         S.nextCheckAt = Date.now() + BO.jitter(5000);
         refreshExact();
       }
-    } else if (S.state === "waiting" && S.position == null && S.nextCheckAt
+    } else if (S.state === "waiting" && S.etaAt != null) {
+      renderEtaClock();
+    }
+    if (S.state === "waiting" && S.position == null && S.nextCheckAt
                && Date.now() >= S.nextCheckAt) {
       S.nextCheckAt = Date.now() + BO.jitter(5000);
       refreshExact();
