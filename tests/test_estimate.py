@@ -13,20 +13,21 @@ from .helpers import create_event, eventually, visitor
 
 
 async def test_configured_rate_gives_an_eta_before_any_measurement(
-    client: TestClient[Any, Any],
+    fans: TestClient[Any, Any],
 ) -> None:
-    ev = await create_event(client, rate_per_min=30, challenge="off")  # one every 2 s
-    fans = [visitor() for _ in range(3)]
-    for fan in fans:
-        response = await client.post(f"/api/events/{ev['id']}/queue", headers=fan)
+    ev = await create_event(fans, rate_per_min=30, challenge="off")  # one every 2 s
+    crowd = [visitor() for _ in range(10)]
+    for fan in crowd:
+        response = await fans.post(f"/api/events/{ev['id']}/queue", headers=fan)
         assert response.status == 200
 
-    async def third() -> dict[str, Any] | None:
-        r = await client.post(f"/api/events/{ev['id']}/queue", headers=fans[2])
+    async def last() -> dict[str, Any]:
+        r = await fans.post(f"/api/events/{ev['id']}/queue", headers=crowd[-1])
         body: dict[str, Any] = await r.json()
-        return body if body["rate_per_min"] else None
+        assert body["state"] == "waiting"
+        return body if body["rate_per_min"] else {}
 
-    status = await eventually(third, "a rate estimate")
+    status = await eventually(last, "a rate estimate")
     rate = status["rate_per_min"]
     assert 0 < rate <= 30.0 * 1.05  # the configured rate, blended with what little was measured
     assert status["eta_seconds"] == math.ceil(status["position"] * 60 / rate)
