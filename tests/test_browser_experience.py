@@ -3,6 +3,7 @@ lost connection blamed on nobody's server, ETAs and times in the venue's zone, r
 
 from __future__ import annotations
 
+import re
 import time
 
 import aiohttp
@@ -83,3 +84,30 @@ async def test_a_lost_connection_is_not_called_a_busy_server(
     assert "30 minutes" in text
     await expect(page.locator("#position")).to_have_text("1")
     assert failed
+
+
+async def test_times_and_the_eta_in_the_venue_zone(
+    base_url: str, browser: Browser, admin: aiohttp.ClientSession
+) -> None:
+    """The browser lives in Berlin, the venue in New York: the page speaks New York time."""
+    event_id = await create_event(admin, rate_per_min=1, timezone="America/New_York")
+    others = [aiohttp.ClientSession(base_url) for _ in range(3)]
+    try:
+        for session in others:
+            async with session.post(f"/api/events/{event_id}/queue") as response:
+                assert response.status == 200
+        context = await browser.new_context(
+            viewport=tb.PHONE, is_mobile=True, has_touch=True, timezone_id="Europe/Berlin"
+        )
+        page = await context.new_page()
+        await page.goto(f"{base_url}/e/{event_id}")
+        await expect(page.locator("#event-meta")).to_have_text(re.compile(r"\bE[SD]T\b"))
+        clock = page.locator("#eta-clock")
+        await expect(clock).to_be_visible()
+        await expect(clock).to_have_text(
+            re.compile(r"^Your turn around \d{1,2}:\d\d\s?(AM|PM)? E[SD]T · updated \d+ s ago$")
+        )
+        await expect(page.locator("#eta")).not_to_have_text("unknown")
+        await context.close()
+    finally:
+        await close_all(others)

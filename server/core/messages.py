@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import zoneinfo
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -20,6 +22,27 @@ Minutes = Annotated[int, Meta(ge=1, le=24 * 60)]
 SeatsPerOrder = Annotated[int, Meta(ge=1, le=50)]
 Count = Annotated[int, Meta(ge=1, le=1000)]
 Capacity = Annotated[int, Meta(ge=1, le=200_000)]
+TimeZone = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$",
+        description="IANA time zone name, e.g. Europe/Berlin",
+        examples=["Europe/Berlin"],
+    ),
+]
+
+
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones()) | {"UTC"}
+
+
+def check_timezone(name: str) -> None:
+    """A ValueError (a validation error while decoding) unless `name` is in the zone database."""
+    if name not in _known_zones():
+        raise ValueError(f"timezone: {name!r} is not a time zone name such as Europe/Berlin")
 
 ChallengePolicy = Literal["off", "adaptive", "always"]  # bot challenge (proof of work) at join
 QueueState = Literal["prequeue", "waiting", "admitted", "sold_out", "closed", "expired"]
@@ -53,6 +76,10 @@ class EventCreate(Struct, forbid_unknown_fields=True, frozen=True):
     hold_minutes: Minutes = 10
     max_seats_per_order: SeatsPerOrder = 6
     challenge: ChallengePolicy = "adaptive"
+    timezone: TimeZone = "UTC"
+
+    def __post_init__(self) -> None:
+        check_timezone(self.timezone)
 
 
 class EventPatch(Struct, forbid_unknown_fields=True, frozen=True):
@@ -65,6 +92,11 @@ class EventPatch(Struct, forbid_unknown_fields=True, frozen=True):
     closed: bool | UnsetType = UNSET
     sold_out: bool | UnsetType = UNSET
     challenge: ChallengePolicy | UnsetType = UNSET
+    timezone: TimeZone | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.timezone, UnsetType):
+            check_timezone(self.timezone)
 
 
 class SectionOut(Struct, frozen=True):
@@ -86,6 +118,7 @@ class EventSettings(Struct, frozen=True):
     closed: bool
     sold_out: bool
     challenge: ChallengePolicy
+    timezone: str = "UTC"
 
 
 class Event(Struct, frozen=True):
@@ -101,6 +134,7 @@ class Event(Struct, frozen=True):
     available: int
     sections: list[SectionOut]
     settings: EventSettings | None = None
+    timezone: str = "UTC"  # the venue's IANA time zone: fan pages show times in it
 
 
 # ---- queue -----------------------------------------------------------------------------------

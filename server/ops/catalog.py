@@ -84,6 +84,7 @@ def present(ev: db.EventRow, with_settings: bool = False, available: int | None 
             closed=ev.closed,
             sold_out=ev.sold_out,
             challenge=ev.challenge,
+            timezone=ev.timezone,
         )
     sections = [
         SectionOut(s.id, s.name, s.price, s.capacity, s.rows, s.seats_per_row) for s in ev.sections
@@ -101,6 +102,7 @@ def present(ev: db.EventRow, with_settings: bool = False, available: int | None 
         available=ev.capacity if available is None else available,
         sections=sections,
         settings=settings,
+        timezone=ev.timezone,
     )
 
 

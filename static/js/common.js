@@ -89,15 +89,23 @@
     }
   }
 
-  var dateTime = new Intl.DateTimeFormat(undefined, {
-    weekday: "short", day: "numeric", month: "short", year: "numeric",
-    hour: "2-digit", minute: "2-digit",
-  });
   var timeOnly = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 
-  function formatDateTime(iso) {
+  /** A date and time; with `timeZone` (the event's IANA zone) in that zone, the zone named. */
+  function formatDateTime(iso, timeZone) {
     var d = new Date(iso);
-    return isNaN(d.getTime()) ? "" : dateTime.format(d);
+    if (isNaN(d.getTime())) return "";
+    var options = {
+      weekday: "short", day: "numeric", month: "short", year: "numeric",
+      hour: "2-digit", minute: "2-digit",
+    };
+    if (timeZone) { options.timeZone = timeZone; options.timeZoneName = "short"; }
+    try {
+      return new Intl.DateTimeFormat(undefined, options).format(d);
+    } catch (e) {
+      delete options.timeZone;
+      return new Intl.DateTimeFormat(undefined, options).format(d);
+    }
   }
 
   function formatTime(iso) {

@@ -158,10 +158,10 @@
   function renderEvent(ev) {
     S.event = ev;
     $("event-name").textContent = ev.name;
-    var when = BO.formatDateTime(ev.starts_at);
+    var when = BO.formatDateTime(ev.starts_at, ev.timezone);
     $("event-meta").textContent = ev.venue + (when ? " · " + when : "");
     document.title = "Waiting room — " + ev.name;
-    $("scheduled-sale").textContent = "The sale starts " + BO.formatDateTime(ev.sale_starts_at)
+    $("scheduled-sale").textContent = "The sale starts " + BO.formatDateTime(ev.sale_starts_at, ev.timezone)
       + ". Everyone who enters the waiting room before then gets a random place in line.";
   }
 
