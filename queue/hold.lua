@@ -3,9 +3,9 @@
 -- hold's seats count as available to its owner). In claim mode (used to honour a late
 -- payment) the session is not checked and the visitor's other hold is left alone.
 --
--- KEYS[1..7] seats, holds, holdexp, vhold, gacap, gasold, gaheld (see lib/holds.lua)
--- KEYS[8] active     ZSET  admitted sessions: queue_id -> expiry ms
--- KEYS[9] inventory  HASH  present once seat state was built from PostgreSQL
+-- KEYS[1..8] seats, holds, holdexp, vhold, gacap, gasold, gaheld, seatver (lib/holds.lua)
+-- KEYS[9] active     ZSET  admitted sessions: queue_id -> expiry ms
+-- KEYS[10] inventory  HASH  present once seat state was built from PostgreSQL
 -- ARGV[1] hold_id for the new hold
 -- ARGV[2] visitor_id
 -- ARGV[3] queue_id of the visitor's admitted session
@@ -27,12 +27,12 @@
 local now = now_ms(ARGV[5])
 local hold_id, visitor, queue_id = ARGV[1], ARGV[2], ARGV[3]
 local claim = ARGV[8] == '1'
-if redis.call('EXISTS', KEYS[9]) == 0 then return {'not_ready'} end
+if redis.call('EXISTS', KEYS[10]) == 0 then return {'not_ready'} end
 purge_expired(now, 100)
 
 if claim and is_live(hold_id, now) then return {'ok', hold_expiry(hold_id), ''} end
 if not claim then
-  local session = redis.call('ZSCORE', KEYS[8], queue_id)
+  local session = redis.call('ZSCORE', KEYS[9], queue_id)
   if not session or tonumber(session) <= now then return {'no_session'} end
 end
 
@@ -92,4 +92,5 @@ local record = {v = visitor, q = queue_id, s = seats, g = ga, x = 0}
 redis.call('HSET', KEYS[2], hold_id, cjson.encode(record))
 redis.call('ZADD', KEYS[3], expires, hold_id)
 if not claim then redis.call('HSET', KEYS[4], visitor, hold_id) end
+seats_changed()
 return {'ok', expires, replaced}

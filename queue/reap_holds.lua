@@ -1,7 +1,7 @@
 -- reap_holds: tidy holds whose time has passed, so the seat map shows them free. Correctness
 -- never depends on it: every hold script compares expiry times itself.
 --
--- KEYS[1..7] seats, holds, holdexp, vhold, gacap, gasold, gaheld (see lib/holds.lua)
+-- KEYS[1..8] seats, holds, holdexp, vhold, gacap, gasold, gaheld, seatver (lib/holds.lua)
 -- ARGV[1] most holds to tidy in one call
 -- ARGV[2] now in ms, or "" to use Redis TIME
 --

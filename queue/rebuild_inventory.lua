@@ -2,9 +2,9 @@
 -- live in Redis. Run when the inventory marker is missing (Redis restarted or flushed), or on
 -- demand with force. Pending orders whose holds were lost get them back while seats allow.
 --
--- KEYS[1..7] seats, holds, holdexp, vhold, gacap, gasold, gaheld (see lib/holds.lua)
--- KEYS[8] inventory    HASH  built_ms marker
--- KEYS[9] sold_orders  SET   orders applied in Redis
+-- KEYS[1..8] seats, holds, holdexp, vhold, gacap, gasold, gaheld, seatver (lib/holds.lua)
+-- KEYS[9] inventory    HASH  built_ms marker
+-- KEYS[10] sold_orders  SET   orders applied in Redis
 -- ARGV[1] JSON {gacap = {section = n}, gasold = {section = n}, sold = {seat ids},
 --               paid = {order ids}, orders = {{h, v, q, s = {seats}, g = {section = n}, e}}}
 -- ARGV[2] "1" to rebuild even if the marker exists
@@ -14,7 +14,7 @@
 --#include clock
 --#include holds
 
-if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[8]) == 1 then return -1 end
+if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[9]) == 1 then return -1 end
 local now = now_ms(ARGV[3])
 local truth = cjson.decode(ARGV[1])
 purge_expired(now, 100000)
@@ -23,7 +23,7 @@ redis.call('DEL', KEYS[1], KEYS[5], KEYS[6], KEYS[7])
 for section, n in pairs(truth.gacap) do redis.call('HSET', KEYS[5], section, n) end
 for section, n in pairs(truth.gasold) do redis.call('HSET', KEYS[6], section, n) end
 for _, seat in ipairs(truth.sold) do redis.call('HSET', KEYS[1], seat, 'sold') end
-for _, order_id in ipairs(truth.paid) do redis.call('SADD', KEYS[9], order_id) end
+for _, order_id in ipairs(truth.paid) do redis.call('SADD', KEYS[10], order_id) end
 
 -- holds still live keep their seats unless PostgreSQL sold them meanwhile
 for _, hold_id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
@@ -58,5 +58,6 @@ for _, o in ipairs(truth.orders) do
     end
   end
 end
-redis.call('HSET', KEYS[8], 'built_ms', now)
+redis.call('HSET', KEYS[9], 'built_ms', now)
+seats_changed()
 return restored

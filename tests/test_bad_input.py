@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import msgspec
 import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
@@ -32,6 +33,13 @@ SETTLE_MS = 1500  # longer than the period of the slowest background loop (1 s)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(base_settings: Settings) -> Settings:
+    """The app behind a proxy on loopback (as under `up`): X-Forwarded-For names the client, so
+    each kind of wrong admin header can come from an address of its own."""
+    return msgspec.structs.replace(base_settings, trusted_proxies="127.0.0.1")
 
 
 def text(value: Any) -> str:
@@ -215,8 +223,13 @@ async def test_unknown_and_malformed_events_are_404_and_write_nothing(world: Wor
             f"/api/admin/events/{event_id}/admit", json={"count": 1}, headers=ADMIN
         )
         await expect_error(response, 404, "event_not_found")
-    for path in ("/api/nothing-here", "/api/events/x/y/z", "/nope"):
+    for path in ("/api/nothing-here", "/api/events/x/y/z"):
         await expect_error(await c.get(path), 404, "not_found")
+    # Outside the API a browser is asking: the same 404 as an HTML page.
+    for path in ("/nope", "/static/nope.js", "/static/js/nope.js", f"/e/{world.event_id}/x"):
+        response = await c.get(path)
+        assert (response.status, response.content_type) == (404, "text/html"), path
+        assert "<h1>Not Found</h1>" in await response.text()
     await world.unchanged_since(before)
 
 
@@ -437,7 +450,7 @@ async def test_admin_routes_need_the_admin_token(world: World) -> None:
     # test_admin_guessing_is_throttled_per_address), and six stay below the throttle.
     for i, headers in enumerate(wrong_headers):
         for method, path, body in routes:
-            sent = {**headers, "X-Real-IP": f"192.0.2.{i + 1}"}
+            sent = {**headers, "X-Forwarded-For": f"192.0.2.{i + 1}"}
             response = await c.request(method, path, json=body, headers=sent)
             await expect_error(response, 401, "unauthorized")
     failures = {

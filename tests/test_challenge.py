@@ -194,7 +194,9 @@ async def test_no_solution_no_place(
     assert int(await redis.hget(EventKeys(ev["id"]).stats, "joins") or 0) == 0
     assert int(await redis.hget(EventKeys(ev["id"]).stats, "challenges_failed") or 0) == 3
     assert await pg.fetchrow("SELECT * FROM events WHERE id = $1", ev["id"]) == before
-    r = await client.post(f"/api/events/{ev['id']}/queue", data=b"{nope")
+    r = await client.post(
+        f"/api/events/{ev['id']}/queue", data=b"{nope", headers={"Content-Type": "application/json"}
+    )
     await expect(r, 400, "malformed_json")
     r = await client.post(f"/api/events/{ev['id']}/queue", json={"altcha": "x", "more": 1})
     await expect(r, 422, "invalid")

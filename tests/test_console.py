@@ -10,7 +10,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 from playwright.async_api import Browser, ViewportSize, expect
 
@@ -78,32 +77,32 @@ async def test_admin_routes_need_the_token(
     assert {r["action"] for r in rows} <= {"create", "patch", "admit_now", "autopilot_config"}
 
 
-async def test_live_feed_auth_first_message(client: Client) -> None:
+async def test_live_feed_authenticates_before_the_upgrade(client: Client) -> None:
     ev = await create_event(client, rate_per_min=0)
     url = f"/api/admin/events/{ev['id']}/live"
-    # Missing: no auth message in time is not tested (5 s); a non-auth first message is refused.
-    ws = await client.ws_connect(url)
-    await ws.send_json({"type": "ping"})
-    refused = await ws.receive_json(timeout=5)
-    assert refused["error"] == "unauthorized"
-    closing = await ws.receive(timeout=5)
-    assert closing.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
-    assert ws.close_code == 4401
-    # Wrong token.
-    ws = await client.ws_connect(url)
-    await ws.send_json({"type": "auth", "token": "nope"})
-    assert (await ws.receive_json(timeout=5))["error"] == "unauthorized"
-    await ws.receive(timeout=5)
-    assert ws.close_code == 4401
-    # Right token: ready, then samples.
-    ws = await client.ws_connect(url)
-    await ws.send_json({"type": "auth", "token": ADMIN_TOKEN})
+    # No token, a token only in a first message (no longer read), a wrong one: refused with 401
+    # before any socket opens.
+    for protocols, headers in (
+        ((), {}),
+        (("boxoffice.admin",), {}),
+        (("boxoffice.admin", "bearer.nope"), {}),
+        ((), {"Authorization": "Bearer nope"}),
+    ):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect(url, protocols=protocols, headers=headers)
+        assert refused.value.status == 401, (protocols, headers)
+    # The right token in an Authorization header (non-browser clients): ready, then samples.
+    ws = await client.ws_connect(url, headers=ADMIN)
     ready = await ws.receive_json(timeout=5)
     assert ready == {"type": "ready", "event_id": ev["id"], "interval_ms": 1000}
     sample = await ws.receive_json(timeout=5)
     assert sample["type"] == "sample"
     assert sample["event_id"] == ev["id"]
     await ws.close()
+    # An unknown event is a 404 before the upgrade too.
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect("/api/admin/events/no-such-event/live", headers=ADMIN)
+    assert refused.value.status == 404
 
 
 async def test_live_feed_auth_by_subprotocol(client: Client) -> None:
@@ -220,8 +219,9 @@ async def test_create_422_names_the_field(client: Client) -> None:
 
 
 async def live_socket(client: Client, event_id: str) -> aiohttp.ClientWebSocketResponse:
-    ws = await client.ws_connect(f"/api/admin/events/{event_id}/live")
-    await ws.send_json({"type": "auth", "token": ADMIN_TOKEN})
+    ws = await client.ws_connect(
+        f"/api/admin/events/{event_id}/live", protocols=("boxoffice.admin", f"bearer.{ADMIN_TOKEN}")
+    )
     assert (await ws.receive_json(timeout=5))["type"] == "ready"
     return ws
 

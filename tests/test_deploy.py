@@ -23,7 +23,7 @@ import yaml
 from server.core.metrics import Metrics
 from server.core.settings import PLAIN_VARIABLES, ROLES, Settings, env_name, from_env
 from server.runtime.app import create_app
-from server.runtime.cli import SHUTDOWN_TIMEOUT_S
+from server.runtime.listener import SHUTDOWN_TIMEOUT_S
 
 from .helpers import ADMIN_TOKEN, SECRET
 
@@ -302,8 +302,9 @@ def test_every_variable_is_a_setting_and_the_production_config_is_accepted(
         "redis-url": "redis://redis:6379/0",
         "database-url": "postgresql://bo:pw@pgbouncer:6432/boxoffice",
         "database-migrate-url": "postgresql://bo:pw@primary:5432/boxoffice",
-        "secret": "s" * 40,
-        "admin-token": "t" * 40,
+        "secret": "Wm9-q8rT_3xLp0aVbN7yKc2JdF5hGs1E",
+        "admin-token": "Qz4_uYt7Rk2mXw9PaL0sBd6NfH3jGc8E",
+        "smtp-url": "smtps://mailer:pw@smtp:465",
         "stripe-secret-key": "sk_live_x",
         "stripe-webhook-secret": "whsec_x",
     }

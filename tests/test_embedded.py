@@ -110,7 +110,10 @@ class Serve:
 
     def stop(self, sig: signal.Signals) -> int:
         self.process.send_signal(sig)
-        return self.process.wait(STOP_SECONDS)
+        try:
+            return self.process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no stop: {self.log.read_text()[-3000:]}") from None
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ Redis and PostgreSQL. Traffic goes to 127.0.0.1 only; every loop is bounded."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import tempfile
@@ -362,3 +363,56 @@ async def test_busy_page_and_json_503_when_every_upstream_is_down(stack: Stack) 
                     break
             await asyncio.sleep(0.25)
         assert response.status == 200
+
+
+async def raw_request(base: str, data: bytes) -> tuple[int, str, str]:
+    """Send bytes as they are (no client library fixing them up): (status, content type, body)."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    answer = b""
+    try:
+        writer.write(data)
+        await writer.drain()
+        # NGINX may reset a connection it refused once the answer is out (unread request bytes
+        # left behind): keep what arrived before the reset.
+        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+            answer += chunk
+    except ConnectionResetError:
+        pass
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    content_type = headers.get("Content-Type", "").split(";")[0]
+    return int(lines[0].split()[1]), content_type, body.decode("utf-8", "replace")
+
+
+async def test_nginx_errors_are_json_on_the_api_and_pages_elsewhere(stack: Stack) -> None:
+    long_path = "x" * 10_000
+    big_header = "X-Filler: " + "y" * 9_000 + "\r\n"
+    cases = [
+        # (request bytes, status, JSON error code for /api/ or None for an HTML page)
+        (f"GET /api/{long_path} HTTP/1.1\r\nHost: a\r\n\r\n", 414, "uri_too_long"),
+        (f"GET /{long_path} HTTP/1.1\r\nHost: a\r\n\r\n", 414, None),
+        (f"GET /api/events HTTP/1.1\r\nHost: a\r\n{big_header}\r\n", 431, "headers_too_large"),
+        (f"GET /e/x HTTP/1.1\r\nHost: a\r\n{big_header}\r\n", 431, None),
+        ("GET /api/events HTTP/1.1\r\n\r\n", 400, "bad_request"),  # HTTP/1.1 without Host
+        ("GET /static/css/app.css HTTP/1.1\r\n\r\n", 400, None),
+        ("GET /static/nope.css HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 404, None),
+        (
+            "POST /api/admin/events HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {2 * 1024 * 1024}\r\nConnection: close\r\n\r\n",
+            413,
+            "body_too_large",
+        ),
+    ]
+    for request, status, code in cases:
+        got, content_type, body = await raw_request(stack.base, request.encode())
+        assert got == status, (request[:60], got, body[:200])
+        if code is None:
+            assert content_type == "text/html", (request[:60], content_type)
+            assert body.startswith("<!doctype html>") and "<h1>" in body, body[:200]
+        else:
+            assert content_type == "application/json", (request[:60], content_type)
+            assert json.loads(body) == {"error": code, "detail": json.loads(body)["detail"]}

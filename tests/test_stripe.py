@@ -415,7 +415,10 @@ async def test_webhook_for_an_order_not_committed_yet_is_retried(
     response = await shop.post(
         "/api/webhooks/stripe",
         data=payload,
-        headers={"Stripe-Signature": fake.sign(payload, WEBHOOK_SECRET)},
+        headers={
+            "Stripe-Signature": fake.sign(payload, WEBHOOK_SECRET),
+            "Content-Type": "application/json; charset=utf-8",  # as Stripe sends it
+        },
     )
     assert response.status == 503 and int(response.headers["Retry-After"]) > 0
     assert await recorded_events(pg, payload) == 0

@@ -1,5 +1,5 @@
 -- Shared by the hold scripts (included where a script says `--#include holds`).
--- Every hold script passes the same first seven KEYS:
+-- Every hold script passes the same first eight KEYS:
 --   KEYS[1] seats    HASH  seat_id -> hold_id, or "sold"
 --   KEYS[2] holds    HASH  hold_id -> cjson {v = visitor, q = queue_id, s = {seat ids},
 --                                            g = {section = quantity}, x = extended (0/1)}
@@ -8,6 +8,11 @@
 --   KEYS[5] gacap    HASH  section -> capacity (standing sections)
 --   KEYS[6] gasold   HASH  section -> sold
 --   KEYS[7] gaheld   HASH  section -> quantity in holds not yet tidied away
+--   KEYS[8] seatver  STRING counter bumped by every change of seat state (seat map caches)
+
+local function seats_changed()
+  redis.call('INCR', KEYS[8])
+end
 
 local function hold_expiry(hold_id)
   local e = redis.call('ZSCORE', KEYS[3], hold_id)
@@ -42,6 +47,7 @@ local function release(hold_id)
   end
   if redis.call('HGET', KEYS[4], h.v) == hold_id then redis.call('HDEL', KEYS[4], h.v) end
   redis.call('HDEL', KEYS[2], hold_id)
+  seats_changed()
   return 1
 end
 

@@ -52,6 +52,28 @@ class SeatState(msgspec.Struct, frozen=True):
     ga_sold: dict[str, int]
     ga_held: dict[str, int]
     live_holds: int
+    version: tuple[str, str] = ("", "")  # SeatVersion read before this state
+    next_expiry_ms: int | None = None  # when the first hold live in this state ends
+
+
+class SeatVersion(msgspec.Struct, frozen=True):
+    """What a cached view of seat state is valid for: the hold scripts' change counter and the
+    time the state was last rebuilt (a rebuild or a lost Redis starts over), and Redis's clock
+    (a live hold ending changes the state without any script running)."""
+
+    token: tuple[str, str]
+    now_ms: int
+
+
+class Counts(msgspec.Struct, frozen=True):
+    """Cheap figures of an event's seat state (no per-seat read): assigned seats held or sold
+    (including holds expired but not yet tidied by the reaper), and per standing section the
+    units sold and held. `built` is False when the state must be rebuilt first."""
+
+    built: bool
+    taken_seats: int
+    ga_sold: dict[str, int]
+    ga_held: dict[str, int]
 
 
 class RebuildTruth(msgspec.Struct):
@@ -155,17 +177,54 @@ class Inventory:
         ga = h.g if isinstance(h.g, dict) else {}
         return HoldRecord(hold_id, h.v, h.q, seats, ga, h.x == 1, int(expires))
 
+    async def version(self, k: EventKeys) -> SeatVersion:
+        """The seat state's version (one round trip, no per-seat read)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(k.seatver)
+            pipe.hget(k.inventory, "built_ms")
+            pipe.time()
+            changes, built, (secs, micros) = await pipe.execute()
+        token = (as_text(changes or ""), as_text(built or ""))
+        return SeatVersion(token, int(secs) * 1000 + int(micros) // 1000)
+
+    async def counts(self, keys: list[EventKeys]) -> list[Counts]:
+        """Counts of several events in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for k in keys:
+                pipe.exists(k.inventory)
+                pipe.hlen(k.seats)
+                pipe.hgetall(k.gasold)
+                pipe.hgetall(k.gaheld)
+            raw = await pipe.execute()
+        out = []
+        for i in range(len(keys)):
+            built, taken, ga_sold, ga_held = raw[4 * i : 4 * i + 4]
+            out.append(
+                Counts(
+                    bool(built),
+                    int(taken),
+                    {as_text(s): int(n) for s, n in ga_sold.items()},
+                    {as_text(s): max(0, int(n)) for s, n in ga_held.items()},
+                )
+            )
+        return out
+
     async def snapshot(self, k: EventKeys) -> SeatState:
         """Seats held and sold now, judged by Redis TIME as the scripts judge holds."""
         async with self.redis.pipeline(transaction=False) as pipe:
+            # The version first: a change landing between it and the reads below makes the
+            # state newer than its version, so a cache rebuilds once more, never too few times.
+            pipe.get(k.seatver)
+            pipe.hget(k.inventory, "built_ms")
             pipe.time()
             pipe.hgetall(k.seats)
             pipe.zrange(k.holdexp, 0, -1, withscores=True)
             pipe.hgetall(k.gasold)
             pipe.hgetall(k.gaheld)
-            (secs, micros), seats, holds, ga_sold, ga_held = await pipe.execute()
+            changes, built, (secs, micros), seats, holds, ga_sold, ga_held = await pipe.execute()
         now = int(secs) * 1000 + int(micros) // 1000
-        live_ids = {as_text(h) for h, expires in holds if expires > now}
+        live = [(as_text(h), int(expires)) for h, expires in holds if expires > now]
+        live_ids = {h for h, _ in live}
         held, sold = set(), set()
         for seat, holder in seats.items():
             holder_id = as_text(holder)
@@ -179,6 +238,8 @@ class Inventory:
             ga_sold={as_text(s): int(n) for s, n in ga_sold.items()},
             ga_held={as_text(s): max(0, int(n)) for s, n in ga_held.items()},
             live_holds=len(live_ids),
+            version=(as_text(changes or ""), as_text(built or "")),
+            next_expiry_ms=min((e for _, e in live), default=None),
         )
 
     async def rebuild(self, k: EventKeys, pool: db.Pool, force: bool = False) -> int:

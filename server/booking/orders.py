@@ -23,7 +23,7 @@ from server.core.errors import (
     PaymentDeclined,
     Unavailable,
 )
-from server.core.ids import parse_hold_id
+from server.core.ids import check_order_id, parse_hold_id
 from server.core.keys import EventKeys
 from server.core.messages import CheckoutRequest, Order, Payment, PayRequest, Ticket
 from server.core.settings import Settings
@@ -151,7 +151,7 @@ class Orders:
         return [self.present(o) for o in rows]
 
     async def _find(self, order_id: str) -> ledger.OrderRow:
-        order = await ledger.get_order(self.pool, order_id) if len(order_id) <= 64 else None
+        order = await ledger.get_order(self.pool, check_order_id(order_id))
         if order is None:
             raise NotFound("no such order", code="order_not_found")
         return order

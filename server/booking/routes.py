@@ -3,13 +3,13 @@ requests, dev payments and the Stripe webhook."""
 
 from __future__ import annotations
 
-import msgspec
 from aiohttp import web
 
 from server.booking.service import BOOKING
 from server.core import client_address
+from server.core.bodies import read_json
 from server.core.errors import Conflict
-from server.core.http import json_response, read_body
+from server.core.http import json_response
 from server.core.identity import bearer, visitor_id
 from server.core.messages import (
     Accepted,
@@ -23,16 +23,11 @@ from server.payments import stripe_webhooks
 routes = web.RouteTableDef()
 webhook_routes = web.RouteTableDef()  # served by the web and the payments role
 
-_hold = msgspec.json.Decoder(HoldRequest)
-_checkout = msgspec.json.Decoder(CheckoutRequest)
-_pay = msgspec.json.Decoder(PayRequest)
-_resend = msgspec.json.Decoder(ResendRequest)
-
 
 @routes.get("/api/events/{event_id}/seats")
 async def seat_map(request: web.Request) -> web.Response:
-    seat_maps = request.app[BOOKING].seat_maps
-    return json_response(await seat_maps.get(request.match_info["event_id"]))
+    body = await request.app[BOOKING].seat_maps.encoded(request.match_info["event_id"])
+    return web.Response(body=body, content_type="application/json")
 
 
 @routes.post("/api/events/{event_id}/holds")
@@ -41,7 +36,7 @@ async def create_hold(request: web.Request) -> web.Response:
     event_id = request.match_info["event_id"]
     await booking.cache.require(event_id)
     claims = booking.holds.access(bearer(request), event_id, visitor_id(request))
-    body = _hold.decode(await read_body(request))
+    body = await read_json(request, HoldRequest)
     return json_response(await booking.holds.hold(event_id, claims, body), status=201)
 
 
@@ -54,7 +49,9 @@ async def release_hold(request: web.Request) -> web.Response:
 @routes.post("/api/holds/{hold_id}/checkout")
 async def checkout(request: web.Request) -> web.Response:
     orders = request.app[BOOKING].orders
-    body = _checkout.decode(await read_body(request))
+    # The body is checked before anything else: a refused checkout must not spend the hold's
+    # one-time extension (Orders.checkout extends it).
+    body = await read_json(request, CheckoutRequest)
     order = await orders.checkout(request.match_info["hold_id"], visitor_id(request), body)
     return json_response(order, status=201)
 
@@ -71,7 +68,7 @@ async def get_order(request: web.Request) -> web.Response:
 @routes.post("/api/orders/resend")
 async def resend_tickets(request: web.Request) -> web.Response:
     """Mail the paid orders of an email again: 202 whatever the email."""
-    body = _resend.decode(await read_body(request))
+    body = await read_json(request, ResendRequest)
     await request.app[BOOKING].resend.request(body.email, client_address.of(request))
     return json_response(Accepted(), status=202)
 
@@ -101,7 +98,7 @@ async def ticket_qr(request: web.Request) -> web.Response:
 @routes.post("/api/orders/{order_id}/pay")
 async def pay(request: web.Request) -> web.Response:
     orders = request.app[BOOKING].orders
-    body = _pay.decode(await read_body(request))
+    body = await read_json(request, PayRequest)
     order = await orders.pay_dev(request.match_info["order_id"], visitor_id(request), body)
     return json_response(order)
 

@@ -8,6 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from server.core.errors import BadRequest, Handler
+from server.core.origins import came_over_tls
 from server.core.tokens import Signer, new_id
 
 VISITOR_COOKIE = "bo_visitor"
@@ -28,7 +29,8 @@ def visitor_cookie_count(cookie_headers: list[str]) -> int:
 
 def visitor_middleware(signer: Signer, secure: bool) -> Middleware:
     """Every request gets a visitor id; a new or invalid cookie is replaced on the response.
-    A request with more than one visitor cookie is refused."""
+    A request with more than one visitor cookie is refused. The cookie is Secure when `secure`
+    (production mode) or when the request came over TLS."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -49,7 +51,7 @@ def visitor_middleware(signer: Signer, secure: bool) -> Middleware:
                 max_age=COOKIE_MAX_AGE,
                 httponly=True,
                 samesite="Lax",
-                secure=secure,
+                secure=secure or came_over_tls(request),
                 path="/",
             )
         return response

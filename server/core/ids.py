@@ -1,4 +1,11 @@
-"""The formats of the ids that arrive from outside, and their one parser each."""
+"""The formats of the ids and strings that arrive from outside, and their one parser each.
+
+Every pattern here is written twice over: as a Python regex that is always full-matched, and as
+the JSON Schema pattern of the wire types (server.core.messages, exported by the OpenAPI
+document). msgspec applies a schema pattern with re.search and JSON Schema uses ECMA-262 regexes,
+where `^…$` alone would let Python accept a trailing newline; `schema_pattern()` adds a `(?!\\n)`
+lookahead after `$`, which both dialects read the same way and which makes the search a full
+match."""
 
 from __future__ import annotations
 
@@ -6,9 +13,24 @@ import re
 
 from server.core.errors import Invalid, NotFound
 
-EVENT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+EVENT_ID_BODY = r"[a-z0-9][a-z0-9-]{0,39}"
+URLSAFE_22 = r"[A-Za-z0-9_-]{22}"  # server.core.tokens.new_id(): 128 random bits, base64url
+SECTION_ID_BODY = r"[A-Za-z0-9]{1,8}"
+# A line of text a person typed: no control characters (NUL, newlines, escapes) at all.
+TEXT_BODY = r"[^\x00-\x1f\x7f]*"
+EMAIL_BODY = r"[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,255}\.[^@\s\x00-\x1f\x7f]{2,63}"
+
+EVENT_ID = re.compile(EVENT_ID_BODY)
 # <event id>.<22 url-safe characters>: queue ids and hold ids name their event.
-PLACE_ID = re.compile(r"([a-z0-9][a-z0-9-]{0,39})\.([A-Za-z0-9_-]{22})")
+PLACE_ID = re.compile(rf"({EVENT_ID_BODY})\.({URLSAFE_22})")
+ORDER_ID = re.compile(URLSAFE_22)
+PLACE_ID_BODY = rf"{EVENT_ID_BODY}\.{URLSAFE_22}"
+TICKET_NUMBER_BODY = r"[1-9][0-9]{0,5}"
+
+
+def schema_pattern(body: str) -> str:
+    """The JSON Schema / msgspec pattern that matches exactly the strings `body` full-matches."""
+    return rf"^(?:{body})$(?!\n)"
 
 
 def is_event_id(value: str) -> bool:
@@ -35,3 +57,11 @@ def parse_hold_id(hold_id: str) -> str:
     if not match:
         raise Invalid("malformed hold id", code="bad_hold_id")
     return match.group(1)
+
+
+def check_order_id(order_id: str) -> str:
+    """An order id is what new_id() makes; anything else names no order (and never reaches
+    PostgreSQL, which refuses NUL bytes with an error)."""
+    if ORDER_ID.fullmatch(order_id) is None:
+        raise NotFound("no such order", code="order_not_found")
+    return order_id

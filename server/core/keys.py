@@ -175,10 +175,15 @@ class EventKeys:
         "n:<network>", "v:<visitor>") or by the whole crowd ("crowd")."""
         return self._key(f"pw:{source}")
 
+    @property
+    def seatver(self) -> str:
+        """STRING: bumped by every hold script that changes seat state (seat map caches)."""
+        return self._key("seatver")
+
     def hold_keys(self) -> list[str]:
-        """The first seven KEYS of every hold script (queue/lib/holds.lua)."""
+        """The first eight KEYS of every hold script (queue/lib/holds.lua)."""
         return [self.seats, self.holds, self.holdexp, self.vhold, self.gacap, self.gasold,
-                self.gaheld]  # fmt: skip
+                self.gaheld, self.seatver]  # fmt: skip
 
     @property
     def channel(self) -> str:

@@ -10,11 +10,25 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from server.core import ids
+
+# Every pattern is a full match (ids.schema_pattern); times are further bounded by
+# server.ops.catalog.check_times, which the schema cannot say.
 AwareTime = Annotated[datetime, Meta(tz=True, description="RFC 3339 time with offset")]
-EventId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="slug")]
-SectionId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9]{1,8}$")]
-Name = Annotated[str, Meta(min_length=1, max_length=200)]
-Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
+EventId = Annotated[
+    str, Meta(pattern=ids.schema_pattern(ids.EVENT_ID_BODY), max_length=40, description="slug")
+]
+SectionId = Annotated[str, Meta(pattern=ids.schema_pattern(ids.SECTION_ID_BODY), max_length=8)]
+Name = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=200,
+        pattern=ids.schema_pattern(ids.TEXT_BODY),
+        description="one line of text, no control characters",
+    ),
+]
+Currency = Annotated[str, Meta(pattern=ids.schema_pattern("[A-Z]{3}"), max_length=3)]
 Amount = Annotated[int, Meta(ge=0, le=100_000_000)]
 RatePerMin = Annotated[int, Meta(ge=0, le=1_000_000)]
 MaxActive = Annotated[int, Meta(ge=1, le=10_000_000)]
@@ -305,7 +319,7 @@ class Hold(Struct, frozen=True):
     replaced_hold_id: str | None = None
 
 
-Email = Annotated[str, Meta(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,63}$", max_length=254)]
+Email = Annotated[str, Meta(pattern=ids.schema_pattern(ids.EMAIL_BODY), max_length=254)]
 
 
 class CheckoutRequest(Struct, forbid_unknown_fields=True, frozen=True):

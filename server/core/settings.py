@@ -39,6 +39,7 @@ ROLES = ("web", "admission", "relay", "notifier", "payments")
 # What sits between the app and PostgreSQL: "pgbouncer" = PgBouncer in transaction pooling mode,
 # where a server connection changes between transactions (server.store.db.create_pool).
 Pooler = Literal["none", "pgbouncer"]
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class SettingsError(Exception):
@@ -126,6 +127,9 @@ def _check_ranges(s: Settings) -> None:
         "late_payment_minutes": 0 <= s.late_payment_minutes <= 24 * 60,
         "stripe_webhook_secret": not s.stripe_secret_key or bool(s.stripe_webhook_secret),
         "roles": bool(s.role_set) and s.role_set <= set(ROLES),
+        # redis-py's URL forms (password and TLS included: redis://:pw@h/0, rediss://…);
+        # the URL reaches redis-py whole, nothing strips its credentials.
+        "redis_url": not s.redis_url or s.redis_url.startswith(REDIS_SCHEMES),
     }
     bad = [name for name, ok in checks.items() if not ok]
     if bad:

@@ -6,8 +6,9 @@ import msgspec
 from aiohttp import web
 
 from server.booking.service import BOOKING
+from server.core.bodies import read_json
 from server.core.errors import Invalid
-from server.core.http import json_response, read_body
+from server.core.http import json_response
 from server.core.keys import EventKeys
 from server.core.messages import EventCreate, EventPatch
 from server.ops import catalog
@@ -19,15 +20,9 @@ from server.waiting.room import ROOM
 
 routes = web.RouteTableDef()
 
-_create = msgspec.json.Decoder(EventCreate)
-_patch = msgspec.json.Decoder(EventPatch)
-
 
 class AdmitNow(msgspec.Struct, forbid_unknown_fields=True):
     count: int = msgspec.field(default=1)
-
-
-_admit = msgspec.json.Decoder(AdmitNow)
 
 
 async def admin_only(request: web.Request) -> None:
@@ -46,7 +41,7 @@ async def list_events(request: web.Request) -> web.Response:
 async def create_event(request: web.Request) -> web.Response:
     await admin_only(request)
     who = audit.operator(request)
-    body = _create.decode(await read_body(request))
+    body = await read_json(request, EventCreate)
     ev = await catalog.create(request.app[ROOM], body, who)
     return json_response(catalog.present(ev, with_settings=True), status=201)
 
@@ -62,7 +57,7 @@ async def get_event(request: web.Request) -> web.Response:
 async def patch_event(request: web.Request) -> web.Response:
     await admin_only(request)
     who = audit.operator(request)
-    patch = _patch.decode(await read_body(request))
+    patch = await read_json(request, EventPatch)
     ev = await request.app[ROOM].change(request.match_info["event_id"], patch, who=who)
     return json_response(catalog.present(ev, with_settings=True))
 
@@ -91,7 +86,7 @@ async def admit_now(request: web.Request) -> web.Response:
     """Admit the next N visitors now, beyond the bucket (never beyond max_active)."""
     await admin_only(request)
     who = audit.operator(request)
-    body = _admit.decode(await read_body(request))
+    body = await read_json(request, AdmitNow)
     if not 1 <= body.count <= 10_000:
         raise Invalid("count: between 1 and 10000")
     room = request.app[ROOM]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from server.booking.checkins import CheckIns
 from server.booking.inventory import Inventory
@@ -17,6 +17,14 @@ from server.store.events import event_state
 from server.waiting.room import Room
 
 DEFAULT_PREQUEUE = timedelta(minutes=30)
+# Times an event may name: beyond these, arithmetic on them (the default pre-queue opening,
+# UTC conversion) overflows Python's datetime, and no sale is meant for them anyway.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2999, 12, 31, tzinfo=UTC)
+# Assigned seats of one event: each one is a line of the public seat map (~70 bytes of JSON),
+# built and sent to every fan who opens it; 50,000 seats make a ~3.5 MB map.
+MAX_ASSIGNED_SEATS_PER_EVENT = 50_000
+MAX_ASSIGNED_SEATS_PER_SECTION = 20_000
 
 
 def _slug(name: str) -> str:
@@ -24,9 +32,24 @@ def _slug(name: str) -> str:
     return f"{base}-{secrets.token_hex(3)}"
 
 
+def check_time(field: str, value: datetime) -> None:
+    """A time the service can compute with: between EARLIEST and LATEST once in UTC."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise Invalid(f"{field}: must lie between the years 2000 and 2999")
+
+
 def check_create(body: EventCreate) -> None:
     """Rules the schema cannot say; each failure names the field."""
+    for field in ("starts_at", "sale_starts_at", "prequeue_opens_at"):
+        value = getattr(body, field)
+        if value is not None:
+            check_time(field, value)
     seen: set[str] = set()
+    assigned = 0
     for i, s in enumerate(body.sections):
         where = f"sections[{i}]"
         if s.id in seen:
@@ -37,8 +60,18 @@ def check_create(body: EventCreate) -> None:
             raise Invalid(f"{where}: rows and seats_per_row go together")
         if seated == (s.capacity is not None):
             raise Invalid(f"{where}: give either rows and seats_per_row, or capacity")
-        if seated and (s.rows or 0) * (s.seats_per_row or 0) > 20_000:
-            raise Invalid(f"{where}: at most 20000 assigned seats per section")
+        seats = (s.rows or 0) * (s.seats_per_row or 0)
+        if seats > MAX_ASSIGNED_SEATS_PER_SECTION:
+            raise Invalid(
+                f"{where}: at most {MAX_ASSIGNED_SEATS_PER_SECTION} assigned seats per section"
+            )
+        assigned += seats
+    if assigned > MAX_ASSIGNED_SEATS_PER_EVENT:
+        raise Invalid(
+            f"sections: at most {MAX_ASSIGNED_SEATS_PER_EVENT} assigned seats per event "
+            f"({assigned} asked); use standing sections (capacity) beyond that",
+            code="too_many_seats",
+        )
     if body.sale_starts_at >= body.starts_at:
         raise Invalid("sale_starts_at: the sale must start before the event")
     if body.prequeue_opens_at is not None and body.prequeue_opens_at > body.sale_starts_at:

@@ -1,9 +1,10 @@
 """Routes of the ops console: audit trail, live feed (websocket), ETA preview, autopilot.
 
-Every route needs the admin token. The live feed takes it as the first websocket message
-(`{"type": "auth", "token": "…"}`) or in `Sec-WebSocket-Protocol` (offer `boxoffice.admin` and
-`bearer.<token>`; the server answers `boxoffice.admin`) — never in the URL. Wrong tokens are
-throttled per client address like the rest of the admin API (server/ops/admin_guard.py)."""
+Every route needs the admin token. The live feed checks it before the websocket upgrade, from
+`Sec-WebSocket-Protocol` (offer `boxoffice.admin` and `bearer.<token>`; the server answers
+`boxoffice.admin`, never the token) or an `Authorization: Bearer` header — never the URL — and
+checks the handshake's Origin (server.core.origins). Wrong tokens are throttled per client
+address like the rest of the admin API (server/ops/admin_guard.py)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,19 @@ import math
 from datetime import UTC, datetime
 
 import msgspec
-import redis.exceptions
 from aiohttp import WSMsgType, web
 
 from server.core import client_address
+from server.core.bodies import read_json
 from server.core.clock import now_ms, to_ms
-from server.core.errors import Invalid, NotFound, RateLimited, Unauthorized
+from server.core.errors import BadRequest, Invalid
 from server.core.http import json_response
+from server.core.identity import bearer
 from server.core.ids import check_event_id
 from server.core.keys import EventKeys
 from server.core.messages import PingMsg
+from server.core.origins import check_origin
+from server.core.settings import SETTINGS
 from server.ops import autopilot
 from server.ops.admin_guard import ADMIN_GUARD
 from server.ops.admin_routes import admin_only
@@ -36,21 +40,9 @@ routes = web.RouteTableDef()
 
 WS_PROTOCOL = "boxoffice.admin"
 BEARER_PROTOCOL = "bearer."
-AUTH_TIMEOUT_S = 5.0
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_THROTTLED = 4429
-CLOSE_TRY_LATER = 1013
-CLOSE_NOT_FOUND = 4404
 MAX_AUDIT = 500
 
-_autopilot_patch = msgspec.json.Decoder(autopilot.AutopilotPatch)
-
-
-class AuthMsg(msgspec.Struct, frozen=True, tag="auth", tag_field="type"):
-    token: str
-
-
-_client = msgspec.json.Decoder(AuthMsg | PingMsg)
+_client = msgspec.json.Decoder(PingMsg)
 
 
 # ---- audit ----------------------------------------------------------------------------------------
@@ -147,10 +139,7 @@ async def patch_autopilot(request: web.Request) -> web.Response:
     await admin_only(request)
     who = audit.operator(request)
     ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
-    body = await request.read()
-    if not body:
-        raise Invalid("a JSON body is required", code="body_required")
-    patch = _autopilot_patch.decode(body)
+    patch = await read_json(request, autopilot.AutopilotPatch)
     await autopilot.configure(request.app[POOL], ev.id, patch, who)
     return json_response(await _autopilot_view(request, ev.id))
 
@@ -166,58 +155,24 @@ def _protocol_token(request: web.Request) -> str | None:
     return None
 
 
-async def _first_message_token(ws: web.WebSocketResponse) -> str | None:
-    try:
-        msg = await ws.receive(timeout=AUTH_TIMEOUT_S)
-    except TimeoutError:
-        return None
-    if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-        return None
-    try:
-        first = _client.decode(msg.data)
-    except msgspec.DecodeError:
-        return None
-    return first.token if isinstance(first, AuthMsg) else None
-
-
-async def _refuse(ws: web.WebSocketResponse, code: int, error: str, detail: str) -> None:
-    with contextlib.suppress(Exception):
-        await ws.send_json({"type": "error", "error": error, "detail": detail})
-    await ws.close(code=code, message=error.encode())
-
-
 @routes.get("/api/admin/events/{event_id}/live")
 async def live(request: web.Request) -> web.WebSocketResponse:
     """Pushes one sample of the sale per second (and the recent history on connect)."""
     event_id = request.match_info["event_id"]
-    guard, address = request.app[ADMIN_GUARD], client_address.of(request)
-    pre_token = _protocol_token(request)
-    # Before the upgrade: a throttled address or a wrong offered token gets its HTTP answer.
-    if pre_token is None:
-        await guard.not_throttled(address)
-    else:
-        await guard.check(address, pre_token)
+    # Everything is decided before the upgrade, with an HTTP answer: a throttled address (429),
+    # a missing or wrong token (401), a page of another site (403), a plain GET (400), an
+    # unknown event (404). No socket opens unauthenticated.
+    await request.app[ADMIN_GUARD].check(
+        client_address.of(request), _protocol_token(request) or bearer(request)
+    )
+    check_origin(request, request.app[SETTINGS].public_url)
     ws = web.WebSocketResponse(
         compress=False, heartbeat=25, max_msg_size=4096, protocols=(WS_PROTOCOL,)
     )
+    if not ws.can_prepare(request).ok:
+        raise BadRequest("this path expects a websocket upgrade", code="websocket_expected")
+    ev = await request.app[ROOM].cache.require(check_event_id(event_id))
     await ws.prepare(request)
-    if pre_token is None:
-        try:
-            await guard.check(address, await _first_message_token(ws))
-        except RateLimited as exc:
-            await _refuse(ws, CLOSE_THROTTLED, exc.code, exc.detail)
-            return ws
-        except Unauthorized as exc:
-            await _refuse(ws, CLOSE_UNAUTHORIZED, exc.code, exc.detail)
-            return ws
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            await _refuse(ws, CLOSE_TRY_LATER, "redis_unavailable", "queue store unavailable")
-            return ws
-    try:
-        ev = await request.app[ROOM].cache.require(check_event_id(event_id))
-    except NotFound:
-        await _refuse(ws, CLOSE_NOT_FOUND, "event_not_found", "no such event")
-        return ws
     hub = request.app[LIVE]
     await ws.send_json({"type": "ready", "event_id": ev.id, "interval_ms": 1000})
     feed = await hub.watch(ev.id, ws)

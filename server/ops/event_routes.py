@@ -16,18 +16,16 @@ routes = web.RouteTableDef()
 
 @routes.get("/api/events")
 async def list_events(request: web.Request) -> web.Response:
+    """No seat map is built here: `available` comes from counters (SeatMaps.available)."""
     rows = await db.list_events(request.app[POOL])
-    booking = request.app[BOOKING]
+    left = await request.app[BOOKING].seat_maps.available(rows)
     return json_response(
-        [
-            catalog.present(ev, available=(await booking.seat_maps.get(ev.id)).available)
-            for ev in rows
-        ]
+        [catalog.present(ev, available=n) for ev, n in zip(rows, left, strict=True)]
     )
 
 
 @routes.get("/api/events/{event_id}")
 async def get_event(request: web.Request) -> web.Response:
     ev = await request.app[ROOM].cache.require(request.match_info["event_id"])
-    seat_map = await request.app[BOOKING].seat_maps.get(ev.id)
-    return json_response(catalog.present(ev, available=seat_map.available))
+    [left] = await request.app[BOOKING].seat_maps.available([ev])
+    return json_response(catalog.present(ev, available=left))

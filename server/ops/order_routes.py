@@ -8,8 +8,9 @@ from aiohttp import web
 
 from server.booking import checkins, ledger
 from server.booking.service import BOOKING
+from server.core.bodies import decode, read_json
 from server.core.errors import Conflict, Invalid
-from server.core.http import json_response, read_body
+from server.core.http import json_response
 from server.core.messages import CancelRequest, CheckinRequest, RefundRequest
 from server.core.metrics import METRICS
 from server.ops.admin_routes import admin_only
@@ -17,9 +18,6 @@ from server.store import audit
 
 routes = web.RouteTableDef()
 
-_refund = msgspec.json.Decoder(RefundRequest)
-_cancel = msgspec.json.Decoder(CancelRequest)
-_checkin = msgspec.json.Decoder(CheckinRequest)
 
 SEARCH_FIELDS = ("event_id", "email", "seat", "code", "order_id", "status")
 MAX_RESULTS = 500
@@ -61,7 +59,7 @@ async def cancel_orders(request: web.Request) -> web.Response:
     matches refuses the whole cancel (409 count_changed)."""
     await admin_only(request)
     who = audit.operator(request)
-    body = _cancel.decode(await read_body(request))
+    body = await read_json(request, CancelRequest)
     refunds = request.app[BOOKING].refunds
     dry_run = request.query.get("dry_run", "0")
     if dry_run not in ("0", "1", "true", "false"):
@@ -88,7 +86,7 @@ async def refund_order(request: web.Request) -> web.Response:
     await admin_only(request)
     who = audit.operator(request)
     raw = await request.read()
-    body = _refund.decode(raw) if raw.strip() else RefundRequest()
+    body = decode(raw, RefundRequest) if raw.strip() else RefundRequest()
     booking = request.app[BOOKING]
     metrics = request.app[METRICS]
     try:
@@ -109,7 +107,7 @@ async def check_in(request: web.Request) -> web.Response:
     who = audit.operator(request)
     booking = request.app[BOOKING]
     ev = await booking.cache.require(request.match_info["event_id"])
-    body = _checkin.decode(await read_body(request))
+    body = await read_json(request, CheckinRequest)
     scan = await booking.checkins.scan(ev.id, body.code, who)
     request.app[METRICS].checkins.labels(ev.id, scan.result).inc()
     return json_response(checkins.answer(scan))

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from server import assets
 from server.booking import routes as booking_routes
 from server.booking.service import BOOKING, Booking
 from server.core import client_address
+from server.core.bodies import json_only_middleware
 from server.core.errors import Handler, error_middleware
 from server.core.identity import visitor_middleware
 from server.core.loops import Loop
@@ -26,6 +26,7 @@ from server.ops.autopilot import AUTOPILOT, Autopilot
 from server.ops.live import LIVE, LiveCollector, LiveHub
 from server.payments.registry import make_providers
 from server.runtime import site_routes
+from server.runtime.pages import page_errors_middleware
 from server.runtime.tasks import BackgroundTasks
 from server.store import db
 from server.store.db import POOL
@@ -153,7 +154,9 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[
             timing_middleware,
+            page_errors_middleware,
             error_middleware,
+            json_only_middleware,
             visitor_middleware(signer, secure=settings.mode == "production"),
         ],
         client_max_size=settings.max_body_bytes,
@@ -172,7 +175,6 @@ def create_app(settings: Settings) -> web.Application:
         app.add_routes(console_routes.routes)
         app.add_routes(order_routes.routes)
         app.add_routes(site_routes.pages)
-        app.router.add_static("/static/", assets.STATIC, name="static")
     if roles & {"web", "payments"}:
         app.add_routes(booking_routes.webhook_routes)
     return app

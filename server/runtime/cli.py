@@ -13,34 +13,20 @@ import functools
 import sys
 
 import uvloop
-from aiohttp import web
 
 from server.core import logs
 from server.core.settings import ROLES, Settings, SettingsError, from_env, with_dev_secrets
+from server.runtime import listener
 from server.runtime.app import create_app
 from server.runtime.embedded import start_missing
 from server.runtime.prepare import banner, migrate, prepare, rebuild_inventory
 from server.runtime.processes import Child, start_worker, stop_children, stop_requested, supervise
 
-# After SIGTERM (websockets already closed with 1001), how long open requests may finish.
-# deploy/base/*.yaml size terminationGracePeriodSeconds on it (tests/test_deploy.py).
-SHUTDOWN_TIMEOUT_S = 5
-
 
 def run_worker(settings: Settings, reuse_port: bool) -> None:
     logs.setup(settings.log_level, settings.log_format)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        reuse_port=reuse_port,
-        loop=uvloop.new_event_loop(),
-        print=None,
-        access_log=None,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-        # A crowd's burst of handshakes overflows the default backlog of 128; NGINX then times
-        # out connecting and marks the process down.
-        backlog=4096,
+    listener.run(
+        create_app(settings), settings.host, settings.port, reuse_port, uvloop.new_event_loop()
     )
 
 

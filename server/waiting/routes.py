@@ -8,13 +8,14 @@ import logging
 import msgspec
 from aiohttp import WSMsgType, web
 
-from server.core.errors import BadRequest, DomainError
+from server.core.errors import BadRequest, DomainError, RateLimited
 from server.core.http import json_response
 from server.core.identity import visitor_id
 from server.core.ids import parse_queue_id
 from server.core.keys import EventKeys
 from server.core.messages import ErrorMsg, JoinRequest, PongMsg, client_decoder
 from server.core.metrics import METRICS
+from server.core.origins import check_origin
 from server.core.settings import SETTINGS
 from server.core.tokens import PlaceClaims, TokenError
 from server.waiting.challenge import GUARD
@@ -114,16 +115,26 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     room, hub = request.app[ROOM], request.app[HUB]
     queue_id = request.match_info["queue_id"]
     event_id = parse_queue_id(queue_id)
+    check_origin(request, request.app[SETTINGS].public_url)
     guard = request.app[GUARD]
     await guard.limit("ws", event_id, visitor_id(request), guard.address(request))
-    place = await room.place(queue_id, visitor_id(request), touch=True)
     # permessage-deflate off: ~7x less memory per socket and a 3x faster broadcast.
     ws = web.WebSocketResponse(compress=False, heartbeat=25, max_msg_size=WS_MAX_MESSAGE)
     if not ws.can_prepare(request).ok:
         raise BadRequest("this path expects a websocket upgrade", code="websocket_expected")
-    await ws.prepare(request)
-    conn = Conn(ws, event_id, queue_id, place.visitor_id)
-    hub.add(conn)
+    place = await room.place(queue_id, visitor_id(request), touch=True)
+    if not hub.reserve(queue_id):
+        raise RateLimited(
+            "too many open sockets for this place; close another tab",
+            code="too_many_sockets",
+            retry_after=5,
+        )
+    try:
+        await ws.prepare(request)
+        conn = Conn(ws, event_id, queue_id, place.visitor_id)
+        hub.add(conn)
+    finally:
+        hub.unreserve(queue_id)
     try:
         if place.state in ("waiting", "prequeue"):
             # Read again now that the socket is registered: an admission announced while the

@@ -377,10 +377,14 @@
   function connect() {
     var eventId = state.eventId;
     var scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    var ws = new WebSocket(scheme + "//" + location.host + "/api/admin/events/" + encodeURIComponent(eventId) + "/live");
+    // The token travels as a subprotocol, checked before the upgrade (never in the URL); the
+    // server answers "boxoffice.admin" and never echoes the token. A refused handshake is a
+    // close without a code (1006): the page then asks /api/admin/events whether the token is
+    // still good, and signs out if not.
+    var ws = new WebSocket(scheme + "//" + location.host + "/api/admin/events/" + encodeURIComponent(eventId) + "/live",
+      ["boxoffice.admin", "bearer." + token()]);
     state.socket = ws;
     setFeed("connecting");
-    ws.onopen = function () { ws.send(JSON.stringify({ type: "auth", token: token() })); };
     ws.onmessage = function (m) {
       var msg;
       try { msg = JSON.parse(m.data); } catch (e) { return; }
@@ -395,9 +399,11 @@
     ws.onclose = function (e) {
       if (state.socket !== ws) return;
       state.socket = null;
-      if (e.code === 4401) { signOut("Your admin token is no longer accepted. Sign in again."); return; }
-      if (e.code === 4404) { setFeed("lost"); return; }
       setFeed("lost");
+      if (e.code === 1006) {
+        // The handshake may have been refused (401): call() signs out when the token is wrong.
+        call("/api/admin/events", { tries: 1 }).catch(function () {});
+      }
       var delay = Math.min(10000, 500 * Math.pow(2, state.socketTries++));
       setTimeout(function () { if (state.eventId === eventId && !state.socket) connect(); }, BO.jitter(delay));
     };
