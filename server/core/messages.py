@@ -58,6 +58,7 @@ def check_timezone(name: str) -> None:
     if name not in _known_zones():
         raise ValueError(f"timezone: {name!r} is not a time zone name such as Europe/Berlin")
 
+
 ChallengePolicy = Literal["off", "adaptive", "always"]  # bot challenge (proof of work) at join
 QueueState = Literal["prequeue", "waiting", "admitted", "sold_out", "closed", "expired"]
 EventStateName = Literal["scheduled", "prequeue", "on_sale", "sold_out", "closed"]
