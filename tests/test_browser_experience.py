@@ -111,3 +111,19 @@ async def test_times_and_the_eta_in_the_venue_zone(
         await context.close()
     finally:
         await close_all(others)
+
+
+async def test_busy_page_reloads_by_script_not_meta_refresh(
+    base_url: str, browser: Browser
+) -> None:
+    """axe rates <meta http-equiv=refresh> critical: busy.js alone reloads, at a jittered moment
+    it announces, and a button reloads at once."""
+    page = await phone_page(browser)
+    await page.goto(f"{base_url}/static/busy.html")
+    assert await page.locator("meta[http-equiv]").count() == 0
+    await expect(page.locator("h1")).to_have_text("We are very busy right now")
+    assert await page.evaluate("document.documentElement.lang") == "en"
+    await expect(page.locator("#busy-retry")).to_have_text(
+        re.compile(r"^Trying again in \d+ seconds?…$")
+    )
+    await page.context.close()
