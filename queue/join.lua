@@ -13,6 +13,7 @@
 -- KEYS[11] spent    STRING marks one bot-challenge solution as used (optional; see ARGV[4])
 -- KEYS[12] sources  ZSET  source -> places taken (kept to ARGV[6] sources: the fewest go first)
 -- KEYS[13] srcq     ZSET  "<source>|<queue_id>", score 0: the places each source took
+-- KEYS[14] away     ZSET  queue_id -> last sign of life ms of visitors out of the line (reap.lua)
 -- ARGV[1] visitor_id
 -- ARGV[2] queue_id to use if the visitor has no live place
 -- ARGV[3] now in ms, or "" to use Redis TIME
@@ -21,6 +22,8 @@
 --         KEYS[11] did not exist, and KEYS[11] is then kept for that long
 -- ARGV[5] the client address a new place is recorded under, or "" to record none
 -- ARGV[6] most sources KEYS[12] keeps
+-- ARGV[7] return window in ms: a visitor away (KEYS[14]) for less comes back in at their own
+--         ticket; after it the old place is gone and the visitor gets a new one
 --
 -- Returns {state, queue_id, ticket, rank, session_expires_ms, epoch} (epoch: see new_epoch.lua):
 --   state "prequeue" | "waiting" | "admitted"      the visitor's place (rank is 0-based or -1)
@@ -44,6 +47,16 @@ if existing then
   if expires and tonumber(expires) > now then
     local ticket = tonumber(redis.call('HGET', KEYS[4], existing) or '-1')
     return {'admitted', existing, ticket, -1, tonumber(expires), epoch}
+  end
+  local last = redis.call('ZSCORE', KEYS[14], existing)
+  if last then
+    redis.call('ZREM', KEYS[14], existing)
+    if now - tonumber(last) > tonumber(ARGV[7]) then
+      redis.call('HINCRBY', KEYS[10], 'expired', 1)
+    else
+      local ticket = tonumber(redis.call('HGET', KEYS[4], existing))
+      redis.call('ZADD', KEYS[6], ticket, existing)
+    end
   end
   local rank = redis.call('ZRANK', KEYS[6], existing)
   if rank then

@@ -7,6 +7,7 @@
 -- KEYS[5] seen     ZSET  signs of life
 -- KEYS[6] active   ZSET  admitted sessions
 -- KEYS[7] stats    HASH  counters
+-- KEYS[8] away     ZSET  visitors out of the line (reap.lua)
 -- ARGV[1] queue_id
 -- ARGV[2] counter to raise in stats ("left" or "sessions_ended")
 --
@@ -15,6 +16,7 @@ local queue_id = ARGV[1]
 local removed = redis.call('ZREM', KEYS[3], queue_id)
   + redis.call('ZREM', KEYS[4], queue_id)
   + redis.call('ZREM', KEYS[6], queue_id)
+  + redis.call('ZREM', KEYS[8], queue_id)
 redis.call('ZREM', KEYS[5], queue_id)
 local visitor = redis.call('HGET', KEYS[2], queue_id)
 if visitor and redis.call('HGET', KEYS[1], visitor) == queue_id then

@@ -7,12 +7,17 @@
 -- KEYS[5] line     ZSET  waiting line
 -- KEYS[6] seen     ZSET  queue_id -> last sign of life ms
 -- KEYS[7] active   ZSET  queue_id -> session expiry ms
+-- KEYS[8] away     ZSET  queue_id -> last sign of life ms of visitors out of the line (reap.lua)
+-- KEYS[9] stats    HASH  counters (expired)
 -- ARGV[1] queue_id
 -- ARGV[2] "1" to record a sign of life for a waiting visitor, "0" to only read
 -- ARGV[3] now in ms, or "" to use Redis TIME
+-- ARGV[4] return window in ms: a visitor away for less comes back in at their own ticket, so
+--         ahead of everyone who came later (at the head of the line if their turn passed)
 --
 -- Returns {state, visitor_id, ticket, rank, session_expires_ms, epoch}, state one of
 --   "prequeue" | "waiting" | "admitted" | "expired" (place lost or session over) | "unknown"
+--   | "away" (only when reading: out of the line, back in at the next sign of life)
 --#include clock
 local now = now_ms(ARGV[3])
 
@@ -27,6 +32,21 @@ local ticket = tonumber(redis.call('HGET', KEYS[3], queue_id) or '-1')
 local expires = redis.call('ZSCORE', KEYS[7], queue_id)
 if expires and tonumber(expires) > now then
   return {'admitted', visitor, ticket, -1, tonumber(expires), epoch}
+end
+local last = redis.call('ZSCORE', KEYS[8], queue_id)
+if last then
+  if now - tonumber(last) > tonumber(ARGV[4]) then
+    redis.call('ZREM', KEYS[8], queue_id)
+    redis.call('HINCRBY', KEYS[9], 'expired', 1)
+    return {'expired', visitor, ticket, -1, 0, epoch}
+  end
+  if ARGV[2] ~= '1' then
+    return {'away', visitor, ticket, -1, 0, epoch}
+  end
+  redis.call('ZREM', KEYS[8], queue_id)
+  redis.call('ZADD', KEYS[5], ticket, queue_id)
+  redis.call('ZADD', KEYS[6], now, queue_id)
+  return {'waiting', visitor, ticket, redis.call('ZRANK', KEYS[5], queue_id), 0, epoch}
 end
 local rank = redis.call('ZRANK', KEYS[5], queue_id)
 if rank then

@@ -15,7 +15,7 @@ from redis.exceptions import RedisClusterException, ResponseError
 
 from server.core.keys import EventKeys
 from server.runtime.redis_local import LocalCluster
-from server.waiting.line import Scripts
+from server.waiting.line import Reaped, Scripts
 
 pytestmark = pytest.mark.cluster
 
@@ -120,8 +120,9 @@ async def exercise(rc: RedisCluster, s: Scripts, event_id: str) -> None:
     assert (status.state, status.session_expires_ms) == ("admitted", SALE + 10_004)
     assert await s.leave(k, admitted.queue_id, "sessions_ended")
     assert (await s.admit(k, now_ms=SALE + 200)).active == 3
-    assert await s.reap(k, 120_000, now_ms=SALE + 120_003) == 0
-    assert await s.reap(k, 120_000, now_ms=SALE + 10**6) == 1  # only `late` still waits
+    assert await s.reap(k, 120_000, now_ms=SALE + 120_003) == Reaped(0, 0)
+    assert await s.reap(k, 120_000, now_ms=SALE + 10**6) == Reaped(0, 1)  # `late` steps away
+    assert await s.reap(k, 120_000, now_ms=SALE + 3 * 10**6) == Reaped(1, 0)  # and is gone
     # Redis lost the line: a new epoch, and a place kept by a browser comes back in its order
     assert await s.new_epoch(k, 1) == 1  # cfg had no epoch: this is epoch 1
     assert await s.new_epoch(k, 2) == 1  # the first one stays

@@ -448,13 +448,17 @@ async def short_grace_client(
     aiohttp_client: Any, settings: Settings, redis: Redis, pg: asyncpg.Pool
 ) -> Client:
     quick = msgspec.structs.replace(
-        settings, grace_seconds=5, heartbeat_seconds=1, rank_refresh_seconds=1
+        settings,
+        grace_seconds=5,
+        return_window_seconds=8,
+        heartbeat_seconds=1,
+        rank_refresh_seconds=1,
     )
     result: Client = await aiohttp_client(create_app(quick))
     return result
 
 
-async def test_grace_period_drops_only_abandoned_places(
+async def test_grace_steps_out_only_the_silent_and_the_window_ends_places(
     short_grace_client: Client, redis: Redis, settings: Settings
 ) -> None:
     client = short_grace_client
@@ -462,8 +466,8 @@ async def test_grace_period_drops_only_abandoned_places(
     ev = await create_event(client)
     await set_paused(client, ev["id"], True)
     k = EventKeys(ev["id"])
-    async with crowd([base_of(client)], 4) as (gone, connected, dropped, polling):
-        q_gone = (await gone.join(ev["id"]))["queue_id"]  # joins, then nothing
+    async with crowd([base_of(client)], 4) as (napper, connected, dropped, polling):
+        q_nap = (await napper.join(ev["id"]))["queue_id"]  # joins, then nothing for a while
         q_conn = (await connected.join(ev["id"]))["queue_id"]  # keeps a websocket open
         q_drop = (await dropped.join(ev["id"]))["queue_id"]  # websocket, then closes it
         q_poll = (await polling.join(ev["id"]))["queue_id"]  # polls the status
@@ -482,13 +486,24 @@ async def test_grace_period_drops_only_abandoned_places(
         poller = asyncio.create_task(poll_forever())
         try:
 
-            async def abandoned_dropped() -> bool:
+            async def silent_stepped_away() -> bool:
+                away = await redis.zrange(k.away, 0, -1)
                 return (
-                    await redis.zscore(k.line, q_gone) is None
-                    and await redis.zscore(k.line, q_drop) is None
+                    set(away) == {q_nap.encode(), q_drop.encode()}
+                    and await redis.zcard(k.line) == 2
                 )
 
-            await eventually(abandoned_dropped, "abandoned places dropped", within=60, every=POLL_S)
+            await eventually(
+                silent_stepped_away, "silent fans stepped away", within=60, every=POLL_S
+            )
+            # the napper is back within the window: the same place, ahead of everyone
+            back = await napper.status(q_nap)
+            assert (back["state"], back["position"], back["ticket"]) == ("waiting", 1, 1)
+
+            async def window_over() -> bool:
+                return await redis.zscore(k.away, q_drop) is None
+
+            await eventually(window_over, "the window ended a place", within=60, every=POLL_S)
             # A few more reaper rounds with the survivors still alive.
             await ticks_pass(redis, k, 2000 // tick_ms, tick_ms)
             assert not poller.done()
@@ -498,13 +513,12 @@ async def test_grace_period_drops_only_abandoned_places(
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
-        assert await stat(redis, k, "expired") == 2
 
-        assert (await gone.status(q_gone))["state"] == "expired"
         status_conn = await connected.status(q_conn)
-        assert (status_conn["state"], status_conn["position"]) == ("waiting", 1)
+        assert status_conn["state"] == "waiting"
         status_poll = await polling.status(q_poll)
-        assert (status_poll["state"], status_poll["position"]) == ("waiting", 2)
+        assert status_poll["state"] == "waiting"
+        assert status_poll["position"] == status_conn["position"] + 1
 
         ws_back = await dropped.websocket(q_drop)
         closed = await first_status(ws_back)
@@ -512,10 +526,11 @@ async def test_grace_period_drops_only_abandoned_places(
         await ws_back.close()
         await ws.close()
 
-        # Coming back after losing the place means a new place at the back.
-        back = await gone.join(ev["id"])
-        assert back["queue_id"] != q_gone
-        assert (back["ticket"], back["position"]) == (5, 3)
+        # Coming back after the window means a new place at the back.
+        again = await dropped.join(ev["id"])
+        assert again["queue_id"] != q_drop
+        assert again["ticket"] == 5
+        assert again["position"] == status_poll["position"] + 1
 
 
 async def test_pause_stops_admission_and_unpause_resumes(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from fractions import Fraction
 
 import pytest
@@ -83,6 +85,64 @@ def test_eta_seconds(
 
 def test_eta_seconds_defaults_to_not_paused() -> None:
     assert rules.eta_seconds(60, 60.0) == 60
+
+
+@pytest.mark.parametrize(
+    ("configured", "measured", "window_ms", "expected"),
+    [
+        (10, None, 0, 10.0),  # nothing measured yet: the configured rate
+        (10, 40.0, 0, 10.0),  # no history: the measurement weighs nothing
+        (10, 40.0, 15_000, 17.5),  # a quarter of a minute: a quarter of the weight
+        (10, 40.0, 30_000, 25.0),
+        (10, 4.0, 60_000, 4.0),  # a full minute: the measurement alone
+        (10, 4.0, 600_000, 4.0),
+        (1, 3.0, 6_000, 1.2),  # 1/min: an early burst of 3 barely moves it
+        (0, 40.0, 60_000, None),  # rate 0 admits nobody
+        (-1, None, 0, None),
+    ],
+)
+def test_blended_rate(
+    configured: int, measured: float | None, window_ms: int, expected: float | None
+) -> None:
+    got = rules.blended_rate(configured, measured, window_ms)
+    assert got == (None if expected is None else pytest.approx(expected))
+
+
+@pytest.mark.parametrize(
+    ("previous", "target", "elapsed_ms", "expected"),
+    [
+        (None, 10.0, 200, 10.0),  # first estimate: the target
+        (10.0, None, 200, None),  # halted: no estimate
+        (10.0, 10.0, 200, 10.0),
+        (10.0, 12.0, 1000, 10.0 + 2 * (1 - math.exp(-0.1))),  # smoothing, within the bound
+        (10.0, 100.0, 200, 10.1),  # far target: 5%/s of 10 over 0.2 s
+        (10.0, 1.0, 200, 9.9),
+        (10.0, 100.0, 0, 10.0),  # no time, no change
+        (10.0, 100.0, -500, 10.0),  # clocks of two processes: never backwards
+        (0.0, 5.0, 200, 5.0),
+    ],
+)
+def test_smoothed_rate(
+    previous: float | None, target: float | None, elapsed_ms: int, expected: float | None
+) -> None:
+    got = rules.smoothed_rate(previous, target, elapsed_ms)
+    assert got == (None if expected is None else pytest.approx(expected))
+
+
+def test_smoothed_estimate_never_swings() -> None:
+    """A measured rate swinging 2x every second moves the estimate by at most 5%/s, and one
+    direction change never undoes more than the evidence gave."""
+    rate: float | None = 10.0
+    seen = []
+    for second in range(60):
+        target = 20.0 if second % 2 else 5.0
+        for _ in range(5):  # 200 ms ticks
+            rate = rules.smoothed_rate(rate, target, 200)
+        assert rate is not None
+        seen.append(rate)
+    steps = [abs(b - a) / a for a, b in itertools.pairwise(seen)]
+    assert max(steps) <= 1.01**5 - 1 + 1e-9  # 1% of itself per 200 ms tick
+    assert min(seen) > 5.0 and max(seen) < 20.0
 
 
 @pytest.mark.parametrize(

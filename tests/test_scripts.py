@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from server.core import rules
 from server.core.keys import EventKeys
-from server.waiting.line import Place, Scripts
+from server.waiting.line import Place, Reaped, Scripts
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z: real-sized epoch milliseconds
 PRE = T0  # the pre-queue opens
@@ -592,11 +592,11 @@ async def test_admit_snapshot_figures_and_news(redis: Redis, scripts: Scripts) -
 # ---- reap and leave --------------------------------------------------------------------------
 
 
-async def test_reap_drops_only_the_silent(redis: Redis, scripts: Scripts) -> None:
+async def test_reap_steps_the_silent_out_of_the_line(redis: Redis, scripts: Scripts) -> None:
     k = EventKeys("reap")
     await write_cfg(redis, k, rate_per_min=0)
-    quiet_pre = await join(scripts, k, "quiet-pre", PRE + 1)
-    loud_pre = await join(scripts, k, "loud-pre", PRE + 1)
+    quiet_pre = await join(scripts, k, "quiet-pre", SALE - 600_000)
+    loud_pre = await join(scripts, k, "loud-pre", SALE - 600_000)
     assert await scripts.open_sale(k, 3, now_ms=SALE) == 2
     quiet = await join(scripts, k, "quiet", SALE)
     loud = await join(scripts, k, "loud", SALE)
@@ -604,36 +604,45 @@ async def test_reap_drops_only_the_silent(redis: Redis, scripts: Scripts) -> Non
     now = SALE + GRACE + 1
     await scripts.status(k, loud.queue_id, touch=True, now_ms=now - 10)
     await scripts.status(k, loud_pre.queue_id, touch=True, now_ms=now - 10)
-    # quiet ones last seen GRACE + 1 ago (too long); edge exactly GRACE ago (kept)
-    assert await scripts.reap(k, GRACE, now_ms=now) == 2
+    # quiet ones last seen GRACE + 1 ago (too long): out of the line, not dropped; edge exactly
+    # GRACE ago (kept in line)
+    assert await scripts.reap(k, GRACE, now_ms=now) == Reaped(gone=0, stepped_away=2)
     for place in (quiet, quiet_pre):
-        assert (await scripts.status(k, place.queue_id, now_ms=now)).state == "expired"
+        assert (await scripts.status(k, place.queue_id, now_ms=now)).state == "away"
     for place in (loud, loud_pre, edge):
         assert (await scripts.status(k, place.queue_id, now_ms=now)).state == "waiting"
-    assert await text(redis, k.stats, "expired") == "2"
-    assert await scripts.reap(k, GRACE, now_ms=now) == 0
+    assert await text(redis, k.stats, "expired") is None
+    assert await scripts.reap(k, GRACE, now_ms=now) == Reaped(0, 0)
+    assert await redis.zcard(k.line) == 3
     back = await scripts.join(k, "quiet", qid(k, "quiet-2"), now_ms=now)
-    assert back.queue_id == qid(k, "quiet-2")  # the fresh id the caller offered
-    assert back.ticket == 6
+    assert (back.state, back.queue_id, back.ticket) == ("waiting", quiet.queue_id, 3)
+    assert back.rank == 1  # behind loud_pre (tickets 1 and 2 went to the pre-queue)
 
 
-async def test_reap_prequeue_and_limit(redis: Redis, scripts: Scripts) -> None:
+async def test_reap_keeps_the_silent_prequeue_for_the_window(
+    redis: Redis, scripts: Scripts
+) -> None:
     k = EventKeys("reaplimit")
     await write_cfg(redis, k)
     await fill(scripts, k, 25, PRE + 1)
-    assert await scripts.reap(k, GRACE, limit=10, now_ms=PRE + GRACE + 2) == 10
+    # no turn can pass anyone before the shuffle: silent past the grace, still in
+    assert await scripts.reap(k, GRACE, limit=10, now_ms=PRE + GRACE + 2) == Reaped(0, 0)
+    assert await redis.zcard(k.pre) == 25
+    past = PRE + 1 + scripts.return_window_ms + 1
+    assert await scripts.reap(k, GRACE, limit=10, now_ms=past) == Reaped(10, 0)
     assert await redis.zcard(k.pre) == 15
-    assert await scripts.reap(k, GRACE, limit=10, now_ms=PRE + GRACE + 2) == 10
-    assert await scripts.reap(k, GRACE, limit=10, now_ms=PRE + GRACE + 2) == 5
+    assert await scripts.reap(k, GRACE, limit=10, now_ms=past) == Reaped(10, 0)
+    assert await scripts.reap(k, GRACE, limit=10, now_ms=past) == Reaped(5, 0)
     assert await redis.zcard(k.pre) == 0
     assert await redis.zcard(k.seen) == 0
+    assert await text(redis, k.stats, "expired") == "25"
 
 
 async def test_reap_never_touches_admitted(redis: Redis, scripts: Scripts) -> None:
     k = await opened(redis, scripts, "reapadm", session_ms=3_600_000)
     admitted = await join(scripts, k, "a", SALE + 1)
     assert len((await scripts.admit(k, now_ms=SALE + 2)).admitted) == 1
-    assert await scripts.reap(k, GRACE, now_ms=SALE + 10 * GRACE) == 0
+    assert await scripts.reap(k, GRACE, now_ms=SALE + 10 * GRACE) == Reaped(0, 0)
     assert (await scripts.status(k, admitted.queue_id, now_ms=SALE + 10 * GRACE)).state == (
         "admitted"
     )
@@ -707,7 +716,7 @@ async def exercise_all(redis: Redis, s: Scripts, event_id: str) -> None:
     snap = await s.admit(k, now_ms=SALE + 2)
     assert [a.queue_id for a in snap.admitted] == [pre.queue_id]
     assert await s.leave(k, waiting.queue_id)
-    assert await s.reap(k, GRACE, now_ms=SALE + 3) == 0
+    assert await s.reap(k, GRACE, now_ms=SALE + 3) == Reaped(0, 0)
 
 
 async def test_scripts_survive_script_flush(redis: Redis, scripts: Scripts) -> None:
@@ -731,7 +740,7 @@ async def test_scripts_survive_script_flush(redis: Redis, scripts: Scripts) -> N
         elif name == "leave":
             assert await scripts.leave(k, qid(k, "c0"))
         elif name == "reap":
-            assert await scripts.reap(k, GRACE, now_ms=SALE + 12) == 0
+            assert await scripts.reap(k, GRACE, now_ms=SALE + 12) == Reaped(0, 0)
         elif name == "open_sale":
             assert await scripts.open_sale(k, 1, now_ms=SALE + 13) == -1
         else:
@@ -755,7 +764,7 @@ async def test_scripts_use_redis_time_by_default(redis: Redis, scripts: Scripts)
     assert snap.now_ms >= opened_ms
     assert [a.queue_id for a in snap.admitted] == [place.queue_id]
     assert (await scripts.status(k, place.queue_id)).state == "admitted"
-    assert await scripts.reap(k, GRACE) == 0
+    assert await scripts.reap(k, GRACE) == Reaped(0, 0)
 
 
 # ---- the pre-queue shuffle -------------------------------------------------------------------

@@ -81,6 +81,14 @@ class EventKeys:
         return self._key("seen")
 
     @property
+    def away(self) -> str:
+        """ZSET queue_id -> last sign of life (ms) of waiting visitors silent for longer than the
+        grace: out of the line, so the admission step passes them by at no cost; back in at
+        their own ticket (ahead of everyone who came later) when they return within the return
+        window, gone after it (queue/reap.lua, status.lua, join.lua)."""
+        return self._key("away")
+
+    @property
     def active(self) -> str:
         """ZSET queue_id -> session expiry (ms): admitted sessions alive."""
         return self._key("active")
@@ -203,7 +211,8 @@ class EventKeys:
     def all(self) -> list[str]:
         return [
             self.cfg, self.visitors, self.owner, self.tickets, self.pre, self.line, self.seen,
-            self.active, self.bucket, self.seq, self.stats, self.admits, *self.hold_keys(),
+            self.away, self.active, self.bucket, self.seq, self.stats, self.admits,
+            *self.hold_keys(),
             self.sold_orders, self.returned_orders, self.inventory, self.reservations, self.sources,
             self.source_places,
         ]  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import zoneinfo
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -35,6 +37,28 @@ SeatsPerOrder = Annotated[int, Meta(ge=1, le=50)]
 TicketsPerBuyer = Annotated[int, Meta(ge=1, le=200)]
 Count = Annotated[int, Meta(ge=1, le=1000)]
 Capacity = Annotated[int, Meta(ge=1, le=200_000)]
+TimeZone = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$",
+        description="IANA time zone name, e.g. Europe/Berlin",
+        examples=["Europe/Berlin"],
+    ),
+]
+
+
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones()) | {"UTC"}
+
+
+def check_timezone(name: str) -> None:
+    """A ValueError (a validation error while decoding) unless `name` is in the zone database."""
+    if name not in _known_zones():
+        raise ValueError(f"timezone: {name!r} is not a time zone name such as Europe/Berlin")
+
 
 ChallengePolicy = Literal["off", "adaptive", "always"]  # bot challenge (proof of work) at join
 QueueState = Literal["prequeue", "waiting", "admitted", "sold_out", "closed", "expired"]
@@ -69,6 +93,10 @@ class EventCreate(Struct, forbid_unknown_fields=True, frozen=True):
     max_seats_per_order: SeatsPerOrder = 6
     challenge: ChallengePolicy = "adaptive"
     max_tickets_per_buyer: TicketsPerBuyer | None = None  # None: max_seats_per_order
+    timezone: TimeZone = "UTC"
+
+    def __post_init__(self) -> None:
+        check_timezone(self.timezone)
 
 
 class EventPatch(Struct, forbid_unknown_fields=True, frozen=True):
@@ -82,6 +110,11 @@ class EventPatch(Struct, forbid_unknown_fields=True, frozen=True):
     sold_out: bool | UnsetType = UNSET
     challenge: ChallengePolicy | UnsetType = UNSET
     max_tickets_per_buyer: TicketsPerBuyer | UnsetType | None = UNSET  # null: the default
+    timezone: TimeZone | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.timezone, UnsetType):
+            check_timezone(self.timezone)
 
 
 class SectionOut(Struct, frozen=True):
@@ -104,6 +137,7 @@ class EventSettings(Struct, frozen=True):
     sold_out: bool
     challenge: ChallengePolicy
     max_tickets_per_buyer: int | None = None  # None: max_seats_per_order
+    timezone: str = "UTC"
 
 
 class Event(Struct, frozen=True):
@@ -119,6 +153,7 @@ class Event(Struct, frozen=True):
     available: int
     sections: list[SectionOut]
     settings: EventSettings | None = None
+    timezone: str = "UTC"  # the venue's IANA time zone: fan pages show times in it
 
 
 # ---- queue -----------------------------------------------------------------------------------
@@ -140,6 +175,8 @@ class QueueStatus(Struct, frozen=True):
     access_expires_at: datetime | None = None
     ticket: int | None = None
     rate_per_min: float | None = None
+    # how long a waiting fan may be away (page asleep, offline) and keep the place
+    return_window_seconds: int | None = None
 
 
 class Stats(Struct, frozen=True):

@@ -42,13 +42,47 @@ def measured_rate_per_min(admitted_in_window: int, window_ms: int) -> float | No
 def eta_seconds(
     position: int | None, rate_per_min: float | None, paused: bool = False
 ) -> int | None:
-    """Seconds until a visitor at `position` (1 = next) is admitted, at the measured rate.
+    """Seconds until a visitor at `position` (1 = next) is admitted, at the estimated rate
+    (blended_rate, smoothed_rate).
 
-    Unknown (None) when paused, when no rate has been measured yet, or when the rate is zero.
+    Unknown (None) when paused, when there is no rate, or when the rate is zero.
     """
     if position is None or paused or not rate_per_min or rate_per_min <= 0:
         return None
     return math.ceil(position * 60 / rate_per_min)
+
+
+RATE_HISTORY_MS = 60_000  # the measured rate is trusted alone once it spans this long
+RATE_SMOOTHING_MS = 10_000  # time constant of the estimate's exponential smoothing
+RATE_MAX_CHANGE_PER_S = 0.05  # the estimate moves by at most 5% of itself per second
+
+
+def blended_rate(
+    configured_per_min: float, measured_per_min: float | None, window_ms: int
+) -> float | None:
+    """The admission rate a fan's estimate should use: the configured rate, weighed against
+    the measured one in proportion to the measurement's history (its window over
+    RATE_HISTORY_MS), so a few seconds of noisy measurement never swing it. None when nobody
+    is being admitted (configured rate 0)."""
+    if configured_per_min <= 0:
+        return None
+    if measured_per_min is None:
+        return float(configured_per_min)
+    weight = min(1.0, max(0, window_ms) / RATE_HISTORY_MS)
+    return weight * measured_per_min + (1 - weight) * configured_per_min
+
+
+def smoothed_rate(previous: float | None, target: float | None, elapsed_ms: int) -> float | None:
+    """One update of the estimate toward `target`: exponential smoothing over
+    RATE_SMOOTHING_MS, and never more than RATE_MAX_CHANGE_PER_S of itself per second, so an
+    estimate cannot jump back and forth. No previous estimate, or no target (admission halted
+    or stopped): the target itself."""
+    if previous is None or target is None or previous <= 0:
+        return target
+    elapsed = max(0, elapsed_ms)
+    step = (target - previous) * (1 - math.exp(-elapsed / RATE_SMOOTHING_MS))
+    bound = previous * RATE_MAX_CHANGE_PER_S * elapsed / 1000
+    return previous + max(-bound, min(bound, step))
 
 
 def position_from_rank(rank: int) -> int | None:

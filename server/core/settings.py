@@ -50,6 +50,9 @@ class SettingsError(Exception):
     """The environment does not describe a valid configuration; start-up stops."""
 
 
+DEFAULT_RETURN_WINDOW_SECONDS = 1800
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     mode: Literal["dev", "production"] = "dev"
     host: str = "127.0.0.1"
@@ -70,6 +73,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     secret: str = ""
     admin_token: str = ""
     grace_seconds: int = 120
+    # A waiting fan silent for longer than the grace is passed by, not dropped: back within
+    # this window, the place is theirs again (at the head of the line if their turn passed).
+    return_window_seconds: int = DEFAULT_RETURN_WINDOW_SECONDS
     tick_ms: int = 200
     broadcast_ms: int = 1000
     rank_refresh_seconds: int = 30
@@ -158,6 +164,7 @@ def _check_ranges(s: Settings) -> None:
         "port": 0 <= s.port <= 65535,
         "workers": 1 <= s.workers <= 64,
         "grace_seconds": 5 <= s.grace_seconds <= 3600,
+        "return_window_seconds": s.grace_seconds <= s.return_window_seconds <= 24 * 3600,
         "tick_ms": 20 <= s.tick_ms <= 5000,
         "broadcast_ms": s.tick_ms <= s.broadcast_ms <= 60000,
         "rank_refresh_seconds": 1 <= s.rank_refresh_seconds <= 3600,

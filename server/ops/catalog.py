@@ -96,6 +96,7 @@ async def create(
         sold_out=False,
         challenge=body.challenge,
         max_tickets_per_buyer=body.max_tickets_per_buyer,
+        timezone=body.timezone,
     )
     async with room.pool.acquire() as conn, conn.transaction():
         if not await db.insert_event(conn, event_id, body, prequeue_opens_at):
@@ -123,6 +124,7 @@ def present(ev: db.EventRow, with_settings: bool = False, available: int | None 
             sold_out=ev.sold_out,
             challenge=ev.challenge,
             max_tickets_per_buyer=ev.max_tickets_per_buyer,
+            timezone=ev.timezone,
         )
     sections = [
         SectionOut(s.id, s.name, s.price, s.capacity, s.rows, s.seats_per_row) for s in ev.sections
@@ -140,6 +142,7 @@ def present(ev: db.EventRow, with_settings: bool = False, available: int | None 
         available=ev.capacity if available is None else available,
         sections=sections,
         settings=settings,
+        timezone=ev.timezone,
     )
 
 

@@ -73,7 +73,14 @@ async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
     """The waiting room, booking, ops and mail objects of this process, and their background
     loops."""
     settings, redis, pool = app[SETTINGS], app[REDIS], app[POOL]
-    room = Room(settings, redis, Scripts(redis), pool, EventCache(pool), Signer(settings.secret))
+    room = Room(
+        settings,
+        redis,
+        Scripts(redis, settings.return_window_seconds),
+        pool,
+        EventCache(pool),
+        Signer(settings.secret),
+    )
     metrics = Metrics()
     for role in settings.role_set:
         metrics.roles.labels(role).set(1)

@@ -48,7 +48,12 @@ async def prepare(settings: Settings, demo: bool) -> None:
         if demo:
             await pool.execute("DELETE FROM events WHERE id = $1", DEMO_ID)
             room = Room(
-                settings, redis, Scripts(redis), pool, EventCache(pool), Signer(settings.secret)
+                settings,
+                redis,
+                Scripts(redis, settings.return_window_seconds),
+                pool,
+                EventCache(pool),
+                Signer(settings.secret),
             )
             await redis.delete(*EventKeys(DEMO_ID).all())
             await catalog.create(room, demo_event(datetime.now(UTC)))

@@ -55,6 +55,7 @@ class EventRow(msgspec.Struct, frozen=True):
     sold_out: bool
     challenge: ChallengePolicy = "adaptive"
     max_tickets_per_buyer: int | None = None
+    timezone: str = "UTC"  # the venue's IANA time zone (010_timezone.sql)
     sections: list[SectionRow] = []
 
     @property
@@ -135,7 +136,7 @@ async def require_current(pool: Pool) -> None:
 EVENT_COLUMNS = (
     "id, name, venue, starts_at, sale_starts_at, prequeue_opens_at, currency, rate_per_min,"
     " max_active, session_minutes, hold_minutes, max_seats_per_order, paused, closed, sold_out,"
-    " challenge, max_tickets_per_buyer"
+    " challenge, max_tickets_per_buyer, timezone"
 )
 
 
@@ -185,13 +186,14 @@ async def insert_event(
         inserted = await conn.fetchval(
             "INSERT INTO events (id, name, venue, starts_at, sale_starts_at, prequeue_opens_at,"
             " currency, rate_per_min, max_active, session_minutes, hold_minutes,"
-            " max_seats_per_order, challenge, max_tickets_per_buyer)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
+            " max_seats_per_order, challenge, max_tickets_per_buyer, timezone)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
             " ON CONFLICT (id) DO NOTHING RETURNING id",
             event_id, body.name, body.venue, body.starts_at, body.sale_starts_at,
             prequeue_opens_at, body.currency, body.rate_per_min, body.max_active,
             body.session_minutes, body.hold_minutes, body.max_seats_per_order, body.challenge,
             body.max_tickets_per_buyer,
+            body.timezone,
         )  # fmt: skip
         if inserted is None:
             return False

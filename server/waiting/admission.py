@@ -89,7 +89,7 @@ class Admission:
                 return
             if snap.admitted:
                 self.metrics.admissions.labels(ev.id).inc(len(snap.admitted))
-            self.room.snapshots[ev.id] = snap
+            self.room.observe(ev, snap)
             if self.max_batch and time.monotonic() - self._last_reap.get(ev.id, 0.0) > REAP_EVERY_S:
                 self._last_reap[ev.id] = time.monotonic()
                 await scripts.reap(keys, self.settings.grace_seconds * 1000)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from server.core import rules
 from server.core.clock import from_ms
 from server.core.keys import EventKeys
 from server.core.loops import Loop
@@ -197,7 +196,7 @@ class Hub:
             serving=snap.serving,
             admitted_total=snap.admitted_total,
             waiting=snap.waiting + snap.prequeue,
-            rate_per_min=rules.measured_rate_per_min(snap.admitted_last_window, snap.window_ms),
+            rate_per_min=self.room.estimated_rate(event_id),
             paused=snap.halted,
         )
         now = time.monotonic()
@@ -234,8 +233,13 @@ class Hub:
                 await conn.ws.close(code=1001, message=b"server shutting down")
 
     async def _recheck(self, conn: Conn) -> None:
-        place = await self.room.scripts.status(EventKeys(conn.event_id), conn.queue_id)
-        if place.state in ("expired", "unknown"):
+        k = EventKeys(conn.event_id)
+        place = await self.room.scripts.status(k, conn.queue_id)
+        if place.state == "away":
+            # an open socket is a sign of life: the fan is back at their own ticket
+            place = await self.room.scripts.status(k, conn.queue_id, touch=True)
+            await self.send(conn, self.status_for(conn, place))
+        elif place.state in ("expired", "unknown"):
             await self.send(conn, ClosedMsg("expired"))
             await conn.ws.close()
         elif place.state == "admitted" and not conn.admitted:

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from server.core.keys import EventKeys
+from server.core.settings import DEFAULT_RETURN_WINDOW_SECONDS
 from server.store import lua
 from server.store.lua import AnyRedis, Batcher, as_text, time_arg
 from server.store.redis_client import sharded
@@ -25,7 +26,8 @@ SOURCES_KEPT = 10_000  # client addresses an event's place counts keep (the bigg
 
 
 class Place(msgspec.Struct, frozen=True):
-    """Where a queue entry stands; rank is 0-based, -1 when not waiting in the line."""
+    """Where a queue entry stands; rank is 0-based, -1 when not waiting in the line. State
+    "away" (read without a sign of life): out of the line until the fan shows up again."""
 
     state: str
     queue_id: str
@@ -73,12 +75,23 @@ class Snapshot(msgspec.Struct, frozen=True):
         return self.paused or self.exhausted
 
 
+class Reaped(msgspec.Struct, frozen=True, array_like=True):
+    """What one reap did: places dropped for good, visitors moved out of the line (away)."""
+
+    gone: int
+    stepped_away: int
+
+
 class Scripts:
-    """All queue scripts registered on one client."""
+    """All queue scripts registered on one client. `return_window_s`: how long a waiting fan
+    may be away (silent for longer than the grace) and still come back to the same place."""
 
     BATCHED = ("join", "status")
 
-    def __init__(self, client: AnyRedis) -> None:
+    def __init__(
+        self, client: AnyRedis, return_window_s: int = DEFAULT_RETURN_WINDOW_SECONDS
+    ) -> None:
+        self.return_window_ms = return_window_s * 1000
         self._s = lua.register(client, *SCRIPT_NAMES)
         self._batched = {name: Batcher(client, self._s[name]) for name in self.BATCHED}
         self._publish_flag = "1" if sharded(client) else "0"
@@ -102,16 +115,17 @@ class Scripts:
         """proof and nonce: see join.lua ARGV[4] and server.waiting.challenge.Proof; source:
         the client address a new place is counted under ("" for none)."""
         keys = [k.cfg, k.visitors, k.owner, k.tickets, k.pre, k.line, k.seen, k.active, k.seq]
-        keys += [k.stats, k.spent(nonce), k.sources, k.source_places]
+        keys += [k.stats, k.spent(nonce), k.sources, k.source_places, k.away]
         args: list[str | int] = [visitor_id, new_queue_id, time_arg(now_ms), proof, source]
-        r = await self._run("join", keys, [*args, SOURCES_KEPT])
+        r = await self._run("join", keys, [*args, SOURCES_KEPT, self.return_window_ms])
         return _place(r, as_text(r[1]), visitor_id)
 
     async def status(
         self, k: EventKeys, queue_id: str, touch: bool = False, now_ms: int | None = None
     ) -> Place:
-        keys = [k.cfg, k.owner, k.tickets, k.pre, k.line, k.seen, k.active]
-        r = await self._run("status", keys, [queue_id, "1" if touch else "0", time_arg(now_ms)])
+        keys = [k.cfg, k.owner, k.tickets, k.pre, k.line, k.seen, k.active, k.away, k.stats]
+        args = [queue_id, "1" if touch else "0", time_arg(now_ms), self.return_window_ms]
+        r = await self._run("status", keys, args)
         return _place(r, queue_id, as_text(r[1]))
 
     async def restore(
@@ -135,7 +149,7 @@ class Scripts:
         return int(await self._run("new_epoch", [k.cfg, k.seq], [epoch, TICKETS_PER_EPOCH]))
 
     async def leave(self, k: EventKeys, queue_id: str, reason: str = "left") -> bool:
-        keys = [k.visitors, k.owner, k.pre, k.line, k.seen, k.active, k.stats]
+        keys = [k.visitors, k.owner, k.pre, k.line, k.seen, k.active, k.stats, k.away]
         return bool(await self._run("leave", keys, [queue_id, reason]))
 
     async def purge_source(self, k: EventKeys, source: str, dry_run: bool) -> int:
@@ -145,9 +159,12 @@ class Scripts:
 
     async def reap(
         self, k: EventKeys, grace_ms: int, limit: int = 1000, now_ms: int | None = None
-    ) -> int:
-        keys = [k.pre, k.line, k.seen, k.stats]
-        return int(await self._run("reap", keys, [grace_ms, limit, time_arg(now_ms)]))
+    ) -> Reaped:
+        """Silent visitors step out of the line; places away beyond the return window go."""
+        keys = [k.cfg, k.pre, k.line, k.seen, k.away, k.stats]
+        window = max(grace_ms, self.return_window_ms)
+        r = await self._run("reap", keys, [grace_ms, window, limit, time_arg(now_ms)])
+        return Reaped(int(r[0]), int(r[1]))
 
     async def open_sale(self, k: EventKeys, seed: int, now_ms: int | None = None) -> int:
         keys = [k.cfg, k.pre, k.line, k.tickets, k.seq]

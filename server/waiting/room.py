@@ -46,6 +46,8 @@ class Room:
         self.cache = cache
         self.signer = signer
         self.snapshots: dict[str, Snapshot] = {}  # latest admission step seen by this process
+        # the fans' rate estimate per event and the Redis time of its last update (observe)
+        self.estimates: dict[str, tuple[float | None, int]] = {}
 
     # ---- settings mirror --------------------------------------------------------------------
 
@@ -140,12 +142,15 @@ class Room:
         # Only the owner's requests are a sign of life: a stranger's refused request must
         # change nothing, nor keep someone else's abandoned place alive.
         owned = visitor_id is not None
-        place = await self.scripts.status(EventKeys(event_id), queue_id, touch=touch and not owned)
+        k = EventKeys(event_id)
+        place = await self.scripts.status(k, queue_id, touch=touch and not owned)
         if place.state == "unknown":
             raise NotFound("no such place in the queue", code="queue_not_found")
         if visitor_id is not None and place.visitor_id != visitor_id:
             raise Forbidden("this place in the queue belongs to another visitor")
-        if touch and owned and place.state in ("waiting", "prequeue"):
+        if touch and owned and place.state == "away":
+            place = await self.scripts.status(k, queue_id, touch=True)  # back at their ticket
+        elif touch and owned and place.state in ("waiting", "prequeue"):
             await self.touch(event_id, [queue_id])
         return place
 
@@ -189,6 +194,26 @@ class Room:
 
     # ---- views -----------------------------------------------------------------------------
 
+    def observe(self, ev: db.EventRow, snap: Snapshot) -> None:
+        """Take one admission step's snapshot; update the rate the fans' estimates use: the
+        configured and measured rates blended by the measurement's history, smoothed and
+        bounded in change (rules.blended_rate, rules.smoothed_rate); none while halted."""
+        self.snapshots[ev.id] = snap
+        target = None
+        if not snap.halted:
+            measured = rules.measured_rate_per_min(snap.admitted_last_window, snap.window_ms)
+            target = rules.blended_rate(ev.rate_per_min, measured, snap.window_ms)
+        previous, at = self.estimates.get(ev.id, (None, snap.now_ms))
+        self.estimates[ev.id] = (
+            rules.smoothed_rate(previous, target, snap.now_ms - at),
+            snap.now_ms,
+        )
+
+    def estimated_rate(self, event_id: str) -> float | None:
+        """Admissions per minute the fans' ETAs use (observe); None when unknown."""
+        rate = self.estimates.get(event_id, (None, 0))[0]
+        return None if rate is None else round(rate, 2)
+
     def measured_rate(self, event_id: str) -> float | None:
         snap = self.snapshots.get(event_id)
         if snap is None:
@@ -216,7 +241,7 @@ class Room:
 
     def describe(self, event_id: str, place: Place) -> QueueStatus:
         snap = self.snapshots.get(event_id)
-        rate = self.measured_rate(event_id)
+        rate = self.estimated_rate(event_id)
         ticket = place.ticket if place.ticket >= 0 else None
         if place.state == "admitted":
             return QueueStatus(
@@ -228,8 +253,11 @@ class Room:
                 ticket=ticket,
                 rate_per_min=rate,
             )
+        window = self.settings.return_window_seconds
         if place.state == "expired":
-            return QueueStatus(place.queue_id, event_id, "expired", ticket=ticket)
+            return QueueStatus(
+                place.queue_id, event_id, "expired", ticket=ticket, return_window_seconds=window
+            )
         if snap is not None and (snap.closed or snap.sold_out):
             return QueueStatus(
                 place.queue_id, event_id, "closed" if snap.closed else "sold_out", ticket=ticket
@@ -239,11 +267,12 @@ class Room:
         return QueueStatus(
             queue_id=place.queue_id,
             event_id=event_id,
-            state="waiting" if place.state == "waiting" else "prequeue",
+            state="prequeue" if place.state == "prequeue" else "waiting",
             position=position,
             eta_seconds=rules.eta_seconds(position, rate, halted),
             ticket=ticket,
             rate_per_min=rate,
+            return_window_seconds=window,
         )
 
 

@@ -41,8 +41,9 @@
 
   /**
    * fetch() that answers {status, body, ok} and waits out 429/503 answers as told by
-   * Retry-After (onWait(ms) is told how long), up to `tries` attempts.
-   * Network errors are retried with backoff too; after the last try it throws.
+   * Retry-After (onWait(ms, "busy") is told how long), up to `tries` attempts.
+   * Network errors are retried with backoff too (onWait(ms, "network"): the request never
+   * reached us, so say so — not that the server is busy); after the last try it throws.
    */
   async function api(path, options) {
     var opts = options || {};
@@ -67,7 +68,7 @@
         response = await fetch(path, init);
       } catch (err) {
         if (attempt >= tries) throw err;
-        if (opts.onWait) opts.onWait(delay);
+        if (opts.onWait) opts.onWait(delay, "network");
         await sleep(jitter(delay));
         delay = Math.min(delay * 2, 30000);
         continue;
@@ -75,7 +76,7 @@
       learnClock(response);
       if ((response.status === 429 || response.status === 503) && attempt < tries) {
         var wait = retryAfterMs(response, delay);
-        if (opts.onWait) opts.onWait(wait);
+        if (opts.onWait) opts.onWait(wait, "busy");
         await sleep(jitter(wait, 0.2));
         delay = Math.min(delay * 2, 30000);
         continue;
@@ -88,20 +89,41 @@
     }
   }
 
-  var dateTime = new Intl.DateTimeFormat(undefined, {
-    weekday: "short", day: "numeric", month: "short", year: "numeric",
-    hour: "2-digit", minute: "2-digit",
-  });
   var timeOnly = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 
-  function formatDateTime(iso) {
+  /** A date and time; with `timeZone` (the event's IANA zone) in that zone, the zone named. */
+  function formatDateTime(iso, timeZone) {
     var d = new Date(iso);
-    return isNaN(d.getTime()) ? "" : dateTime.format(d);
+    if (isNaN(d.getTime())) return "";
+    var options = {
+      weekday: "short", day: "numeric", month: "short", year: "numeric",
+      hour: "2-digit", minute: "2-digit",
+    };
+    if (timeZone) { options.timeZone = timeZone; options.timeZoneName = "short"; }
+    try {
+      return new Intl.DateTimeFormat(undefined, options).format(d);
+    } catch (e) {
+      delete options.timeZone;
+      return new Intl.DateTimeFormat(undefined, options).format(d);
+    }
   }
 
   function formatTime(iso) {
     var d = new Date(iso);
     return isNaN(d.getTime()) ? "" : timeOnly.format(d);
+  }
+
+  /** A clock time in a time zone (an IANA name; the browser's own if missing or unknown),
+   * with the zone named: "20:45 CET". */
+  function formatClock(ms, timeZone) {
+    var options = { hour: "2-digit", minute: "2-digit", timeZoneName: "short" };
+    if (timeZone) options.timeZone = timeZone;
+    try {
+      return new Intl.DateTimeFormat(undefined, options).format(new Date(ms));
+    } catch (e) {
+      delete options.timeZone;
+      return new Intl.DateTimeFormat(undefined, options).format(new Date(ms));
+    }
   }
 
   /** "2 d 03:04:05", "03:04:05" or "04:05" for a countdown. */
@@ -157,6 +179,7 @@
     formatDateTime: formatDateTime,
     formatTime: formatTime,
     formatCountdown: formatCountdown,
+    formatClock: formatClock,
     formatDuration: formatDuration,
     eventIdFromPath: eventIdFromPath,
     local: store("localStorage"),

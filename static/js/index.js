@@ -20,12 +20,12 @@
     name.textContent = ev.name;
     var meta = document.createElement("span");
     meta.className = "muted";
-    meta.textContent = ev.venue + " · " + BO.formatDateTime(ev.starts_at);
+    meta.textContent = ev.venue + " · " + BO.formatDateTime(ev.starts_at, ev.timezone);
     var state = document.createElement("span");
     state.className = "cta";
     var label = STATES[ev.state] || ev.state;
     if (ev.state === "scheduled" || ev.state === "prequeue") {
-      label += " — sale starts " + BO.formatDateTime(ev.sale_starts_at);
+      label += " — sale starts " + BO.formatDateTime(ev.sale_starts_at, ev.timezone);
     }
     state.textContent = label;
     a.appendChild(name);

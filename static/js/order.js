@@ -53,7 +53,7 @@
     if (!r.ok || !r.body) return;
     var ev = r.body;
     $("event-name").textContent = ev.name;
-    $("event-meta").textContent = ev.venue + " · " + BO.formatDateTime(ev.starts_at);
+    $("event-meta").textContent = ev.venue + " · " + BO.formatDateTime(ev.starts_at, ev.timezone);
     document.title = "Your tickets — " + ev.name;
   }
 

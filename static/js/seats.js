@@ -1145,7 +1145,7 @@
         S.event = ev.body;
         S.currency = ev.body.currency;
         $("event-name").textContent = ev.body.name;
-        $("event-meta").textContent = ev.body.venue + " · " + BO.formatDateTime(ev.body.starts_at);
+        $("event-meta").textContent = ev.body.venue + " · " + BO.formatDateTime(ev.body.starts_at, ev.body.timezone);
         ev.body.sections.forEach(function (s) { S.sectionNames[s.id] = s.name; });
         if (ev.body.settings && ev.body.settings.max_seats_per_order) {
           S.maxSeats = ev.body.settings.max_seats_per_order;

@@ -3,8 +3,11 @@
  * Position: a `status` message gives the exact position and the admitted_total it was measured
  * at; each `tick` carries the current admitted_total, so the position now is
  *   max(1, status.position - (tick.admitted_total - status.admitted_total))
- * (server/core/rules.py estimated_position, its reference model). ETA = ceil(position * 60 / rate_per_min), unknown while
- * paused or while no rate is known.
+ * (server/core/rules.py estimated_position, its reference model). ETA = ceil(position * 60 /
+ * rate_per_min), unknown while paused or while no rate is known; rate_per_min is the server's
+ * estimate (configured and measured rates blended, smoothed: rules.blended_rate,
+ * rules.smoothed_rate), the same one behind QueueStatus.eta_seconds. Shown as a clock time in
+ * the venue's zone with how long ago the server last told us.
  */
 (function () {
   "use strict";
@@ -34,6 +37,9 @@
     first: null,        // position when first seen, for the progress bar
     rate: null,
     paused: false,
+    etaAt: null,        // when the turn should come (ms), from the last estimate
+    updatedAt: 0,       // when the server last told us the position or the rate (local ms)
+    returnWindow: 1800, // seconds a fan may be away and keep the place (the server says)
     ws: null,
     wsFails: 0,
     wsTimer: null,
@@ -158,10 +164,10 @@
   function renderEvent(ev) {
     S.event = ev;
     $("event-name").textContent = ev.name;
-    var when = BO.formatDateTime(ev.starts_at);
+    var when = BO.formatDateTime(ev.starts_at, ev.timezone);
     $("event-meta").textContent = ev.venue + (when ? " · " + when : "");
     document.title = "Waiting room — " + ev.name;
-    $("scheduled-sale").textContent = "The sale starts " + BO.formatDateTime(ev.sale_starts_at)
+    $("scheduled-sale").textContent = "The sale starts " + BO.formatDateTime(ev.sale_starts_at, ev.timezone)
       + ". Everyone who enters the waiting room before then gets a random place in line.";
   }
 
@@ -173,6 +179,7 @@
     var eta = $("eta");
     var note = $("eta-note");
     $("paused-note").hidden = !S.paused;
+    S.etaAt = null;
     if (S.paused) {
       eta.textContent = "paused";
       note.textContent = "";
@@ -181,11 +188,14 @@
       note.textContent = "The line isn't moving right now, so we can't estimate your wait yet. "
         + "Your place is safe.";
     } else {
-      eta.textContent = BO.formatDuration(Math.ceil(pos * 60 / S.rate));
-      var r = Math.round(S.rate);
-      note.textContent = "Estimate based on the current pace: about " + r.toLocaleString()
+      var seconds = Math.ceil(pos * 60 / S.rate);
+      eta.textContent = BO.formatDuration(seconds);
+      S.etaAt = BO.now() + seconds * 1000;
+      var r = S.rate < 10 ? Math.round(S.rate * 10) / 10 : Math.round(S.rate);
+      note.textContent = "Estimate based on the pace of the line: about " + r.toLocaleString()
         + (r === 1 ? " fan" : " fans") + " let in per minute.";
     }
+    renderEtaClock();
     var pct = 0;
     if (pos != null && S.first) pct = Math.max(0, Math.min(100, Math.round((S.first - pos) / S.first * 100)));
     $("progress-fill").style.width = pct + "%";
@@ -196,6 +206,16 @@
       document.title = "#" + pos.toLocaleString() + " in line — " + (S.event ? S.event.name : "Boxoffice");
       announcePosition(pos);
     }
+  }
+
+  /** "Your turn around 20:45 CET · updated 3 s ago" (the venue's zone). */
+  function renderEtaClock() {
+    var el = $("eta-clock");
+    el.hidden = S.etaAt == null || S.state !== "waiting";
+    if (el.hidden) return;
+    var ago = Math.max(0, Math.round((Date.now() - S.updatedAt) / 1000));
+    el.textContent = "Your turn around " + BO.formatClock(S.etaAt, S.event && S.event.timezone)
+      + " · updated " + ago + " s ago";
   }
 
   function rememberFirst(pos) {
@@ -219,6 +239,7 @@
 
   /** An exact status, from the websocket (with admitted_total) or from HTTP (without). */
   function applyStatus(st, admittedTotal) {
+    if (st.return_window_seconds) { S.returnWindow = st.return_window_seconds; showWindow(); }
     if (st.state === "admitted") {
       handleAdmitted(st.access_token, st.access_expires_at, st.next_url);
       return;
@@ -227,6 +248,7 @@
     if (st.state === "closed") { handleClosed("ended"); return; }
     if (st.state === "expired") { handleClosed("expired"); return; }
     if (st.rate_per_min !== undefined) S.rate = st.rate_per_min;
+    S.updatedAt = Date.now();
     if (typeof st.paused === "boolean") S.paused = st.paused;
     if (st.state === "prequeue") {
       S.base = null;
@@ -251,6 +273,7 @@
   function onTick(t) {
     S.lastAdmitted = t.admitted_total;
     S.rate = t.rate_per_min;
+    S.updatedAt = Date.now();
     S.paused = !!t.paused;
     if (S.state === "prequeue") {
       if (t.state === "on_sale") refreshExact();
@@ -295,7 +318,7 @@
   function placeLost() {
     BO.local.removeItem(queueKey);
     $("expired-text").textContent = "We couldn't find your place in line any more. "
-      + "It may have been released after the page was closed for too long.";
+      + "A place is released when its page is away for longer than " + windowText() + ".";
     handleClosed("expired");
   }
 
@@ -323,7 +346,10 @@
         S.nextCheckAt = Date.now() + BO.jitter(5000);
         refreshExact();
       }
-    } else if (S.state === "waiting" && S.position == null && S.nextCheckAt
+    } else if (S.state === "waiting" && S.etaAt != null) {
+      renderEtaClock();
+    }
+    if (S.state === "waiting" && S.position == null && S.nextCheckAt
                && Date.now() >= S.nextCheckAt) {
       S.nextCheckAt = Date.now() + BO.jitter(5000);
       refreshExact();
@@ -474,15 +500,12 @@
     try {
       r = await BO.api("/api/queue/" + encodeURIComponent(S.queueId), {
         tries: 4,
-        onWait: function (ms) {
-          if (S.polling) {
-            setConnection("polling", "The waiting room is busy — checking again in "
-              + Math.ceil(ms / 1000) + " s. You keep your place.");
-          }
+        onWait: function (ms, why) {
+          if (S.polling) setConnection(why === "busy" ? "polling" : "offline", retryText(ms, why));
         },
       });
     } catch (e) {
-      if (S.polling) setConnection("offline", "Offline — retrying. You keep your place.");
+      if (S.polling) setConnection("offline", retryText(0, "network"));
       return;
     }
     if (gen !== S.generation || S.finished) return;
@@ -503,9 +526,30 @@
     renderEvent(r.body);
   }
 
-  function waitingText(ms) {
-    setConnection("polling", "The waiting room is very busy — trying again in "
-      + Math.ceil(ms / 1000) + " s. Please stay on this page.");
+  function waitingText(ms, why) {
+    setConnection(why === "busy" ? "polling" : "offline", retryText(ms, why));
+  }
+
+  /** Why we wait, truthfully: the server said it is busy, or the request never got through
+   * (this device's connection) — never the one for the other. */
+  function retryText(ms, why) {
+    var again = ms ? " Trying again in " + Math.ceil(ms / 1000) + " s." : " Trying again.";
+    if (why === "busy") {
+      return "The waiting room is very busy." + again + " You keep your place.";
+    }
+    return "This device seems to be offline." + again + " Your place waits for you for "
+      + windowText() + ".";
+  }
+
+  function windowText() {
+    return BO.formatDuration(S.returnWindow).replace(/^about /, "");
+  }
+
+  function showWindow() {
+    var words = windowText();
+    Array.prototype.forEach.call(document.querySelectorAll(".away-window"), function (el) {
+      el.textContent = words;
+    });
   }
 
   function showScheduled() {
@@ -678,8 +722,8 @@
     BO.local.removeItem(firstKey);
     S.queueId = null;
     S.first = null;
-    $("expired-text").textContent = "Your place in line was released because this page was closed "
-      + "or offline for too long, or your turn to buy ran out.";
+    $("expired-text").textContent = "Your place in line was released: this page was away for "
+      + "longer than " + windowText() + ", or your turn to buy ran out.";
     showView("loading");
     enterQueue();
   }
