@@ -26,7 +26,7 @@ pytestmark = pytest.mark.browser
 async def test_a_nap_keeps_the_place(
     base_url: str, browser: Browser, admin: aiohttp.ClientSession, redis: Redis
 ) -> None:
-    event_id = await create_event(admin, rate_per_min=0)
+    event_id = await create_event(admin, rate_per_min=0, challenge="off")
     others = [aiohttp.ClientSession(base_url, cookie_jar=aiohttp.CookieJar(unsafe=True))]
     others.append(aiohttp.ClientSession(base_url, cookie_jar=aiohttp.CookieJar(unsafe=True)))
     try:
@@ -65,7 +65,7 @@ async def test_a_nap_keeps_the_place(
 async def test_a_lost_connection_is_not_called_a_busy_server(
     base_url: str, browser: Browser, admin: aiohttp.ClientSession
 ) -> None:
-    event_id = await create_event(admin, rate_per_min=0)
+    event_id = await create_event(admin, rate_per_min=0, challenge="off")
     page = await phone_page(browser)
     failed: list[str] = []
 
@@ -90,7 +90,9 @@ async def test_times_and_the_eta_in_the_venue_zone(
     base_url: str, browser: Browser, admin: aiohttp.ClientSession
 ) -> None:
     """The browser lives in Berlin, the venue in New York: the page speaks New York time."""
-    event_id = await create_event(admin, rate_per_min=1, timezone="America/New_York")
+    event_id = await create_event(
+        admin, rate_per_min=1, timezone="America/New_York", challenge="off"
+    )
     others = [aiohttp.ClientSession(base_url) for _ in range(3)]
     try:
         for session in others:
