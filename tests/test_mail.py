@@ -55,7 +55,7 @@ from server.runtime.prepare import banner
 from server.store import db
 from server.waiting.admission import ADMISSION
 
-from .helpers import ADMIN, Client, admitted_fan, create_event, eventually, need
+from .helpers import ADMIN, Client, admitted_fan, create_event, eventually, need, visitor
 
 BASE = "https://tickets.example.com"
 SENDER = "Boxoffice Tickets <tickets@example.com>"
@@ -436,6 +436,30 @@ async def test_a_resend_request_mails_the_list_of_paid_orders_once(
     assert expected_link(second) in text and "someone" not in text
     await mailer.sweep_step()
     assert await mailer.send_due() == 0
+    assert len(inbox.of("resend", str(outbox_id))) == 1
+
+
+async def test_resend_my_tickets_through_the_api_reaches_the_inbox_once(
+    client: Client, inbox: Inbox, pg: asyncpg.Pool
+) -> None:
+    """The whole path: POST /api/orders/resend (any visitor, no cookie of the buyer) records a
+    request, the relay publishes it, the mailer sends the buyer one list of their orders."""
+    event = await create_event(client)
+    order = await paid_order(client, event["id"], {"seats": ["A-2-1"]}, "again@example.com")
+    await one_mail(inbox, order["order_id"])  # the confirmation
+    answer = await client.post(
+        "/api/orders/resend", json={"email": "Again@Example.com"}, headers=visitor()
+    )
+    assert answer.status == 202
+    outbox_id = await eventually(
+        lambda: pg.fetchval("SELECT id FROM outbox WHERE kind = 'resend'"), "the request", within=10
+    )
+    found = await eventually(
+        lambda: asyncio.sleep(0, inbox.of("resend", str(outbox_id))), "the resend", within=30
+    )
+    assert len(found) == 1 and found[0]["To"] == "again@example.com"
+    assert expected_link(order) in parts_text(found[0])
+    await asyncio.sleep(1.0)  # a second sweep/consumer turn sends nothing more
     assert len(inbox.of("resend", str(outbox_id))) == 1
 
 
