@@ -160,6 +160,12 @@ def document() -> bytes:
         if answer is not None:
             ok["content"] = _content(ref_of[answer])
         spec["responses"][str(status)] = ok
+        if status == 101:  # a websocket: the handshake itself is outside what OpenAPI describes
+            spec["x-websocket"] = True
+            spec["responses"]["400"] = {
+                "description": "a plain GET, without the websocket handshake",
+                "content": _content(ref_of[ErrorBody]),
+            }
         spec["responses"]["default"] = {
             "description": "error",
             "content": _content(ref_of[ErrorBody]),
