@@ -370,8 +370,10 @@ class Order(Struct, frozen=True):
 
 # ---- after the sale --------------------------------------------------------------------------
 
-Reason = Annotated[str, Meta(min_length=1, max_length=500)]
-OrderId = Annotated[str, Meta(min_length=1, max_length=64)]
+Reason = Annotated[
+    str, Meta(pattern=ids.schema_pattern(ids.TEXT_BODY), min_length=1, max_length=500)
+]
+OrderId = Annotated[str, Meta(pattern=ids.schema_pattern(ids.URLSAFE_22), max_length=22)]
 
 
 class RefundRequest(Struct, forbid_unknown_fields=True, frozen=True):

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from server.core import ids
 from server.core.errors import ErrorBody
 from server.core.messages import (
     Accepted,
@@ -38,9 +39,45 @@ from server.core.messages import (
     StatusMsg,
     TickMsg,
 )
+from server.ops.admin_routes import AdmitNow
+from server.ops.autopilot import AutopilotPatch
 from server.waiting.sources import BotsView, PurgeRequest, PurgeResult
 
 REF = "#/components/schemas/{name}"
+
+# What each path parameter full-matches; anything else is answered 404 (or 400 for a malformed
+# queue or hold id) before it reaches Redis or PostgreSQL.
+PATH_PATTERNS = {
+    "event_id": ids.EVENT_ID_BODY,
+    "queue_id": ids.PLACE_ID_BODY,
+    "hold_id": ids.PLACE_ID_BODY,
+    "order_id": ids.URLSAFE_22,
+    "number": ids.TICKET_NUMBER_BODY,
+}
+
+# A section is seated (rows by seats_per_row) or standing (capacity), never both nor neither.
+SECTION_KINDS = {
+    "oneOf": [
+        {
+            "title": "seated",
+            "required": ["rows", "seats_per_row"],
+            "properties": {
+                "rows": {"type": "integer"},
+                "seats_per_row": {"type": "integer"},
+                "capacity": {"type": "null"},
+            },
+        },
+        {
+            "title": "standing",
+            "required": ["capacity"],
+            "properties": {
+                "capacity": {"type": "integer"},
+                "rows": {"type": "null"},
+                "seats_per_row": {"type": "null"},
+            },
+        },
+    ]
+}
 
 # (method, path, summary, request body type, status, response type, auth)
 OPERATIONS: list[tuple[str, str, str, Any, int, Any, str | None]] = [
@@ -65,7 +102,7 @@ OPERATIONS: list[tuple[str, str, str, Any, int, Any, str | None]] = [
     ("get", "/api/admin/events/{event_id}", "One event with settings", None, 200, Event, "admin"),
     ("patch", "/api/admin/events/{event_id}", "Change live settings", EventPatch, 200, Event, "admin"),
     ("get", "/api/admin/events/{event_id}/stats", "Live figures", None, 200, Stats, "admin"),
-    ("post", "/api/admin/events/{event_id}/admit", "Admit the next N now (body {count})", None, 200, None, "admin"),
+    ("post", "/api/admin/events/{event_id}/admit", "Admit the next N now (body {count})", AdmitNow, 200, None, "admin"),
     ("post", "/api/admin/events/{event_id}/rebuild-inventory", "Rebuild seat state from PostgreSQL", None, 200, None, "admin"),
     ("get", "/api/admin/events/{event_id}/audit", "Audit trail of settings changes, newest first", None, 200, None, "admin"),
     ("get", "/api/admin/events/{event_id}/live", "Websocket: one live sample a second (auth in the first message)", None, 101, None, None),
@@ -73,7 +110,7 @@ OPERATIONS: list[tuple[str, str, str, Any, int, Any, str | None]] = [
     ("get", "/api/admin/events/{event_id}/bots", "Bot challenge counters, cost level now, top sources by places (?limit=)", None, 200, BotsView, "admin"),
     ("post", "/api/admin/events/{event_id}/sources/purge", "Count (dry run) or, with confirm, remove the waiting places of one source; audited", PurgeRequest, 200, PurgeResult, "admin"),
     ("get", "/api/admin/events/{event_id}/autopilot", "Autopilot settings", None, 200, None, "admin"),
-    ("patch", "/api/admin/events/{event_id}/autopilot", "Turn the autopilot on or off, set its bounds", None, 200, None, "admin"),
+    ("patch", "/api/admin/events/{event_id}/autopilot", "Turn the autopilot on or off, set its bounds", AutopilotPatch, 200, None, "admin"),
     ("get", "/api/admin/orders", "Order search: ?event_id=&email=&seat=&code=&order_id=&status=&limit=", None, 200, list[Order], "admin"),
     ("post", "/api/admin/orders/{order_id}/refund", "Refund a whole paid order through its provider (idempotent)", RefundRequest, 200, Order, "admin"),
     ("post", "/api/admin/orders/cancel", "Bulk cancel: ?dry_run=1 answers the count (BulkPlan); else refunds each (BulkCancelResult)", CancelRequest, 200, BulkCancelResult, "admin"),
@@ -102,13 +139,19 @@ def document() -> bytes:
         types.extend(t for t in (op[3], op[5]) if t is not None)
     refs, components = msgspec.json.schema_components(types, ref_template=REF)
     ref_of = dict(zip(types, refs, strict=True))
+    components["SectionIn"].update(SECTION_KINDS)
     paths: dict[str, dict[str, Any]] = {}
     for method, path, summary, body, status, answer, auth in OPERATIONS:
         spec: dict[str, Any] = {"summary": summary, "responses": {}}
         params = re.findall(r"\{(\w+)\}", path)
         if params:
             spec["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                {
+                    "name": p,
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": ids.schema_pattern(PATH_PATTERNS[p])},
+                }
                 for p in params
             ]
         if body is not None:
@@ -117,6 +160,12 @@ def document() -> bytes:
         if answer is not None:
             ok["content"] = _content(ref_of[answer])
         spec["responses"][str(status)] = ok
+        if status == 101:  # a websocket: the handshake itself is outside what OpenAPI describes
+            spec["x-websocket"] = True
+            spec["responses"]["400"] = {
+                "description": "a plain GET, without the websocket handshake",
+                "content": _content(ref_of[ErrorBody]),
+            }
         spec["responses"]["default"] = {
             "description": "error",
             "content": _content(ref_of[ErrorBody]),
