@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -118,7 +119,7 @@ async def journey(fans: Client, rc: RedisCluster, event_id: str) -> str:
             fans, "POST", f"/api/events/{event_id}/holds", fan, {"seats": ["A-1-1", "A-1-2"]}
         )
         assert status == 201, held
-        body = {"email": "fan@example.com"}
+        body = {"email": f"fan-{uuid.uuid4().hex[:12]}@example.com"}  # one buyer each (limit)
         status, order = await call(
             fans, "POST", f"/api/holds/{held['hold_id']}/checkout", fan, body
         )
@@ -198,7 +199,7 @@ async def buyer(
         if status != 201:
             await asyncio.sleep(0.05)
             continue
-        body = {"email": "fan@example.com"}
+        body = {"email": f"fan-{uuid.uuid4().hex[:12]}@example.com"}  # one buyer each (limit)
         status, order = await call(
             fans, "POST", f"/api/holds/{held['hold_id']}/checkout", fan, body
         )

@@ -9,6 +9,7 @@ from server.booking.seat_map import SeatMaps
 from server.core import rules
 from server.core.clock import from_ms, now_ms
 from server.core.errors import (
+    DATABASE_DOWN,
     Conflict,
     Forbidden,
     Gone,
@@ -73,8 +74,13 @@ class Holds:
         seats, section, quantity = check_hold_request(ev, body)
         # The visitor's own paid orders count here (its email is not known before checkout):
         # a fan who bought their share is told now, not after choosing seats and paying.
+        # With PostgreSQL away holds go on (Redis holds the seats); the limit is still decided
+        # where it is final, at confirmation, under the buyer's lock.
         limit = rules.buyer_limit(ev.max_tickets_per_buyer, ev.max_seats_per_order)
-        bought = await ledger.tickets_bought(self.pool, ev.id, visitor_id=claims.v)
+        try:
+            bought = await ledger.tickets_bought(self.pool, ev.id, visitor_id=claims.v)
+        except DATABASE_DOWN:
+            bought = 0
         if rules.over_buyer_limit(bought, len(seats) + quantity, limit):
             raise buyer_limit_error(limit, bought)
         k = EventKeys(ev.id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -47,12 +49,18 @@ from server.waiting.line import Scripts
 from server.waiting.news import News
 from server.waiting.room import ROOM, Room
 
+log = logging.getLogger("boxoffice.app")
+CLOSE_SECONDS = 5.0  # most a stop waits for the Redis client or the PostgreSQL pool to close
+
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     client = make_redis(app[SETTINGS])
     app[REDIS] = client
     yield
-    await client.aclose()
+    try:
+        await asyncio.wait_for(client.aclose(), CLOSE_SECONDS)
+    except TimeoutError:
+        log.warning("Redis client did not close in time")
 
 
 async def _postgres_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -66,7 +74,12 @@ async def _postgres_ctx(app: web.Application) -> AsyncIterator[None]:
         await db.require_current(pool)
     app[POOL] = pool
     yield
-    await pool.close()
+    # A stop is bounded: close waits for connections still in use, and is cut short (the pool
+    # then terminates them) rather than hold the process past its grace period.
+    try:
+        await asyncio.wait_for(pool.close(), CLOSE_SECONDS)
+    except TimeoutError:
+        log.warning("PostgreSQL pool did not close in time; terminated")
 
 
 async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
