@@ -39,13 +39,11 @@ from server.runtime.pages import page_errors_middleware
 from server.runtime.tasks import BackgroundTasks
 from server.store import db
 from server.store.db import POOL
-from server.store.events import EventCache
 from server.store.redis_client import REDIS, make_redis
 from server.waiting import routes as queue_routes
 from server.waiting.admission import ADMISSION, Admission
 from server.waiting.challenge import GUARD, Guard
 from server.waiting.fanout import HUB, Hub
-from server.waiting.line import Scripts
 from server.waiting.news import News
 from server.waiting.room import ROOM, Room
 
@@ -86,14 +84,7 @@ async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
     """The waiting room, booking, ops and mail objects of this process, and their background
     loops."""
     settings, redis, pool = app[SETTINGS], app[REDIS], app[POOL]
-    room = Room(
-        settings,
-        redis,
-        Scripts(redis, settings.return_window_seconds),
-        pool,
-        EventCache(pool),
-        Signer(settings.secret),
-    )
+    room = Room.of(settings, redis, pool)
     metrics = Metrics()
     for role in settings.role_set:
         metrics.roles.labels(role).set(1)

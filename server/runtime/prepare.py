@@ -9,13 +9,10 @@ from server.booking.inventory import Inventory
 from server.core.keys import EventKeys
 from server.core.messages import EventCreate, SectionIn
 from server.core.settings import Settings, SettingsError
-from server.core.tokens import Signer
 from server.notify.transport import make_transport
 from server.ops import catalog
 from server.store import db
-from server.store.events import EventCache
 from server.store.redis_client import make_redis
-from server.waiting.line import Scripts
 from server.waiting.room import Room
 
 DEMO_ID = "demo"
@@ -47,14 +44,7 @@ async def prepare(settings: Settings, demo: bool) -> None:
     try:
         if demo:
             await pool.execute("DELETE FROM events WHERE id = $1", DEMO_ID)
-            room = Room(
-                settings,
-                redis,
-                Scripts(redis, settings.return_window_seconds),
-                pool,
-                EventCache(pool),
-                Signer(settings.secret),
-            )
+            room = Room.of(settings, redis, pool)
             await redis.delete(*EventKeys(DEMO_ID).all())
             await catalog.create(room, demo_event(datetime.now(UTC)))
     finally:

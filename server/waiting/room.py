@@ -49,6 +49,12 @@ class Room:
         # the fans' rate estimate per event and the Redis time of its last update (observe)
         self.estimates: dict[str, tuple[float | None, int]] = {}
 
+    @classmethod
+    def of(cls, settings: Settings, redis: AnyRedis, pool: db.Pool) -> Room:
+        """The room of one process: its scripts, event cache and signer built from settings."""
+        scripts = Scripts(redis, settings.return_window_seconds)
+        return cls(settings, redis, scripts, pool, EventCache(pool), Signer(settings.secret))
+
     # ---- settings mirror --------------------------------------------------------------------
 
     async def mirror(self, ev: db.EventRow) -> None:
