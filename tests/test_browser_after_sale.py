@@ -194,7 +194,8 @@ async def test_console_finds_refunds_and_bulk_cancels_orders(
             "box-office"
         )
 
-        ids = [first["order_id"], second["order_id"], third["order_id"], "no-such-order"]
+        unknown = "N" * 22  # well formed, but no such order
+        ids = [first["order_id"], second["order_id"], third["order_id"], unknown]
         await page.fill("#bulk-ids", "\n".join(ids))
         await page.click("#bulk-form button[type=submit]")
         await expect(page.locator("#bulk-status")).to_contain_text(
