@@ -328,4 +328,9 @@ async def test_autopilot_steers_audits_and_pauses_when_not_ready(
 
     rows = await eventually(resumed, within=10, every=0.1)
     assert [(r["old"], r["new"]) for r in rows] == [(True, False), (False, True)]
-    assert await redis.hget(f"bo:{{ev:{event_id}}}:cfg", "paused") == b"0"
+    # The audit row commits with the change; the Redis mirror follows right after the commit.
+
+    async def unpaused_in_redis() -> bool:
+        return bool(await redis.hget(f"bo:{{ev:{event_id}}}:cfg", "paused") == b"0")
+
+    assert await eventually(unpaused_in_redis, within=10, every=0.05)
