@@ -8,10 +8,8 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
-import redis.exceptions
 
 from server.booking import ledger
 from server.booking.inventory import Inventory
@@ -22,10 +20,12 @@ from server.core.messages import ConfirmedNews, encoder
 from server.store import db
 from server.store.lua import AnyRedis
 from server.store.redis_client import publish_news
+from server.store.streams import read_group
 
 log = logging.getLogger("boxoffice.relay")
 
 GROUP = "seat-sync"
+PENDING_IDLE_MS = 30_000  # an entry unacknowledged this long is taken from its consumer
 STREAM_MAXLEN = 100_000
 
 
@@ -81,47 +81,15 @@ class Relay:
 
         return await ledger.relay_outbox(self.pool, publish)
 
-    async def _ensure_group(self, stream: str) -> None:
-        if stream in self._groups:
-            return
-        try:
-            await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
-        except redis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._groups.add(stream)
-
     async def consume(self, event_ids: list[str], block_ms: int = 1000) -> int:
         """Apply new reservations (and ones left pending by a dead consumer) for these events."""
         if not event_ids:
             return 0
-        streams = {}
-        for event_id in event_ids:
-            stream = EventKeys(event_id).reservations
-            await self._ensure_group(stream)
-            streams[stream] = ">"
-        applied = 0
-        try:
-            for stream in streams:
-                claimed = await self.redis.xautoclaim(
-                    stream, GROUP, self.consumer, 30_000, "0-0", 100
-                )
-                for entry_id, fields in claimed[1]:
-                    applied += await self._apply(stream, entry_id, fields)
-            # One stream per call keeps the keys of a read in one cluster slot.
-            for stream in streams:
-                batch: Any = await self.redis.xreadgroup(
-                    GROUP, self.consumer, {stream: ">"}, count=100,
-                    block=block_ms // len(streams) or 1,
-                )  # fmt: skip
-                for _, entries in batch or []:
-                    for entry_id, fields in entries:
-                        applied += await self._apply(stream, entry_id, fields)
-        except redis.exceptions.ResponseError as exc:
-            if "NOGROUP" in str(exc):
-                self._groups.clear()  # Redis lost the groups (restart, flush): create them again
-            raise
-        return applied
+        streams = [EventKeys(event_id).reservations for event_id in event_ids]
+        return await read_group(
+            self.redis, GROUP, self.consumer, self._groups, streams, self._apply,
+            pending_idle_ms=PENDING_IDLE_MS, block_ms=block_ms,
+        )  # fmt: skip
 
     async def _apply(self, stream: str | bytes, entry_id: bytes, fields: dict[bytes, bytes]) -> int:
         stream = stream.decode() if isinstance(stream, bytes) else stream

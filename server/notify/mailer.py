@@ -36,9 +36,7 @@ import socket
 import time
 from collections.abc import Callable
 from email.message import EmailMessage
-from typing import Any
 
-import redis.exceptions
 from aiohttp import web
 
 from server.booking import ledger as orders_ledger
@@ -50,6 +48,7 @@ from server.notify.transport import Transport, is_permanent, retry_delay
 from server.notify.views import OrderView, order_view
 from server.store import db
 from server.store.lua import AnyRedis
+from server.store.streams import read_group
 
 log = logging.getLogger("boxoffice.mail")
 
@@ -95,43 +94,14 @@ class Mailer:
             await self.send_due()
         return 0.0
 
-    async def _ensure_group(self, stream: str) -> None:
-        if stream in self._groups:
-            return
-        try:
-            await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
-        except redis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._groups.add(stream)
-
     async def consume(self, event_ids: list[str], block_ms: int = 1000) -> int:
         """Rows for new `order_paid` / `resend` entries of these events' streams (and entries
         another consumer left pending); the number of rows added."""
         streams = [EventKeys(event_id).reservations for event_id in event_ids]
-        added = 0
-        try:
-            for stream in streams:
-                await self._ensure_group(stream)
-                claimed = await self.redis.xautoclaim(
-                    stream, GROUP, self.consumer, PENDING_IDLE_MS, "0-0", 100
-                )
-                for entry_id, fields in claimed[1]:
-                    added += await self._entry(stream, entry_id, fields)
-            # One stream per read keeps the keys of a call in one cluster slot.
-            for stream in streams:
-                batch: Any = await self.redis.xreadgroup(
-                    GROUP, self.consumer, {stream: ">"}, count=100,
-                    block=block_ms // len(streams) or 1,
-                )  # fmt: skip
-                for _, entries in batch or []:
-                    for entry_id, fields in entries:
-                        added += await self._entry(stream, entry_id, fields)
-        except redis.exceptions.ResponseError as exc:
-            if "NOGROUP" in str(exc):
-                self._groups.clear()  # Redis lost the groups (restart, flush): create them again
-            raise
-        return added
+        return await read_group(
+            self.redis, GROUP, self.consumer, self._groups, streams, self._entry,
+            pending_idle_ms=PENDING_IDLE_MS, block_ms=block_ms,
+        )  # fmt: skip
 
     async def _entry(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes]) -> int:
         kind = fields.get(b"kind")
