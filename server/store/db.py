@@ -35,7 +35,7 @@ class SectionRow(msgspec.Struct, frozen=True):
     capacity: int
     rows: int | None
     seats_per_row: int | None
-    accessible: frozenset[str] = frozenset()  # its accessible seats (011_accessible_seats.sql)
+    accessible: frozenset[str] = frozenset()  # its accessible seats (012_accessible_seats.sql)
 
 
 class EventRow(msgspec.Struct, frozen=True):
