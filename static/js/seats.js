@@ -874,8 +874,13 @@
         ? "Your card was declined, so no money was taken. Your seats were released."
         : "The payment failed, so no money was taken. Your seats were released.",
       expired: "The time to pay ran out, so the seats were released. No money was taken.",
-      voided: "Sorry — the seats were taken before the payment completed. "
-        + "The payment was cancelled and no money was taken.",
+      voided: order.status_reason === "buyer_limit"
+        ? "This order would go past the limit of tickets per buyer for this event: earlier "
+          + "orders with the same email or the same card already count towards it. The payment "
+          + "was cancelled, so nothing is charged (money already taken is refunded in full), "
+          + "and the seats were released."
+        : "Sorry — the seats were taken before the payment completed. "
+          + "The payment was cancelled and no money was taken.",
       refunded: "This order was refunded.",
     };
     showFailed(texts[order.status] || "This order can't be completed.");
