@@ -797,6 +797,9 @@
       if (document.visibilityState === "visible") wake();
     });
     window.addEventListener("online", wake);
+    window.addEventListener("pageshow", function (e) {
+      if (e.persisted) $("admitted-moving").hidden = true; // back from the seats, as we left it
+    });
     setInterval(updateClock, 1000);
     if (!eventId) {
       showError("This page address does not name an event.");
