@@ -194,6 +194,8 @@ class QueueStatus(Struct, frozen=True):
     rate_per_min: float | None = None
     # how long a waiting fan may be away (page asleep, offline) and keep the place
     return_window_seconds: int | None = None
+    # the server's clock when it answered: the page's countdowns correct their clock with it
+    server_time: datetime | None = None
 
 
 class Stats(Struct, frozen=True):
@@ -235,6 +237,7 @@ class StatusMsg(Struct, frozen=True, tag="status", tag_field="type"):
     ticket: int | None = None
     admitted_total: int = 0
     paused: bool = False
+    server_time: datetime | None = None  # as in QueueStatus
 
 
 class TickMsg(Struct, frozen=True, tag="tick", tag_field="type"):
@@ -254,6 +257,7 @@ class AdmittedMsg(Struct, frozen=True, tag="admitted", tag_field="type"):
     access_token: str
     access_expires_at: datetime
     next_url: str
+    server_time: datetime | None = None  # as in QueueStatus
 
 
 class ClosedMsg(Struct, frozen=True, tag="closed", tag_field="type"):
@@ -373,6 +377,7 @@ class Hold(Struct, frozen=True):
     section: str | None = None
     quantity: int | None = None
     replaced_hold_id: str | None = None
+    server_time: datetime | None = None  # as in QueueStatus
 
 
 Email = Annotated[str, Meta(pattern=ids.schema_pattern(ids.EMAIL_BODY), max_length=254)]
