@@ -39,7 +39,7 @@ WIDE = [
 async def box(page: Page, selector: str) -> dict[str, float]:
     found = await page.locator(selector).bounding_box()
     assert found is not None, selector
-    return dict(found)
+    return {"x": found["x"], "y": found["y"], "width": found["width"], "height": found["height"]}
 
 
 async def width_of(page: Page, seat_id: str) -> float:
