@@ -83,7 +83,7 @@ async def test_overview_on_the_first_screen_then_zoom(
     tiles = page.locator(".ov-section")
     await expect(tiles).to_have_count(3)
     await expect(page.locator("#ov-B")).to_contain_text("♿ 2 accessible seats")
-    await expect(page.locator("#ov-GA")).to_contain_text("100 of 100 left")
+    await expect(page.locator("#ov-GA")).to_contain_text("€35.00 standing · 100 left")
     await page.screenshot(path=str(SHOTS / "boxoffice-seat-overview-phone.png"))
     # the whole venue above the sticky action bar, on the first screen
     bar_top = (await box(page, "#action-bar"))["y"]

@@ -614,8 +614,8 @@
   function paintTile(section) {
     var c = S.cards[section.id];
     if (!c || !c.tile) return;
-    c.tileMeta.textContent = money(section.price) + (section.kind === "standing" ? " · standing" : "")
-      + " · " + availabilityText(section);
+    c.tileMeta.textContent = money(section.price) + (section.kind === "standing" ? " standing" : "")
+      + " · " + (section.available ? section.available + " left" : "none left");
     var acc = accessibleCount(section);
     c.tileAcc.textContent = acc ? "♿ " + plural(acc, "accessible seat", "accessible seats") : "";
     c.tileAcc.hidden = !acc;
