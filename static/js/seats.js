@@ -1115,6 +1115,12 @@
       showError("pick-error", "This sale has ended.");
       return;
     }
+    if (r.status === 409 && b.error === "buyer_limit") {
+      showError("pick-error", buyerLimitText(b) + (b.limit > b.bought
+        ? " You can choose up to " + plural(b.limit - b.bought, "more ticket", "more tickets") + "."
+        : ""));
+      return;
+    }
     if (r.status === 410 || (r.status === 403 && (b.error === "no_access" || b.error === "bad_access"))) {
       turnOver();
       return;
@@ -1295,7 +1301,19 @@
       backToPick("That hold isn't yours any more. Please pick again.");
       return;
     }
+    if (r.status === 409 && b.error === "buyer_limit") {
+      showError("held-error", buyerLimitText(b) + " Orders paid with this email count towards it. "
+        + "Your seats are still held until the timer runs out; you can release them.");
+      return;
+    }
     showError("held-error", (b.detail ? b.detail + ". " : "") + "Your seats are still held: try again.");
+  }
+
+  // The per-buyer limit (409 buyer_limit carries `limit` and `bought`), in words.
+  function buyerLimitText(b) {
+    return "Each buyer can have at most " + plural(b.limit, "ticket", "tickets")
+      + " for this event, and " + plural(b.bought, "ticket has", "tickets have")
+      + " already been bought.";
   }
 
   function fieldError(field, text) {
