@@ -1130,11 +1130,6 @@
       showError("pick-error", "You can choose up to " + S.maxSeats + " tickets per order.");
       return;
     }
-    if (r.status === 409 && b.error === "buyer_limit") {
-      showError("pick-error", "You can buy at most " + plural(b.limit, "ticket", "tickets")
-        + " for this event" + (b.bought ? " and already have " + b.bought : "") + ".");
-      return;
-    }
     if (r.status === 422 && b.error === "unknown_seats") {
       showError("pick-error", "Some of those seats don't exist any more. The map was refreshed.");
       loadMap().catch(function () {});
