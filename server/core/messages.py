@@ -37,6 +37,25 @@ SeatsPerOrder = Annotated[int, Meta(ge=1, le=50)]
 TicketsPerBuyer = Annotated[int, Meta(ge=1, le=200)]
 Count = Annotated[int, Meta(ge=1, le=1000)]
 Capacity = Annotated[int, Meta(ge=1, le=200_000)]
+Description = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=4000,
+        pattern=ids.schema_pattern(ids.PARAGRAPHS_BODY),
+        description="plain text for the event page; line breaks kept, no other control characters",
+    ),
+]
+ImageUrl = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=500,
+        pattern=ids.schema_pattern(ids.IMAGE_URL_BODY),
+        description="the event page's image: an https URL, or a path on this site (/static/…)",
+        examples=["https://images.example.com/spring-tour.jpg"],
+    ),
+]
 TimeZone = Annotated[
     str,
     Meta(
@@ -94,6 +113,8 @@ class EventCreate(Struct, forbid_unknown_fields=True, frozen=True):
     challenge: ChallengePolicy = "adaptive"
     max_tickets_per_buyer: TicketsPerBuyer | None = None  # None: max_seats_per_order
     timezone: TimeZone = "UTC"
+    description: Description | None = None
+    image_url: ImageUrl | None = None
 
     def __post_init__(self) -> None:
         check_timezone(self.timezone)
@@ -111,6 +132,8 @@ class EventPatch(Struct, forbid_unknown_fields=True, frozen=True):
     challenge: ChallengePolicy | UnsetType = UNSET
     max_tickets_per_buyer: TicketsPerBuyer | UnsetType | None = UNSET  # null: the default
     timezone: TimeZone | UnsetType = UNSET
+    description: Description | UnsetType | None = UNSET  # null: none
+    image_url: ImageUrl | UnsetType | None = UNSET  # null: none
 
     def __post_init__(self) -> None:
         if not isinstance(self.timezone, UnsetType):
@@ -154,6 +177,8 @@ class Event(Struct, frozen=True):
     sections: list[SectionOut]
     settings: EventSettings | None = None
     timezone: str = "UTC"  # the venue's IANA time zone: fan pages show times in it
+    description: str | None = None  # the event page's text
+    image_url: str | None = None  # the event page's image: https, or a path on this site
 
 
 # ---- queue -----------------------------------------------------------------------------------

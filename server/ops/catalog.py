@@ -143,6 +143,8 @@ def present(ev: db.EventRow, with_settings: bool = False, available: int | None 
         sections=sections,
         settings=settings,
         timezone=ev.timezone,
+        description=ev.description,
+        image_url=ev.image_url,
     )
 
 
