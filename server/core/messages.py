@@ -48,6 +48,25 @@ SeatId = Annotated[
 ]
 # Accessible seats named at once (in a section at creation, or in one admin call)
 MAX_ACCESSIBLE_PER_CALL = 2000
+Description = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=4000,
+        pattern=ids.schema_pattern(ids.PARAGRAPHS_BODY),
+        description="plain text for the event page; line breaks kept, no other control characters",
+    ),
+]
+ImageUrl = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=500,
+        pattern=ids.schema_pattern(ids.IMAGE_URL_BODY),
+        description="the event page's image: an https URL, or a path on this site (/static/…)",
+        examples=["https://images.example.com/spring-tour.jpg"],
+    ),
+]
 TimeZone = Annotated[
     str,
     Meta(
@@ -107,6 +126,8 @@ class EventCreate(Struct, forbid_unknown_fields=True, frozen=True):
     challenge: ChallengePolicy = "adaptive"
     max_tickets_per_buyer: TicketsPerBuyer | None = None  # None: max_seats_per_order
     timezone: TimeZone = "UTC"
+    description: Description | None = None
+    image_url: ImageUrl | None = None
 
     def __post_init__(self) -> None:
         check_timezone(self.timezone)
@@ -124,6 +145,8 @@ class EventPatch(Struct, forbid_unknown_fields=True, frozen=True):
     challenge: ChallengePolicy | UnsetType = UNSET
     max_tickets_per_buyer: TicketsPerBuyer | UnsetType | None = UNSET  # null: the default
     timezone: TimeZone | UnsetType = UNSET
+    description: Description | UnsetType | None = UNSET  # null: none
+    image_url: ImageUrl | UnsetType | None = UNSET  # null: none
 
     def __post_init__(self) -> None:
         if not isinstance(self.timezone, UnsetType):
@@ -171,6 +194,8 @@ class Event(Struct, frozen=True):
     # shows and enforces the smaller
     max_seats_per_order: int | None = None
     max_tickets_per_buyer: int | None = None
+    description: str | None = None  # the event page's text
+    image_url: str | None = None  # the event page's image: https, or a path on this site
 
 
 # ---- queue -----------------------------------------------------------------------------------
