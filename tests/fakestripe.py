@@ -51,10 +51,15 @@ class Recorded:
 
 
 class StripeFailure(Exception):
-    def __init__(self, status: int, kind: str, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, kind: str, code: str, message: str, executed: bool = True
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body: Json = {"error": {"type": kind, "code": code, "message": message}}
+        # Stripe keeps a result under its idempotency key only once the endpoint began to
+        # execute; a request refused before (an outage) may be retried with the same key.
+        self.executed = executed
 
 
 def _new_id(prefix: str) -> str:
@@ -77,8 +82,9 @@ class FakeStripe:
         self.intents: dict[str, Json] = {}
         self.refunds: dict[str, Json] = {}
         self.payment_methods: dict[str, Json] = {}
-        # When set, reads of an intent fail with this HTTP status (Stripe down for reads).
-        self.retrieve_failure: int | None = None
+        # Stripe failing some operations ("retrieve", "capture") with this HTTP status (5xx:
+        # its side is down; the library retries, then raises).
+        self.outage: dict[str, int] = {}
         # When set, refunds are refused with this (code, message), as Stripe refuses one (e.g. a
         # balance too low to refund from).
         self.refund_refusal: tuple[str, str] | None = None
@@ -282,10 +288,10 @@ class FakeStripe:
                 )
             return await self._respond(request, params, key, status, body, True)
         try:
-            status, body = 200, action(params)
+            status, body, kept = 200, action(params), True
         except StripeFailure as failure:
-            status, body = failure.status, failure.body
-        if key is not None:
+            status, body, kept = failure.status, failure.body, failure.executed
+        if key is not None and kept:
             self._idempotent[key] = (request.path, params, status, body)
         return await self._respond(request, params, key, status, body, False)
 
@@ -333,6 +339,13 @@ class FakeStripe:
         body = {"error": {"type": "invalid_request_error", "message": "Unrecognized request URL"}}
         key = request.headers.get("Idempotency-Key")
         return await self._respond(request, {}, key, 404, body, False, notify=False)
+
+    def _outage(self, operation: str) -> None:
+        status = self.outage.get(operation)
+        if status is not None:
+            raise StripeFailure(
+                status, "api_error", "", "An error occurred on Stripe's side.", executed=False
+            )
 
     def _intent(self, request: web.Request) -> Json:
         intent_id = request.match_info["id"]
@@ -389,10 +402,7 @@ class FakeStripe:
 
     async def _retrieve(self, request: web.Request) -> web.Response:
         def retrieve(params: dict[str, str]) -> Json:
-            if self.retrieve_failure is not None:
-                raise StripeFailure(
-                    self.retrieve_failure, "api_error", "", "An error occurred on Stripe's side."
-                )
+            self._outage("retrieve")
             pi = copy.deepcopy(self._intent(request))
             expand = {v for k, v in params.items() if k == "expand" or k.startswith("expand[")}
             unknown = expand - {"payment_method"}
@@ -408,6 +418,7 @@ class FakeStripe:
 
     async def _capture(self, request: web.Request) -> web.Response:
         def capture(params: dict[str, str]) -> Json:
+            self._outage("capture")
             pi = self._intent(request)
             if pi["status"] != "requires_capture":
                 raise StripeFailure(

@@ -233,7 +233,7 @@ async def test_unknown_and_malformed_events_are_404_and_write_nothing(world: Wor
     for path in ("/nope", "/static/nope.js", "/static/js/nope.js", f"/e/{world.event_id}/x"):
         response = await c.get(path)
         assert (response.status, response.content_type) == (404, "text/html"), path
-        assert "<h1>Not Found</h1>" in await response.text()
+        assert "<h1>Page not found</h1>" in await response.text()
     await world.unchanged_since(before)
 
 

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
 
-from server.core.errors import FieldError, Invalid
+from server.core.errors import DomainError, FieldError, Invalid
 from server.core.field_errors import problems
 from server.core.messages import EventCreate, EventPatch
 from server.ops import catalog
@@ -197,14 +197,15 @@ def test_change_before_the_sale(patch: dict[str, Any], expected: dict[str, Any])
     ],
 )  # fmt: skip
 def test_change_refused(patch: dict[str, Any], now: datetime, expected: Any) -> None:
-    with pytest.raises(Exception) as refused:
+    with pytest.raises(DomainError) as refused:
         catalog.check_change(row(), EventPatch(**patch), now)
     error = refused.value
     if expected == "sale_started":
-        assert (getattr(error, "status", None), getattr(error, "code", None)) == (409, expected)
+        assert (error.status, error.code) == (409, expected)
     else:
         assert isinstance(error, Invalid)
-        assert [(p.path, p.message) for p in error.extra["fields"]] == expected
+        fields: list[FieldError] = error.extra["fields"]  # type: ignore[assignment]
+        assert [(p.path, p.message) for p in fields] == expected
 
 
 # ---- over the API -----------------------------------------------------------------------------

@@ -908,7 +908,7 @@ async def test_card_unknown_while_stripe_cannot_say_is_retried_not_decided(
     sale = await start_sale(shop, fake, ev["id"], ["A-1-1"])
     fake.authorize(sale.intent_id, CARD)
     payload = fake.event(AUTHORISED, sale.intent_id)
-    fake.retrieve_failure = 500
+    fake.outage["retrieve"] = 500
     response = await shop.post(
         "/api/webhooks/stripe",
         data=payload,
@@ -925,6 +925,6 @@ async def test_card_unknown_while_stripe_cannot_say_is_retried_not_decided(
     assert await recorded_events(pg, payload) == 0
     assert await sold_seats(pg, ev["id"]) == {}
     assert not fake.captures() and not fake.cancels()
-    fake.retrieve_failure = None
+    fake.outage.clear()
     assert (await deliver(shop, fake, payload))["result"] == "paid"
     assert (await order_row(pg, sale.order_id)).card_fingerprint == fake.fingerprint(CARD)

@@ -125,6 +125,7 @@ class Holds:
             section=section,
             quantity=quantity or None,
             replaced_hold_id=result.replaced or None,
+            server_time=from_ms(now_ms()),
         )
 
     async def best(self, event_id: str, claims: AccessClaims, body: BestSeatsRequest) -> BestSeats:

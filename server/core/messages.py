@@ -48,6 +48,25 @@ SeatId = Annotated[
 ]
 # Accessible seats named at once (in a section at creation, or in one admin call)
 MAX_ACCESSIBLE_PER_CALL = 2000
+Description = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=4000,
+        pattern=ids.schema_pattern(ids.PARAGRAPHS_BODY),
+        description="plain text for the event page; line breaks kept, no other control characters",
+    ),
+]
+ImageUrl = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=500,
+        pattern=ids.schema_pattern(ids.IMAGE_URL_BODY),
+        description="the event page's image: an https URL, or a path on this site (/static/…)",
+        examples=["https://images.example.com/spring-tour.jpg"],
+    ),
+]
 TimeZone = Annotated[
     str,
     Meta(
@@ -125,6 +144,8 @@ class EventCreate(Struct, forbid_unknown_fields=True, frozen=True):
     challenge: ChallengePolicy = "adaptive"
     max_tickets_per_buyer: TicketsPerBuyer | None = None  # None: max_seats_per_order
     timezone: TimeZone = "UTC"
+    description: Description | None = None
+    image_url: ImageUrl | None = None
 
     def __post_init__(self) -> None:
         check_currency(self.currency)
@@ -143,6 +164,8 @@ class EventPatch(Struct, forbid_unknown_fields=True, frozen=True):
     challenge: ChallengePolicy | UnsetType = UNSET
     max_tickets_per_buyer: TicketsPerBuyer | UnsetType | None = UNSET  # null: the default
     timezone: TimeZone | UnsetType = UNSET
+    description: Description | UnsetType | None = UNSET  # null: none
+    image_url: ImageUrl | UnsetType | None = UNSET  # null: none
     # Before the sale starts (server.ops.catalog.check_change): edit, postpone.
     name: Name | UnsetType = UNSET
     venue: Name | UnsetType = UNSET
@@ -196,6 +219,8 @@ class Event(Struct, frozen=True):
     # shows and enforces the smaller
     max_seats_per_order: int | None = None
     max_tickets_per_buyer: int | None = None
+    description: str | None = None  # the event page's text
+    image_url: str | None = None  # the event page's image: https, or a path on this site
 
 
 # ---- queue -----------------------------------------------------------------------------------
@@ -219,6 +244,8 @@ class QueueStatus(Struct, frozen=True):
     rate_per_min: float | None = None
     # how long a waiting fan may be away (page asleep, offline) and keep the place
     return_window_seconds: int | None = None
+    # the server's clock when it answered: the page's countdowns correct their clock with it
+    server_time: datetime | None = None
 
 
 class Stats(Struct, frozen=True):
@@ -260,6 +287,7 @@ class StatusMsg(Struct, frozen=True, tag="status", tag_field="type"):
     ticket: int | None = None
     admitted_total: int = 0
     paused: bool = False
+    server_time: datetime | None = None  # as in QueueStatus
 
 
 class TickMsg(Struct, frozen=True, tag="tick", tag_field="type"):
@@ -279,6 +307,7 @@ class AdmittedMsg(Struct, frozen=True, tag="admitted", tag_field="type"):
     access_token: str
     access_expires_at: datetime
     next_url: str
+    server_time: datetime | None = None  # as in QueueStatus
 
 
 class ClosedMsg(Struct, frozen=True, tag="closed", tag_field="type"):
@@ -398,6 +427,7 @@ class Hold(Struct, frozen=True):
     section: str | None = None
     quantity: int | None = None
     replaced_hold_id: str | None = None
+    server_time: datetime | None = None  # as in QueueStatus
 
 
 Email = Annotated[str, Meta(pattern=ids.schema_pattern(ids.EMAIL_BODY), max_length=254)]

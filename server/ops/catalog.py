@@ -291,6 +291,8 @@ def present(ev: db.EventRow, with_settings: bool = False, available: int | None 
         timezone=ev.timezone,
         max_seats_per_order=ev.max_seats_per_order,
         max_tickets_per_buyer=rules.buyer_limit(ev.max_tickets_per_buyer, ev.max_seats_per_order),
+        description=ev.description,
+        image_url=ev.image_url,
     )
 
 

@@ -579,6 +579,10 @@
       currency: form.elements.currency.value.trim().toUpperCase(),
       sections: [],
     };
+    ["description", "image_url"].forEach(function (k) {
+      var v = form.elements[k].value.trim();
+      if (v !== "") body[k] = v;
+    });
     ["rate_per_min", "max_active", "session_minutes", "hold_minutes", "max_seats_per_order"]
       .forEach(function (k) {
         var v = form.elements[k].value;
