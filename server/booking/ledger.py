@@ -13,6 +13,7 @@ import msgspec
 
 from server.core import rules
 from server.core.tokens import new_id
+from server.store import audit
 from server.store.db import Pool
 
 
@@ -52,6 +53,7 @@ class OrderRow(msgspec.Struct, frozen=True):
     refunded_at: datetime | None = None
     refund_attempts: int = 0
     buyer: str = ""  # rules.buyer_email(email): whom the per-buyer limit counts
+    card_fingerprint: str | None = None  # the provider's card that paid (set at confirmation)
     lines: list[OrderLine] = []
     tickets: list[TicketRow] = []
 
@@ -83,7 +85,7 @@ Confirmation = Literal[
 ORDER_COLUMNS = (
     "id, event_id, hold_id, visitor_id, queue_id, email, status, amount, currency, provider,"
     " payment_id, client_secret, expires_at, status_reason, created_at, paid_at, order_key,"
-    " refunded_at, refund_attempts, buyer"
+    " refunded_at, refund_attempts, buyer, card_fingerprint"
 )
 
 
@@ -252,10 +254,20 @@ async def create_order(
 
 
 async def tickets_bought(
-    conn: Any, event_id: str, *, buyer: str | None = None, visitor_id: str | None = None
+    conn: Any,
+    event_id: str,
+    *,
+    buyer: str | None = None,
+    visitor_id: str | None = None,
+    card: str | None = None,
 ) -> int:
-    """Tickets in the event's paid orders of one buyer (normalised email) or one visitor."""
-    column, value = ("buyer", buyer) if buyer is not None else ("visitor_id", visitor_id)
+    """Tickets in the event's paid orders of one buyer (normalised email), one visitor or one
+    card (the provider's fingerprint)."""
+    column, value = next(
+        (c, v)
+        for c, v in (("buyer", buyer), ("card_fingerprint", card), ("visitor_id", visitor_id))
+        if v is not None
+    )
     got = await conn.fetchval(
         "SELECT coalesce(sum(l.quantity), 0) FROM orders o JOIN order_lines l ON l.order_id = o.id"
         f" WHERE o.event_id = $1 AND o.status = 'paid' AND o.{column} = $2",
@@ -269,31 +281,67 @@ def order_tickets(order: OrderRow) -> int:
     return sum(line.quantity for line in order.lines)
 
 
-async def _lock_for_confirmation(conn: Any, order_id: str) -> tuple[OrderRow | None, bool]:
-    """Lock the order and its buyer, then read it and whether paying it takes its buyer past
-    the event's limit. Confirmations of one buyer of one event are serialised by the advisory
-    lock, held to the end of the transaction, so two orders paid at once cannot both pass; the
-    read is a statement after the locks, so it sees every confirmation that held them before."""
+class LimitCheck(msgspec.Struct, frozen=True):
+    """The per-buyer limit as the confirming transaction saw it."""
+
+    passed_by: rules.BuyerCount | None  # which count the order would take past the limit
+    limit: int
+    by_email: int  # tickets already paid by the order's buyer
+    by_card: int | None  # ... and with its card (None: no fingerprint)
+
+    @property
+    def note(self) -> str:
+        """For the audit trail: which rule refused, with the counts it saw."""
+        card = "" if self.by_card is None else f", {self.by_card} with this card"
+        return (
+            f"per-buyer limit {self.limit} passed by {self.passed_by}:"
+            f" {self.by_email} already bought by this email{card}"
+        )
+
+
+async def _lock_for_confirmation(
+    conn: Any, order_id: str, card: str | None
+) -> tuple[OrderRow | None, LimitCheck]:
+    """Lock the order, its buyer and its card, then read the order and the per-buyer limit by
+    its email and by its card (the provider's fingerprint; None without one). Confirmations of
+    one buyer, and of one card, of one event are serialised by advisory locks held to the end
+    of the transaction, so two orders paid at once cannot both pass: the read is a statement
+    after the locks, so it sees every confirmation that held them before. The email's lock is
+    always taken before the card's (a transaction takes at most one of each): no deadlock."""
     await conn.execute(
         "SELECT pg_advisory_xact_lock(hashtext(event_id), hashtext(buyer)) FROM orders"
         " WHERE id = $1 FOR UPDATE",
         order_id,
     )
+    if card is not None:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('card:' || event_id), hashtext($2))"
+            " FROM orders WHERE id = $1",
+            order_id,
+            card,
+        )
     row = await conn.fetchrow(
         f"SELECT {_O_COLUMNS}, {_LINES}, {_TICKETS}, e.max_tickets_per_buyer,"
         " e.max_seats_per_order, (SELECT coalesce(sum(l.quantity), 0) FROM orders p"
         " JOIN order_lines l ON l.order_id = p.id WHERE p.event_id = o.event_id"
-        " AND p.status = 'paid' AND p.buyer = o.buyer) AS bought"
+        " AND p.status = 'paid' AND p.buyer = o.buyer) AS by_email,"
+        " CASE WHEN $2::text IS NOT NULL THEN (SELECT coalesce(sum(l.quantity), 0)"
+        " FROM orders p JOIN order_lines l ON l.order_id = p.id WHERE p.event_id = o.event_id"
+        " AND p.status = 'paid' AND p.card_fingerprint = $2) END AS by_card"
         " FROM orders o JOIN events e ON e.id = o.event_id WHERE o.id = $1",
         order_id,
+        card,
     )
     if row is None:
-        return None, False
+        return None, LimitCheck(None, 0, 0, None)
     data = dict(row)
     limit = rules.buyer_limit(data.pop("max_tickets_per_buyer"), data.pop("max_seats_per_order"))
-    bought = int(data.pop("bought"))
+    by_email = int(data.pop("by_email"))
+    by_card = data.pop("by_card")
+    by_card = None if by_card is None else int(by_card)
     order = _order(data)
-    return order, rules.over_buyer_limit(bought, order_tickets(order), limit)
+    passed = rules.buyer_limit_passed_by(order_tickets(order), limit, by_email, by_card)
+    return order, LimitCheck(passed, limit, by_email, by_card)
 
 
 async def set_payment(
@@ -313,17 +361,22 @@ async def confirm(
     order_id: str,
     ticket_code: Callable[[str, int], str],
     captured: bool,
+    card: str | None = None,
+    who: str = "system",
     report: tuple[str, str] | None = None,
 ) -> tuple[Confirmation, OrderRow | None]:
     """The arbiter. In one transaction: pending -> paid, seats into sold_seats (primary key
     (event, seat)), standing units under the capacity CHECK, tickets, an outbox row and the
-    capture to do after commit. If any seat is gone, or the order would take its buyer past the
-    event's per-buyer limit, the order becomes voided instead, and the payment is voided (or
-    refunded if it was already captured). The paid path is four statements: the locks, the
-    order with its buyer's count, the inventory, and one statement for every write, which also
-    records the provider's `report` (id, kind) that paid it."""
+    capture to do after commit. `card` is the provider's fingerprint of the card that paid
+    (None without one); it is kept on the order. If any seat is gone, or the order would take
+    its buyer (email) or its card past the event's per-buyer limit, the order becomes voided
+    instead, and the payment is voided (or refunded if it was already captured); a refusal by
+    the limit is audited (by `who`: the provider's report, or the dev payment). The paid path
+    is four statements (five with a card): the locks, the order with its buyer's counts, the
+    inventory, and one statement for every write, which also records the provider's `report`
+    (id, kind) that paid it."""
     async with pool.acquire() as conn, conn.transaction():
-        order, over_limit = await _lock_for_confirmation(conn, order_id)
+        order, check = await _lock_for_confirmation(conn, order_id, card)
         if order is None:
             return "missing", None
         if order.status == "paid":
@@ -332,8 +385,12 @@ async def confirm(
             return "already_paid", order
         if order.status != "pending":
             return "not_pending", order
+        if card is not None:
+            order = msgspec.structs.replace(order, card_fingerprint=card)
         lost = "refund" if captured else "void"
-        if over_limit:
+        if check.passed_by is not None:
+            change = {f"order:{order_id}": ("pending", "voided")}
+            await audit.record(conn, order.event_id, who, "buyer_limit", change, check.note)
             return "buyer_limit", await _void(conn, order, "buyer_limit", lost)
         if not await _take_inventory(conn, order):
             await conn.execute(
@@ -347,9 +404,11 @@ async def confirm(
 
 async def _void(conn: Any, order: OrderRow, reason: str, action: str) -> OrderRow | None:
     await conn.execute(
-        "UPDATE orders SET status = 'voided', status_reason = $2, updated_at = now() WHERE id = $1",
+        "UPDATE orders SET status = 'voided', status_reason = $2,"
+        " card_fingerprint = coalesce($3, card_fingerprint), updated_at = now() WHERE id = $1",
         order.id,
         reason,
+        order.card_fingerprint,
     )
     await _add_action(conn, order, action)
     return await _load(conn, "id", order.id)
@@ -378,7 +437,8 @@ async def _mark_paid(
     }
     row = await conn.fetchrow(
         "WITH paid AS (UPDATE orders SET status = 'paid', paid_at = now(), status_reason = NULL,"
-        "  order_key = coalesce(order_key, $2), updated_at = now() WHERE id = $1"
+        "  order_key = coalesce(order_key, $2), card_fingerprint = coalesce($12, card_fingerprint),"
+        "  updated_at = now() WHERE id = $1"
         "  RETURNING paid_at, order_key),"
         " issued AS (INSERT INTO tickets (code, order_id, event_id, section_id, seat_id, number)"
         "  SELECT t.code, $1, $3, t.section_id, t.seat_id, t.number"
@@ -401,6 +461,7 @@ async def _mark_paid(
         json.dumps(payload),
         capture and order.provider != "dev",  # nothing to capture without a real payment
         *(report or (None, None)),
+        order.card_fingerprint,
     )
     tickets = [
         TicketRow(code, section, seat, n)

@@ -3,8 +3,9 @@
 A process keeps each event's map (and its encoded JSON) with the version of the seat state it
 was built from (server.booking.inventory.SeatVersion). A read asks Redis for the version — one
 round trip, no per-seat read — and builds the map again only when the hold scripts changed seat
-state since (their counter), the state was rebuilt, the first hold live in it has ended, or the
-event's state (on sale, sold out, …) moved on. One build per event at a time; readers arriving
+state since (their counter), the state was rebuilt, the first hold live in it has ended, the
+event's state (on sale, sold out, …) moved on, or ops changed its sections (accessible seats) or
+its per-order limits. One build per event at a time; readers arriving
 meanwhile wait for it. The catalog's `available` comes from counters instead (`available`)."""
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ class _Built(msgspec.Struct, frozen=True):
     state: SeatState
     seat_map: SeatMap
     body: bytes
+    layout: tuple[object, ...]  # what of the event row the map shows besides seat state
+
+
+def _layout(ev: db.EventRow) -> tuple[object, ...]:
+    return (ev.sections, ev.max_seats_per_order, ev.max_tickets_per_buyer)
 
 
 class SeatMaps:
@@ -57,7 +63,7 @@ class SeatMaps:
             await self.inventory.ensure(k, self.pool)
             state = await self.inventory.snapshot(k)
             seat_map = build_seat_map(ev, state)
-            built = _Built(state, seat_map, msgspec.json.encode(seat_map))
+            built = _Built(state, seat_map, msgspec.json.encode(seat_map), _layout(ev))
             self._maps[ev.id] = built
             self.builds += 1
             return built
@@ -69,6 +75,7 @@ class SeatMaps:
             version.token == hit.state.version
             and (expiry is None or version.now_ms < expiry)
             and event_state(ev) == hit.seat_map.state
+            and _layout(ev) == hit.layout
         )
 
     async def available(self, events: list[db.EventRow]) -> list[int]:
@@ -117,7 +124,8 @@ def build_seat_map(ev: db.EventRow, state: SeatState) -> SeatMap:
                         "sold" if sid in state.sold else "held" if sid in state.held else "free"
                     )
                     free += status == "free"
-                    seats.append(Seat(sid, f"Row {r}, seat {n}", s.price, status))  # type: ignore[arg-type]
+                    label = f"Row {r}, seat {n}"
+                    seats.append(Seat(sid, label, s.price, status, sid in s.accessible))  # type: ignore[arg-type]
                 rows.append(SeatRow(r, seats))
             out.append(SeatSection(s.id, s.name, s.price, "seated", s.capacity, free, rows))
             total += free
@@ -125,4 +133,5 @@ def build_seat_map(ev: db.EventRow, state: SeatState) -> SeatMap:
             left = s.capacity - state.ga_sold.get(s.id, 0) - state.ga_held.get(s.id, 0)
             out.append(SeatSection(s.id, s.name, s.price, "standing", s.capacity, max(0, left)))
             total += max(0, left)
-    return SeatMap(ev.id, ev.currency, event_state(ev), total, out)
+    limit = rules.buyer_limit(ev.max_tickets_per_buyer, ev.max_seats_per_order)
+    return SeatMap(ev.id, ev.currency, event_state(ev), total, out, ev.max_seats_per_order, limit)

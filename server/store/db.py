@@ -35,6 +35,7 @@ class SectionRow(msgspec.Struct, frozen=True):
     capacity: int
     rows: int | None
     seats_per_row: int | None
+    accessible: frozenset[str] = frozenset()  # its accessible seats (012_accessible_seats.sql)
 
 
 class EventRow(msgspec.Struct, frozen=True):
@@ -56,6 +57,8 @@ class EventRow(msgspec.Struct, frozen=True):
     challenge: ChallengePolicy = "adaptive"
     max_tickets_per_buyer: int | None = None
     timezone: str = "UTC"  # the venue's IANA time zone (010_timezone.sql)
+    description: str | None = None  # the event page (013_event_page.sql)
+    image_url: str | None = None
     sections: list[SectionRow] = []
 
     @property
@@ -147,7 +150,7 @@ async def require_current(pool: Pool) -> None:
 EVENT_COLUMNS = (
     "id, name, venue, starts_at, sale_starts_at, prequeue_opens_at, currency, rate_per_min,"
     " max_active, session_minutes, hold_minutes, max_seats_per_order, paused, closed, sold_out,"
-    " challenge, max_tickets_per_buyer, timezone"
+    " challenge, max_tickets_per_buyer, timezone, description, image_url"
 )
 
 
@@ -159,8 +162,10 @@ def _event(row: asyncpg.Record, sections: list[asyncpg.Record]) -> EventRow:
 
 async def _sections(conn: Any, event_ids: list[str]) -> dict[str, list[asyncpg.Record]]:
     rows = await conn.fetch(
-        "SELECT event_id, id, position, name, price, capacity, rows, seats_per_row"
-        " FROM sections WHERE event_id = ANY($1) ORDER BY event_id, position",
+        "SELECT event_id, id, position, name, price, capacity, rows, seats_per_row,"
+        " ARRAY(SELECT st.id FROM seats st WHERE st.event_id = s.event_id"
+        " AND st.section_id = s.id AND st.accessible) AS accessible"
+        " FROM sections s WHERE event_id = ANY($1) ORDER BY event_id, position",
         event_ids,
     )
     by_event: dict[str, list[asyncpg.Record]] = {}
@@ -197,14 +202,13 @@ async def insert_event(
         inserted = await conn.fetchval(
             "INSERT INTO events (id, name, venue, starts_at, sale_starts_at, prequeue_opens_at,"
             " currency, rate_per_min, max_active, session_minutes, hold_minutes,"
-            " max_seats_per_order, challenge, max_tickets_per_buyer, timezone)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
+            " max_seats_per_order, challenge, max_tickets_per_buyer, timezone, description,"
+            " image_url) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
             " ON CONFLICT (id) DO NOTHING RETURNING id",
             event_id, body.name, body.venue, body.starts_at, body.sale_starts_at,
             prequeue_opens_at, body.currency, body.rate_per_min, body.max_active,
             body.session_minutes, body.hold_minutes, body.max_seats_per_order, body.challenge,
-            body.max_tickets_per_buyer,
-            body.timezone,
+            body.max_tickets_per_buyer, body.timezone, body.description, body.image_url,
         )  # fmt: skip
         if inserted is None:
             return False
@@ -229,7 +233,36 @@ async def insert_event(
             " FROM sections WHERE event_id = $1 AND rows IS NULL",
             event_id,
         )
+        accessible = [seat for s in body.sections for seat in s.accessible or ()]
+        if accessible:
+            await set_accessible(conn, event_id, accessible, True)
         return True
+
+
+async def set_accessible(
+    conn: asyncpg.Connection | PoolConnectionProxy, event_id: str, seats: list[str], value: bool
+) -> list[str]:
+    """Mark seats accessible or not; the ids whose attribute changed."""
+    rows = await conn.fetch(
+        "UPDATE seats SET accessible = $3 WHERE event_id = $1 AND id = ANY($2)"
+        " AND accessible <> $3 RETURNING id",
+        event_id,
+        seats,
+        value,
+    )
+    return [r["id"] for r in rows]
+
+
+async def accessible_seats(
+    conn: asyncpg.Connection | PoolConnectionProxy, event_id: str
+) -> list[str]:
+    """The event's accessible seats, by section, row and seat."""
+    rows = await conn.fetch(
+        "SELECT id FROM seats WHERE event_id = $1 AND accessible"
+        " ORDER BY section_id, row_no, seat_no",
+        event_id,
+    )
+    return [r["id"] for r in rows]
 
 
 PATCHABLE = tuple(EventPatch.__struct_fields__)
