@@ -90,6 +90,24 @@ def check_timezone(name: str) -> None:
         raise ValueError(f"timezone: {name!r} is not a time zone name such as Europe/Berlin")
 
 
+# ISO 4217 codes of the currencies in use (2025), the only ones an event may be priced in.
+CURRENCIES = frozenset(
+    """AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP
+    BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL
+    GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW
+    KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN
+    NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK
+    SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS
+    VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG""".split()  # noqa: SIM905
+)
+
+
+def check_currency(code: str) -> None:
+    """A ValueError (a validation error while decoding) unless `code` is a known ISO 4217 code."""
+    if code not in CURRENCIES:
+        raise ValueError(f"currency: {code!r} is not a known ISO 4217 code, such as EUR or USD")
+
+
 ChallengePolicy = Literal["off", "adaptive", "always"]  # bot challenge (proof of work) at join
 QueueState = Literal["prequeue", "waiting", "admitted", "sold_out", "closed", "expired"]
 EventStateName = Literal["scheduled", "prequeue", "on_sale", "sold_out", "closed"]
@@ -130,6 +148,7 @@ class EventCreate(Struct, forbid_unknown_fields=True, frozen=True):
     image_url: ImageUrl | None = None
 
     def __post_init__(self) -> None:
+        check_currency(self.currency)
         check_timezone(self.timezone)
 
 
@@ -147,6 +166,12 @@ class EventPatch(Struct, forbid_unknown_fields=True, frozen=True):
     timezone: TimeZone | UnsetType = UNSET
     description: Description | UnsetType | None = UNSET  # null: none
     image_url: ImageUrl | UnsetType | None = UNSET  # null: none
+    # Before the sale starts (server.ops.catalog.check_change): edit, postpone.
+    name: Name | UnsetType = UNSET
+    venue: Name | UnsetType = UNSET
+    starts_at: AwareTime | UnsetType = UNSET
+    sale_starts_at: AwareTime | UnsetType = UNSET
+    prequeue_opens_at: AwareTime | UnsetType = UNSET
 
     def __post_init__(self) -> None:
         if not isinstance(self.timezone, UnsetType):
