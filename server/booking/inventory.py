@@ -86,12 +86,15 @@ class RebuildTruth(msgspec.Struct):
 
 
 class Inventory:
+    """The hold scripts, called through the client's Batcher (server.store.lua): the holds,
+    rate-limit checks and sales of one event-loop turn share one pipeline."""
+
     def __init__(self, client: AnyRedis) -> None:
         self.redis = client
-        self._s = lua.register(client, *HOLD_SCRIPTS)
+        self._s = lua.register_batched(client, *HOLD_SCRIPTS)
 
     async def _run(self, name: str, keys: list[str], args: list[str | int]) -> Any:
-        return await self._s[name](keys=keys, args=args)
+        return await self._s[name](keys, args)
 
     async def hold(
         self,

@@ -75,10 +75,22 @@ async def create_pool(url: str, size: int, pooler: Pooler = "none") -> Pool:
     unnamed in its own round trip (tests/test_pgbouncer.py)."""
     cache = 0 if pooler == "pgbouncer" else 100
     pool = await asyncpg.create_pool(
-        url, min_size=1, max_size=size, command_timeout=10, statement_cache_size=cache
+        url,
+        min_size=1,
+        max_size=size,
+        command_timeout=10,
+        statement_cache_size=cache,
+        reset=_keep_session,
     )
     assert pool is not None
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A connection goes back to the pool as it is: the service keeps no session state (no
+    LISTEN, session advisory lock, SET or cursor outside a transaction; migrate() resets its
+    own connection), so asyncpg's reset query — a second round trip for every pooled query —
+    is skipped. asyncpg still rolls back a transaction left open."""
 
 
 def migration_files() -> list[tuple[int, str, str]]:
@@ -92,8 +104,19 @@ def migration_files() -> list[tuple[int, str, str]]:
 
 async def migrate(pool: Pool) -> list[str]:
     """Apply the migrations not yet recorded, in order, each in its own transaction."""
+    async with pool.acquire() as conn:
+        try:
+            return await _migrate(conn)
+        finally:
+            try:  # a migration may leave session state (SET): the pool does not reset it
+                await conn.reset()
+            except Exception:
+                conn.terminate()
+
+
+async def _migrate(conn: Any) -> list[str]:
     applied = []
-    async with pool.acquire() as conn, conn.transaction():
+    async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("

@@ -31,7 +31,7 @@ from server.core.errors import DomainError, Forbidden, RateLimited
 from server.core.keys import EventKeys
 from server.core.messages import ChallengePolicy
 from server.store import lua
-from server.store.lua import AnyRedis, Batcher, time_arg
+from server.store.lua import AnyRedis, Batched, time_arg
 
 ALGORITHM = "PBKDF2/SHA-256"
 EXPIRES_SECONDS = 300  # a challenge must be solved and spent within five minutes
@@ -183,8 +183,8 @@ class Guard:
         self._pressure: Callable[..., Awaitable[Any]] = pressure
         if isinstance(redis, Redis):
             self._rate, self._pressure = (
-                _keywords(Batcher(redis, rate)),
-                _keywords(Batcher(redis, pressure)),
+                _keywords(Batched(redis, rate)),
+                _keywords(Batched(redis, pressure)),
             )
 
     def address(self, request: web.Request) -> str:
@@ -280,8 +280,8 @@ class Guard:
         await self.redis.hincrby(EventKeys(event_id).stats, "challenges_failed", 1)
 
 
-def _keywords(batcher: Batcher) -> Callable[..., Awaitable[Any]]:
-    """A Batcher called like a registered script: keys=…, args=…."""
+def _keywords(batcher: Batched) -> Callable[..., Awaitable[Any]]:
+    """A batched script called like a registered one: keys=…, args=…."""
 
     async def call(keys: list[str], args: list[str | int]) -> Any:
         return await batcher(keys, args)

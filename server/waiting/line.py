@@ -14,7 +14,7 @@ import msgspec
 from server.core.keys import EventKeys
 from server.core.settings import DEFAULT_RETURN_WINDOW_SECONDS
 from server.store import lua
-from server.store.lua import AnyRedis, Batcher, as_text, time_arg
+from server.store.lua import AnyRedis, Batched, as_text, time_arg
 from server.store.redis_client import sharded
 
 SCRIPT_NAMES = (
@@ -93,7 +93,7 @@ class Scripts:
     ) -> None:
         self.return_window_ms = return_window_s * 1000
         self._s = lua.register(client, *SCRIPT_NAMES)
-        self._batched = {name: Batcher(client, self._s[name]) for name in self.BATCHED}
+        self._batched = {name: Batched(client, self._s[name]) for name in self.BATCHED}
         self._publish_flag = "1" if sharded(client) else "0"
 
     async def _run(self, name: str, keys: list[str], args: list[str | int]) -> Any:
