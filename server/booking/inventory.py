@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from redis.asyncio.cluster import RedisCluster
 
+from server.core import clock
 from server.core.keys import EventKeys
 from server.store import db, lua
 from server.store.lua import AnyRedis, as_text, time_arg
@@ -67,14 +68,31 @@ class SeatVersion(msgspec.Struct, frozen=True):
 
 
 class Counts(msgspec.Struct, frozen=True):
-    """Cheap figures of an event's seat state (no per-seat read): assigned seats held or sold
-    (including holds expired but not yet tidied by the reaper), and per standing section the
-    units sold and held. `built` is False when the state must be rebuilt first."""
+    """Cheap figures of an event's seat state, from the counters the hold scripts keep (no
+    per-seat read): assigned seats held and sold (held includes holds expired but not yet tidied
+    by the reaper), per standing section the units sold and held, and the holds live now.
+    `built` is False when the state must be rebuilt (or counted) first."""
 
     built: bool
-    taken_seats: int
+    held_seats: int
+    sold_seats: int
     ga_sold: dict[str, int]
     ga_held: dict[str, int]
+    live_holds: int = 0
+
+    @property
+    def taken_seats(self) -> int:
+        return self.held_seats + self.sold_seats
+
+    @property
+    def held(self) -> int:
+        """Seats and standing units held."""
+        return self.held_seats + sum(self.ga_held.values())
+
+    @property
+    def sold(self) -> int:
+        """Seats and standing units sold."""
+        return self.sold_seats + sum(self.ga_sold.values())
 
 
 class RebuildTruth(msgspec.Struct):
@@ -191,24 +209,29 @@ class Inventory:
         token = (as_text(changes or ""), as_text(built or ""))
         return SeatVersion(token, int(secs) * 1000 + int(micros) // 1000)
 
-    async def counts(self, keys: list[EventKeys]) -> list[Counts]:
-        """Counts of several events in one round trip."""
+    async def counts(self, keys: list[EventKeys], now: int | None = None) -> list[Counts]:
+        """Counts of several events in one round trip (live holds judged by `now`, ms, or this
+        process's clock)."""
+        after = f"({clock.now_ms() if now is None else now}"
         async with self.redis.pipeline(transaction=False) as pipe:
             for k in keys:
                 pipe.exists(k.inventory)
-                pipe.hlen(k.seats)
+                pipe.hmget(k.seatcount, ["held", "sold"])
                 pipe.hgetall(k.gasold)
                 pipe.hgetall(k.gaheld)
+                pipe.zcount(k.holdexp, after, "+inf")
             raw = await pipe.execute()
         out = []
         for i in range(len(keys)):
-            built, taken, ga_sold, ga_held = raw[4 * i : 4 * i + 4]
+            built, (held, sold), ga_sold, ga_held, live = raw[5 * i : 5 * i + 5]
             out.append(
                 Counts(
-                    bool(built),
-                    int(taken),
+                    bool(built) and held is not None and sold is not None,
+                    int(held or 0),
+                    int(sold or 0),
                     {as_text(s): int(n) for s, n in ga_sold.items()},
                     {as_text(s): max(0, int(n)) for s, n in ga_held.items()},
+                    int(live),
                 )
             )
         return out
@@ -261,5 +284,13 @@ class Inventory:
         return int(await self._run("rebuild_inventory", keys, [payload, "1" if force else "0", ""]))
 
     async def ensure(self, k: EventKeys, pool: db.Pool) -> None:
-        if not await self.redis.exists(k.inventory):
+        """Seat state is there, with its counters: rebuilt from PostgreSQL if Redis lost it;
+        counted once if it was built before the counters existed (reap_holds.lua)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(k.inventory)
+            pipe.exists(k.seatcount)
+            built, counted = await pipe.execute()
+        if not built:
             await self.rebuild(k, pool)
+        elif not counted:
+            await self.reap(k)
