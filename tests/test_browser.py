@@ -174,17 +174,12 @@ async def test_position_falls_then_admitted(
             " || !document.getElementById('view-admitted').hidden",
             timeout=TIMEOUT_MS,
         )
-        admitted = page.locator("#view-admitted")
-        await expect(admitted).to_be_visible(timeout=TIMEOUT_MS)
-        await expect(page.locator("#admitted-heading")).to_have_text("It's your turn!")
-        link = page.locator("#admitted-link")
-        await expect(link).to_have_attribute("href", f"/e/{event_id}/seats")
+        # admitted: the page moves on to the seat map by itself
+        await page.wait_for_url(f"{base_url}/e/{event_id}/seats", timeout=TIMEOUT_MS)
         token = await page.evaluate(f"sessionStorage.getItem('bo_access_{event_id}')")
         assert isinstance(token, str) and token
-        await page.screenshot(path=str(SHOTS / "boxoffice-admitted-phone.png"), full_page=True)
-
-        await link.click()
         await expect(page.locator("#view-pick")).to_be_visible()
+        await expect(page.locator("#turn-clock")).to_contain_text("It's your turn.")
         await expect(page.locator("#turn-countdown")).to_have_text(re.compile(r"^\d\d:\d\d$"))
         await page.screenshot(path=str(SHOTS / "boxoffice-seats-phone.png"), full_page=True)
     finally:
@@ -242,7 +237,7 @@ async def test_polling_fallback_when_websocket_fails(
         )
         assert refused >= 3
         await set_rate(admin, event_id, 600)
-        await expect(page.locator("#view-admitted")).to_be_visible(timeout=TIMEOUT_MS)
+        await page.wait_for_url(f"{base_url}/e/{event_id}/seats", timeout=TIMEOUT_MS)
     finally:
         await close_all(others)
 
@@ -379,8 +374,7 @@ async def admitted_seat_page(browser: Browser, base_url: str, event_id: str) -> 
     """A new visitor (own browser context) joins, is admitted and opens the seat map."""
     page = await phone_page(browser)
     await page.goto(f"{base_url}/e/{event_id}")
-    await expect(page.locator("#view-admitted")).to_be_visible(timeout=TIMEOUT_MS)
-    await page.locator("#admitted-link").click()
+    await page.wait_for_url(f"{base_url}/e/{event_id}/seats", timeout=TIMEOUT_MS)  # by itself
     await expect(page.locator("#view-pick")).to_be_visible()
     await expect(page.locator("#seat-A-1-1")).to_be_visible()
     return page

@@ -442,6 +442,10 @@ async def test_console_sign_in_create_watch_and_steer(
     await expect(page.locator("#view-new")).to_be_visible()
     await page.fill("#f-name", "Console Tour")
     await page.fill("#f-venue", "Test Arena")
+    # The form's sale starts tomorrow by default; this one opens now.
+    sale = await page.input_value("#f-sale")
+    assert sale > await page.evaluate(LOCAL_NOW), sale
+    await page.fill("#f-sale", await page.evaluate(LOCAL_NOW))
     await page.fill("#f-rate", "-5")
     await page.click("#create-submit")
     rate_error = page.locator("#event-form [data-error-for='rate_per_min']")
@@ -493,6 +497,11 @@ async def test_console_sign_in_create_watch_and_steer(
     # The token never travelled in a URL.
     assert not [u for u in urls if ADMIN_TOKEN in u]
     await context.close()
+
+
+# The browser's local time now, as a datetime-local input holds it.
+LOCAL_NOW = """() => { const d = new Date(Date.now() - 60000);
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16); }"""
 
 
 async def crowd_joins(url: str, event_id: str, count: int) -> None:

@@ -3,7 +3,7 @@ the event's layout first, rate-limited per visitor, released on request."""
 
 from __future__ import annotations
 
-from server.booking import ledger
+from server.booking import best_seats, ledger
 from server.booking.inventory import HoldResult, Inventory
 from server.booking.seat_map import SeatMaps
 from server.core import rules
@@ -21,7 +21,7 @@ from server.core.errors import (
 )
 from server.core.ids import parse_hold_id
 from server.core.keys import EventKeys
-from server.core.messages import Hold, HoldRequest
+from server.core.messages import BestSeats, BestSeatsRequest, Hold, HoldRequest
 from server.core.settings import Settings
 from server.core.tokens import AccessClaims, Signer, TokenError, new_id
 from server.store import db
@@ -128,6 +128,7 @@ class Holds:
             section=section,
             quantity=quantity or None,
             replaced_hold_id=result.replaced or None,
+            server_time=from_ms(now_ms()),
         )
 
     async def _tickets_bought(self, asked: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
@@ -139,6 +140,19 @@ class Holds:
             counts = await ledger.visitors_tickets_bought(self.pool, event_id, visitors)
             found.update(((event_id, v), n) for v, n in counts.items())
         return found
+
+    async def best(self, event_id: str, claims: AccessClaims, body: BestSeatsRequest) -> BestSeats:
+        """The best adjacent free seats of a section for this admitted visitor (a suggestion it
+        then holds), rate-limited like holds."""
+        ev = await self.cache.require(event_id)
+        allowed, reset_ms = await self.inventory.allow(
+            EventKeys(ev.id).rate("best", claims.v), HOLD_ATTEMPTS_PER_WINDOW, HOLD_WINDOW_MS
+        )
+        if not allowed:
+            raise RateLimited(
+                "too many seat searches; wait a moment", retry_after=max(1, reset_ms // 1000)
+            )
+        return best_seats.suggest(ev, await self.seat_maps.get(ev.id), body)
 
     async def take(
         self,
@@ -197,18 +211,22 @@ def check_hold_request(ev: db.EventRow, body: HoldRequest) -> tuple[list[str], s
         if body.quantity is None or body.quantity < 1:
             raise Invalid("quantity must be at least 1", code="bad_quantity")
         if body.quantity > ev.max_seats_per_order:
-            raise Invalid(f"at most {ev.max_seats_per_order} per order", code="too_many_seats")
+            raise too_many(ev.max_seats_per_order, "per order")
         return [], body.section, body.quantity
     if not seats:
         raise Invalid("ask for at least one seat", code="bad_hold")
     if len(set(seats)) != len(seats):
         raise Invalid("a seat appears twice in the request", code="duplicate_seats")
     if len(seats) > ev.max_seats_per_order:
-        raise Invalid(f"at most {ev.max_seats_per_order} seats per order", code="too_many_seats")
+        raise too_many(ev.max_seats_per_order, "seats per order")
     unknown = [s for s in seats if not _seat_exists(s, sections)]
     if unknown:
         raise Invalid("no such seats at this event", code="unknown_seats", extra={"seats": unknown})
     return seats, None, 0
+
+
+def too_many(limit: int, what: str) -> Invalid:
+    return Invalid(f"at most {limit} {what}", code="too_many_seats", extra={"limit": limit})
 
 
 def _seat_exists(seat: str, sections: dict[str, db.SectionRow]) -> bool:

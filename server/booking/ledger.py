@@ -13,6 +13,7 @@ import msgspec
 
 from server.core import rules
 from server.core.tokens import new_id
+from server.store import audit
 from server.store.db import Pool
 
 
@@ -52,6 +53,7 @@ class OrderRow(msgspec.Struct, frozen=True):
     refunded_at: datetime | None = None
     refund_attempts: int = 0
     buyer: str = ""  # rules.buyer_email(email): whom the per-buyer limit counts
+    card_fingerprint: str | None = None  # the provider's card that paid (set at confirmation)
     lines: list[OrderLine] = []
     tickets: list[TicketRow] = []
 
@@ -83,7 +85,7 @@ Confirmation = Literal[
 ORDER_COLUMNS = (
     "id, event_id, hold_id, visitor_id, queue_id, email, status, amount, currency, provider,"
     " payment_id, client_secret, expires_at, status_reason, created_at, paid_at, order_key,"
-    " refunded_at, refund_attempts, buyer"
+    " refunded_at, refund_attempts, buyer, card_fingerprint"
 )
 
 
@@ -226,13 +228,17 @@ async def create_order(
     return order, created is not None
 
 
-async def tickets_bought(conn: Any, event_id: str, *, buyer: str) -> int:
-    """Tickets in the event's paid orders of one buyer (normalised email)."""
+async def tickets_bought(
+    conn: Any, event_id: str, *, buyer: str | None = None, card: str | None = None
+) -> int:
+    """Tickets in the event's paid orders of one buyer (normalised email) or one card (the
+    provider's fingerprint)."""
+    column, value = ("buyer", buyer) if buyer is not None else ("card_fingerprint", card)
     got = await conn.fetchval(
         "SELECT coalesce(sum(l.quantity), 0) FROM orders o JOIN order_lines l ON l.order_id = o.id"
-        " WHERE o.event_id = $1 AND o.status = 'paid' AND o.buyer = $2",
+        f" WHERE o.event_id = $1 AND o.status = 'paid' AND o.{column} = $2",
         event_id,
-        buyer,
+        value,
     )
     return int(got)
 
@@ -257,20 +263,47 @@ def order_tickets(order: OrderRow) -> int:
     return sum(line.quantity for line in order.lines)
 
 
-async def _buyer_limit(conn: Any, order: OrderRow) -> bool:
-    """Whether paying this order takes its buyer past the event's limit. Confirmations of one
-    buyer of one event are serialised by an advisory lock held to the end of the transaction,
-    so two orders paid at once cannot both pass."""
+class LimitCheck(msgspec.Struct, frozen=True):
+    """The per-buyer limit as the confirming transaction saw it."""
+
+    passed_by: rules.BuyerCount | None  # which count the order would take past the limit
+    limit: int
+    by_email: int  # tickets already paid by the order's buyer
+    by_card: int | None  # ... and with its card (None: no fingerprint)
+
+    @property
+    def note(self) -> str:
+        """For the audit trail: which rule refused, with the counts it saw."""
+        card = "" if self.by_card is None else f", {self.by_card} with this card"
+        return (
+            f"per-buyer limit {self.limit} passed by {self.passed_by}:"
+            f" {self.by_email} already bought by this email{card}"
+        )
+
+
+async def _buyer_limit(conn: Any, order: OrderRow, card: str | None) -> LimitCheck:
+    """The per-buyer limit for paying this order, by its email and by its card. Confirmations
+    of one buyer, and of one card, of one event are serialised by advisory locks held to the
+    end of the transaction, so two orders paid at once cannot both pass. The email's lock is
+    always taken before the card's (a transaction takes at most one of each): no deadlock."""
     await conn.execute(
         "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))", order.event_id, order.buyer
     )
+    if card is not None:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('card:' || $1), hashtext($2))",
+            order.event_id,
+            card,
+        )
     settings = await conn.fetchrow(
         "SELECT max_tickets_per_buyer, max_seats_per_order FROM events WHERE id = $1",
         order.event_id,
     )
     limit = rules.buyer_limit(settings["max_tickets_per_buyer"], settings["max_seats_per_order"])
-    bought = await tickets_bought(conn, order.event_id, buyer=order.buyer)
-    return rules.over_buyer_limit(bought, order_tickets(order), limit)
+    by_email = await tickets_bought(conn, order.event_id, buyer=order.buyer)
+    by_card = None if card is None else await tickets_bought(conn, order.event_id, card=card)
+    passed = rules.buyer_limit_passed_by(order_tickets(order), limit, by_email, by_card)
+    return LimitCheck(passed, limit, by_email, by_card)
 
 
 async def set_payment(
@@ -290,12 +323,16 @@ async def confirm(
     order_id: str,
     ticket_code: Callable[[str, int], str],
     captured: bool,
+    card: str | None = None,
+    who: str = "system",
 ) -> tuple[Confirmation, OrderRow | None]:
     """The arbiter. In one transaction: pending -> paid, seats into sold_seats (primary key
     (event, seat)), standing units under the capacity CHECK, tickets, an outbox row and the
-    capture to do after commit. If any seat is gone, or the order would take its buyer past the
-    event's per-buyer limit, the order becomes voided instead, and the payment is voided (or
-    refunded if it was already captured)."""
+    capture to do after commit. `card` is the provider's fingerprint of the card that paid
+    (None without one); it is kept on the order. If any seat is gone, or the order would take
+    its buyer (email) or its card past the event's per-buyer limit, the order becomes voided
+    instead, and the payment is voided (or refunded if it was already captured); a refusal by
+    the limit is audited (by `who`: the provider's report, or the dev payment)."""
     async with pool.acquire() as conn, conn.transaction():
         order = await _load(conn, "id", order_id, lock=True)
         if order is None:
@@ -304,13 +341,21 @@ async def confirm(
             return "already_paid", order
         if order.status != "pending":
             return "not_pending", order
-        if await _buyer_limit(conn, order):
+        if card is not None:
+            await conn.execute(
+                "UPDATE orders SET card_fingerprint = $2 WHERE id = $1", order_id, card
+            )
+        check = await _buyer_limit(conn, order, card)
+        if check.passed_by is not None:
             await conn.execute(
                 "UPDATE orders SET status = 'voided', status_reason = 'buyer_limit',"
                 " updated_at = now() WHERE id = $1",
                 order_id,
             )
-            await _add_action(conn, order, "refund" if captured else "void")
+            action = "refund" if captured else "void"
+            await _add_action(conn, order, action)
+            change = {f"order:{order_id}": ("pending", "voided")}
+            await audit.record(conn, order.event_id, who, "buyer_limit", change, check.note)
             return "buyer_limit", await _load(conn, "id", order_id)
         try:
             async with conn.transaction():

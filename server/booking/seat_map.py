@@ -6,9 +6,9 @@ GET /api/events/{id}/seats/status).
 A process keeps each event's map with the version of the seat state it was built from
 (server.booking.inventory.SeatVersion). A read asks Redis for the version — one round trip, no
 per-seat read — and builds the map again only when the hold scripts changed seat state since
-(their counter), the state was rebuilt, the first hold live in it has ended, or the event's
-state (on sale, sold out, …) moved on. One build per event at a time; readers arriving
-meanwhile wait for it. A build makes the compact statuses (one pass over the seats taken); the
+(their counter), the state was rebuilt, the first hold live in it has ended, the event's state
+(on sale, sold out, …) moved on, or ops changed the event row (its sections, accessible seats,
+per-order limits). One build per event at a time; readers arriving meanwhile wait for it. A build makes the compact statuses (one pass over the seats taken); the
 full map is made from them on its first read. The compact map's `version` is a digest of the
 statuses, so it names the same seats in every process; each process keeps the last
 KEPT_VERSIONS statuses of an event to answer `?since=` with the seats that changed. The
@@ -276,7 +276,8 @@ def build_seat_map(ev: db.EventRow, state: SeatState, ev_state: rules.EventState
                         "sold" if sid in state.sold else "held" if sid in state.held else "free"
                     )
                     free += status == "free"
-                    seats.append(Seat(sid, f"Row {r}, seat {n}", s.price, status))  # type: ignore[arg-type]
+                    label = f"Row {r}, seat {n}"
+                    seats.append(Seat(sid, label, s.price, status, sid in s.accessible))  # type: ignore[arg-type]
                 rows.append(SeatRow(r, seats))
             out.append(SeatSection(s.id, s.name, s.price, "seated", s.capacity, free, rows))
             total += free
@@ -284,4 +285,5 @@ def build_seat_map(ev: db.EventRow, state: SeatState, ev_state: rules.EventState
             left = standing_left(s, state)
             out.append(SeatSection(s.id, s.name, s.price, "standing", s.capacity, left))
             total += left
-    return SeatMap(ev.id, ev.currency, ev_state, total, out)
+    limit = rules.buyer_limit(ev.max_tickets_per_buyer, ev.max_seats_per_order)
+    return SeatMap(ev.id, ev.currency, ev_state, total, out, ev.max_seats_per_order, limit)

@@ -1,6 +1,6 @@
 """Settlement: a payment's outcome made final. Authorised money confirms the order in PostgreSQL
 (the arbiter: seats, tickets, outbox and the capture owed, in one transaction) or is voided when
-the seats are gone; failures and cancellations release the hold; expired orders are closed; the
+the seats are gone or the buyer's email or card is past the event's per-buyer limit; failures and cancellations release the hold; expired orders are closed; the
 captures, voids and refunds PostgreSQL says are owed run at the order's own provider."""
 
 from __future__ import annotations
@@ -51,11 +51,17 @@ class Settlement:
     # ---- outcomes ---------------------------------------------------------------------------
 
     async def payment_succeeded(
-        self, order: ledger.OrderRow, captured: bool = False
+        self,
+        order: ledger.OrderRow,
+        captured: bool = False,
+        card: str | None = None,
+        who: str = "system",
     ) -> ledger.OrderRow:
         """Money is authorised (or already captured): make the sale final in PostgreSQL, or void
-        (refund) the payment if the seats are gone. A late payment whose seats are still free
-        is honoured: the seats are claimed again first."""
+        (refund) the payment if the seats are gone or the buyer — by email, or by `card`, the
+        provider's fingerprint of the card that paid — would pass the event's per-buyer limit.
+        A late payment whose seats are still free is honoured: the seats are claimed again
+        first."""
         k = EventKeys(order.event_id)
         ga_section, quantity = order.ga
         lost = "refund" if captured else "void"
@@ -74,7 +80,9 @@ class Settlement:
             )
             await self.run_actions(order.id)
             return voided or order
-        outcome, row = await ledger.confirm(self.pool, order.id, self.signer.ticket_code, captured)
+        outcome, row = await ledger.confirm(
+            self.pool, order.id, self.signer.ticket_code, captured, card, who
+        )
         assert row is not None
         if outcome == "paid":
             await self._mark_sold(row)
@@ -176,7 +184,10 @@ class Settlement:
                 return f"ignored_{order.status}"
             # authorised: capture after commit. captured: money already taken, so a lost race
             # is refunded (the refund is a payment action like any other).
-            row = await self.payment_succeeded(order, captured=event.kind == "captured")
+            card = await self._card(order, event.payment_id)
+            row = await self.payment_succeeded(
+                order, event.kind == "captured", card, f"{event.provider}:{event.event_id}"
+            )
             return row.status
         if event.kind == "refunded":
             # Refunded at the provider (our own refund's report, or one made in its dashboard):
@@ -187,6 +198,24 @@ class Settlement:
             return "failed" if failed is not None else f"ignored_{order.status}"
         canceled = await self.payment_canceled(order)
         return "voided" if canceled is not None else f"ignored_{order.status}"
+
+    async def _card(self, order: ledger.OrderRow, payment_id: str) -> str | None:
+        """The fingerprint of the card that paid, asked of the order's provider before the sale
+        is final. If the provider cannot say, nothing is decided: the report is answered 503
+        and the provider sends it again (the order expires, and its payment is voided, if it
+        never can)."""
+        provider = self.providers.of(order.provider)
+        if provider is None:
+            return None  # _matches() refused reports of providers this server lacks
+        try:
+            return await provider.card_fingerprint(payment_id)
+        except PaymentError as exc:
+            log.warning("card fingerprint unavailable: %s", exc, extra={"order_id": order.id})
+            raise Unavailable(
+                "the payment's card could not be read from the provider; retry later",
+                code="provider_unavailable",
+                retry_after=10,
+            ) from None
 
     # ---- background duties (safe to run in every process) -----------------------------------
 

@@ -37,6 +37,17 @@ SeatsPerOrder = Annotated[int, Meta(ge=1, le=50)]
 TicketsPerBuyer = Annotated[int, Meta(ge=1, le=200)]
 Count = Annotated[int, Meta(ge=1, le=1000)]
 Capacity = Annotated[int, Meta(ge=1, le=200_000)]
+# An assigned seat's id as ops and fans send it: section-row-seat ("A-3-17"), one spelling.
+SeatId = Annotated[
+    str,
+    Meta(
+        pattern=ids.schema_pattern(ids.SEAT_ID_BODY),
+        max_length=24,
+        description="section-row-seat, e.g. A-3-17",
+    ),
+]
+# Accessible seats named at once (in a section at creation, or in one admin call)
+MAX_ACCESSIBLE_PER_CALL = 2000
 TimeZone = Annotated[
     str,
     Meta(
@@ -75,6 +86,8 @@ class SectionIn(Struct, forbid_unknown_fields=True, frozen=True):
     rows: Count | None = None
     seats_per_row: Count | None = None
     capacity: Capacity | None = None
+    # assigned seats of this section that are accessible (wheelchair spaces): ids like A-1-3
+    accessible: Annotated[list[SeatId], Meta(max_length=MAX_ACCESSIBLE_PER_CALL)] | None = None
 
 
 class EventCreate(Struct, forbid_unknown_fields=True, frozen=True):
@@ -154,6 +167,10 @@ class Event(Struct, frozen=True):
     sections: list[SectionOut]
     settings: EventSettings | None = None
     timezone: str = "UTC"  # the venue's IANA time zone: fan pages show times in it
+    # the most tickets one order may hold, and one fan (buyer) may buy in all: the seat page
+    # shows and enforces the smaller
+    max_seats_per_order: int | None = None
+    max_tickets_per_buyer: int | None = None
 
 
 # ---- queue -----------------------------------------------------------------------------------
@@ -177,6 +194,8 @@ class QueueStatus(Struct, frozen=True):
     rate_per_min: float | None = None
     # how long a waiting fan may be away (page asleep, offline) and keep the place
     return_window_seconds: int | None = None
+    # the server's clock when it answered: the page's countdowns correct their clock with it
+    server_time: datetime | None = None
 
 
 class Stats(Struct, frozen=True):
@@ -218,6 +237,7 @@ class StatusMsg(Struct, frozen=True, tag="status", tag_field="type"):
     ticket: int | None = None
     admitted_total: int = 0
     paused: bool = False
+    server_time: datetime | None = None  # as in QueueStatus
 
 
 class TickMsg(Struct, frozen=True, tag="tick", tag_field="type"):
@@ -237,6 +257,7 @@ class AdmittedMsg(Struct, frozen=True, tag="admitted", tag_field="type"):
     access_token: str
     access_expires_at: datetime
     next_url: str
+    server_time: datetime | None = None  # as in QueueStatus
 
 
 class ClosedMsg(Struct, frozen=True, tag="closed", tag_field="type"):
@@ -276,11 +297,12 @@ SeatStatus = Literal["free", "held", "sold"]
 OrderStatusName = Literal["pending", "paid", "expired", "failed", "voided", "refunded"]
 
 
-class Seat(Struct, frozen=True):
+class Seat(Struct, frozen=True, omit_defaults=True):
     id: str
     label: str
     price: int
     status: SeatStatus
+    accessible: bool = False  # set by ops; on the wire only when true
 
 
 class SeatRow(Struct, frozen=True):
@@ -304,6 +326,39 @@ class SeatMap(Struct, frozen=True):
     state: EventStateName
     available: int
     sections: list[SeatSection]
+    # as in Event: live, so a changed limit reaches a page that is open
+    max_seats_per_order: int | None = None
+    max_tickets_per_buyer: int | None = None
+
+
+class SeatsPatch(Struct, forbid_unknown_fields=True, frozen=True):
+    """Ops: mark assigned seats accessible (true) or not (false)."""
+
+    seats: Annotated[list[SeatId], Meta(min_length=1, max_length=MAX_ACCESSIBLE_PER_CALL)]
+    accessible: bool
+
+
+class SeatAttributes(Struct, frozen=True):
+    event_id: str
+    accessible: list[str]  # every accessible seat of the event, by section, row and seat
+    changed: list[str]  # the seats this call changed
+
+
+class BestSeatsRequest(Struct, forbid_unknown_fields=True, frozen=True):
+    """A fan asks for the best `quantity` adjacent free seats of a seated section (only
+    accessible seats when `accessible`)."""
+
+    section: SectionId
+    quantity: SeatsPerOrder
+    accessible: bool = False
+
+
+class BestSeats(Struct, frozen=True):
+    event_id: str
+    section: str
+    seats: list[str]
+    amount: int
+    currency: str
 
 
 class SeatStatusSection(Struct, frozen=True, omit_defaults=True):
@@ -351,6 +406,7 @@ class Hold(Struct, frozen=True):
     section: str | None = None
     quantity: int | None = None
     replaced_hold_id: str | None = None
+    server_time: datetime | None = None  # as in QueueStatus
 
 
 Email = Annotated[str, Meta(pattern=ids.schema_pattern(ids.EMAIL_BODY), max_length=254)]

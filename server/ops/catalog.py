@@ -8,10 +8,19 @@ from datetime import UTC, datetime, timedelta
 
 from server.booking.checkins import CheckIns
 from server.booking.inventory import Inventory
+from server.core import rules
 from server.core.clock import now_ms
 from server.core.errors import Conflict, Invalid
 from server.core.keys import EventKeys
-from server.core.messages import Event, EventCreate, EventSettings, SectionOut, Stats
+from server.core.messages import (
+    Event,
+    EventCreate,
+    EventSettings,
+    SeatAttributes,
+    SeatsPatch,
+    SectionOut,
+    Stats,
+)
 from server.store import audit, db
 from server.store.events import event_state
 from server.waiting.room import Room
@@ -66,6 +75,18 @@ def check_create(body: EventCreate) -> None:
                 f"{where}: at most {MAX_ASSIGNED_SEATS_PER_SECTION} assigned seats per section"
             )
         assigned += seats
+        if s.accessible:
+            if not seated:
+                raise Invalid(f"{where}.accessible: only assigned seats (rows) can be accessible")
+            wrong = [
+                x for x in s.accessible if not seat_in(x, s.id, s.rows or 0, s.seats_per_row or 0)
+            ]
+            if wrong:
+                raise Invalid(
+                    f"{where}.accessible: not seats of section {s.id}: {', '.join(wrong[:5])}",
+                    code="unknown_seats",
+                    extra={"seats": wrong},
+                )
     if assigned > MAX_ASSIGNED_SEATS_PER_EVENT:
         raise Invalid(
             f"sections: at most {MAX_ASSIGNED_SEATS_PER_EVENT} assigned seats per event "
@@ -76,6 +97,48 @@ def check_create(body: EventCreate) -> None:
         raise Invalid("sale_starts_at: the sale must start before the event")
     if body.prequeue_opens_at is not None and body.prequeue_opens_at > body.sale_starts_at:
         raise Invalid("prequeue_opens_at: the pre-queue must open before the sale starts")
+
+
+def seat_in(seat: str, section: str, rows: int, seats_per_row: int) -> bool:
+    """Is `seat` (an id like A-3-17) one of the assigned seats of this section?"""
+    parsed = rules.parse_seat_id(seat)
+    return (
+        parsed is not None
+        and parsed[0] == section
+        and 1 <= parsed[1] <= rows
+        and 1 <= parsed[2] <= seats_per_row
+    )
+
+
+async def set_accessible(
+    room: Room, ev: db.EventRow, body: SeatsPatch, who: str, step_up: bool = False
+) -> SeatAttributes:
+    """Mark seats accessible or not; the audit row (the event's accessible seats before and
+    after) is written in the same transaction. Every process re-reads the event at once."""
+    sections = {s.id: s for s in ev.sections}
+    unknown = []
+    for seat in body.seats:
+        parsed = rules.parse_seat_id(seat)
+        s = sections.get(parsed[0]) if parsed else None
+        if s is None or not seat_in(seat, s.id, s.rows or 0, s.seats_per_row or 0):
+            unknown.append(seat)
+    if unknown:
+        raise Invalid(
+            f"no such assigned seats at this event: {', '.join(unknown[:5])}",
+            code="unknown_seats",
+            extra={"seats": unknown},
+        )
+    async with room.pool.acquire() as conn, conn.transaction():
+        before = await db.accessible_seats(conn, ev.id)
+        changed = await db.set_accessible(conn, ev.id, sorted(set(body.seats)), body.accessible)
+        after = await db.accessible_seats(conn, ev.id)
+        if changed:
+            await audit.record(
+                conn, ev.id, who, "seats", {"accessible": (before, after)}, step_up=step_up
+            )
+    room.cache.invalidate(ev.id)
+    await room.announce(ev.id)
+    return SeatAttributes(ev.id, after, sorted(changed))
 
 
 async def create(
@@ -143,6 +206,8 @@ def present(ev: db.EventRow, with_settings: bool = False, available: int | None 
         sections=sections,
         settings=settings,
         timezone=ev.timezone,
+        max_seats_per_order=ev.max_seats_per_order,
+        max_tickets_per_buyer=rules.buyer_limit(ev.max_tickets_per_buyer, ev.max_seats_per_order),
     )
 
 

@@ -59,6 +59,7 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("POST", f"{ADMIN}/events"): Rule(RUNNERS, "events:write"),
     ("GET", EVENT): Rule(READERS, "events:read"),
     ("PATCH", EVENT): Rule(RUNNERS, "events:write", "depends"),
+    ("PATCH", f"{EVENT}/seats"): Rule(RUNNERS, "events:write"),
     ("GET", f"{EVENT}/stats"): Rule(READERS, "events:read"),
     ("POST", f"{EVENT}/admit"): Rule(RUNNERS, "events:write", "depends"),
     ("POST", f"{EVENT}/rebuild-inventory"): Rule(RUNNERS, "events:write", "always"),

@@ -35,6 +35,7 @@ class SectionRow(msgspec.Struct, frozen=True):
     capacity: int
     rows: int | None
     seats_per_row: int | None
+    accessible: frozenset[str] = frozenset()  # its accessible seats (012_accessible_seats.sql)
 
 
 class EventRow(msgspec.Struct, frozen=True):
@@ -171,8 +172,10 @@ def _event(row: asyncpg.Record, sections: list[asyncpg.Record]) -> EventRow:
 
 async def _sections(conn: Any, event_ids: list[str]) -> dict[str, list[asyncpg.Record]]:
     rows = await conn.fetch(
-        "SELECT event_id, id, position, name, price, capacity, rows, seats_per_row"
-        " FROM sections WHERE event_id = ANY($1) ORDER BY event_id, position",
+        "SELECT event_id, id, position, name, price, capacity, rows, seats_per_row,"
+        " ARRAY(SELECT st.id FROM seats st WHERE st.event_id = s.event_id"
+        " AND st.section_id = s.id AND st.accessible) AS accessible"
+        " FROM sections s WHERE event_id = ANY($1) ORDER BY event_id, position",
         event_ids,
     )
     by_event: dict[str, list[asyncpg.Record]] = {}
@@ -241,7 +244,36 @@ async def insert_event(
             " FROM sections WHERE event_id = $1 AND rows IS NULL",
             event_id,
         )
+        accessible = [seat for s in body.sections for seat in s.accessible or ()]
+        if accessible:
+            await set_accessible(conn, event_id, accessible, True)
         return True
+
+
+async def set_accessible(
+    conn: asyncpg.Connection | PoolConnectionProxy, event_id: str, seats: list[str], value: bool
+) -> list[str]:
+    """Mark seats accessible or not; the ids whose attribute changed."""
+    rows = await conn.fetch(
+        "UPDATE seats SET accessible = $3 WHERE event_id = $1 AND id = ANY($2)"
+        " AND accessible <> $3 RETURNING id",
+        event_id,
+        seats,
+        value,
+    )
+    return [r["id"] for r in rows]
+
+
+async def accessible_seats(
+    conn: asyncpg.Connection | PoolConnectionProxy, event_id: str
+) -> list[str]:
+    """The event's accessible seats, by section, row and seat."""
+    rows = await conn.fetch(
+        "SELECT id FROM seats WHERE event_id = $1 AND accessible"
+        " ORDER BY section_id, row_no, seat_no",
+        event_id,
+    )
+    return [r["id"] for r in rows]
 
 
 PATCHABLE = tuple(EventPatch.__struct_fields__)

@@ -600,7 +600,11 @@
       return new Date(d.getTime() - off).toISOString().slice(0, 16);
     }
     var form = $("event-form");
-    if (!form.elements.sale_starts_at.value) form.elements.sale_starts_at.value = local(new Date(Date.now() - 60000));
+    // A sale that opens later by default (tomorrow, on the hour): the default form never opens a
+    // live sale at once.
+    var sale = new Date(Date.now() + 86400000);
+    sale.setMinutes(0, 0, 0);
+    if (!form.elements.sale_starts_at.value) form.elements.sale_starts_at.value = local(sale);
     if (!form.elements.starts_at.value) form.elements.starts_at.value = local(new Date(Date.now() + 30 * 86400000));
   }
 
@@ -916,7 +920,7 @@
         var grid = document.createElement("div");
         grid.className = "heat-grid";
         var width = section.rows.reduce(function (m, r) { return Math.max(m, r.seats.length); }, 0);
-        grid.style.gridTemplateColumns = "repeat(" + width + ", 10px)";
+        grid.style.gridTemplateColumns = "repeat(" + width + ", minmax(5px, 18px))";
         section.rows.forEach(function (row) {
           row.seats.forEach(function (seat) {
             var cell = document.createElement("span");
@@ -944,6 +948,16 @@
 
   // ---- audit ---------------------------------------------------------------------------------
 
+  var STAMP = new Intl.DateTimeFormat(undefined, {
+    year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
+  });
+
+  /** An audit row's moment, with its date: rows stay for days. */
+  function stamp(iso) {
+    var d = new Date(iso);
+    return isNaN(d.getTime()) ? "" : STAMP.format(d);
+  }
+
   function show_(v) { return v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v); }
 
   async function refreshAudit() {
@@ -956,8 +970,7 @@
       var tr = document.createElement("tr");
       tr.dataset.field = r.field;
       tr.dataset.action = r.action;
-      var when = new Date(r.at);
-      [when.toLocaleTimeString(), r.who, r.action, r.field,
+      [stamp(r.at), r.who, r.action, r.field,
         show_(r.old) + " → " + show_(r.new), r.note || ""].forEach(function (v, i) {
         var td = document.createElement("td");
         if (i === 4) { var c = document.createElement("code"); c.textContent = v; td.appendChild(c); }
@@ -1125,6 +1138,24 @@
     eventId: function () { return state.eventId; },
   };
 
+  // ---- tables on a phone ---------------------------------------------------------------------
+
+  /** Each cell of a table.grid carries its column's heading (data-label), which a phone's
+   *  stacked layout (admin.css) shows before the value; rows are added by many views, so one
+   *  observer per table labels them as they come. */
+  function labelCells(table) {
+    var heads = Array.prototype.map.call(table.querySelectorAll("thead th"), function (th) { return th.textContent.trim(); });
+    function label() {
+      table.querySelectorAll("tbody tr").forEach(function (tr) {
+        Array.prototype.forEach.call(tr.children, function (td, i) {
+          if (heads[i] && td.colSpan === 1) td.dataset.label = heads[i]; else delete td.dataset.label;
+        });
+      });
+    }
+    new MutationObserver(label).observe(table.querySelector("tbody"), { childList: true });
+    label();
+  }
+
   // ---- start ---------------------------------------------------------------------------------
 
   document.addEventListener("DOMContentLoaded", function () {
@@ -1152,6 +1183,7 @@
     $("order-search").addEventListener("submit", searchOrders);
     $("bulk-form").addEventListener("submit", countBulk);
     $("bulk-go").addEventListener("click", runBulk);
+    document.querySelectorAll("table.grid").forEach(labelCells);
     window.addEventListener("hashchange", route);
     window.addEventListener("resize", schedule);
     defaultTimes();

@@ -131,7 +131,9 @@
     var changed = view !== S.view;
     S.view = view;
     VIEWS.forEach(function (v) { $("view-" + v).hidden = v !== view; });
-    $("turn-clock").hidden = !(S.access && (view === "pick" || view === "held"));
+    // One countdown on the page at a time: the turn while picking, then the hold, then payment
+    // (once seats are held the hold is the deadline that counts; checkout needs no turn).
+    $("turn-clock").hidden = !(S.access && view === "pick");
     if (view === "pick") {
       startPolling();
       S.fits.forEach(function (f) { f(); });
@@ -180,7 +182,7 @@
   }
 
   function accessValid() {
-    return !!(S.access && Date.parse(S.access.expires) > BO.now());
+    return !!(S.access && BO.msLeft(S.access.expires) > 0);
   }
 
   // ---- access ---------------------------------------------------------------------------------
@@ -189,7 +191,7 @@
   async function findAccess() {
     var token = BO.session.getItem(BO.accessKey(eventId));
     var expires = BO.session.getItem(BO.accessExpiresKey(eventId));
-    if (token && expires && Date.parse(expires) > BO.now()) return { token: token, expires: expires };
+    if (token && expires && BO.msLeft(expires) > 0) return { token: token, expires: expires };
     var queueId = BO.local.getItem(BO.queueKey(eventId));
     if (!queueId) return null;
     var r = await BO.api("/api/queue/" + encodeURIComponent(queueId), { tries: 4 });
@@ -748,8 +750,7 @@
     showError("held-error", "");
     showView("held");
     tick();
-    speak("Your tickets are held for " + BO.formatDuration(
-      (Date.parse(hold.expires_at) - BO.now()) / 1000) + ".");
+    speak("Your tickets are held for " + BO.formatDuration(BO.msLeft(hold.expires_at) / 1000) + ".");
   }
 
   function renderPicked(list, seats, section, quantity, amount, currency) {
@@ -873,8 +874,13 @@
         ? "Your card was declined, so no money was taken. Your seats were released."
         : "The payment failed, so no money was taken. Your seats were released.",
       expired: "The time to pay ran out, so the seats were released. No money was taken.",
-      voided: "Sorry — the seats were taken before the payment completed. "
-        + "The payment was cancelled and no money was taken.",
+      voided: order.status_reason === "buyer_limit"
+        ? "This order would go past the limit of tickets per buyer for this event: earlier "
+          + "orders with the same email or the same card already count towards it. The payment "
+          + "was cancelled, so nothing is charged (money already taken is refunded in full), "
+          + "and the seats were released."
+        : "Sorry — the seats were taken before the payment completed. "
+          + "The payment was cancelled and no money was taken.",
       refunded: "This order was refunded.",
     };
     showFailed(texts[order.status] || "This order can't be completed.");
@@ -1078,21 +1084,22 @@
     $("hold-announcer").textContent = text;
   }
 
+  /** Every countdown is the server's deadline less the server's time now (BO.msLeft). */
   function tick() {
     var now = BO.now();
     if (S.access) {
-      var turnLeft = Date.parse(S.access.expires) - now;
+      var turnLeft = BO.msLeft(S.access.expires);
       $("turn-countdown").textContent = BO.formatCountdown(turnLeft);
       if (turnLeft <= 0 && S.view === "pick") turnOver();
     }
     if (S.view === "held" && S.hold) {
-      var left = Date.parse(S.hold.expires_at) - now;
+      var left = BO.msLeft(S.hold.expires_at);
       $("hold-countdown").textContent = BO.formatCountdown(left);
       warnOnce("hold-" + S.hold.hold_id, left / 1000, "Less than a minute left to finish.");
       if (left <= 0) backToPick("Your hold expired and the seats were released. Please pick again.");
     }
     if (S.view === "pay" && S.order) {
-      var payLeft = Date.parse(S.order.expires_at) - now;
+      var payLeft = BO.msLeft(S.order.expires_at);
       $("pay-countdown").textContent = BO.formatCountdown(payLeft);
       warnOnce("pay-" + S.order.order_id, payLeft / 1000, "Less than a minute left to pay.");
       if (payLeft <= -5000 && !S.busy && now - (S.lastOrderCheck || 0) > 10000) {
@@ -1102,12 +1109,24 @@
     }
   }
 
+  /** Just admitted (the waiting room moved on by itself): say so, with the time left, and
+   * alert a fan who opted in — a notification when this tab is in the background. Once. */
+  function greetTurn() {
+    if (BO.session.getItem(BO.turnKey(eventId)) !== "new") return;
+    BO.session.removeItem(BO.turnKey(eventId));
+    var left = BO.formatDuration(BO.msLeft(S.access.expires) / 1000).replace(/^about /, "");
+    var name = S.event ? S.event.name : "your event";
+    document.title = "It's your turn — " + name;
+    speak("It's your turn! You have " + left + " to choose your seats.");
+    BO.alerts.turn("It's your turn — " + name, "Choose your seats within " + left + ".");
+  }
+
   // ---- start ----------------------------------------------------------------------------------
 
   function storedHold() {
     try {
       var h = JSON.parse(BO.session.getItem(holdKey) || "null");
-      if (h && h.hold_id && Date.parse(h.expires_at) > BO.now()) return h;
+      if (h && h.hold_id && BO.msLeft(h.expires_at) > 0) return h;
     } catch (e) { /* ignore */ }
     BO.session.removeItem(holdKey);
     return null;
@@ -1182,6 +1201,7 @@
       if (!loaded) showError("pick-error", "We couldn't load the seat map yet: retrying…");
       showView("pick");
       tick();
+      greetTurn();
     } catch (e) {
       goOut("We could not reach Boxoffice. Please reload the page.", "Back to the waiting room");
     }

@@ -287,6 +287,9 @@
     renderWaiting();
   }
 
+  /** Admitted: keep the access token and its expiry (the server's: the one deadline both pages
+   * count down to) and move on to the seat map by itself — except when the fan came back to
+   * this page with the browser's Back button, who gets the link instead of a loop. */
   function handleAdmitted(token, expiresAt, nextUrl) {
     S.finished = true;
     stopEverything();
@@ -294,13 +297,24 @@
       BO.session.setItem(BO.accessKey(eventId), token);
       if (expiresAt) BO.session.setItem(BO.accessExpiresKey(eventId), expiresAt);
     }
-    S.accessExpiresAt = expiresAt ? Date.parse(expiresAt) : null;
+    S.accessExpiresAt = expiresAt || null;
     var link = $("admitted-link");
     link.href = nextUrl || "/e/" + encodeURIComponent(eventId) + "/seats";
     $("progress-fill").style.width = "100%";
     setConnection("none", "");
     showView("admitted");
     updateClock();
+    if (token && !cameBack()) {
+      BO.session.setItem(BO.turnKey(eventId), "new"); // the seat page greets and alerts once
+      $("admitted-moving").hidden = false;
+      location.assign(link.href);
+    }
+  }
+
+  function cameBack() {
+    var nav = window.performance && performance.getEntriesByType
+      ? performance.getEntriesByType("navigation")[0] : null;
+    return !!(nav && nav.type === "back_forward");
   }
 
   function handleClosed(reason) {
@@ -357,7 +371,7 @@
       S.nextCheckAt = Date.now() + BO.jitter(REOPEN_CHECK_MS);
       checkReopened();
     } else if (S.state === "admitted" && S.accessExpiresAt) {
-      var rest = S.accessExpiresAt - now;
+      var rest = BO.msLeft(S.accessExpiresAt);
       if (rest <= 0) {
         S.accessExpiresAt = null;
         BO.session.removeItem(BO.accessKey(eventId));
@@ -366,8 +380,8 @@
         showView("expired");
         return;
       }
-      $("admitted-expiry").textContent = "Your turn is held for " + BO.formatCountdown(rest)
-        + " (until " + BO.formatTime(new Date(S.accessExpiresAt).toISOString()) + ").";
+      $("admitted-expiry").textContent = "Time left to choose your seats: " + BO.formatCountdown(rest)
+        + " (until " + BO.formatClock(Date.parse(S.accessExpiresAt), S.event && S.event.timezone) + ").";
     }
   }
 
@@ -440,6 +454,7 @@
       var msg;
       try { msg = JSON.parse(e.data); } catch (err) { return; }
       if (gen !== S.generation) return;
+      if (msg && msg.server_time) BO.learnServerTime(msg.server_time, 0, S.lastMessageAt);
       handleMessage(msg);
     };
     ws.onerror = function () { /* onclose follows */ };
@@ -728,6 +743,38 @@
     enterQueue();
   }
 
+  // ---- the turn alert (opt-in: a click asks for the notification permission) ----------------
+
+  function showAlerts(permission) {
+    var on = BO.alerts.on();
+    var button = $("alerts-button");
+    button.setAttribute("aria-pressed", on ? "true" : "false");
+    button.textContent = on ? "Alerts on — turn off" : "Alert me when it's my turn";
+    var note = "A sound, a vibration and a notification if this tab is in the background.";
+    if (on && permission === "granted") {
+      note = "We will play a sound, vibrate and show a notification when it's your turn.";
+    } else if (on) {
+      note = "We will play a sound and vibrate when it's your turn (no notification: "
+        + (permission === "denied" ? "notifications are blocked for this site in your browser's settings"
+          : permission === "default" ? "notifications were not allowed"
+            : "this browser has none") + ").";
+    }
+    $("alerts-note").textContent = note
+      + " When your turn comes, this page moves on to the seat map by itself.";
+  }
+
+  async function toggleAlerts() {
+    if (BO.alerts.on()) {
+      BO.alerts.disable();
+      showAlerts(BO.alerts.notifications());
+      speak("Alerts are off.");
+      return;
+    }
+    var permission = await BO.alerts.enable();
+    showAlerts(permission);
+    speak(permission === "granted" ? "Alerts are on, with notifications." : "Alerts are on.");
+  }
+
   // ---- start --------------------------------------------------------------------------------
 
   function wake() {
@@ -744,10 +791,15 @@
     $("blocked-retry").addEventListener("click", function () { showView("loading"); enterQueue(); });
     $("check-again").addEventListener("click", function () { showView("loading"); enterQueue(); });
     $("buy-more").addEventListener("click", rejoin);
+    $("alerts-button").addEventListener("click", toggleAlerts);
+    showAlerts(BO.alerts.notifications());
     document.addEventListener("visibilitychange", function () {
       if (document.visibilityState === "visible") wake();
     });
     window.addEventListener("online", wake);
+    window.addEventListener("pageshow", function (e) {
+      if (e.persisted) $("admitted-moving").hidden = true; // back from the seats, as we left it
+    });
     setInterval(updateClock, 1000);
     if (!eventId) {
       showError("This page address does not name an event.");
