@@ -7,6 +7,7 @@
 --            (lib/holds.lua)
 -- KEYS[10] active     ZSET  admitted sessions: queue_id -> expiry ms
 -- KEYS[11] inventory  HASH  present once seat state was built from PostgreSQL
+-- KEYS[12] attempts  STRING the visitor's hold attempts in this window (lib/window.lua)
 -- ARGV[1] hold_id for the new hold
 -- ARGV[2] visitor_id
 -- ARGV[3] queue_id of the visitor's admitted session
@@ -15,20 +16,29 @@
 -- ARGV[6] standing section id, or ""
 -- ARGV[7] quantity in that section (0 if none)
 -- ARGV[8] "1" for claim mode, "0" otherwise
--- ARGV[9..] assigned seat ids
+-- ARGV[9] most hold attempts a visitor may make in a window (KEYS[12]); 0: not counted
+-- ARGV[10] window length in ms
+-- ARGV[11..] assigned seat ids
 --
 -- Returns {"ok", expires_ms, replaced_hold_id or ""}
 --      or {"unavailable", seat_id...}         (assigned seats held by others or sold)
 --      or {"ga_unavailable", available_now}   (not enough standing capacity)
 --      or {"no_session"}                      (the admitted session is over)
 --      or {"not_ready"}                       (seat state must be rebuilt first)
+--      or {"rate_limited", ms until the window resets}  (too many attempts: nothing else done)
 --#include clock
 --#include holds
+--#include window
 
 local now = now_ms(ARGV[5])
 local hold_id, visitor, queue_id = ARGV[1], ARGV[2], ARGV[3]
 local claim = ARGV[8] == '1'
 if redis.call('EXISTS', KEYS[11]) == 0 then return {'not_ready'} end
+local most = tonumber(ARGV[9])
+if most > 0 then
+  local attempt = count_attempt(KEYS[12], most, tonumber(ARGV[10]))
+  if attempt[1] == 0 then return {'rate_limited', attempt[2]} end
+end
 purge_expired(now, 100)
 
 if claim and is_live(hold_id, now) then return {'ok', hold_expiry(hold_id), ''} end
@@ -45,7 +55,7 @@ end
 
 local taken = {}
 local seats = {}
-for i = 9, #ARGV do
+for i = 11, #ARGV do
   local seat = ARGV[i]
   seats[#seats + 1] = seat
   local holder = redis.call('HGET', KEYS[1], seat)

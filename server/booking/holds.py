@@ -86,21 +86,21 @@ class Holds:
             bought = 0
         if rules.over_buyer_limit(bought, len(seats) + quantity, limit):
             raise buyer_limit_error(limit, bought)
-        k = EventKeys(ev.id)
-        allowed, reset_ms = await self.inventory.allow(
-            k.rate("hold", claims.v), HOLD_ATTEMPTS_PER_WINDOW, HOLD_WINDOW_MS
-        )
-        if not allowed:
-            raise RateLimited(
-                "too many hold attempts; wait a moment", retry_after=max(1, reset_ms // 1000)
-            )
         if ev.closed:
             raise Conflict("the sale is closed", code="sale_closed")
+        k = EventKeys(ev.id)
         hold_id = f"{ev.id}.{new_id()}"
         policy = hold_policy(self.settings, ev.hold_minutes)
+        # the attempt is counted by the hold script itself: one Redis call a hold
         result = await self.take(
-            k, hold_id, claims.v, claims.q, policy.hold_ms, seats, section, quantity
-        )
+            k, hold_id, claims.v, claims.q, policy.hold_ms, seats, section, quantity,
+            attempts=(HOLD_ATTEMPTS_PER_WINDOW, HOLD_WINDOW_MS),
+        )  # fmt: skip
+        if result.status == "rate_limited":
+            raise RateLimited(
+                "too many hold attempts; wait a moment",
+                retry_after=max(1, result.reset_ms // 1000),
+            )
         if result.status == "unavailable":
             raise Conflict(
                 "some seats were just taken",
@@ -165,13 +165,15 @@ class Holds:
         section: str | None,
         quantity: int,
         claim: bool = False,
+        attempts: tuple[int, int] | None = None,
     ) -> HoldResult:
         """Run the hold script, rebuilding seat state from PostgreSQL once if Redis lost it.
-        `claim` takes the seats again for a late payment (no admitted session needed)."""
+        `claim` takes the seats again for a late payment (no admitted session needed);
+        `attempts` see Inventory.hold."""
         for _ in range(2):
             result = await self.inventory.hold(
                 k, hold_id, visitor_id, queue_id, hold_ms, seats, section or "", quantity,
-                claim=claim,
+                claim=claim, attempts=attempts,
             )  # fmt: skip
             if result.status != "not_ready":
                 return result

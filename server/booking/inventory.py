@@ -20,11 +20,12 @@ HOLD_SCRIPTS = (
 
 
 class HoldResult(msgspec.Struct, frozen=True):
-    status: str  # ok | unavailable | ga_unavailable | no_session | not_ready
+    status: str  # ok | unavailable | ga_unavailable | no_session | not_ready | rate_limited
     expires_ms: int = 0
     replaced: str = ""
     taken: tuple[str, ...] = ()
     available: int = 0
+    reset_ms: int = 0  # rate_limited: ms until the visitor's window of attempts resets
 
 
 class HoldRecord(msgspec.Struct, frozen=True):
@@ -126,10 +127,14 @@ class Inventory:
         quantity: int = 0,
         claim: bool = False,
         now_ms: int | None = None,
+        attempts: tuple[int, int] | None = None,
     ) -> HoldResult:
-        keys = [*k.hold_keys(), k.active, k.inventory]
+        """`attempts` (most, window ms): count this attempt against the visitor's hold attempts
+        first, in the same script (hold.lua), and refuse it over the limit."""
+        keys = [*k.hold_keys(), k.active, k.inventory, k.rate("hold", visitor_id)]
+        most, window_ms = attempts or (0, 0)
         args: list[str | int] = [hold_id, visitor_id, queue_id, hold_ms, time_arg(now_ms)]
-        args += [ga_section, quantity, "1" if claim else "0", *seats]
+        args += [ga_section, quantity, "1" if claim else "0", most, window_ms, *seats]
         r = await self._run("hold", keys, args)
         status = as_text(r[0])
         if status == "ok":
@@ -138,6 +143,8 @@ class Inventory:
             return HoldResult(status, taken=tuple(as_text(x) for x in r[1:]))
         if status == "ga_unavailable":
             return HoldResult(status, available=int(r[1]))
+        if status == "rate_limited":
+            return HoldResult(status, reset_ms=int(r[1]))
         return HoldResult(status)
 
     async def allow(self, key: str, limit: int, window_ms: int) -> tuple[bool, int]:

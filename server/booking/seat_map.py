@@ -116,14 +116,20 @@ class _Built:
         self.statuses = self.layout.statuses(state)
         self.version = self.layout.version(self.statuses)
         self.event_state = event_state(ev)
-        self._full: tuple[SeatMap, bytes] | None = None
+        self._map: SeatMap | None = None
+        self._body: bytes | None = None
         self._compact: dict[str | None, bytes] = {}
 
-    def full(self) -> tuple[SeatMap, bytes]:
-        if self._full is None:
-            seat_map = build_seat_map(self.ev, self.state, self.event_state)
-            self._full = (seat_map, msgspec.json.encode(seat_map))
-        return self._full
+    def seat_map(self) -> SeatMap:
+        if self._map is None:
+            self._map = build_seat_map(self.ev, self.state, self.event_state)
+        return self._map
+
+    def body(self) -> bytes:
+        """The full map's JSON (~20 ms for 20,000 seats, so only when someone reads it)."""
+        if self._body is None:
+            self._body = msgspec.json.encode(self.seat_map())
+        return self._body
 
     def compact(self, since: str | None, old: bytes | None) -> bytes:
         """The compact map, as a delta from `old` (the statuses of version `since`) if given."""
@@ -174,11 +180,11 @@ class SeatMaps:
         self.builds = 0  # maps built by this process (the tests read it)
 
     async def get(self, event_id: str) -> SeatMap:
-        return (await self._current(event_id)).full()[0]
+        return (await self._current(event_id)).seat_map()
 
     async def encoded(self, event_id: str) -> bytes:
         """The full map as JSON, encoded once per build."""
-        return (await self._current(event_id)).full()[1]
+        return (await self._current(event_id)).body()
 
     async def compact(self, event_id: str, since: str | None = None) -> bytes:
         """The compact map as JSON: a delta from version `since` when this process still knows

@@ -70,11 +70,14 @@ class Batcher:
         self._flushes: set[asyncio.Task[None]] = set()
         self._scheduled = False
 
-    async def run(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
+    def run(
+        self, script: AsyncScript, keys: list[str], args: list[str | int]
+    ) -> asyncio.Future[Any]:
+        """The script's answer, to await (a future: no task or coroutine per call)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((script, keys, args, future))
         self._schedule()
-        return await future
+        return future
 
     def _schedule(self) -> None:
         """A flush at the next loop turn, unless one is due or MAX_IN_FLIGHT pipelines are on
@@ -99,6 +102,14 @@ class Batcher:
 
     async def _flush(self, batch: list[_Call]) -> None:
         try:
+            await self._answer(batch)
+        finally:  # cancelled (the loop is closing) or failed: no caller waits forever
+            for *_, future in batch:
+                if not future.done():
+                    future.cancel()
+
+    async def _answer(self, batch: list[_Call]) -> None:
+        try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for script, keys, args, _ in batch:
                     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -106,13 +117,13 @@ class Batcher:
         except Exception as exc:
             results = [exc] * len(batch)
         for (script, keys, args, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, NoScriptError):
+            if isinstance(result, NoScriptError) and not future.done():
                 try:  # the script alone: EVALSHA, and on NOSCRIPT it is loaded and run again
                     result = await script(keys=keys, args=args)
                 except Exception as exc:
                     result = exc
+            if future.done():  # its caller gave up (cancelled) meanwhile
+                continue
             if isinstance(result, Exception):
                 future.set_exception(result)
             else:

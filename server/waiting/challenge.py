@@ -199,9 +199,8 @@ class Guard:
         checks = [(k.rate(kind, visitor_id), per_visitor)]
         if counts_address(address):
             checks.append((k.rate(kind, f"a:{address}"), per_address))
-        answers = await asyncio.gather(
-            *(self._rate(keys=[key], args=[most, WINDOW_MS]) for key, most in checks)
-        )
+        calls = [self._rate(keys=[key], args=[most, WINDOW_MS]) for key, most in checks]
+        answers = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
         refused = max((int(reset) for allowed, reset in answers if not allowed), default=0)
         if refused:
             raise RateLimited(
@@ -283,8 +282,8 @@ class Guard:
 def _keywords(batcher: Batched) -> Callable[..., Awaitable[Any]]:
     """A batched script called like a registered one: keys=…, args=…."""
 
-    async def call(keys: list[str], args: list[str | int]) -> Any:
-        return await batcher(keys, args)
+    def call(keys: list[str], args: list[str | int]) -> Awaitable[Any]:
+        return batcher(keys, args)
 
     return call
 
