@@ -19,6 +19,9 @@ HOLD_SCRIPTS = (
 )  # fmt: skip
 
 
+MAX_EVENTS_KEPT = 1000  # events whose hold keys a process keeps spelled out
+
+
 class HoldResult(msgspec.Struct, frozen=True):
     status: str  # ok | unavailable | ga_unavailable | no_session | not_ready | rate_limited
     expires_ms: int = 0
@@ -111,6 +114,15 @@ class Inventory:
     def __init__(self, client: AnyRedis) -> None:
         self.redis = client
         self._s = lua.register_batched(client, *HOLD_SCRIPTS)
+        self._hold_keys: dict[str, list[str]] = {}  # event id -> hold.lua's KEYS[1..11]
+
+    def _keys_of_hold(self, k: EventKeys, visitor_id: str) -> list[str]:
+        fixed = self._hold_keys.get(k.event_id)
+        if fixed is None:
+            if len(self._hold_keys) >= MAX_EVENTS_KEPT:
+                self._hold_keys.clear()
+            fixed = self._hold_keys[k.event_id] = [*k.hold_keys(), k.active, k.inventory]
+        return [*fixed, k.rate("hold", visitor_id)]
 
     async def _run(self, name: str, keys: list[str], args: list[str | int]) -> Any:
         return await self._s[name](keys, args)
@@ -131,7 +143,7 @@ class Inventory:
     ) -> HoldResult:
         """`attempts` (most, window ms): count this attempt against the visitor's hold attempts
         first, in the same script (hold.lua), and refuse it over the limit."""
-        keys = [*k.hold_keys(), k.active, k.inventory, k.rate("hold", visitor_id)]
+        keys = self._keys_of_hold(k, visitor_id)
         most, window_ms = attempts or (0, 0)
         args: list[str | int] = [hold_id, visitor_id, queue_id, hold_ms, time_arg(now_ms)]
         args += [ga_section, quantity, "1" if claim else "0", most, window_ms, *seats]
