@@ -531,6 +531,65 @@ async def test_seat_taken_while_choosing(
         await rival.close()
 
 
+async def test_the_per_buyer_limit_is_said_in_words(
+    base_url: str, browser: Browser, admin: aiohttp.ClientSession
+) -> None:
+    """Limit 4. A fan checks out 2 seats under an email whose other order (3 seats, another
+    device) is paid first: paying is refused and the page says why; a new checkout under that
+    email is refused at once, in words, with the seats still held."""
+    event_id = await create_event(admin, rate_per_min=6000, max_seats_per_order=4)
+    other, token = await admitted_visitor(base_url, event_id)
+    try:
+        async with other.post(
+            f"/api/events/{event_id}/holds",
+            json={"seats": ["A-5-1", "A-5-2", "A-5-3"]},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            assert response.status == 201, await response.text()
+            hold_id = (await response.json())["hold_id"]
+        async with other.post(
+            f"/api/holds/{hold_id}/checkout", json={"email": "limit@example.com"}
+        ) as response:
+            assert response.status == 201, await response.text()
+            order_id = (await response.json())["order_id"]
+
+        page = await admitted_seat_page(browser, base_url, event_id)
+        await seat(page, "A-4-1").click()
+        await seat(page, "A-4-2").click()
+        await page.locator("#hold-button").click()
+        await page.locator("#email").fill("limit@example.com")
+        await page.locator("#checkout-button").click()  # nothing paid yet: accepted
+        await expect(page.locator("#view-pay")).to_be_visible()
+        async with other.post(
+            f"/api/orders/{order_id}/pay", json={"card": "4242424242424242"}
+        ) as response:
+            assert response.status == 200, await response.text()
+    finally:
+        await other.close()
+    await page.locator("#card").fill("4242 4242 4242 4242")
+    await page.locator("#pay-button").click()
+    await expect(page.locator("#view-failed")).to_be_visible()
+    await expect(page.locator("#failed-text")).to_contain_text(
+        "limit of tickets per buyer for this event"
+    )
+    await expect(page.locator("#failed-text")).to_contain_text("nothing is charged")
+
+    await page.locator("#pick-again").click()
+    await expect(seat(page, "A-4-1")).to_have_class(re.compile(r"\bfree\b"), timeout=TIMEOUT_MS)
+    await seat(page, "A-4-1").click()
+    await seat(page, "A-4-2").click()
+    await page.locator("#hold-button").click()
+    await page.locator("#email").fill("Limit+again@Example.com")
+    await page.locator("#checkout-button").click()
+    error = page.locator("#held-error")
+    await expect(error).to_contain_text(
+        "Each buyer can have at most 4 tickets for this event, and 3 tickets have already been"
+        " bought."
+    )
+    await expect(error).to_contain_text("Your seats are still held")
+    await expect(page.locator("#view-held")).to_be_visible()
+
+
 async def test_declined_card_releases_seats(
     base_url: str, browser: Browser, admin: aiohttp.ClientSession
 ) -> None:

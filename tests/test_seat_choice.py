@@ -5,6 +5,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -44,6 +45,27 @@ def test_best_block(
     rows: list[list[bool]], quantity: int, expected: tuple[int, int] | None
 ) -> None:
     assert best_block(rows, quantity) == expected
+
+
+def every_block_scored(rows: list[list[bool]], quantity: int) -> tuple[int, int] | None:
+    """The rule as written in best_seats' docstring, by brute force: every block scored."""
+    blocks = [
+        ((2 * r) ** 2 + (2 * f + quantity - 1 - (len(row) + 1)) ** 2, r, f)
+        for r, row in enumerate(rows, start=1)
+        for f in range(1, len(row) - quantity + 2)
+        if all(row[f - 1 : f - 1 + quantity])
+    ]
+    return min(blocks)[1:] if blocks else None
+
+
+def test_best_block_agrees_with_every_block_scored() -> None:
+    rng = random.Random(11)
+    for _ in range(2000):
+        width = rng.randint(1, 14)
+        free = rng.random()
+        rows = [[rng.random() < free for _ in range(width)] for _ in range(rng.randint(1, 6))]
+        quantity = rng.randint(1, 6)
+        assert best_block(rows, quantity) == every_block_scored(rows, quantity), (rows, quantity)
 
 
 # ---- the API -------------------------------------------------------------------------------

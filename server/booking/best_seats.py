@@ -8,7 +8,7 @@ fan holds it through the normal hold (POST …/holds), which may still find a se
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from server.core import rules
 from server.core.errors import Conflict, Invalid
@@ -16,23 +16,35 @@ from server.core.messages import BestSeats, BestSeatsRequest, SeatMap
 from server.store import db
 
 
-def best_block(rows: Sequence[Sequence[bool]], quantity: int) -> tuple[int, int] | None:
+def best_block(rows: Iterable[Sequence[bool]], quantity: int) -> tuple[int, int] | None:
     """(row, first seat), both from 1, of the best `quantity` adjacent seats where rows[r][s]
-    says whether seat s+1 of row r+1 may be taken; None if no row has that many side by side."""
+    says whether seat s+1 of row r+1 may be taken; None if no row has that many side by side.
+
+    Within a run of free seats the score falls towards the middle, so only the block nearest
+    the middle of each run is scored; rows are scanned from the stage and the scan stops at
+    the first row whose distance alone is no better than the best block found."""
     if quantity < 1:
         return None
     best: tuple[int, int, int] | None = None
     for r, row in enumerate(rows, start=1):
+        dy = (2 * r) ** 2
+        if best is not None and dy >= best[0]:
+            break
         width = len(row)
-        run = 0
-        for s, free in enumerate(row, start=1):
-            run = run + 1 if free else 0
-            if run < quantity:
+        middle = (width + 2 - quantity) // 2  # the first seat of a block centred in the row
+        s = 0
+        while s < width:
+            if not row[s]:
+                s += 1
                 continue
-            first = s - quantity + 1
-            score = (2 * r) ** 2 + (first + s - (width + 1)) ** 2
-            if best is None or (score, r, first) < best:
-                best = (score, r, first)
+            start = s
+            while s < width and row[s]:
+                s += 1
+            lo, hi = start + 1, s - quantity + 1  # first seats of the blocks in this run
+            for first in {min(max(f, lo), hi) for f in (middle, middle + 1)} if hi >= lo else ():
+                score = dy + (2 * first + quantity - width - 2) ** 2
+                if best is None or (score, r, first) < best:
+                    best = (score, r, first)
     return None if best is None else (best[1], best[2])
 
 
@@ -49,10 +61,10 @@ def suggest(ev: db.EventRow, seat_map: SeatMap, body: BestSeatsRequest) -> BestS
         raise Invalid(
             f"at most {limit} seats per order", code="too_many_seats", extra={"limit": limit}
         )  # the same answer as a hold of too many seats
-    grid = [
+    grid = (  # row by row, as the scan asks: it stops at the first row too far back
         [seat.status == "free" and (seat.accessible or not body.accessible) for seat in row.seats]
         for row in section.rows
-    ]
+    )
     found = best_block(grid, body.quantity)
     if found is None:
         kind = "accessible seats" if body.accessible else "seats"

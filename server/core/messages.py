@@ -48,6 +48,25 @@ SeatId = Annotated[
 ]
 # Accessible seats named at once (in a section at creation, or in one admin call)
 MAX_ACCESSIBLE_PER_CALL = 2000
+Description = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=4000,
+        pattern=ids.schema_pattern(ids.PARAGRAPHS_BODY),
+        description="plain text for the event page; line breaks kept, no other control characters",
+    ),
+]
+ImageUrl = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=500,
+        pattern=ids.schema_pattern(ids.IMAGE_URL_BODY),
+        description="the event page's image: an https URL, or a path on this site (/static/…)",
+        examples=["https://images.example.com/spring-tour.jpg"],
+    ),
+]
 TimeZone = Annotated[
     str,
     Meta(
@@ -69,6 +88,24 @@ def check_timezone(name: str) -> None:
     """A ValueError (a validation error while decoding) unless `name` is in the zone database."""
     if name not in _known_zones():
         raise ValueError(f"timezone: {name!r} is not a time zone name such as Europe/Berlin")
+
+
+# ISO 4217 codes of the currencies in use (2025), the only ones an event may be priced in.
+CURRENCIES = frozenset(
+    """AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP
+    BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL
+    GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW
+    KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN
+    NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK
+    SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS
+    VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG""".split()  # noqa: SIM905
+)
+
+
+def check_currency(code: str) -> None:
+    """A ValueError (a validation error while decoding) unless `code` is a known ISO 4217 code."""
+    if code not in CURRENCIES:
+        raise ValueError(f"currency: {code!r} is not a known ISO 4217 code, such as EUR or USD")
 
 
 ChallengePolicy = Literal["off", "adaptive", "always"]  # bot challenge (proof of work) at join
@@ -107,8 +144,11 @@ class EventCreate(Struct, forbid_unknown_fields=True, frozen=True):
     challenge: ChallengePolicy = "adaptive"
     max_tickets_per_buyer: TicketsPerBuyer | None = None  # None: max_seats_per_order
     timezone: TimeZone = "UTC"
+    description: Description | None = None
+    image_url: ImageUrl | None = None
 
     def __post_init__(self) -> None:
+        check_currency(self.currency)
         check_timezone(self.timezone)
 
 
@@ -124,6 +164,14 @@ class EventPatch(Struct, forbid_unknown_fields=True, frozen=True):
     challenge: ChallengePolicy | UnsetType = UNSET
     max_tickets_per_buyer: TicketsPerBuyer | UnsetType | None = UNSET  # null: the default
     timezone: TimeZone | UnsetType = UNSET
+    description: Description | UnsetType | None = UNSET  # null: none
+    image_url: ImageUrl | UnsetType | None = UNSET  # null: none
+    # Before the sale starts (server.ops.catalog.check_change): edit, postpone.
+    name: Name | UnsetType = UNSET
+    venue: Name | UnsetType = UNSET
+    starts_at: AwareTime | UnsetType = UNSET
+    sale_starts_at: AwareTime | UnsetType = UNSET
+    prequeue_opens_at: AwareTime | UnsetType = UNSET
 
     def __post_init__(self) -> None:
         if not isinstance(self.timezone, UnsetType):
@@ -171,6 +219,8 @@ class Event(Struct, frozen=True):
     # shows and enforces the smaller
     max_seats_per_order: int | None = None
     max_tickets_per_buyer: int | None = None
+    description: str | None = None  # the event page's text
+    image_url: str | None = None  # the event page's image: https, or a path on this site
 
 
 # ---- queue -----------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ async def patch_event(request: web.Request) -> web.Response:
     patch = await read_json(request, EventPatch)
     room = request.app[ROOM]
     current = await room.cache.require(request.match_info["event_id"])
+    patch = catalog.check_change(current, patch)
     p = await step_up(request, p, patch_is_high_risk(current.rate_per_min, current.closed, patch))
     ev = await room.change(current.id, patch, who=p.who, step_up=p.stepped_up)
     return json_response(catalog.present(ev, with_settings=True))

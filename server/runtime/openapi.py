@@ -107,7 +107,7 @@ OPERATIONS: list[tuple[str, str, str, Any, int, Any, str | None]] = [
     ("get", "/api/admin/events", "All events with settings", None, 200, list[Event], "admin"),
     ("post", "/api/admin/events", "Create an event", EventCreate, 201, Event, "admin"),
     ("get", "/api/admin/events/{event_id}", "One event with settings", None, 200, Event, "admin"),
-    ("patch", "/api/admin/events/{event_id}", "Change live settings", EventPatch, 200, Event, "admin"),
+    ("patch", "/api/admin/events/{event_id}", "Change live settings, the name and venue; until the sale starts also its times (then 409 sale_started)", EventPatch, 200, Event, "admin"),
     ("patch", "/api/admin/events/{event_id}/seats", "Mark assigned seats accessible or not (audited)", SeatsPatch, 200, SeatAttributes, "admin"),
     ("get", "/api/admin/events/{event_id}/stats", "Live figures", None, 200, Stats, "admin"),
     ("post", "/api/admin/events/{event_id}/admit", "Admit the next N now (body {count})", AdmitNow, 200, None, "admin"),

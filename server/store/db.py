@@ -57,6 +57,8 @@ class EventRow(msgspec.Struct, frozen=True):
     challenge: ChallengePolicy = "adaptive"
     max_tickets_per_buyer: int | None = None
     timezone: str = "UTC"  # the venue's IANA time zone (010_timezone.sql)
+    description: str | None = None  # the event page (013_event_page.sql)
+    image_url: str | None = None
     sections: list[SectionRow] = []
 
     @property
@@ -160,7 +162,7 @@ async def require_current(pool: Pool) -> None:
 EVENT_COLUMNS = (
     "id, name, venue, starts_at, sale_starts_at, prequeue_opens_at, currency, rate_per_min,"
     " max_active, session_minutes, hold_minutes, max_seats_per_order, paused, closed, sold_out,"
-    " challenge, max_tickets_per_buyer, timezone"
+    " challenge, max_tickets_per_buyer, timezone, description, image_url"
 )
 
 
@@ -212,14 +214,13 @@ async def insert_event(
         inserted = await conn.fetchval(
             "INSERT INTO events (id, name, venue, starts_at, sale_starts_at, prequeue_opens_at,"
             " currency, rate_per_min, max_active, session_minutes, hold_minutes,"
-            " max_seats_per_order, challenge, max_tickets_per_buyer, timezone)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
+            " max_seats_per_order, challenge, max_tickets_per_buyer, timezone, description,"
+            " image_url) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
             " ON CONFLICT (id) DO NOTHING RETURNING id",
             event_id, body.name, body.venue, body.starts_at, body.sale_starts_at,
             prequeue_opens_at, body.currency, body.rate_per_min, body.max_active,
             body.session_minutes, body.hold_minutes, body.max_seats_per_order, body.challenge,
-            body.max_tickets_per_buyer,
-            body.timezone,
+            body.max_tickets_per_buyer, body.timezone, body.description, body.image_url,
         )  # fmt: skip
         if inserted is None:
             return False

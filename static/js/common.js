@@ -126,17 +126,13 @@
     }
   }
 
-  var timeOnly = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
-
-  /** A date and time; with `timeZone` (the event's IANA zone) in that zone, the zone named. */
-  function formatDateTime(iso, timeZone) {
-    var d = new Date(iso);
+  // Fan pages load static/js/i18n.js first: dates then speak the page's language (not the
+  // browser's). The console has no i18n.js: it keeps the browser's own.
+  function dateParts(when, options, timeZone) {
+    if (window.I18N) return window.I18N.dateTime(when, options, timeZone);
+    var d = when instanceof Date ? when : new Date(when);
     if (isNaN(d.getTime())) return "";
-    var options = {
-      weekday: "short", day: "numeric", month: "short", year: "numeric",
-      hour: "2-digit", minute: "2-digit",
-    };
-    if (timeZone) { options.timeZone = timeZone; options.timeZoneName = "short"; }
+    if (timeZone) options.timeZone = timeZone;
     try {
       return new Intl.DateTimeFormat(undefined, options).format(d);
     } catch (e) {
@@ -145,22 +141,25 @@
     }
   }
 
+  /** A date and time; with `timeZone` (the event's IANA zone) in that zone, the zone named. */
+  function formatDateTime(iso, timeZone) {
+    var options = {
+      weekday: "short", day: "numeric", month: "short", year: "numeric",
+      hour: "2-digit", minute: "2-digit",
+    };
+    if (timeZone) options.timeZoneName = "short";
+    return dateParts(iso, options, timeZone);
+  }
+
   function formatTime(iso) {
-    var d = new Date(iso);
-    return isNaN(d.getTime()) ? "" : timeOnly.format(d);
+    return dateParts(iso, { hour: "2-digit", minute: "2-digit" });
   }
 
   /** A clock time in a time zone (an IANA name; the browser's own if missing or unknown),
    * with the zone named: "20:45 CET". */
   function formatClock(ms, timeZone) {
-    var options = { hour: "2-digit", minute: "2-digit", timeZoneName: "short" };
-    if (timeZone) options.timeZone = timeZone;
-    try {
-      return new Intl.DateTimeFormat(undefined, options).format(new Date(ms));
-    } catch (e) {
-      delete options.timeZone;
-      return new Intl.DateTimeFormat(undefined, options).format(new Date(ms));
-    }
+    return dateParts(new Date(ms), { hour: "2-digit", minute: "2-digit", timeZoneName: "short" },
+      timeZone);
   }
 
   /** "2 d 03:04:05", "03:04:05" or "04:05" for a countdown. */
@@ -175,14 +174,26 @@
     return d ? d + " d " + clock : clock;
   }
 
-  /** Words for a duration: "less than a minute", "about 4 minutes", "about 1 h 20 min". */
+  /** Words for a duration: "less than a minute", "about 4 minutes", "about 1 h 20 min" — in
+   * the page's language on fan pages; in English on the console, which has no i18n.js. */
   function formatDuration(seconds) {
-    if (seconds < 60) return "less than a minute";
+    var t = window.I18N ? window.I18N.t : english;
+    if (seconds < 60) return t("common.duration.under_minute");
     var minutes = Math.round(seconds / 60);
-    if (minutes < 60) return "about " + minutes + (minutes === 1 ? " minute" : " minutes");
+    if (minutes < 60) return t("common.duration.minutes", { count: minutes });
     var h = Math.floor(minutes / 60);
     var m = minutes % 60;
-    return "about " + h + " h" + (m ? " " + m + " min" : "");
+    return m ? t("common.duration.hours_minutes", { h: h, m: m }) : t("common.duration.hours", { h: h });
+  }
+
+  function english(key, params) {
+    var p = params || {};
+    return {
+      "common.duration.under_minute": "less than a minute",  // console: English
+      "common.duration.minutes": "about " + p.count + (p.count === 1 ? " minute" : " minutes"),  // console: English
+      "common.duration.hours_minutes": "about " + p.h + " h " + p.m + " min",  // console: English
+      "common.duration.hours": "about " + p.h + " h",  // console: English
+    }[key];
   }
 
   function eventIdFromPath() {
