@@ -928,3 +928,94 @@ async def test_card_unknown_while_stripe_cannot_say_is_retried_not_decided(
     fake.outage.clear()
     assert (await deliver(shop, fake, payload))["result"] == "paid"
     assert (await order_row(pg, sale.order_id)).card_fingerprint == fake.fingerprint(CARD)
+
+
+# ---- the capture queue -------------------------------------------------------------------------
+
+
+async def owed_captures(pg: asyncpg.Pool, *order_ids: str) -> list[tuple[str, bool, int]]:
+    """(order id, done, attempts) of these orders' captures."""
+    rows = await pg.fetch(
+        "SELECT order_id, done_at IS NOT NULL AS done, attempts FROM payment_actions"
+        " WHERE action = 'capture' AND order_id = ANY($1) ORDER BY order_id",
+        list(order_ids),
+    )
+    return [(r["order_id"], r["done"], r["attempts"]) for r in rows]
+
+
+async def test_two_processes_capture_every_sale_once_and_only_after_its_commit(
+    shop: Client,
+    fake: FakeStripe,
+    pg: asyncpg.Pool,
+    stripe_settings: Settings,
+    aiohttp_client: Any,
+) -> None:
+    """Both processes confirm sales at once; each one's capture turn claims every capture owed
+    (its own and the other's): the row lock makes each run exactly once, after its commit."""
+    other: Client = await aiohttp_client(create_app(stripe_settings), cookie_jar=DummyCookieJar())
+    ev = await create_event(shop, rate_per_min=60000)
+    sales = [await start_sale(shop, fake, ev["id"], [f"A-{n // 10 + 1}-{n % 10 + 1}"])
+             for n in range(16)]  # fmt: skip
+    at_capture: list[str] = []
+
+    async def look(request: Recorded) -> None:
+        if request.path.endswith("/capture"):
+            at_capture.append(await pg.fetchval(
+                "SELECT status FROM orders WHERE payment_id = $1", request.path.split("/")[3]
+            ))  # fmt: skip
+
+    fake.on_request = look
+    for sale in sales:
+        fake.authorize(sale.intent_id)
+    answers = await asyncio.gather(*(
+        deliver((shop, other)[n % 2], fake, fake.event(AUTHORISED, sale.intent_id))
+        for n, sale in enumerate(sales)
+    ))  # fmt: skip
+    assert [a["result"] for a in answers] == ["paid"] * len(sales)
+    for sale in sales:
+        await intent_status(fake, sale.intent_id, "succeeded")
+        keys = [c.idempotency_key for c in fake.captures(sale.intent_id)]
+        assert keys == [f"boxoffice-capture-{sale.order_id}"]
+    assert at_capture == ["paid"] * len(sales)
+    ids = sorted(sale.order_id for sale in sales)
+    assert await owed_captures(pg, *ids) == [(order_id, True, 0) for order_id in ids]
+
+
+async def test_a_capture_cut_off_by_a_crash_runs_again_after_restart_once_at_stripe(
+    shop: Client,
+    fake: FakeStripe,
+    pg: asyncpg.Pool,
+    stripe_settings: Settings,
+    aiohttp_client: Any,
+) -> None:
+    """The sale is committed and its capture reaches Stripe, but the process stops before the
+    answer comes back: the capture stays owed, and the restarted process runs it again under
+    the same idempotency key, so Stripe captures the money once."""
+    ev = await create_event(shop, rate_per_min=60000)
+    sale = await start_sale(shop, fake, ev["id"], ["A-1-1", "A-1-2"])
+    cut = asyncio.Event()
+
+    async def hang(request: Recorded) -> None:
+        if request.path.endswith("/capture") and not cut.is_set():
+            await cut.wait()  # the answer never comes back to the first process
+
+    fake.on_request = hang
+    fake.authorize(sale.intent_id)
+    paid = await deliver(shop, fake, fake.event(AUTHORISED, sale.intent_id))
+    assert paid["result"] == "paid"  # answered after its capture turn's wait, which hangs
+    assert len(fake.captures(sale.intent_id)) == 1
+    await shop.close()  # the process stops with its capture in flight
+    cut.set()
+    assert await owed_captures(pg, sale.order_id) == [(sale.order_id, False, 0)]
+    assert (await order_row(pg, sale.order_id)).status == "paid"
+
+    await aiohttp_client(create_app(stripe_settings))  # the restart
+
+    async def captured() -> bool:
+        return await owed_captures(pg, sale.order_id) == [(sale.order_id, True, 0)]
+
+    await eventually(captured, "the restarted process ran the capture owed")
+    captures = fake.captures(sale.intent_id)
+    assert [c.replayed for c in captures] == [False, True]
+    assert {c.idempotency_key for c in captures} == {f"boxoffice-capture-{sale.order_id}"}
+    assert fake.intents[sale.intent_id]["amount_received"] == PRICE * 2
