@@ -561,6 +561,24 @@ class Checkin(Struct, frozen=True):
     number: int
 
 
+class DoorEvent(Struct, frozen=True):
+    """An event as the door sees it: what to pick it by, nothing of its sale."""
+
+    id: str
+    name: str
+    venue: str
+    starts_at: datetime
+    timezone: str
+
+
+class DoorCount(Struct, frozen=True):
+    """The door's counter: tickets admitted, and tickets of paid orders."""
+
+    event_id: str
+    checked_in: int
+    tickets_expected: int
+
+
 class ResendRequest(Struct, forbid_unknown_fields=True, frozen=True):
     email: Email
 

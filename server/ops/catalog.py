@@ -17,6 +17,7 @@ from server.core.errors import Conflict, FieldError, Invalid
 from server.core.field_errors import label
 from server.core.keys import EventKeys
 from server.core.messages import (
+    DoorEvent,
     Event,
     EventCreate,
     EventPatch,
@@ -294,6 +295,11 @@ def present(ev: db.EventRow, with_settings: bool = False, available: int | None 
         description=ev.description,
         image_url=ev.image_url,
     )
+
+
+def door_event(ev: db.EventRow) -> DoorEvent:
+    """What the door picks an event by (a `checkin` token sees no more of it)."""
+    return DoorEvent(ev.id, ev.name, ev.venue, ev.starts_at, ev.timezone)
 
 
 async def stats(room: Room, inventory: Inventory, checkins: CheckIns, ev: db.EventRow) -> Stats:
