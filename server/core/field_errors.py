@@ -44,6 +44,7 @@ HINTS = {
     "timezone": "must be a time zone name such as Europe/Berlin",
     ("SectionIn", "id"): "must be 1 to 8 letters or digits, such as A or GA",
     ("EventCreate", "id"): "must be lower-case letters, digits and dashes, such as spring-tour",
+    ("SeatsPatch", "seats"): "must be written section-row-seat, such as A-3-17",
 }
 # Checks beyond the schema that belong to one field (they raise ValueError "field: why").
 CHECKS: dict[str, Callable[[str], None]] = {
