@@ -302,7 +302,7 @@ def door_event(ev: db.EventRow) -> DoorEvent:
 
 async def stats(room: Room, inventory: Inventory, checkins: CheckIns, ev: db.EventRow) -> Stats:
     k = EventKeys(ev.id)
-    seats = await inventory.snapshot(k)
+    [seats] = await inventory.counts([k])
     orders = await room.pool.fetchrow(
         "SELECT count(*) FILTER (WHERE status = 'paid') AS paid,"
         " count(*) FILTER (WHERE status = 'refunded') AS refunded FROM orders WHERE event_id = $1",
@@ -329,8 +329,8 @@ async def stats(room: Room, inventory: Inventory, checkins: CheckIns, ev: db.Eve
         admitted_total=admitted,
         active=int(active),
         holds=seats.live_holds,
-        seats_held=len(seats.held) + sum(seats.ga_held.values()),
-        seats_sold=len(seats.sold) + sum(seats.ga_sold.values()),
+        seats_held=seats.held,
+        seats_sold=seats.sold,
         orders_paid=int(orders["paid"]),
         rate_per_min=ev.rate_per_min,
         measured_rate_per_min=room.measured_rate(ev.id),
