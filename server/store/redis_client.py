@@ -67,6 +67,13 @@ class PackedConnection(Connection):
             args = (*args[0].split(), *args[1:])
         try:
             return [hiredis.pack_command(args)]
+        except TypeError:  # buffers redis-py takes as they are; hiredis wants bytes
+            pass
+        as_bytes: Any = tuple(
+            bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args
+        )
+        try:
+            return [hiredis.pack_command(as_bytes)]
         except TypeError as exc:
             raise exceptions.DataError(str(exc)) from None
 
