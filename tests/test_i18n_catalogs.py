@@ -19,7 +19,7 @@ from server.runtime import translations
 
 LANGUAGES = ("en", "de", "fr", "es")
 # Every page a fan (or the door staff) opens; each declares the catalog scopes it uses.
-FAN_PAGES = ("index.html", "busy.html", "order.html")
+FAN_PAGES = ("index.html", "busy.html", "order.html", "waiting.html")
 LABEL_ATTRIBUTES = ("aria-label", "placeholder", "alt", "title")
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 # t("key", …) with a literal key; keys built at run time ("index.state." + state) are checked
@@ -30,10 +30,14 @@ LITERAL = re.compile(r""""(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'""")
 WORDS = re.compile(r"[A-Za-z]{2,} [A-Za-z]{2,}")
 # a lettered literal (not a catalog key) written straight into what a page shows
 SHOWN = re.compile(
-    r"""(textContent|innerText|\.alt|\.title|\.placeholder)\s*=[^;]*"(?![a-z0-9_]+\.[a-z0-9_.]+")[A-Za-z]"""
+    r"""(textContent|innerText|\.alt|\.title|\.placeholder)\s*=\s*([^;"]*\?\s*)?"""
+    r""""(?![a-z0-9_]+\.[a-z0-9_.]+")[A-Za-z]"""
 )
-# lines no fan reads: logs, errors thrown, comments, the console's own English (common.js)
-NOT_SHOWN = re.compile(r"console\.|new Error\(|^\s*(/?\*|//)|\"use strict\"|// console: English$")
+# lines no fan reads: class names, logs, errors thrown, comments, the console's own English
+# (common.js), challenge.js's reasons for a problem (waiting.js shows waiting.blocked.<kind>)
+NOT_SHOWN = re.compile(
+    r"className|problem\(|fail\(|console\.|new Error\(|^\s*(/?\*|//)|\"use strict\"|// console: English$"
+)
 
 
 def catalog(lang: str) -> dict[str, object]:
@@ -116,6 +120,8 @@ class Page(HTMLParser):
         tag, attrs = self.stack[-1]
         if tag in ("script", "style") or any(a.get("aria-hidden") == "true" for _, a in self.stack):
             return
+        if not re.search(r"[^\W\d_]", data):
+            return  # no letters: "--:--", a dash
         if not attrs.get("data-i18n"):
             self.problems.append(f"untranslated text in <{tag}>: {data.strip()[:60]!r}")
 

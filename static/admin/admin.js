@@ -1023,8 +1023,8 @@
         section.rows.forEach(function (row) {
           row.seats.forEach(function (seat) {
             var cell = document.createElement("span");
-            cell.className = seat.status;
-            cell.title = seat.id + " " + seat.status;
+            cell.className = seat.status + (seat.accessible ? " accessible" : "");
+            cell.title = seat.id + " " + seat.status + (seat.accessible ? ", accessible" : "");
             grid.appendChild(cell);
           });
         });
@@ -1043,6 +1043,7 @@
       }
       heat.appendChild(box);
     });
+    document.dispatchEvent(new CustomEvent("bo:seats", { detail: answer.body }));
   }
 
   // ---- audit ---------------------------------------------------------------------------------
@@ -1230,9 +1231,9 @@
     else showErrors(form, answer, "ap-status");
   }
 
-  // What static/admin/bots.js (the bot-check card) uses of the console.
+  // What static/admin/bots.js (the bot-check card) and accessible.js use of the console.
   window.BOAdmin = {
-    call: call, confirm: confirmAction, patch: patch, refreshAudit: refreshAudit,
+    call: call, confirm: confirmAction, patch: patch, refreshAudit: refreshAudit, refreshSeats: refreshSeats,
     showError: showError, showErrors: showErrors, clearErrors: clearErrors,
     eventId: function () { return state.eventId; },
   };
