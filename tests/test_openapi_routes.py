@@ -1,12 +1,14 @@
-"""The published OpenAPI and the real router list the same routes: every route of create_app
-(every role) is in /api/openapi.json with the same path parameters, and every path of the
-document is served. A route added without its description (or a description left behind by a
-route removed) fails here, so the spec cannot drift silently."""
+"""The published OpenAPI, the readable docs/API.md and the real router list the same routes:
+every route of create_app (every role) is in /api/openapi.json with the same path parameters
+and named in docs/API.md, and every path of either is served. A route added without its
+description (or a description left behind by a route removed) fails here, so neither can drift
+silently."""
 
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from aiohttp import web
 
@@ -26,6 +28,12 @@ EXEMPT = {
     ("GET", "/e/{event_id}"),
     ("GET", "/e/{event_id}/seats"),
 }
+API_PAGE = Path(__file__).resolve().parent.parent / "docs" / "API.md"
+# A route as docs/API.md names it, in backticks: `GET /api/events/{event_id}`, also
+# `GET`/`PATCH /path` and a method and path wrapped onto two lines; a query string may follow.
+METHODS = "GET|POST|PATCH|DELETE|PUT"
+NAMED = re.compile(rf"`((?:{METHODS})(?:`/`(?:{METHODS}))*)\s+(/[^\s`?]*)")
+
 # aiohttp answers HEAD wherever it answers GET (the same handler, no body): not listed apart.
 IMPLIED = {"HEAD"}
 
@@ -70,3 +78,23 @@ def test_every_route_is_documented_and_every_documented_path_is_served(
     for route, params in api.items():
         assert documented[route] == params, (route, params, documented[route])
     assert len(api) >= 60, len(api)
+
+
+def _shape(path: str) -> str:
+    """The path with its parameters unnamed (the page may call `{number}` `{n}`)."""
+    return re.sub(r"\{\w+\}", "{}", path)
+
+
+def test_api_page_names_every_route_and_only_served_ones(base_settings: Settings) -> None:
+    served = {
+        (method, _shape(path))
+        for method, path in _router_routes(create_app(base_settings))
+        if (method, path) not in EXEMPT
+    }
+    named = {
+        (method, _shape(match[2]))
+        for match in NAMED.finditer(API_PAGE.read_text(encoding="utf-8"))
+        for method in match[1].split("`/`")
+    }
+    assert not sorted(named - served), f"docs/API.md names routes not served: {named - served}"
+    assert not sorted(served - named), f"routes docs/API.md does not name: {served - named}"

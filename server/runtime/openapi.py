@@ -51,6 +51,7 @@ from server.ops.accounts import MAX_EMAIL, Issued, OperatorView
 from server.ops.admin_routes import AdmitNow
 from server.ops.autopilot import AutopilotPatch, EtaPreview
 from server.ops.console_routes import AutopilotView
+from server.ops.live import LiveHistory, LiveSample
 from server.ops.operator_routes import (
     CodeBody,
     Ended,
@@ -198,6 +199,13 @@ OTHER_ANSWERS: list[Any] = [BulkPlan]
 WEBSOCKET_TYPES = [
     StatusMsg, TickMsg, AdmittedMsg, ClosedMsg, ConfirmedMsg, PongMsg, ErrorMsg, PingMsg,
 ]  # fmt: skip
+# The messages of each websocket. The live feed also opens with {"type": "ready", "event_id",
+# "interval_ms"} and answers {"type": "ping"} with {"type": "pong"}; it closes with 4401 once
+# its session or token has ended.
+WEBSOCKET_MESSAGES: dict[str, list[Any]] = {
+    "/api/queue/{queue_id}/ws": WEBSOCKET_TYPES,
+    "/api/admin/events/{event_id}/live": [LiveHistory, LiveSample, PongMsg, ErrorMsg, PingMsg],
+}
 
 
 def _content(ref: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +214,7 @@ def _content(ref: dict[str, Any]) -> dict[str, Any]:
 
 @cache
 def document() -> bytes:
-    types: list[Any] = [ErrorBody, *WEBSOCKET_TYPES, *OTHER_ANSWERS]
+    types: list[Any] = [ErrorBody, *WEBSOCKET_TYPES, LiveHistory, LiveSample, *OTHER_ANSWERS]
     for op in OPERATIONS:
         types.extend(t for t in (op[3], op[5]) if t is not None)
     refs, components = msgspec.json.schema_components(types, ref_template=REF)
@@ -236,6 +244,7 @@ def document() -> bytes:
         spec["responses"][str(status)] = ok
         if status == 101:  # a websocket: the handshake itself is outside what OpenAPI describes
             spec["x-websocket"] = True
+            spec["x-websocket-messages"] = [ref_of[t] for t in WEBSOCKET_MESSAGES[path]]
             spec["responses"]["400"] = {
                 "description": "a plain GET, without the websocket handshake",
                 "content": _content(ref_of[ErrorBody]),

@@ -1,8 +1,8 @@
 /* Boxoffice ops console. Named operators sign in with email, password and a code: the session
    lives in an HttpOnly cookie, and its CSRF token in this page's memory (fetched again on reload).
    While the server still accepts the shared admin token, it can be used instead: it lives in
-   sessionStorage (this tab only) and travels as a bearer header, or as the first message of the
-   live websocket — never in a URL. A high-risk action answered step_up_required asks for a
+   sessionStorage (this tab only) and travels as a bearer header, or in the live websocket's
+   subprotocol (bearer.<token>, checked before the upgrade) — never in a URL. A high-risk action answered step_up_required asks for a
    fresh code and is sent again with it. */
 (function () {
   "use strict";
