@@ -135,7 +135,8 @@ class LiveApp:
 
     def session(self) -> dict[str, str]:
         """A fresh session of OPERATOR (the routes under test may sign it out)."""
-        return self.run(self._sign_in())
+        headers: dict[str, str] = self.run(self._sign_in())
+        return headers
 
     def forgive(self) -> None:
         """Forget this address's failed admin credentials (and OPERATOR's): schemathesis probes
