@@ -101,7 +101,8 @@ async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
     app[GUARD] = Guard(app[REDIS], room.signer.subkey("altcha"))
     tasks = BackgroundTasks()
     tasks.start(
-        role_loops(
+        [("stalls", metrics.stalls.step)]  # every role: /metrics says how long the loop blocked
+        + role_loops(
             settings.role_set, admission, hub, News(room, hub, admission), booking, pilot, mailer
         )
     )
