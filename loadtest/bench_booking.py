@@ -265,11 +265,23 @@ class RaceRow:
 
 
 @dataclass
+class RefreshRow:
+    """One way a seat page refreshes a big venue's map after each of `rounds` changes."""
+
+    name: str
+    rounds: int = 0
+    bytes_each: float = 0.0
+    server_ms: float = 0.0  # app CPU ms per change + refresh (the hold that changed it included)
+    wall_ms: float = 0.0  # p50 of one refresh as the client saw it
+
+
+@dataclass
 class BookingBench(Bench):
     extra_env: dict[str, str] = field(default_factory=dict)
     holds: list[HttpRow] = field(default_factory=list)
     webhook: WebhookRow | None = None
     races: list[RaceRow] = field(default_factory=list)
+    refresh: list[RefreshRow] = field(default_factory=list)
 
     def settings_env(self, port: int) -> dict[str, str]:
         env = super().settings_env(port)
@@ -574,23 +586,80 @@ class BookingBench(Bench):
                 await pool.close()
             await fake.close()
 
+    # -- (d) a big venue's seat map, refreshed after every change ---------------------------
+
+    async def bench_refresh(self) -> None:
+        a = self.args
+        port = free_port()
+        event_id = "bench-map"
+        sections = [
+            {"id": f"S{i}", "name": f"Block {i}", "price": 5000, "rows": 40, "seats_per_row": 50}
+            for i in range(a.map_seats // 2000)
+        ]
+        fans = new_fans(a.map_rounds)
+        servers = await self.start_app(1, port)
+        base = f"http://{HOST}:{port}"
+        try:
+            async with aiohttp.ClientSession(
+                cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=60)
+            ) as session:
+                await self.create_seated_event(session, port, event_id, sections)
+                await self.admit(session, port, event_id, fans)
+                async with session.get(f"{base}/api/events/{event_id}/seats/status") as r:
+                    version = (await r.json())["version"]
+                for name, path, delta in (
+                    ("full map (GET /seats)", "seats", False),
+                    ("compact delta (GET /seats/status?since=)", "seats/status", True),
+                ):
+                    row = RefreshRow(name)
+                    walls, sizes = [], []
+                    cpu0 = cpu_of([s.pid for s in servers])
+                    for n, fan in enumerate(fans):
+                        seats = [
+                            f"S0-{1 + n // 25 + (0 if delta else 20)}-{1 + 2 * (n % 25) + i}"
+                            for i in (0, 1)
+                        ]
+                        async with session.post(
+                            f"{base}/api/events/{event_id}/holds",
+                            json={"seats": seats},
+                            headers=fan.headers(),
+                        ) as r:
+                            if r.status != 201:
+                                raise RuntimeError(f"hold: HTTP {r.status} {await r.text()}")
+                        query = f"?since={version}" if delta else ""
+                        started = time.perf_counter()
+                        async with session.get(f"{base}/api/events/{event_id}/{path}{query}") as r:
+                            body = await r.read()
+                        walls.append(1000 * (time.perf_counter() - started))
+                        sizes.append(len(body))
+                        if delta:
+                            version = msgspec.json.decode(body)["version"]
+                    cpu = cpu_of([s.pid for s in servers]) - cpu0
+                    row.rounds = len(fans)
+                    row.bytes_each = sum(sizes) / len(sizes)
+                    row.server_ms = 1000 * cpu / len(fans)
+                    row.wall_ms = percentile(sorted(walls), 0.5)
+                    self.refresh.append(row)
+                    log(f"(d) {name}: {row.bytes_each:,.0f} B, {row.server_ms:.1f} ms CPU a round")
+        finally:
+            await self.procs.stop(servers)
+
     # -- (c) Redis hold script against PostgreSQL row locks ----------------------------------
 
     async def bench_race(self) -> None:
-        from redis.asyncio import BlockingConnectionPool, Redis
+        from redis.asyncio import Redis
 
         from server.booking.inventory import Inventory
         from server.core.keys import EventKeys
         from server.store import db
+        from server.store.redis_client import blocking_pool
 
         a = self.args
         clients, count = a.race_clients, a.race_seats
         seats = [seat("R", i, 100) for i in range(count)]
         event_id = "bench-race"
         k = EventKeys(event_id)
-        redis_pool = BlockingConnectionPool.from_url(
-            self.redis_url, max_connections=clients + 2, timeout=20
-        )
+        redis_pool = blocking_pool(self.redis_url, clients + 2, timeout=20)  # as the app's
         client = Redis(connection_pool=redis_pool)
         pool = await db.create_pool(self.database_url, clients + 2)
         try:
@@ -851,8 +920,9 @@ class BookingBench(Bench):
                 f"(c) Race for {first.seats:,} seats, {first.clients} asyncio clients in the "
                 "bench process, every client trying every seat in the same order, one seat per "
                 "attempt (as FACTS.md).",
-                "    Redis: Inventory.hold (the Lua script, EVALSHA, no pipelining) with a "
-                "fresh visitor per attempt; PostgreSQL: asyncpg, one connection per client, "
+                "    Redis: Inventory.hold (the Lua script, EVALSHA through the client's Batcher: "
+                "the attempts of one loop turn in one pipeline) with a fresh visitor per "
+                "attempt; PostgreSQL: asyncpg, one connection per client, "
                 f"scratch schema {SCRATCH_SCHEMA}.",
                 "    'exhausted s' = start -> last seat taken; 'attempts/s' = all attempts / "
                 "time until every client finished. 'client CPU s' = the bench process (the one "
@@ -883,8 +953,33 @@ class BookingBench(Bench):
                         f"    {pg.name[4:]}: time to exhaust PG/Redis = "
                         f"{pg.exhausted_s / redis.exhausted_s:.2f}x, attempts/s Redis/PG = "
                         f"{redis.rate / pg.rate:.2f}x (>1 means Redis is faster), store CPU per attempt "
-                        f"PG/Redis = {pg.store_cpu / redis.store_cpu if redis.store_cpu else 0:.1f}x"
+                        f"PG/Redis = {pg.store_cpu / redis.store_cpu if redis.store_cpu else 0:.1f}x, "
+                        f"client CPU per attempt Redis/PG = {per_try(redis.client_cpu, redis)}"
+                        f"/{per_try(pg.client_cpu, pg)} us"
                     )
+            out.append("")
+        if self.refresh:
+            out += [
+                f"(d) A {a.map_seats:,}-seat venue's seat map refreshed after each of "
+                f"{a.map_rounds} changes (one hold of 2 seats, then one read), one app process: "
+                "the full map against the compact map's delta from the version read before.",
+                "    'server ms' = app CPU per round (the hold included, the same in both).",
+                "",
+            ]
+            out += table(
+                f"    {'refresh':<44}{'rounds':>7}{'bytes each':>12}{'server ms':>10}{'p50 ms':>8}"
+            )
+            for row in self.refresh:
+                out.append(
+                    f"    {row.name:<44}{row.rounds:>7}{row.bytes_each:>12,.0f}"
+                    f"{row.server_ms:>10.1f}{row.wall_ms:>8.1f}"
+                )
+            if len(self.refresh) == 2 and self.refresh[1].server_ms > 0:
+                full, delta = self.refresh
+                out.append(
+                    f"    full/delta: {full.bytes_each / max(1.0, delta.bytes_each):,.0f}x the bytes, "
+                    f"{full.server_ms / delta.server_ms:.1f}x the server CPU"
+                )
             out.append("")
         out.append(
             f"Bench settings: app log level warning, database pool {a.pool_size}; Redis and "
@@ -893,6 +988,11 @@ class BookingBench(Bench):
         out.append(load_line(self.load_start))
         out += error_lines(self.errors)
         return "\n".join(out)
+
+
+def per_try(cpu_seconds: float, race: RaceRow) -> str:
+    """CPU seconds spread over a race's attempts, in whole microseconds."""
+    return f"{1e6 * cpu_seconds / max(1, race.attempts):.0f}"
 
 
 # ---- orchestrator: entry ----------------------------------------------------------------------
@@ -906,6 +1006,7 @@ async def orchestrate(
         Part("(a) holds", args.skip_holds, bench.bench_holds),
         Part("(b) webhooks", args.skip_webhooks, bench.bench_webhooks),
         Part("(c) race", args.skip_race, bench.bench_race),
+        Part("(d) seat map refresh", args.skip_map, bench.bench_refresh),
     ]
     return await run_parts(bench, parts)
 
@@ -940,6 +1041,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--skip-holds", action="store_true")
     add("--skip-webhooks", action="store_true")
     add("--skip-race", action="store_true")
+    add("--map-seats", type=int, default=20_000, help="(d) seats of the big venue (x2000)")
+    add("--map-rounds", type=int, default=40, help="(d) changes, each followed by a read")
+    add("--skip-map", action="store_true")
     add("--tick-ms", type=int, default=100, help=argparse.SUPPRESS)
     add("--broadcast-ms", type=int, default=500, help=argparse.SUPPRESS)
     add("--role", choices=["httpgen"], help=argparse.SUPPRESS)
@@ -954,6 +1058,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         args.webhook_seconds = min(args.webhook_seconds, 15.0)
         args.race_seats = min(args.race_seats, 100)
         args.race_seconds = min(args.race_seconds, 10.0)
+        args.map_rounds = min(args.map_rounds, 10)
         args.max_seconds = min(args.max_seconds, 120.0)
     if not 1 <= args.attempts <= 10:
         parser.error("--attempts 1..10 (the server refuses an 11th hold within 10 s)")
@@ -965,6 +1070,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("visitor and order counts must be positive")
     if args.own_visitors > 50_000 or args.orders > 50_000:
         parser.error("--own-visitors and --orders at most 50000 (seat rows)")
+    if args.map_seats % 2000 or not 2000 <= args.map_seats <= 50_000:
+        parser.error("--map-seats: a multiple of 2000 up to 50000")
+    if not 1 <= args.map_rounds <= 500:
+        parser.error("--map-rounds 1..500 (25 a row of the first block, 20 rows each way)")
     if not 1 <= args.race_clients <= 90 or not 1 <= args.race_seats <= 100_000:
         parser.error("--race-clients 1..90 (PostgreSQL connections), --race-seats 1..100000")
     if args.seconds <= 0 or args.race_seconds <= 0:

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, ViewportSize, expect
 
-from .helpers import event_body
+from .helpers import checkin_token, event_body
 from .test_browser import (  # noqa: F401 (fixtures)
     PHONE,
     TIMEOUT_MS,
@@ -176,17 +176,14 @@ async def test_fan_pages_have_no_violations(
     assert missing is not None and missing.status == 404
     await audit.check(page, "404 page")
 
-    async with admin.post(
-        "/api/admin/tokens", json={"name": f"door-{size}", "scopes": ["checkin", "events:read"]}
-    ) as r:
-        assert r.status == 201, await r.text()
-        door_token = (await r.json())["token"]
+    door_token = await checkin_token(admin, f"door-{size}")
     await page.goto(f"{base_url}/door")
     await expect(page.locator("#view-signin")).to_be_visible()
     await audit.check(page, "door, sign-in")
     await page.locator("#token").fill(door_token)
     await page.locator("#signin-form button[type=submit]").click()
     await expect(page.locator("#view-scan")).to_be_visible()
+    await expect(page.locator("#event option")).not_to_have_count(0)
     await audit.check(page, "door, scanner")
 
     await page.context.close()

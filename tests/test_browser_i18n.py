@@ -33,6 +33,12 @@ DATE_WORDS = {
     "fr": ("ven.", "mars", "2030"),
     "es": ("vie", "mar", "2030"),
 }
+LONG_DATE_WORDS = {
+    "en": ("Friday", "March", "2030"),
+    "de": ("Freitag", "März", "2030"),
+    "fr": ("vendredi", "mars", "2030"),
+    "es": ("viernes", "marzo", "2030"),
+}
 # 5,000 cents as each language writes euros (Intl puts a no-break space before "€")
 PRICES = {"en": "€50.00", "de": "50,00\u00a0€", "fr": "50,00\u00a0€", "es": "50,00\u00a0€"}
 
@@ -78,7 +84,12 @@ async def test_each_language_is_chosen_from_accept_language(
     contexts: list[BrowserContext],
 ) -> None:
     event_id = await create_event(
-        admin, name="Nachtkonzert", starts_at=STARTS_AT, timezone="Europe/Berlin"
+        admin,
+        name="Nachtkonzert",
+        starts_at=STARTS_AT,
+        timezone="Europe/Berlin",
+        challenge="off",
+        rate_per_min=0,  # nobody is let in: the page stays the waiting room
     )
     words = catalog(lang)
     page = await open_page(contexts, browser, LOCALES[lang])
@@ -107,6 +118,21 @@ async def test_each_language_is_chosen_from_accept_language(
     assert one == words["index.count"]["one"].replace("{count}", "1")
     assert many.startswith({"en": "1,234", "de": "1.234", "fr": "1\u202f234", "es": "1234"}[lang])
 
+    # the event's own page: the waiting room, its facts and prices in the language
+    await page.goto(f"{base_url}/e/{event_id}")
+    assert await lang_of(page) == lang
+    await expect(page.locator("#view-waiting h2")).to_have_text(words["waiting.waiting.heading"])
+    await expect(page.locator("#event-prices")).to_contain_text(PRICES[lang])
+    date = await page.locator("#event-date").text_content() or ""
+    for word in LONG_DATE_WORDS[lang]:
+        assert word in date, (lang, date)
+    await expect(page.locator("#about-heading")).to_have_text(words["event.about"])
+    await expect(page.locator("#away-rule")).to_have_text(
+        words["waiting.away_rule"].replace(
+            "{window}", words["waiting.window.minutes"]["other"].replace("{count}", "30")
+        )
+    )
+
     # the order page and the 404 page speak it too
     await page.goto(f"{base_url}/orders/{'A' * 22}?key=nope")
     assert await lang_of(page) == lang
@@ -116,6 +142,89 @@ async def test_each_language_is_chosen_from_accept_language(
     assert await lang_of(page) == lang
     await expect(page.locator("h1")).to_have_text(words["error.not_found"])
     await expect(page.locator("main a")).to_have_attribute("href", "/")
+
+
+async def test_the_event_page(
+    base_url: str, browser: Browser, admin: aiohttp.ClientSession, contexts: list[BrowserContext]
+) -> None:
+    """Name, venue, date, description, image, prices, sale time and the rules of the queue, in
+    the venue's zone (New York, named) for a phone in Tokyo that speaks German."""
+    description = "Ein Abend voller Lieder.\nEinlass ab 19 Uhr."
+    event_id = await create_event(
+        admin,
+        name="Nachtkonzert",
+        venue="Carnegie Hall",
+        starts_at=STARTS_AT,
+        timezone="America/New_York",
+        description=description,
+        image_url="/static/img/nachtkonzert.jpg",
+        max_seats_per_order=4,
+        challenge="off",
+        rate_per_min=0,
+    )
+    context = await phone(browser, "de-DE", timezone_id="Asia/Tokyo")
+    contexts.append(context)
+    page = await context.new_page()
+    await page.goto(f"{base_url}/e/{event_id}")
+    words = catalog("de")
+    await expect(page.locator("#event-name")).to_have_text("Nachtkonzert")
+    await expect(page).to_have_title("Nr. 1 in der Schlange — Nachtkonzert")
+    # 19:00 UTC is 14:00 in New York (and 04:00 the next day in Tokyo, the phone's own zone)
+    await expect(page.locator("#event-meta")).to_have_text(
+        "Carnegie Hall · Fr., 1. März 2030, 14:00 GMT-5"
+    )
+    await expect(page.locator("#event-date")).to_have_text("Freitag, 1. März 2030 um 14:00 GMT-5")
+    await expect(page.locator("#event-venue")).to_have_text("Carnegie Hall")
+    await expect(page.locator("#event-zone")).to_have_text(
+        words["event.zone"].replace("{place}", "New York")
+    )
+    sale = await page.locator("#event-sale").text_content() or ""
+    assert "GMT-5" in sale or "GMT-4" in sale
+    assert await page.locator("#event-description").text_content() == description
+    image = page.locator("#event-image")
+    await expect(image).to_have_attribute("src", "/static/img/nachtkonzert.jpg")
+    await expect(image).to_have_attribute("alt", "")
+    await expect(page.locator("#event-prices")).to_have_text("35,00\u00a0€ \u2013 50,00\u00a0€")
+    await expect(page.locator("#event-price-list li")).to_have_text(
+        ["Floor: 50,00\u00a0€ pro Sitzplatz", "Standing: 35,00\u00a0€ pro Stehplatz"]
+    )
+    rules = page.locator("#event-rules li:visible")
+    await expect(rules).to_have_text(
+        [
+            words["event.rule.prequeue"],
+            words["event.rule.first_come"],
+            words["event.rule.turn"],
+            "Höchstens 4 Tickets pro Bestellung.",
+            words["event.rule.one_place"],
+        ]
+    )
+    assert "04:00" not in (await page.locator("main").text_content() or "")
+    await page.screenshot(path=str(tb.SHOTS / "boxoffice-event-de-phone.png"), full_page=True)
+
+
+async def test_the_seat_map_in_spanish(
+    base_url: str, browser: Browser, admin: aiohttp.ClientSession, contexts: list[BrowserContext]
+) -> None:
+    """Admitted from a Spanish browser: the seat page, its seats' names and the hold speak
+    Spanish, prices in Spanish euros."""
+    event_id = await create_event(admin, rate_per_min=6000, challenge="off")
+    page = await open_page(contexts, browser, "es-ES")
+    await page.goto(f"{base_url}/e/{event_id}")
+    await page.wait_for_url(f"{base_url}/e/{event_id}/seats", timeout=tb.TIMEOUT_MS)
+    words = catalog("es")
+    assert await lang_of(page) == "es"
+    await expect(page.locator("#pick-heading")).to_have_text(words["seats.pick.heading"])
+    await expect(page.locator("#max-seats")).to_have_text("Hasta 6 entradas por pedido.")
+    first = page.locator("#seat-A-1-1")
+    await expect(first).to_have_attribute("aria-label", "Fila 1, asiento 1, 50,00\u00a0€, libre")
+    await first.click()
+    await expect(page.locator("#selection-count")).to_have_text("1 asiento · 50,00\u00a0€")
+    await expect(page.locator("#selection-detail")).to_have_text("Floor, Fila 1, asiento 1")
+    await page.locator("#hold-button").click()
+    await expect(page.locator("#held-heading")).to_have_text(words["seats.held.heading"])
+    await expect(page.locator("#held-seats")).to_have_text("Floor, Fila 1, asiento 1")
+    await expect(page.locator("#held-amount")).to_have_text("50,00\u00a0€")
+    await expect(page).to_have_title(re.compile(r"^Asientos reservados — Spring Tour — Boxoffice$"))
 
 
 async def test_the_picker_switches_and_sticks(

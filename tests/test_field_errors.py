@@ -61,6 +61,11 @@ def section(**overrides: Any) -> dict[str, Any]:
         ({"id": "Spring Tour"},
          [("id", "Id must be lower-case letters, digits and dashes, such as spring-tour")]),
         ({"max_tickets_per_buyer": None}, []),
+        ({"image_url": "http://img.example.com/a.jpg"},
+         [("image_url", "Image URL must be an https:// address or a path on this site such as /static/poster.jpg, without spaces, quotes or angle brackets")]),
+        ({"image_url": "https://img.example.com/a.jpg", "description": "Two\nlines"}, []),
+        ({"description": "bell\x07"},
+         [("description", "Description must be plain text: line breaks are fine, other control characters are not")]),
         ({"colour": "red"}, [("colour", "colour is not a field here")]),
         # every problem at once, in the body's order, unknown fields last
         ({"name": "", "currency": "euro", "sections": [section(price=1.5, rows=0)], "x": 1},

@@ -8,6 +8,7 @@ from server.booking.inventory import HoldResult, Inventory
 from server.booking.seat_map import SeatMaps
 from server.core import rules
 from server.core.clock import from_ms, now_ms
+from server.core.coalesce import Coalesced
 from server.core.errors import (
     DATABASE_DOWN,
     Conflict,
@@ -53,6 +54,8 @@ class Holds:
         self.pool = pool
         self.signer = signer
         self.seat_maps = seat_maps
+        # the paid tickets of the visitors holding in one loop turn: one query for all of them
+        self._bought = Coalesced(self._tickets_bought, 0)
 
     def access(self, token: str | None, event_id: str, visitor_id: str) -> AccessClaims:
         """The claims of an admitted visitor's access token for this event; Forbidden if none."""
@@ -78,26 +81,26 @@ class Holds:
         # where it is final, at confirmation, under the buyer's lock.
         limit = rules.buyer_limit(ev.max_tickets_per_buyer, ev.max_seats_per_order)
         try:
-            bought = await ledger.tickets_bought(self.pool, ev.id, visitor_id=claims.v)
+            bought = await self._bought.get((ev.id, claims.v))
         except DATABASE_DOWN:
             bought = 0
         if rules.over_buyer_limit(bought, len(seats) + quantity, limit):
             raise buyer_limit_error(limit, bought)
-        k = EventKeys(ev.id)
-        allowed, reset_ms = await self.inventory.allow(
-            k.rate("hold", claims.v), HOLD_ATTEMPTS_PER_WINDOW, HOLD_WINDOW_MS
-        )
-        if not allowed:
-            raise RateLimited(
-                "too many hold attempts; wait a moment", retry_after=max(1, reset_ms // 1000)
-            )
         if ev.closed:
             raise Conflict("the sale is closed", code="sale_closed")
+        k = EventKeys(ev.id)
         hold_id = f"{ev.id}.{new_id()}"
         policy = hold_policy(self.settings, ev.hold_minutes)
+        # the attempt is counted by the hold script itself: one Redis call a hold
         result = await self.take(
-            k, hold_id, claims.v, claims.q, policy.hold_ms, seats, section, quantity
-        )
+            k, hold_id, claims.v, claims.q, policy.hold_ms, seats, section, quantity,
+            attempts=(HOLD_ATTEMPTS_PER_WINDOW, HOLD_WINDOW_MS),
+        )  # fmt: skip
+        if result.status == "rate_limited":
+            raise RateLimited(
+                "too many hold attempts; wait a moment",
+                retry_after=max(1, result.reset_ms // 1000),
+            )
         if result.status == "unavailable":
             raise Conflict(
                 "some seats were just taken",
@@ -128,6 +131,16 @@ class Holds:
             server_time=from_ms(now_ms()),
         )
 
+    async def _tickets_bought(self, asked: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        by_event: dict[str, list[str]] = {}
+        for event_id, visitor in asked:
+            by_event.setdefault(event_id, []).append(visitor)
+        found: dict[tuple[str, str], int] = {}
+        for event_id, visitors in by_event.items():
+            counts = await ledger.visitors_tickets_bought(self.pool, event_id, visitors)
+            found.update(((event_id, v), n) for v, n in counts.items())
+        return found
+
     async def best(self, event_id: str, claims: AccessClaims, body: BestSeatsRequest) -> BestSeats:
         """The best adjacent free seats of a section for this admitted visitor (a suggestion it
         then holds), rate-limited like holds."""
@@ -152,13 +165,15 @@ class Holds:
         section: str | None,
         quantity: int,
         claim: bool = False,
+        attempts: tuple[int, int] | None = None,
     ) -> HoldResult:
         """Run the hold script, rebuilding seat state from PostgreSQL once if Redis lost it.
-        `claim` takes the seats again for a late payment (no admitted session needed)."""
+        `claim` takes the seats again for a late payment (no admitted session needed);
+        `attempts` see Inventory.hold."""
         for _ in range(2):
             result = await self.inventory.hold(
                 k, hold_id, visitor_id, queue_id, hold_ms, seats, section or "", quantity,
-                claim=claim,
+                claim=claim, attempts=attempts,
             )  # fmt: skip
             if result.status != "not_ready":
                 return result

@@ -31,6 +31,14 @@ async def seat_map(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+@routes.get("/api/events/{event_id}/seats/status")
+async def seat_status(request: web.Request) -> web.Response:
+    """The compact seat map; `?since=<version>` of an earlier answer: only the seats changed."""
+    since = request.query.get("since")
+    body = await request.app[BOOKING].seat_maps.compact(request.match_info["event_id"], since)
+    return web.Response(body=body, content_type="application/json")
+
+
 @routes.post("/api/events/{event_id}/holds")
 async def create_hold(request: web.Request) -> web.Response:
     booking = request.app[BOOKING]

@@ -35,6 +35,7 @@ LABELS = {
     "max_seats_per_order": "Max seats per order",
     "max_tickets_per_buyer": "Max tickets per buyer",
     "timezone": "Time zone",
+    "image_url": "Image URL",
 }
 # The unit a number field counts in, said after it.
 UNITS = {"price": "cents", "session_minutes": "minutes", "hold_minutes": "minutes"}
@@ -42,8 +43,12 @@ UNITS = {"price": "cents", "session_minutes": "minutes", "hold_minutes": "minute
 HINTS = {
     "currency": "must be a three-letter ISO 4217 code in capitals, such as EUR",
     "timezone": "must be a time zone name such as Europe/Berlin",
+    "image_url": "must be an https:// address or a path on this site such as /static/poster.jpg,"
+    " without spaces, quotes or angle brackets",
+    "description": "must be plain text: line breaks are fine, other control characters are not",
     ("SectionIn", "id"): "must be 1 to 8 letters or digits, such as A or GA",
     ("EventCreate", "id"): "must be lower-case letters, digits and dashes, such as spring-tour",
+    ("SeatsPatch", "seats"): "must be written section-row-seat, such as A-3-17",
 }
 # Checks beyond the schema that belong to one field (they raise ValueError "field: why").
 CHECKS: dict[str, Callable[[str], None]] = {

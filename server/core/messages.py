@@ -411,6 +411,35 @@ class BestSeats(Struct, frozen=True):
     currency: str
 
 
+class SeatStatusSection(Struct, frozen=True, omit_defaults=True):
+    """One section in the compact seat map. Seated: `rows` by `seats_per_row`, and (in a full
+    answer, absent in a delta) `status`, one letter per seat row by row ("f" free, "h" held, "s" sold) — seat
+    (r, n) is letter (r - 1) * seats_per_row + (n - 1), its id `<section>-<r>-<n>`."""
+
+    id: str
+    kind: Literal["seated", "standing"]
+    available: int
+    rows: int | None = None
+    seats_per_row: int | None = None
+    status: str | None = None
+
+
+class SeatStatusMap(Struct, frozen=True):
+    """The seat map in a few bytes a seat, for live refresh (GET /api/events/{id}/seats/status).
+    `version` names the seats' statuses; asked `?since=<version>` of an earlier answer, the
+    answer is a delta: `since` echoes it, sections carry no `status`, and `changes` maps each
+    seat whose status differs to its status now ({} when nothing changed). A `since` this
+    process no longer knows gets a full answer (`since` and `changes` null)."""
+
+    event_id: str
+    state: EventStateName
+    available: int
+    version: str
+    sections: list[SeatStatusSection]
+    since: str | None = None
+    changes: dict[str, SeatStatus] | None = None
+
+
 class HoldRequest(Struct, forbid_unknown_fields=True, frozen=True):
     seats: Annotated[list[Annotated[str, Meta(max_length=40)]], Meta(max_length=50)] | None = None
     section: Annotated[str, Meta(max_length=8)] | None = None
@@ -530,6 +559,24 @@ class Checkin(Struct, frozen=True):
     checked_in_at: datetime
     section: str
     number: int
+
+
+class DoorEvent(Struct, frozen=True):
+    """An event as the door sees it: what to pick it by, nothing of its sale."""
+
+    id: str
+    name: str
+    venue: str
+    starts_at: datetime
+    timezone: str
+
+
+class DoorCount(Struct, frozen=True):
+    """The door's counter: tickets admitted, and tickets of paid orders."""
+
+    event_id: str
+    checked_in: int
+    tickets_expected: int
 
 
 class ResendRequest(Struct, forbid_unknown_fields=True, frozen=True):

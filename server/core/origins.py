@@ -15,6 +15,7 @@ for the console, whatever the page can pass). So both websockets check the hands
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -69,8 +70,13 @@ def peer_is_local_proxy(request: web.Request) -> bool:
     peer = request.transport.get_extra_info("peername") if request.transport else None
     if not isinstance(peer, tuple) or not peer:
         return False
+    return _loopback(peer[0])
+
+
+@lru_cache(maxsize=4096)
+def _loopback(host: str) -> bool:
     try:
-        return ipaddress.ip_address(peer[0]).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
@@ -79,8 +85,9 @@ def came_over_tls(request: web.Request) -> bool:
     """The client's connection is TLS: to this process directly, or to the local proxy in front
     of it, which says so in X-Forwarded-Proto (NGINX sets it to $scheme, overwriting the
     client's)."""
-    if request.transport is not None and request.transport.get_extra_info("sslcontext"):
+    if request.secure:  # aiohttp read the transport's TLS once, when the request began
         return True
-    if not peer_is_local_proxy(request):
+    forwarded = request.headers.get("X-Forwarded-Proto")
+    if forwarded is None or forwarded.strip().lower() != "https":
         return False
-    return request.headers.get("X-Forwarded-Proto", "").strip().lower() == "https"
+    return peer_is_local_proxy(request)

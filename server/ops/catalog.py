@@ -17,6 +17,7 @@ from server.core.errors import Conflict, FieldError, Invalid
 from server.core.field_errors import label
 from server.core.keys import EventKeys
 from server.core.messages import (
+    DoorEvent,
     Event,
     EventCreate,
     EventPatch,
@@ -206,11 +207,9 @@ async def set_accessible(
         if s is None or not seat_in(seat, s.id, s.rows or 0, s.seats_per_row or 0):
             unknown.append(seat)
     if unknown:
-        raise Invalid(
-            f"no such assigned seats at this event: {', '.join(unknown[:5])}",
-            code="unknown_seats",
-            extra={"seats": unknown},
-        )
+        detail = f"no such assigned seats at this event: {', '.join(unknown[:5])}"
+        field = FieldError("seats", detail[0].upper() + detail[1:])  # said next to the field
+        raise Invalid(detail, code="unknown_seats", extra={"seats": unknown, "fields": [field]})
     async with room.pool.acquire() as conn, conn.transaction():
         before = await db.accessible_seats(conn, ev.id)
         changed = await db.set_accessible(conn, ev.id, sorted(set(body.seats)), body.accessible)
@@ -296,9 +295,14 @@ def present(ev: db.EventRow, with_settings: bool = False, available: int | None 
     )
 
 
+def door_event(ev: db.EventRow) -> DoorEvent:
+    """What the door picks an event by (a `checkin` token sees no more of it)."""
+    return DoorEvent(ev.id, ev.name, ev.venue, ev.starts_at, ev.timezone)
+
+
 async def stats(room: Room, inventory: Inventory, checkins: CheckIns, ev: db.EventRow) -> Stats:
     k = EventKeys(ev.id)
-    seats = await inventory.snapshot(k)
+    [seats] = await inventory.counts([k])
     orders = await room.pool.fetchrow(
         "SELECT count(*) FILTER (WHERE status = 'paid') AS paid,"
         " count(*) FILTER (WHERE status = 'refunded') AS refunded FROM orders WHERE event_id = $1",
@@ -325,8 +329,8 @@ async def stats(room: Room, inventory: Inventory, checkins: CheckIns, ev: db.Eve
         admitted_total=admitted,
         active=int(active),
         holds=seats.live_holds,
-        seats_held=len(seats.held) + sum(seats.ga_held.values()),
-        seats_sold=len(seats.sold) + sum(seats.ga_sold.values()),
+        seats_held=seats.held,
+        seats_sold=seats.sold,
         orders_paid=int(orders["paid"]),
         rate_per_min=ev.rate_per_min,
         measured_rate_per_min=room.measured_rate(ev.id),

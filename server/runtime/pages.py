@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from server.core.errors import Handler
 from server.runtime.translations import language_of, text
@@ -71,4 +71,6 @@ async def page_errors_middleware(request: web.Request, handler: Handler) -> web.
             page.headers[name] = response.headers[name]
     for name, morsel in response.cookies.items():
         page.cookies[name] = morsel
+    for value in response.headers.getall(hdrs.SET_COOKIE, ()):  # cookies set as text
+        page.headers.add(hdrs.SET_COOKIE, value)
     return page

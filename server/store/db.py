@@ -70,12 +70,6 @@ class SchemaBehind(Exception):
     """The database lacks migrations this release needs; `python -m server migrate` applies them."""
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """A released connection keeps its session: asyncpg still rolls back a transaction left
-    open, and nothing here sets session state (no SET, LISTEN, cursor or session advisory lock)
-    for its default reset query to undo - a round trip saved on every release."""
-
-
 async def create_pool(url: str, size: int, pooler: Pooler = "none") -> Pool:
     """A pool on `url`. Behind PgBouncer in transaction pooling mode each transaction may run on
     another server connection, so asyncpg's named prepared statements (its statement cache)
@@ -95,6 +89,13 @@ async def create_pool(url: str, size: int, pooler: Pooler = "none") -> Pool:
     return pool
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A connection goes back to the pool as it is: the service keeps no session state (no
+    LISTEN, session advisory lock, SET or cursor outside a transaction; migrate() resets its
+    own connection), so asyncpg's reset query — a second round trip for every pooled query —
+    is skipped. asyncpg still rolls back a transaction left open."""
+
+
 def migration_files() -> list[tuple[int, str, str]]:
     found = []
     for entry in resources.files("server.store.migrations").iterdir():
@@ -106,8 +107,19 @@ def migration_files() -> list[tuple[int, str, str]]:
 
 async def migrate(pool: Pool) -> list[str]:
     """Apply the migrations not yet recorded, in order, each in its own transaction."""
+    async with pool.acquire() as conn:
+        try:
+            return await _migrate(conn)
+        finally:
+            try:  # a migration may leave session state (SET): the pool does not reset it
+                await conn.reset()
+            except Exception:
+                conn.terminate()
+
+
+async def _migrate(conn: Any) -> list[str]:
     applied = []
-    async with pool.acquire() as conn, conn.transaction():
+    async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
