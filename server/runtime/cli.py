@@ -45,6 +45,7 @@ def serve(settings: Settings, demo: bool) -> int:
         print(banner(settings, demo, filled), flush=True)
         if settings.workers == 1:
             run_worker(settings, reuse_port=False)
+            print("worker stopped", file=sys.stderr, flush=True)
             return 0
         return _serve_shared(settings)
     finally:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,10 +231,13 @@ class EmbeddedServers:
         return redis_url, database_url
 
     def stop(self) -> None:
-        if self.redis is not None:
-            self.redis.stop()
-        if self.postgres is not None:
-            self.postgres.stop()
+        """Stop both, saying on stderr how long each took (a slow stop is then visible)."""
+        for name, server in (("Redis", self.redis), ("PostgreSQL", self.postgres)):
+            if server is not None:
+                started = time.monotonic()
+                server.stop()
+                took = time.monotonic() - started
+                print(f"embedded {name} stopped in {took:.1f} s", file=sys.stderr, flush=True)
 
     def wipe(self) -> None:
         self.stop()
