@@ -73,6 +73,7 @@ async def pg(server_urls: tuple[str, str]) -> AsyncIterator[asyncpg.Pool]:
     await pool.execute(
         "TRUNCATE events, outbox, stripe_events, audit_log, operators, api_tokens CASCADE"
     )
+    await db.drop_orphan_partitions(pool)  # each test's events bring their own partitions
     yield pool
     await pool.close()
 

@@ -87,22 +87,31 @@ ORDER_COLUMNS = (
 )
 
 
-async def _load(conn: Any, where: str, value: str, lock: bool = False) -> OrderRow | None:
+async def _load(
+    conn: Any, where: str, value: str, lock: bool = False, event_id: str | None = None
+) -> OrderRow | None:
+    """One order with its lines and tickets. The tables are partitioned by event (migration
+    011): given the event, the order is read from its partition alone; its lines and tickets
+    always are."""
     suffix = " FOR UPDATE" if lock else ""
-    row = await conn.fetchrow(
-        f"SELECT {ORDER_COLUMNS} FROM orders WHERE {where} = $1{suffix}", value
-    )
+    sql = f"SELECT {ORDER_COLUMNS} FROM orders WHERE {where} = $1"
+    if event_id is None:
+        row = await conn.fetchrow(sql + suffix, value)
+    else:  # a separate statement: a prepared plan prunes on `event_id = $2` alone
+        row = await conn.fetchrow(sql + " AND event_id = $2" + suffix, value, event_id)
     if row is None:
         return None
     lines = await conn.fetch(
         "SELECT section_id, seat_id, quantity, price FROM order_lines WHERE order_id = $1"
-        " ORDER BY line_no",
+        " AND event_id = $2 ORDER BY line_no",
         row["id"],
+        row["event_id"],
     )
     tickets = await conn.fetch(
         "SELECT code, section_id, seat_id, number, checked_in_at FROM tickets WHERE order_id = $1"
-        " ORDER BY number",
+        " AND event_id = $2 ORDER BY number",
         row["id"],
+        row["event_id"],
     )
     data = dict(row)
     data["lines"] = [dict(r) for r in lines]
@@ -208,7 +217,9 @@ async def create_order(
         created = await conn.fetchval(
             "INSERT INTO orders (id, event_id, hold_id, visitor_id, queue_id, email, amount,"
             " currency, provider, expires_at, buyer) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
-            " ON CONFLICT (hold_id) DO NOTHING RETURNING id",
+            # No conflict target: the hold is unique per event in the partitioned table
+            # (migration 011) and on its own before it; this runs on both.
+            " ON CONFLICT DO NOTHING RETURNING id",
             order_id, event_id, hold_id, visitor_id, queue_id, email, amount, currency,
             provider, expires_at, rules.buyer_email(email),
         )  # fmt: skip
@@ -277,14 +288,16 @@ async def confirm(
     order_id: str,
     ticket_code: Callable[[str, int], str],
     captured: bool,
+    event_id: str | None = None,
 ) -> tuple[Confirmation, OrderRow | None]:
     """The arbiter. In one transaction: pending -> paid, seats into sold_seats (primary key
     (event, seat)), standing units under the capacity CHECK, tickets, an outbox row and the
     capture to do after commit. If any seat is gone, or the order would take its buyer past the
     event's per-buyer limit, the order becomes voided instead, and the payment is voided (or
-    refunded if it was already captured)."""
+    refunded if it was already captured). Given the order's event, every statement reads and
+    writes that event's partitions alone."""
     async with pool.acquire() as conn, conn.transaction():
-        order = await _load(conn, "id", order_id, lock=True)
+        order = await _load(conn, "id", order_id, lock=True, event_id=event_id)
         if order is None:
             return "missing", None
         if order.status == "paid":
@@ -294,27 +307,31 @@ async def confirm(
         if await _buyer_limit(conn, order):
             await conn.execute(
                 "UPDATE orders SET status = 'voided', status_reason = 'buyer_limit',"
-                " updated_at = now() WHERE id = $1",
+                " updated_at = now() WHERE id = $1 AND event_id = $2",
                 order_id,
+                order.event_id,
             )
             await _add_action(conn, order, "refund" if captured else "void")
-            return "buyer_limit", await _load(conn, "id", order_id)
+            return "buyer_limit", await _load(conn, "id", order_id, event_id=order.event_id)
         try:
             async with conn.transaction():
                 await _take_inventory(conn, order)
         except (asyncpg.UniqueViolationError, asyncpg.CheckViolationError, _SoldOut):
             await conn.execute(
                 "UPDATE orders SET status = 'voided', status_reason = 'seats_taken',"
-                " updated_at = now() WHERE id = $1",
+                " updated_at = now() WHERE id = $1 AND event_id = $2",
                 order_id,
+                order.event_id,
             )
             await _add_action(conn, order, "refund" if captured else "void")
-            return "seats_taken", await _load(conn, "id", order_id)
+            return "seats_taken", await _load(conn, "id", order_id, event_id=order.event_id)
         await conn.execute(
             "UPDATE orders SET status = 'paid', paid_at = now(), status_reason = NULL,"
-            " order_key = coalesce(order_key, $2), updated_at = now() WHERE id = $1",
+            " order_key = coalesce(order_key, $2), updated_at = now() WHERE id = $1"
+            " AND event_id = $3",
             order_id,
             new_id(),  # 128 random bits: the secret of the order's link
+            order.event_id,
         )
         numbered = _ticket_lines(order)
         await conn.executemany(
@@ -342,7 +359,7 @@ async def confirm(
         )
         if not captured:
             await _add_action(conn, order, "capture")
-        return "paid", await _load(conn, "id", order_id)
+        return "paid", await _load(conn, "id", order_id, event_id=order.event_id)
 
 
 class _SoldOut(Exception):
@@ -390,22 +407,30 @@ async def _add_action(conn: Any, order: OrderRow, action: str) -> None:
 
 
 async def change_status(
-    pool: Pool, order_id: str, target: str, reason: str, *, action: str | None = None
+    pool: Pool,
+    order_id: str,
+    target: str,
+    reason: str,
+    *,
+    action: str | None = None,
+    event_id: str | None = None,
 ) -> OrderRow | None:
-    """pending -> target, guarded: None if the order was no longer pending."""
+    """pending -> target, guarded: None if the order was no longer pending. Given the order's
+    event, only its partitions are touched."""
     if not rules.can_transition("pending", target):
         raise ValueError(f"an order never goes from pending to {target}")
     async with pool.acquire() as conn, conn.transaction():
-        done = await conn.fetchval(
+        sql = (
             "UPDATE orders SET status = $2, status_reason = $3, updated_at = now()"
-            " WHERE id = $1 AND status = 'pending' RETURNING id",
-            order_id,
-            target,
-            reason,
+            " WHERE id = $1 AND status = 'pending'"
         )
+        args = [order_id, target, reason]
+        if event_id is not None:
+            sql, args = sql + " AND event_id = $4", [*args, event_id]
+        done = await conn.fetchval(sql + " RETURNING event_id", *args)
         if done is None:
             return None
-        order = await _load(conn, "id", order_id)
+        order = await _load(conn, "id", order_id, event_id=done)
         assert order is not None
         if action is not None:
             await _add_action(conn, order, action)
