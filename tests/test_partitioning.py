@@ -285,9 +285,16 @@ async def test_a_new_event_gets_its_partitions_and_queries_read_only_them(
         await pg.execute(
             "INSERT INTO outbox (event_id, kind, payload) VALUES ('nowhere', 'x', '{}')"
         )
-    # The partitions follow the events: deleted, they can go.
-    await pg.execute("DELETE FROM events")
-    assert await db.drop_orphan_partitions(pg) == 10
+    # The partitions follow the events: deleted, they go, and what named their orders too.
+    await pg.execute(
+        "INSERT INTO mails (kind, order_id, email) SELECT 'confirmation', id, email FROM orders"
+        " WHERE event_id = 'part-one' AND status = 'paid' LIMIT 1"
+    )
+    assert await pg.fetchval("SELECT count(*) FROM mails") == 1
+    await db.delete_event(pg, "part-one")
+    await db.delete_event(pg, "part-two")
+    assert await pg.fetchval("SELECT count(*) FROM mails") == 0
+    assert await db.drop_orphan_partitions(pg) == 0  # nothing left to drop
     assert await pg.fetchval(
         "SELECT count(*) FROM pg_inherits WHERE inhparent = 'orders'::regclass"
     ) == 0  # fmt: skip

@@ -30,7 +30,7 @@ from server.core.settings import Settings
 from server.runtime.app import create_app
 from server.store import db
 
-from .helpers import ADMIN
+from .helpers import ADMIN, wipe_database
 
 EXAMPLES = 12  # per operation and phase: the whole run stays well under a minute on 2 cores
 
@@ -86,9 +86,7 @@ class LiveApp:
         await client.aclose()
         pool: asyncpg.Pool = await db.create_pool(self.settings.database_url, 2)
         await db.migrate(pool)
-        await pool.execute(
-            "TRUNCATE events, outbox, stripe_events, audit_log, operators, api_tokens CASCADE"
-        )
+        await wipe_database(pool)
         await pool.close()
 
     async def _start(self) -> None:

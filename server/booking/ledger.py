@@ -124,9 +124,9 @@ async def get_order(pool: Pool, order_id: str) -> OrderRow | None:
         return await _load(conn, "id", order_id)
 
 
-async def load_for_update(conn: Any, order_id: str) -> OrderRow | None:
+async def load_for_update(conn: Any, order_id: str, event_id: str | None = None) -> OrderRow | None:
     """The order, its row locked until the caller's transaction ends."""
-    return await _load(conn, "id", order_id, lock=True)
+    return await _load(conn, "id", order_id, lock=True, event_id=event_id)
 
 
 async def get_orders(pool: Pool, order_ids: list[str]) -> list[OrderRow]:
@@ -159,6 +159,7 @@ async def search_orders(pool: Pool, q: OrderQuery) -> list[OrderRow]:
         " AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM order_lines l WHERE l.order_id = o.id"
         "      AND l.seat_id = $3 AND l.event_id = o.event_id))"
         " AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM tickets t WHERE t.order_id = o.id"
+        "      AND t.event_id = o.event_id"
         "      AND t.code = $4))"
         " AND ($5::text IS NULL OR o.id = $5)"
         " AND ($6::text IS NULL OR o.status = $6)"
@@ -232,7 +233,7 @@ async def create_order(
                     for i, ln in enumerate(lines)
                 ],
             )
-        order = await _load(conn, "hold_id", hold_id)
+        order = await _load(conn, "hold_id", hold_id, event_id=event_id)
     assert order is not None
     return order, created is not None
 
@@ -243,7 +244,8 @@ async def tickets_bought(
     """Tickets in the event's paid orders of one buyer (normalised email) or one visitor."""
     column, value = ("buyer", buyer) if buyer is not None else ("visitor_id", visitor_id)
     got = await conn.fetchval(
-        "SELECT coalesce(sum(l.quantity), 0) FROM orders o JOIN order_lines l ON l.order_id = o.id"
+        "SELECT coalesce(sum(l.quantity), 0) FROM orders o JOIN order_lines l"
+        " ON l.order_id = o.id AND l.event_id = o.event_id"
         f" WHERE o.event_id = $1 AND o.status = 'paid' AND o.{column} = $2",
         event_id,
         value,

@@ -226,6 +226,21 @@ async def add_event_partitions(pool: Pool, event_id: str) -> None:
         await pool.execute("SELECT bo_add_event_partitions($1)", event_id)
 
 
+async def delete_event(pool: Pool, event_id: str) -> None:
+    """Delete an event with everything of it (the demo's reset): its orders go by cascade, the
+    mails and payment follow-ups naming them by hand (their foreign key to the partitioned
+    orders went with migration 011), then its partitions."""
+    async with pool.acquire() as conn, conn.transaction():
+        for table in ("mails", "payment_actions"):
+            await conn.execute(
+                f"DELETE FROM {table} WHERE order_id IN"
+                " (SELECT id FROM orders WHERE event_id = $1)",
+                event_id,
+            )
+        await conn.execute("DELETE FROM events WHERE id = $1", event_id)
+    await drop_orphan_partitions(pool)
+
+
 async def drop_orphan_partitions(pool: Pool) -> int:
     """Drop the partitions whose event was deleted (empty: the delete cascaded); how many.
     Each DROP takes ACCESS EXCLUSIVE on its parent for a moment: run it outside a sale. To
@@ -317,7 +332,8 @@ async def inventory_truth(pool: Pool, event_id: str) -> dict[str, Any]:
         )
         pending = await conn.fetch(
             "SELECT o.hold_id, o.visitor_id, o.queue_id, o.expires_at, l.section_id, l.seat_id,"
-            " l.quantity FROM orders o JOIN order_lines l ON l.order_id = o.id"
+            " l.quantity FROM orders o JOIN order_lines l"
+            " ON l.order_id = o.id AND l.event_id = o.event_id"
             " WHERE o.event_id = $1 AND o.status = 'pending' AND o.expires_at > now()"
             " ORDER BY o.created_at, l.line_no",
             event_id,

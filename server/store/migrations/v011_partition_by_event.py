@@ -269,6 +269,7 @@ async def _backfill(conn: Any, table: Table) -> int:
     then mirrors its own version over the copied one."""
     cols = ", ".join(await _columns(conn, table.name))
     key = ", ".join(table.old_key)
+    descending = ", ".join(f"{c} DESC" for c in table.old_key)  # the batch's last key
     after = f"({key}) > ({', '.join(f'${i + 1}' for i in range(len(table.old_key)))})"
 
     def batch(where: str) -> str:
@@ -278,7 +279,7 @@ async def _backfill(conn: Any, table: Table) -> int:
             f" copied AS (INSERT INTO {table.name}_by_event ({cols}) SELECT {cols} FROM batch"
             f" ON CONFLICT DO NOTHING)"
             f" SELECT {key}, (SELECT count(*) FROM batch) AS n FROM batch"
-            f" ORDER BY {key} DESC LIMIT 1"
+            f" ORDER BY {descending} LIMIT 1"
         )
 
     first, rest = batch(""), batch(f"WHERE {after}")
