@@ -129,6 +129,7 @@ class Bench:
             broadcast_ms=self.args.broadcast_ms,
             rank_refresh_seconds=3600,
             grace_seconds=3600,
+            return_window_seconds=3600,
             log_level="warning",
             log_format="text",
             database_pool_size=4,

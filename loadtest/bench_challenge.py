@@ -126,6 +126,7 @@ class Bench:
             trusted_proxies="127.0.0.1/32",
             rank_refresh_seconds=3600,
             grace_seconds=3600,
+            return_window_seconds=3600,
             log_level="warning",
             log_format="text",
             database_pool_size=4,

@@ -1,6 +1,6 @@
-"""Migration 011 on a live database: `python -m loadtest.bench_partition [--quick]`.
+"""Migration 014 on a live database: `python -m loadtest.bench_partition [--quick]`.
 
-A private PostgreSQL (server.embedded) at migration 010 is filled with `--orders` paid orders
+A private PostgreSQL (server.embedded) at migration 013 is filled with `--orders` paid orders
 of five events (a standing place each: a line, a ticket, a published outbox row), written in
 bulk by SQL. Then `--writers` coroutines create and confirm orders through the app's ledger for
 `--seconds` (the reference), again while `migrate` partitions the tables, and again after. It
@@ -103,7 +103,7 @@ async def writer(pool: db.Pool, rng: random.Random, phase: Phase, until: asyncio
             provider="dev", expires_at=datetime.now(UTC) + timedelta(minutes=10),
             lines=[ledger.OrderLine("GA", None, 1, 3500)],
         )  # fmt: skip
-        await ledger.confirm(pool, order_id, lambda o, n: f"{o}-{n}", True, ev)
+        await ledger.confirm(pool, order_id, lambda o, n: f"{o}-{n}", True, event_id=ev)
         phase.latencies.append(time.perf_counter() - started)
 
 
@@ -117,7 +117,7 @@ async def phase(pool: db.Pool, name: str, writers: int, seconds: float, migrate:
     try:
         if migrate:
             applied = await db.migrate(pool)
-            assert applied == ["v011_partition_by_event.py"], applied
+            assert applied == ["v014_partition_by_event.py"], applied
         else:
             await asyncio.sleep(seconds)
     finally:
@@ -140,12 +140,12 @@ def row(p: Phase) -> str:
 async def bench(url: str, args: argparse.Namespace) -> list[str]:
     pool = await db.create_pool(url, args.writers + 2)
     try:
-        await db.migrate(pool, until=10)
+        await db.migrate(pool, until=13)
         started = time.perf_counter()
         await fill(pool, args.orders)
         log(f"filled {args.orders:,} orders in {time.perf_counter() - started:.1f} s")
-        before = await phase(pool, "before (010)", args.writers, args.seconds, False)
-        during = await phase(pool, "during migration 011", args.writers, 0, True)
+        before = await phase(pool, "before (013)", args.writers, args.seconds, False)
+        during = await phase(pool, "during migration 014", args.writers, 0, True)
         after = await phase(pool, "after (partitioned)", args.writers, args.seconds, False)
         kind = await pool.fetchval("SELECT relkind::text FROM pg_class WHERE relname = 'orders'")
         parts = await pool.fetchval(
@@ -154,7 +154,7 @@ async def bench(url: str, args: argparse.Namespace) -> list[str]:
     finally:
         await pool.close()
     return [
-        f"migration 011 over {args.orders:,} orders of {len(EVENTS)} events (+ lines, tickets,"
+        f"migration 014 over {args.orders:,} orders of {len(EVENTS)} events (+ lines, tickets,"
         f" outbox), {args.writers} writers (create + confirm through server.booking.ledger);"
         f" {machine()}",
         "",

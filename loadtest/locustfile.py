@@ -13,7 +13,11 @@ websocket open, pinging every 20 s; when admitted it leaves, freeing its slot.
 
 Every websocket message is reported as a request of type "WS" named after its type; the
 admission is reported as "admitted" with the time since joining as its response time.
-`BOXOFFICE_SHAPE` picks a load shape from loadtest/shapes.py (flash, prequeue, trickle)."""
+`BOXOFFICE_SHAPE` picks a load shape from loadtest/shapes.py (flash, prequeue, trickle).
+
+Each user keeps the waiting page's ETA as the page does (loadtest/eta.py) and, when admitted,
+logs the ETA its page showed at half its wait beside the real admission (the report's "ETA
+error at half-way")."""
 
 from __future__ import annotations
 
@@ -32,9 +36,11 @@ from locust import HttpUser, between, events, task
 
 try:
     from loadtest import shapes, solver
+    from loadtest.eta import Estimate, Predictions
 except ImportError:  # run as `locust -f loadtest/locustfile.py` without the repo on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from loadtest import shapes, solver
+    from loadtest.eta import Estimate, Predictions
 
 DEV_CARD = "4242424242424242"
 PING_EVERY_S = 20.0
@@ -99,6 +105,8 @@ class Queued:
         self.ws: websocket.WebSocket | None = None
         self.last_tick = 0.0
         self.ping_sent = 0.0
+        self.estimate = Estimate()  # what the fan's page would show
+        self.predictions = Predictions()
 
     # ---- reporting ----------------------------------------------------------------------------
 
@@ -198,6 +206,7 @@ class Queued:
             self.queue_id = body.get("queue_id")
             self.state = str(body.get("state"))
             self.ticket = body.get("ticket")
+            self.shown(body, None)
             if self.state == "admitted":
                 self.access_token = body.get("access_token")
                 self._admitted(self.joined_at)
@@ -310,12 +319,21 @@ class Queued:
         elif kind == "tick":
             self.fire("tick", self.last_tick or now, len(raw))
             self.last_tick = now
+            self.estimate.tick(
+                int(msg.get("admitted_total") or 0),
+                msg.get("rate_per_min"),
+                bool(msg.get("paused")),
+            )
+            self.predictions.add(now - self.joined_at, self.estimate.eta_s())
+            if self.state == "prequeue" and msg.get("state") == "on_sale":
+                self.poll()  # the page asks for its place when the sale opens
         elif kind == "pong":
             self.fire("pong", self.ping_sent or now, len(raw))
         elif kind == "status":
             self.state = str(msg.get("state") or self.state)
             if msg.get("ticket") is not None:
                 self.ticket = int(msg["ticket"])
+            self.shown(msg, int(msg.get("admitted_total") or 0))
             self.fire("status", now, len(raw))
         elif kind == "closed":
             self.state = "closed"
@@ -333,6 +351,9 @@ class Queued:
         if r.status_code != 200:
             return
         body = r.json()
+        if body.get("state") in ("prequeue", "waiting"):
+            self.state = str(body["state"])
+            self.shown(body, None)
         if body.get("state") == "admitted" and self.state != "admitted":
             self.access_token = body.get("access_token")
             self.state = "admitted"
@@ -340,18 +361,38 @@ class Queued:
         elif body.get("state") in ("closed", "sold_out", "expired"):
             self.state = str(body["state"])
 
+    def shown(self, status: dict[str, Any], admitted_total: int | None) -> None:
+        """An exact status (join, poll or websocket): the page redraws its estimate."""
+        paused = status.get("paused")
+        self.estimate.status(
+            str(status.get("state")),
+            status.get("position"),
+            admitted_total,
+            status.get("rate_per_min"),
+            paused if isinstance(paused, bool) else None,
+        )
+        self.predictions.add(time.monotonic() - self.joined_at, self.estimate.eta_s())
+
     def _admitted(self, since: float) -> None:
         self.fire("admitted", since)
         if self.log_path:
-            line = json.dumps(
-                {
-                    "queue_id": self.queue_id,
-                    "ticket": self.ticket,
-                    "wait_ms": round(_ms_since(since)),
-                    "at": time.time(),
-                    "user": type(self.user).__name__,
-                }
-            )
+            record: dict[str, Any] = {
+                "queue_id": self.queue_id,
+                "ticket": self.ticket,
+                "wait_ms": round(_ms_since(since)),
+                "at": time.time(),
+                "user": type(self.user).__name__,
+            }
+            admitted_at = time.monotonic() - self.joined_at
+            half = self.predictions.at_half_way(admitted_at)
+            if half is not None:  # the ETA the page showed at half its wait in line
+                record.update(
+                    line_from_s=round(self.predictions.said[0][0], 3),
+                    half_at_s=round(half[0], 3),
+                    half_eta_s=half[1],
+                    admitted_at_s=round(admitted_at, 3),
+                )
+            line = json.dumps(record)
             with _log_lock, open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
 

@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loadtest import eta
 from loadtest.arrivals import CURVES
 
 if TYPE_CHECKING:
@@ -641,6 +642,26 @@ def check_clients_saw(admissions: list[dict[str, Any]], adm: Admission) -> Check
     )
 
 
+ETA_AIM = 0.10  # median error of the half-way ETA the fans' pages aim at
+
+
+def check_eta_error(admissions: list[dict[str, Any]]) -> Check:
+    """9. the ETA a fan's page showed at half its wait, against its real admission
+    (loadtest/eta.py): median and p90 of the error, and whether the median met ETA_AIM. A figure
+    of quality, not an invariant: information only, it never fails the run."""
+    summary = eta.summarize(admissions)
+    if summary is None:
+        return Check("ETA error at half-way", None, f"no fan waited {eta.MIN_WAIT_S:.0f} s or more")
+    verdict = "met" if summary.median <= ETA_AIM else "missed"
+    return Check(
+        "ETA error at half-way",
+        None,
+        f"median {summary.median:.1%}, p90 {summary.p90:.1%} over {summary.fans} fans who "
+        f"waited >= {eta.MIN_WAIT_S:.0f} s (aim <= {ETA_AIM:.0%} median: {verdict}); "
+        f"median signed {summary.bias:+.1%} (+ = said later than it came)",
+    )
+
+
 def check_purchases(sales: Sales) -> Check:
     """8. the run sold something at all."""
     return Check(
@@ -682,6 +703,7 @@ async def verify(
             check_max_active(samples, adm),
             await check_admission_order(pool, redis, k, event_id, admissions, adm),
             check_clients_saw(admissions, adm),
+            check_eta_error(admissions),
             check_purchases(sales),
         ]
     finally:

@@ -1,6 +1,7 @@
 -- extend_hold: starting checkout extends a live hold to cover payment, once.
 --
--- KEYS[1..8] seats, holds, holdexp, vhold, gacap, gasold, gaheld, seatver (lib/holds.lua)
+-- KEYS[1..9] seats, holds, holdexp, vhold, gacap, gasold, gaheld, seatver, seatcount
+--            (lib/holds.lua)
 -- ARGV[1] hold_id
 -- ARGV[2] payment window in ms
 -- ARGV[3] now in ms, or "" to use Redis TIME

@@ -1,7 +1,8 @@
 -- reap_holds: tidy holds whose time has passed, so the seat map shows them free. Correctness
 -- never depends on it: every hold script compares expiry times itself.
 --
--- KEYS[1..8] seats, holds, holdexp, vhold, gacap, gasold, gaheld, seatver (lib/holds.lua)
+-- KEYS[1..9] seats, holds, holdexp, vhold, gacap, gasold, gaheld, seatver, seatcount
+--            (lib/holds.lua)
 -- ARGV[1] most holds to tidy in one call
 -- ARGV[2] now in ms, or "" to use Redis TIME
 --
@@ -9,4 +10,5 @@
 --#include clock
 --#include holds
 
+ensure_counts()  -- seat state built before the counters existed gets them here, once
 return purge_expired(now_ms(ARGV[2]), tonumber(ARGV[1]))

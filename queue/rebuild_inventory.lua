@@ -2,9 +2,10 @@
 -- live in Redis. Run when the inventory marker is missing (Redis restarted or flushed), or on
 -- demand with force. Pending orders whose holds were lost get them back while seats allow.
 --
--- KEYS[1..8] seats, holds, holdexp, vhold, gacap, gasold, gaheld, seatver (lib/holds.lua)
--- KEYS[9] inventory    HASH  built_ms marker
--- KEYS[10] sold_orders  SET   orders applied in Redis
+-- KEYS[1..9] seats, holds, holdexp, vhold, gacap, gasold, gaheld, seatver, seatcount
+--            (lib/holds.lua)
+-- KEYS[10] inventory    HASH  built_ms marker
+-- KEYS[11] sold_orders  SET   orders applied in Redis
 -- ARGV[1] JSON {gacap = {section = n}, gasold = {section = n}, sold = {seat ids},
 --               paid = {order ids}, orders = {{h, v, q, s = {seats}, g = {section = n}, e}}}
 -- ARGV[2] "1" to rebuild even if the marker exists
@@ -14,16 +15,16 @@
 --#include clock
 --#include holds
 
-if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[9]) == 1 then return -1 end
+if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[10]) == 1 then return -1 end
 local now = now_ms(ARGV[3])
 local truth = cjson.decode(ARGV[1])
 purge_expired(now, 100000)
 
-redis.call('DEL', KEYS[1], KEYS[5], KEYS[6], KEYS[7])
+redis.call('DEL', KEYS[1], KEYS[5], KEYS[6], KEYS[7], KEYS[9])
 for section, n in pairs(truth.gacap) do redis.call('HSET', KEYS[5], section, n) end
 for section, n in pairs(truth.gasold) do redis.call('HSET', KEYS[6], section, n) end
 for _, seat in ipairs(truth.sold) do redis.call('HSET', KEYS[1], seat, 'sold') end
-for _, order_id in ipairs(truth.paid) do redis.call('SADD', KEYS[10], order_id) end
+for _, order_id in ipairs(truth.paid) do redis.call('SADD', KEYS[11], order_id) end
 
 -- holds still live keep their seats unless PostgreSQL sold them meanwhile
 for _, hold_id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
@@ -58,6 +59,7 @@ for _, o in ipairs(truth.orders) do
     end
   end
 end
-redis.call('HSET', KEYS[9], 'built_ms', now)
+redis.call('HSET', KEYS[10], 'built_ms', now)
+ensure_counts()  -- deleted above: counted afresh from the seats just written
 seats_changed()
 return restored

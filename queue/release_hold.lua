@@ -1,6 +1,7 @@
 -- release_hold: give back a hold's seats now (the owner let go, or its payment failed).
 --
--- KEYS[1..8] seats, holds, holdexp, vhold, gacap, gasold, gaheld, seatver (lib/holds.lua)
+-- KEYS[1..9] seats, holds, holdexp, vhold, gacap, gasold, gaheld, seatver, seatcount
+--            (lib/holds.lua)
 -- ARGV[1] hold_id
 -- ARGV[2] visitor_id that must own the hold, or "" to skip the check
 --

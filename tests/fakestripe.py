@@ -1,6 +1,8 @@
 """An in-process fake of the slice of Stripe's HTTP API that server/payments/stripe_provider.py
-calls through the real `stripe` library: PaymentIntents (create, capture, cancel) and refunds
-(refused on demand, and once per intent as Stripe does), and charge events.
+calls through the real `stripe` library: PaymentIntents (create, retrieve — with
+`expand[]=payment_method` —, capture, cancel), card PaymentMethods with Stripe's fingerprint
+(one per card number), refunds (refused on demand, and once per intent as Stripe does), and
+charge events.
 
 It is the only stand-in in the Stripe tests. It checks the secret key, records every request
 (path, parsed form parameters, Idempotency-Key), honours idempotency keys the way Stripe does
@@ -12,6 +14,7 @@ webhook events about its intents.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import secrets
 import time
@@ -48,10 +51,15 @@ class Recorded:
 
 
 class StripeFailure(Exception):
-    def __init__(self, status: int, kind: str, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, kind: str, code: str, message: str, executed: bool = True
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body: Json = {"error": {"type": kind, "code": code, "message": message}}
+        # Stripe keeps a result under its idempotency key only once the endpoint began to
+        # execute; a request refused before (an outage) may be retried with the same key.
+        self.executed = executed
 
 
 def _new_id(prefix: str) -> str:
@@ -73,6 +81,10 @@ class FakeStripe:
         self.requests: list[Recorded] = []
         self.intents: dict[str, Json] = {}
         self.refunds: dict[str, Json] = {}
+        self.payment_methods: dict[str, Json] = {}
+        # Stripe failing some operations ("retrieve", "capture") with this HTTP status (5xx:
+        # its side is down; the library retries, then raises).
+        self.outage: dict[str, int] = {}
         # When set, refunds are refused with this (code, message), as Stripe refuses one (e.g. a
         # balance too low to refund from).
         self.refund_refusal: tuple[str, str] | None = None
@@ -88,6 +100,7 @@ class FakeStripe:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/v1/payment_intents", self._create_intent)
+        app.router.add_get("/v1/payment_intents/{id}", self._retrieve)
         app.router.add_post("/v1/payment_intents/{id}/capture", self._capture)
         app.router.add_post("/v1/payment_intents/{id}/cancel", self._cancel)
         app.router.add_post("/v1/refunds", self._refund)
@@ -133,12 +146,38 @@ class FakeStripe:
             {"amount": str(amount), "currency": currency, "capture_method": "manual"}, metadata
         )
 
-    def authorize(self, intent_id: str) -> Json:
-        """The customer confirmed with a good card: funds held, waiting for capture."""
+    @staticmethod
+    def fingerprint(card: str) -> str:
+        """Stripe's card fingerprint: 16 letters and digits, the same for one card number."""
+        return hashlib.sha256(f"fake-stripe:{card}".encode()).hexdigest()[:16]
+
+    def card(self, number: str) -> str:
+        """A card PaymentMethod (what Stripe.js makes from the fan's card), its id."""
+        pm_id = _new_id("pm")
+        self.payment_methods[pm_id] = {
+            "id": pm_id,
+            "object": "payment_method",
+            "type": "card",
+            "card": {
+                "brand": "visa",
+                "last4": number[-4:],
+                "exp_month": 12,
+                "exp_year": 2030,
+                "fingerprint": self.fingerprint(number),
+            },
+            "livemode": False,
+        }
+        return pm_id
+
+    def authorize(self, intent_id: str, card: str | None = None) -> Json:
+        """The customer confirmed with a good card: funds held, waiting for capture. With a
+        card number, the intent's payment_method is a card PaymentMethod carrying Stripe's
+        fingerprint of that number; without, it names none."""
         pi = self.intents[intent_id]
         assert pi["status"] in ("requires_payment_method", "requires_confirmation"), pi["status"]
         pi.update(status="requires_capture", amount_capturable=pi["amount"])
         pi["last_payment_error"] = None
+        pi["payment_method"] = None if card is None else self.card(card)
         return copy.deepcopy(pi)
 
     def decline(self, intent_id: str) -> Json:
@@ -148,10 +187,13 @@ class FakeStripe:
         pi["last_payment_error"] = {"type": "card_error", "code": "card_declined"}
         return copy.deepcopy(pi)
 
-    def capture_elsewhere(self, intent_id: str) -> Json:
-        """Captured outside the app (dashboard, another process): status succeeded."""
+    def capture_elsewhere(self, intent_id: str, card: str | None = None) -> Json:
+        """Captured outside the app (dashboard, another process): status succeeded; paid with
+        this card number if given (as authorize())."""
         pi = self.intents[intent_id]
         pi.update(status="succeeded", amount_received=pi["amount"], amount_capturable=0)
+        if card is not None:
+            pi["payment_method"] = self.card(card)
         return copy.deepcopy(pi)
 
     # ---- webhooks ---------------------------------------------------------------------------
@@ -222,7 +264,7 @@ class FakeStripe:
     async def _serve(
         self, request: web.Request, action: Callable[[dict[str, str]], Json]
     ) -> web.Response:
-        form = await request.post()
+        form = request.query if request.method == "GET" else await request.post()
         params = {k: str(v) for k, v in form.items()}
         key = request.headers.get("Idempotency-Key")
         auth = request.headers.get("Authorization", "")
@@ -246,10 +288,10 @@ class FakeStripe:
                 )
             return await self._respond(request, params, key, status, body, True)
         try:
-            status, body = 200, action(params)
+            status, body, kept = 200, action(params), True
         except StripeFailure as failure:
-            status, body = failure.status, failure.body
-        if key is not None:
+            status, body, kept = failure.status, failure.body, failure.executed
+        if key is not None and kept:
             self._idempotent[key] = (request.path, params, status, body)
         return await self._respond(request, params, key, status, body, False)
 
@@ -298,6 +340,13 @@ class FakeStripe:
         key = request.headers.get("Idempotency-Key")
         return await self._respond(request, {}, key, 404, body, False, notify=False)
 
+    def _outage(self, operation: str) -> None:
+        status = self.outage.get(operation)
+        if status is not None:
+            raise StripeFailure(
+                status, "api_error", "", "An error occurred on Stripe's side.", executed=False
+            )
+
     def _intent(self, request: web.Request) -> Json:
         intent_id = request.match_info["id"]
         pi = self.intents.get(intent_id)
@@ -338,6 +387,7 @@ class FakeStripe:
             "cancellation_reason": None,
             "last_payment_error": None,
             "latest_charge": _new_id("ch"),
+            "payment_method": None,
             "automatic_payment_methods": (
                 {"enabled": True}
                 if params.get("automatic_payment_methods[enabled]") == "true"
@@ -350,8 +400,25 @@ class FakeStripe:
     async def _create_intent(self, request: web.Request) -> web.Response:
         return await self._serve(request, lambda p: self._make_intent(p, nested(p, "metadata")))
 
+    async def _retrieve(self, request: web.Request) -> web.Response:
+        def retrieve(params: dict[str, str]) -> Json:
+            self._outage("retrieve")
+            pi = copy.deepcopy(self._intent(request))
+            expand = {v for k, v in params.items() if k == "expand" or k.startswith("expand[")}
+            unknown = expand - {"payment_method"}
+            if unknown:
+                raise StripeFailure(
+                    400, "invalid_request_error", "parameter_invalid", f"cannot expand {unknown}"
+                )
+            if "payment_method" in expand and pi["payment_method"] is not None:
+                pi["payment_method"] = copy.deepcopy(self.payment_methods[pi["payment_method"]])
+            return pi
+
+        return await self._serve(request, retrieve)
+
     async def _capture(self, request: web.Request) -> web.Response:
         def capture(params: dict[str, str]) -> Json:
+            self._outage("capture")
             pi = self._intent(request)
             if pi["status"] != "requires_capture":
                 raise StripeFailure(

@@ -1,5 +1,5 @@
 """Helpers shared by the test files (conftest.py keeps the fixtures): the admin token and secret
-of the test app, event bodies, visitors and their admission, bounded polling, and a fan's journey
+of the test app, a door (`checkin`) token, event bodies, visitors and their admission, bounded polling, and a fan's journey
 (hold, check out, pay) as plain calls or as a `Fan` bound to one app client."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import aiohttp
 import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
@@ -60,7 +61,7 @@ async def eventually(
 
 async def wipe_database(pool: Any) -> None:
     """Every test starts from no events, orders or accounts. Mails and payment follow-ups are
-    named too: since migration 011 no foreign key cascades to them from orders. Then the
+    named too: since migration 014 no foreign key cascades to them from orders. Then the
     partitions of the deleted events go (each test's events bring their own)."""
     await pool.execute(
         "TRUNCATE events, outbox, mails, payment_actions, stripe_events, audit_log, operators,"
@@ -96,6 +97,16 @@ async def create_event(client: TestClient[Any, Any], **overrides: Any) -> dict[s
     assert response.status == 201, await response.text()
     data: dict[str, Any] = await response.json()
     return data
+
+
+async def checkin_token(client: Client | aiohttp.ClientSession, name: str) -> str:
+    """A new API token with the `checkin` scope alone: what the README gives door staff."""
+    response = await client.post(
+        "/api/admin/tokens", json={"name": name, "scopes": ["checkin"]}, headers=ADMIN
+    )
+    assert response.status == 201, await response.text()
+    token: str = (await response.json())["token"]
+    return token
 
 
 def decode(data: bytes | str, kind: type[Any]) -> Any:

@@ -24,6 +24,7 @@ from .helpers import (
     Fan,
     admitted_fan,
     call,
+    checkin_token,
     create_event,
     eventually,
     visitor,
@@ -473,6 +474,61 @@ async def test_checkin_outcomes_counts_and_metrics(
     assert f'boxoffice_checkins_total{{event="{other["id"]}",result="wrong_event"}} 1.0' in metrics
 
 
+async def test_a_checkin_token_reads_the_door_events_and_counter_and_nothing_more(
+    fans: Client,
+) -> None:
+    ev = await create_event(fans, rate_per_min=60000)
+    closed = await create_event(fans, rate_per_min=60000, id="closed-door")
+    closing = await call(
+        fans, "PATCH", f"/api/admin/events/{closed['id']}", ADMIN, {"closed": True}
+    )
+    assert closing[0] == 200, closing
+    fan = await admitted_fan(fans, ev["id"])
+    paid = await buy(fan, ev["id"], {"seats": ["A-2-5", "A-2-6"]})
+    door = {"Authorization": f"Bearer {await checkin_token(fans, 'door-staff')}"}
+
+    status, events = await call(fans, "GET", "/api/admin/door/events", door)
+    assert status == 200, events
+    mine = {e["id"]: e for e in events}
+    assert set(mine) == {ev["id"], closed["id"]}  # a closed sale's door still opens
+    # What the door picks by, nothing of the sale (settings, sections, availability).
+    assert mine[ev["id"]] == {
+        "id": ev["id"],
+        "name": ev["name"],
+        "venue": ev["venue"],
+        "starts_at": ev["starts_at"],
+        "timezone": ev["timezone"],
+    }
+    counter = f"/api/events/{ev['id']}/checkins"
+    assert await call(fans, "GET", counter, door) == (
+        200, {"event_id": ev["id"], "checked_in": 0, "tickets_expected": 2}
+    )  # fmt: skip
+    status, scanned = await call(fans, "POST", counter, door, {"code": paid["tickets"][0]["code"]})
+    assert (status, scanned["seat"]) == (200, "A-2-5"), scanned
+    assert (await call(fans, "GET", counter, door))[1]["checked_in"] == 1
+    assert (await call(fans, "GET", "/api/events/no-such-event/checkins", door))[0] == 404
+    assert (await call(fans, "GET", counter, {}))[0] == 401
+    assert (await call(fans, "GET", "/api/admin/door/events", {}))[0] == 401
+
+    # Nothing else, read or write (every route and scope: tests/test_operators.py).
+    admin_event = f"/api/admin/events/{ev['id']}"
+    refused = [
+        ("GET", "/api/admin/events", None),
+        ("GET", admin_event, None),
+        ("GET", f"{admin_event}/stats", None),
+        ("GET", f"{admin_event}/audit", None),
+        ("GET", f"/api/admin/orders?event_id={ev['id']}", None),
+        ("PATCH", admin_event, {"paused": True}),
+        ("PATCH", f"{admin_event}/seats", {"seats": ["A-1-1"], "accessible": True}),
+        ("POST", f"/api/admin/orders/{paid['order_id']}/refund", None),
+    ]
+    for method, url, body in refused:
+        status, answer = await call(fans, method, url, door, body)
+        assert (status, answer["error"]) == (403, "forbidden"), (method, url, answer)
+    status, order = await call(fans, "GET", f"/api/admin/orders?order_id={paid['order_id']}", ADMIN)
+    assert order[0]["status"] == "paid"
+
+
 async def test_concurrent_scans_of_one_code_admit_it_exactly_once(
     client: Client, fans: Client
 ) -> None:
@@ -524,8 +580,10 @@ async def test_openapi_names_the_new_endpoints(fans: Client) -> None:
     assert "get" in paths["/api/admin/orders"]
     assert "post" in paths["/api/admin/orders/{order_id}/refund"]
     assert "post" in paths["/api/admin/orders/cancel"]
-    assert "post" in paths["/api/events/{event_id}/checkins"]
+    assert set(paths["/api/events/{event_id}/checkins"]) >= {"get", "post"}
+    assert "get" in paths["/api/admin/door/events"]
     schemas = doc["components"]["schemas"]
     assert {"Checkin", "BulkPlan", "BulkCancelResult", "CancelRequest"} <= set(schemas)
+    assert {"DoorEvent", "DoorCount"} <= set(schemas)
     assert "order_url" in schemas["Order"]["properties"]
     assert "checked_in" in schemas["Stats"]["properties"]

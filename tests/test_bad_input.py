@@ -187,12 +187,16 @@ async def world(client: Client, redis: Redis, pg: asyncpg.Pool) -> AsyncIterator
 async def expect_error(
     response: aiohttp.ClientResponse, status: int, code: str | None = None
 ) -> dict[str, Any]:
-    """The documented error shape: JSON {"error": <code>, "detail": <sentence>}."""
+    """The documented error shape: JSON {"error": <code>, "detail": <sentence>}, and for a
+    refused body (422) `fields`, each problem with its path and a message."""
     raw = await response.text()
     assert response.status == status, f"{response.method} {response.url}: {response.status} {raw}"
     assert response.content_type == "application/json", raw
     body: dict[str, Any] = json.loads(raw)
-    assert set(body) == {"error", "detail"}, body
+    assert set(body) - {"fields"} == {"error", "detail"}, body
+    assert "fields" not in body or (status == 422 and body["fields"]), body
+    for field in body.get("fields", ()):
+        assert set(field) == {"path", "message"} and field["message"], body
     assert isinstance(body["error"], str) and body["error"]
     assert isinstance(body["detail"], str) and body["detail"]
     if code is not None:
@@ -229,7 +233,7 @@ async def test_unknown_and_malformed_events_are_404_and_write_nothing(world: Wor
     for path in ("/nope", "/static/nope.js", "/static/js/nope.js", f"/e/{world.event_id}/x"):
         response = await c.get(path)
         assert (response.status, response.content_type) == (404, "text/html"), path
-        assert "<h1>Not Found</h1>" in await response.text()
+        assert "<h1>Page not found</h1>" in await response.text()
     await world.unchanged_since(before)
 
 
@@ -383,7 +387,7 @@ async def test_bad_patch_and_admit_bodies_change_nothing(world: World) -> None:
         (b'{"rate_per_min": "600"}', 422, "invalid"),
         (b'{"max_active": 0}', 422, "invalid"),
         (b'{"session_minutes": 100000}', 422, "invalid"),
-        (b'{"paused": false, "name": "renamed"}', 422, "invalid"),
+        (b'{"paused": false, "currency": "USD"}', 422, "invalid"),
         (b'{"id": "other"}', 422, "invalid"),
     ]:
         response = await world.client.patch(

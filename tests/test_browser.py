@@ -174,17 +174,12 @@ async def test_position_falls_then_admitted(
             " || !document.getElementById('view-admitted').hidden",
             timeout=TIMEOUT_MS,
         )
-        admitted = page.locator("#view-admitted")
-        await expect(admitted).to_be_visible(timeout=TIMEOUT_MS)
-        await expect(page.locator("#admitted-heading")).to_have_text("It's your turn!")
-        link = page.locator("#admitted-link")
-        await expect(link).to_have_attribute("href", f"/e/{event_id}/seats")
+        # admitted: the page moves on to the seat map by itself
+        await page.wait_for_url(f"{base_url}/e/{event_id}/seats", timeout=TIMEOUT_MS)
         token = await page.evaluate(f"sessionStorage.getItem('bo_access_{event_id}')")
         assert isinstance(token, str) and token
-        await page.screenshot(path=str(SHOTS / "boxoffice-admitted-phone.png"), full_page=True)
-
-        await link.click()
         await expect(page.locator("#view-pick")).to_be_visible()
+        await expect(page.locator("#turn-clock")).to_contain_text("It's your turn.")
         await expect(page.locator("#turn-countdown")).to_have_text(re.compile(r"^\d\d:\d\d$"))
         await page.screenshot(path=str(SHOTS / "boxoffice-seats-phone.png"), full_page=True)
     finally:
@@ -242,7 +237,7 @@ async def test_polling_fallback_when_websocket_fails(
         )
         assert refused >= 3
         await set_rate(admin, event_id, 600)
-        await expect(page.locator("#view-admitted")).to_be_visible(timeout=TIMEOUT_MS)
+        await page.wait_for_url(f"{base_url}/e/{event_id}/seats", timeout=TIMEOUT_MS)
     finally:
         await close_all(others)
 
@@ -379,8 +374,7 @@ async def admitted_seat_page(browser: Browser, base_url: str, event_id: str) -> 
     """A new visitor (own browser context) joins, is admitted and opens the seat map."""
     page = await phone_page(browser)
     await page.goto(f"{base_url}/e/{event_id}")
-    await expect(page.locator("#view-admitted")).to_be_visible(timeout=TIMEOUT_MS)
-    await page.locator("#admitted-link").click()
+    await page.wait_for_url(f"{base_url}/e/{event_id}/seats", timeout=TIMEOUT_MS)  # by itself
     await expect(page.locator("#view-pick")).to_be_visible()
     await expect(page.locator("#seat-A-1-1")).to_be_visible()
     return page
@@ -535,6 +529,65 @@ async def test_seat_taken_while_choosing(
         await expect(page.locator("#held-seats")).to_have_text("Floor, Row 2, seat 6")
     finally:
         await rival.close()
+
+
+async def test_the_per_buyer_limit_is_said_in_words(
+    base_url: str, browser: Browser, admin: aiohttp.ClientSession
+) -> None:
+    """Limit 4. A fan checks out 2 seats under an email whose other order (3 seats, another
+    device) is paid first: paying is refused and the page says why; a new checkout under that
+    email is refused at once, in words, with the seats still held."""
+    event_id = await create_event(admin, rate_per_min=6000, max_seats_per_order=4)
+    other, token = await admitted_visitor(base_url, event_id)
+    try:
+        async with other.post(
+            f"/api/events/{event_id}/holds",
+            json={"seats": ["A-5-1", "A-5-2", "A-5-3"]},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            assert response.status == 201, await response.text()
+            hold_id = (await response.json())["hold_id"]
+        async with other.post(
+            f"/api/holds/{hold_id}/checkout", json={"email": "limit@example.com"}
+        ) as response:
+            assert response.status == 201, await response.text()
+            order_id = (await response.json())["order_id"]
+
+        page = await admitted_seat_page(browser, base_url, event_id)
+        await seat(page, "A-4-1").click()
+        await seat(page, "A-4-2").click()
+        await page.locator("#hold-button").click()
+        await page.locator("#email").fill("limit@example.com")
+        await page.locator("#checkout-button").click()  # nothing paid yet: accepted
+        await expect(page.locator("#view-pay")).to_be_visible()
+        async with other.post(
+            f"/api/orders/{order_id}/pay", json={"card": "4242424242424242"}
+        ) as response:
+            assert response.status == 200, await response.text()
+    finally:
+        await other.close()
+    await page.locator("#card").fill("4242 4242 4242 4242")
+    await page.locator("#pay-button").click()
+    await expect(page.locator("#view-failed")).to_be_visible()
+    await expect(page.locator("#failed-text")).to_contain_text(
+        "limit of tickets per buyer for this event"
+    )
+    await expect(page.locator("#failed-text")).to_contain_text("nothing is charged")
+
+    await page.locator("#pick-again").click()
+    await expect(seat(page, "A-4-1")).to_have_class(re.compile(r"\bfree\b"), timeout=TIMEOUT_MS)
+    await seat(page, "A-4-1").click()
+    await seat(page, "A-4-2").click()
+    await page.locator("#hold-button").click()
+    await page.locator("#email").fill("Limit+again@Example.com")
+    await page.locator("#checkout-button").click()
+    error = page.locator("#held-error")
+    await expect(error).to_contain_text(
+        "Each buyer can have at most 4 tickets for this event, and 3 tickets have already been"
+        " bought."
+    )
+    await expect(error).to_contain_text("Your seats are still held")
+    await expect(page.locator("#view-held")).to_be_visible()
 
 
 async def test_declined_card_releases_seats(

@@ -1,5 +1,6 @@
-"""After the sale in a real headless Chromium: the door page scanning a ticket's QR code through
-Chromium's fake camera (a .y4m clip made here from the code), the order page opened from its
+"""After the sale in a real headless Chromium: the door page, signed in with a `checkin`-only
+token, listing its events and scanning a ticket's QR code through Chromium's fake camera (a .y4m
+clip made here from the code), the order page opened from its
 secret link in a browser with no cookie, and the event page telling a buyer they have tickets."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from playwright.async_api import Browser, ViewportSize, async_playwright, expect
 
 from server.core.tokens import new_id
 
-from .helpers import ADMIN_TOKEN, Fan, admitted, bearer, create_event, visitor
+from .helpers import ADMIN_TOKEN, Fan, admitted, bearer, checkin_token, create_event, visitor
 from .test_browser import CHROMIUM, CHROMIUM_ARGS, PHONE, TIMEOUT_MS
 
 pytestmark = pytest.mark.browser
@@ -77,10 +78,12 @@ async def bought(client: Client, event_id: str, seats: list[str]) -> tuple[Fan, 
 async def test_door_page_scans_a_ticket_through_the_fake_camera(
     fans: Client, chromium_path: str, tmp_path: Path, pg: asyncpg.Pool
 ) -> None:
+    other = await create_event(fans, rate_per_min=60000, name="Other Tour", id="other-door")
     ev = await create_event(fans, rate_per_min=60000)
     _, order = await bought(fans, ev["id"], ["A-1-1"])
     code = order["tickets"][0]["code"]
     clip = qr_clip(code, tmp_path / "ticket.y4m")
+    door_token = await checkin_token(fans, "door-phone")  # the scope the README gives the door
     camera = [
         "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream",
@@ -90,9 +93,13 @@ async def test_door_page_scans_a_ticket_through_the_fake_camera(
         page = await browser.new_page(viewport=PHONE)
         page.set_default_timeout(TIMEOUT_MS)
         await page.goto(str(fans.make_url(f"/door?event={ev['id']}")))
-        await page.fill("#token", ADMIN_TOKEN)
+        await page.fill("#token", door_token)
         await page.click("#signin-form button[type=submit]")
         await expect(page.locator("#view-scan")).to_be_visible()
+        await expect(page.locator("#event option")).to_have_count(2)
+        await expect(page.locator(f"#event option[value='{other['id']}']")).to_contain_text(
+            "Other Tour"
+        )
         await expect(page.locator("#event")).to_have_value(ev["id"])
         await expect(page.locator("#count-expected")).to_have_text("1")
         await page.click("#camera-button")

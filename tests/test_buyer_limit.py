@@ -1,6 +1,8 @@
 """One buyer, one limit across orders: the normalised email, the event's setting (default one
 order's worth), 409 buyer_limit at hold (the visitor's paid orders) and at checkout (the email's
-paid orders), and PostgreSQL deciding at confirmation when two orders of one buyer pay at once."""
+paid orders), and PostgreSQL deciding at confirmation when two orders of one buyer pay at once.
+The card's fingerprint counts too where the provider gives one (Stripe: tests/test_stripe.py);
+the dev provider gives none, so the email alone counts."""
 
 from __future__ import annotations
 
@@ -10,7 +12,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from server.core.rules import buyer_email, buyer_limit, over_buyer_limit
+from server.core.rules import (
+    BuyerCount,
+    buyer_email,
+    buyer_limit,
+    buyer_limit_passed_by,
+    over_buyer_limit,
+)
 
 from .helpers import ADMIN, Client, Fan, admitted, admitted_fan, bearer, call, create_event, visitor
 
@@ -50,6 +58,41 @@ def test_buyer_limit(
     setting: int | None, per_order: int, bought: int, wanted: int, over: bool
 ) -> None:
     assert over_buyer_limit(bought, wanted, buyer_limit(setting, per_order)) is over
+
+
+@pytest.mark.parametrize(
+    ("wanted", "limit", "by_email", "by_card", "passed_by"),
+    [
+        (4, 4, 0, None, None),  # no fingerprint (dev): the email alone
+        (1, 4, 4, None, "email"),
+        (2, 4, 0, 3, "card"),  # a fresh email, a card that bought 3 already
+        (1, 4, 0, 3, None),  # up to the limit exactly
+        (2, 4, 3, 3, "email"),  # both past it: the email is named first
+        (2, 4, 2, 0, None),
+        (5, 4, 0, 0, "email"),  # one order past the limit alone
+    ],
+)
+def test_buyer_limit_passed_by(
+    wanted: int, limit: int, by_email: int, by_card: int | None, passed_by: BuyerCount | None
+) -> None:
+    assert buyer_limit_passed_by(wanted, limit, by_email, by_card) == passed_by
+
+
+async def test_dev_payments_have_no_card_so_the_email_alone_counts(
+    fans: Client, pg: asyncpg.Pool
+) -> None:
+    """Every dev payment uses the same test card number, yet two emails each buy their limit:
+    the dev provider gives no fingerprint, and a card number is not one."""
+    ev = await create_event(fans, max_seats_per_order=4)
+    for row_no, email in ((1, "first@example.com"), (2, "second@example.com")):
+        fan = await admitted_fan(fans, ev["id"])
+        seats = [f"A-{row_no}-{n}" for n in range(1, 5)]
+        paid = await buy(fan, ev["id"], seats, email)
+        assert len(paid["tickets"]) == 4
+    rows = await pg.fetch(
+        "SELECT status, card_fingerprint FROM orders WHERE event_id = $1", ev["id"]
+    )
+    assert [(r["status"], r["card_fingerprint"]) for r in rows] == [("paid", None)] * 2
 
 
 async def again(fan: Fan, event_id: str) -> Fan:

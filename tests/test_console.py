@@ -334,8 +334,8 @@ def test_last_fan_wait(
 @pytest.mark.parametrize(
     ("in_line", "seconds", "starts_in", "expected"),
     [
-        (0, 60, 0, 0),
-        (0, -5, 0, 0),
+        (0, 60, 0, None),  # an empty line: no rate proposed (never 0)
+        (0, -5, 0, None),
         (600, 60, 0, 600),
         (600, 600, 0, 60),
         (601, 600, 0, 61),  # rounded up: the rate must clear the line, not nearly
@@ -360,6 +360,8 @@ def test_eta_preview_combines_both_rates() -> None:
     assert eta_preview("ev", 10, 0, 600, None, False, 0, None, 60).configured_rate_clears_in_time
     paused = eta_preview("ev", 10, 0, 600, 600.0, True, 0)
     assert paused.last_fan_wait_seconds_measured is None and paused.rate_to_clear is None
+    empty = eta_preview("ev", 0, 0, 600, None, False, 0, None, 60)
+    assert (empty.rate_to_clear, empty.configured_rate_clears_in_time) == (None, True)
 
 
 async def test_eta_endpoint(client: Client) -> None:
@@ -442,13 +444,21 @@ async def test_console_sign_in_create_watch_and_steer(
     await expect(page.locator("#view-new")).to_be_visible()
     await page.fill("#f-name", "Console Tour")
     await page.fill("#f-venue", "Test Arena")
+    # The form's sale starts tomorrow by default; this one opens now.
+    sale = await page.input_value("#f-sale")
+    assert sale > await page.evaluate(LOCAL_NOW), sale
+    await page.fill("#f-sale", await page.evaluate(LOCAL_NOW))
     await page.fill("#f-rate", "-5")
     await page.click("#create-submit")
+    # A sale that opens at once is said and confirmed first.
+    await expect(page.locator("#confirm-text")).to_contain_text("the sale opens at once")
+    await page.click("#confirm-ok")
     rate_error = page.locator("#event-form [data-error-for='rate_per_min']")
-    await expect(rate_error).to_contain_text("rate_per_min")
+    await expect(rate_error).to_have_text("Admissions per minute must be from 0 to 1000000")
     await expect(page.locator("#f-rate")).to_have_attribute("aria-invalid", "true")
     await page.fill("#f-rate", "0")
     await page.click("#create-submit")
+    await page.click("#confirm-ok")
     await expect(page.locator("#view-event")).to_be_visible()
     await expect(page.locator("#event-heading")).to_have_text("Console Tour")
     event_id = page.url.split("#event/")[1]
@@ -493,6 +503,11 @@ async def test_console_sign_in_create_watch_and_steer(
     # The token never travelled in a URL.
     assert not [u for u in urls if ADMIN_TOKEN in u]
     await context.close()
+
+
+# The browser's local time now, as a datetime-local input holds it.
+LOCAL_NOW = """() => { const d = new Date(Date.now() - 60000);
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16); }"""
 
 
 async def crowd_joins(url: str, event_id: str, count: int) -> None:

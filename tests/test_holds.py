@@ -4,6 +4,7 @@ argument: nothing here sleeps, and minutes pass in a single call."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import AsyncIterator
@@ -706,3 +707,127 @@ async def test_returning_an_order_never_applied_in_redis_frees_its_hold(
     state = await hold_state(redis, k)
     assert state["gasold"] == {} and state["gaheld"] == {"GA": "0"} and state["holds"] == {}
     assert not await inv.sell(k, "o1", "h1", qid(k, "v0"), [], "GA", 2)  # never sold afterwards
+
+
+# ---- the seat counters (seatcount) -----------------------------------------------------------
+
+
+async def recount(redis: Redis, k: EventKeys) -> dict[str, int]:
+    """held / sold counted from the seats hash itself: what the counters must always equal."""
+    seats = await hash_text(redis, k.seats)
+    sold = sum(1 for holder in seats.values() if holder == "sold")
+    return {"held": len(seats) - sold, "sold": sold}
+
+
+async def counters(redis: Redis, k: EventKeys) -> dict[str, int]:
+    return {name: int(n) for name, n in (await hash_text(redis, k.seatcount)).items()}
+
+
+async def test_seat_counters_equal_a_recount_after_every_script(
+    redis: Redis, pg: asyncpg.Pool, inv: Inventory
+) -> None:
+    """A random walk through every script that writes seats (hold, re-hold, release, extend,
+    sell, return, reap, rebuild), time jumping past expiries: after each step the counters
+    equal a recount of the seats, and Inventory.counts reads them."""
+    await _event(pg, "tally")
+    k = EventKeys("tally")
+    assert await inv.rebuild(k, pg) == 0
+    assert await counters(redis, k) == {"held": 0, "sold": 0}
+    rng = random.Random(14)
+    seats = [f"A-{r}-{n}" for r in range(1, 4) for n in range(1, 6)]
+    visitors = [f"v{i}" for i in range(6)]
+    for v in visitors:
+        await redis.zadd(k.active, {qid(k, v): FAR})
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    holds: list[tuple[str, str, list[str]]] = []  # (hold id, visitor, seats) that were made
+    orders = 0
+    seen_sold = 0
+    for step in range(400):
+        now += rng.randrange(0, 120_000)
+        action = rng.choice(["hold", "hold", "hold", "release", "sell", "return", "reap", "extend"])
+        if step % 97 == 96:
+            action = "rebuild"
+        if action == "hold":
+            v = rng.choice(visitors)
+            asked = rng.sample(seats, rng.randint(1, 3))
+            r = await hold(inv, k, f"h{step}", v, asked, now=now)
+            if r.status == "ok":
+                holds.append((f"h{step}", v, asked))
+        elif action == "release" and holds:
+            h, v, _ = rng.choice(holds)
+            await inv.release(k, h, v)
+        elif action == "extend" and holds:
+            await inv.extend(k, rng.choice(holds)[0], 600_000, now_ms=now)
+        elif action == "sell" and holds:
+            h, v, asked = rng.choice(holds)
+            orders += 1
+            await inv.sell(k, f"o{orders}", h, qid(k, v), asked)
+        elif action == "return" and orders:
+            n = rng.randint(1, orders)
+            h, _, asked = holds[min(len(holds) - 1, n)]
+            await inv.return_seats(k, f"o{n}", h, asked)
+        elif action == "reap":
+            await inv.reap(k, now_ms=now)
+        elif action == "rebuild":
+            await inv.rebuild(k, pg, force=True)
+        expected = await recount(redis, k)
+        assert await counters(redis, k) == expected, (step, action)
+        [c] = await inv.counts([k], now=now)
+        assert c.built and (c.held_seats, c.sold_seats) == (expected["held"], expected["sold"])
+        seen_sold = max(seen_sold, expected["sold"])
+    assert seen_sold > 0  # the walk did sell seats
+
+
+async def test_seat_counters_hold_under_a_race_of_hundreds_of_clients(
+    redis: Redis, inv: Inventory
+) -> None:
+    """400 clients at once, each holding, re-holding, releasing or buying over 40 seats (their
+    scripts pipelined in whatever order the loop sends them): the counters equal a recount,
+    and no seat is held twice."""
+    k = await ready(redis, "crowd", sessions=400)
+    seats = [f"A-{r}-{n}" for r in range(1, 5) for n in range(1, 11)]
+
+    async def client(i: int) -> None:
+        rng = random.Random(i)
+        v = f"v{i}"
+        for j in range(3):
+            asked = rng.sample(seats, rng.randint(1, 3))
+            r = await hold(inv, k, f"h{i}x{j}", v, asked, now=T0 + j)
+            if r.status != "ok":
+                continue
+            choice = rng.random()
+            if choice < 0.3:
+                await inv.release(k, f"h{i}x{j}", v)
+            elif choice < 0.5:
+                await inv.sell(k, f"o{i}x{j}", f"h{i}x{j}", qid(k, v), asked)
+                return
+
+    await asyncio.gather(*(client(i) for i in range(400)))
+    expected = await recount(redis, k)
+    assert await counters(redis, k) == expected
+    assert expected["held"] > 0 and expected["sold"] > 0
+    state = await hold_state(redis, k)
+    owners = [json.loads(r)["v"] for r in state["holds"].values()]
+    assert len(owners) == len(set(owners))
+
+
+async def test_seat_state_built_before_the_counters_gets_them_once(
+    redis: Redis, pg: asyncpg.Pool, inv: Inventory
+) -> None:
+    await _event(pg, "upgrade")
+    k = EventKeys("upgrade")
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    await _order(pg, "upgrade", "o1", "paid", soon, ["A-1-1", "A-1-2"])
+    await _order(pg, "upgrade", "p1", "pending", soon, ["A-1-3"])
+    await inv.ensure(k, pg)
+    assert await counters(redis, k) == {"held": 1, "sold": 2}
+    await redis.delete(k.seatcount)  # as seat state written by a release without counters
+    [c] = await inv.counts([k])
+    assert not c.built
+    await inv.ensure(k, pg)  # counted once (reap_holds.lua), not rebuilt
+    assert await counters(redis, k) == {"held": 1, "sold": 2} == await recount(redis, k)
+    await redis.delete(k.seatcount)
+    await redis.zadd(k.active, {qid(k, "v0"): FAR})
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    assert (await hold(inv, k, "h1", "v0", ["A-2-1"], now=now)).status == "ok"
+    assert await counters(redis, k) == {"held": 2, "sold": 2} == await recount(redis, k)

@@ -173,7 +173,9 @@ async def test_websocket_join_and_status_through_nginx(stack: Stack) -> None:
             assert response.status == 200, await response.text()
             joined = await response.json()
         ws_url = f"ws://127.0.0.1:{stack.port}/api/queue/{joined['queue_id']}/ws"
-        async with http.ws_connect(ws_url) as ws:
+        # as a browser on the page NGINX served: its Origin names NGINX's port, not port 80
+        origin = f"http://127.0.0.1:{stack.port}"
+        async with http.ws_connect(ws_url, origin=origin) as ws:
             first = await ws.receive_json(timeout=10)
             assert first["type"] == "status"
             assert first["state"] == "waiting"

@@ -279,6 +279,14 @@ def principals() -> dict[str, Principal]:
         ("POST", "/api/events/{event_id}/checkins", "viewer", "forbidden"),
         ("POST", "/api/events/{event_id}/checkins", "checkin", "allowed"),
         ("POST", "/api/events/{event_id}/checkins", "events:write", "forbidden"),
+        ("GET", "/api/admin/door/events", "checkin", "allowed"),
+        ("GET", "/api/admin/door/events", "door", "allowed"),
+        ("GET", "/api/admin/door/events", "viewer", "forbidden"),
+        ("GET", "/api/admin/door/events", "events:read", "forbidden"),
+        ("GET", "/api/events/{event_id}/checkins", "checkin", "allowed"),
+        ("GET", "/api/events/{event_id}/checkins", "orders:read", "forbidden"),
+        ("GET", "/api/admin/events", "checkin", "forbidden"),
+        ("GET", "/api/admin/events/{event_id}", "checkin", "forbidden"),
         ("GET", "/api/admin/orders", "viewer", "forbidden"),
         ("POST", "/api/admin/orders/{order_id}/refund", "orders:read", "forbidden"),
         ("POST", "/api/admin/orders/{order_id}/refund", "orders:write", "allowed"),
@@ -288,6 +296,26 @@ def test_key_decisions(method: str, path: str, who: str, answer: str) -> None:
     rule = rule_for(method, path)
     assert rule is not None
     assert verdict(rule, principals()[who]) == answer
+
+
+# What the door may reach, written by hand: its events to pick from, its counter, a scan.
+DOOR_ROUTES = {
+    ("GET", "/api/admin/door/events"),
+    ("GET", "/api/events/{event_id}/checkins"),
+    ("POST", "/api/events/{event_id}/checkins"),
+}
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(TABLE))
+def test_a_checkin_token_reaches_the_door_and_nothing_else(method: str, path: str) -> None:
+    """Least privilege, against every entry of the table: a `checkin` token (what door staff
+    are given) may call the door's routes and no other (public ones aside: signing in); the
+    door role signed in, the same and its own account."""
+    rule = TABLE[(method, path)]
+    door = (method, path) in DOOR_ROUTES or rule.public
+    assert verdict(rule, principals()["checkin"]) == ("allowed" if door else "forbidden")
+    own = door or rule.self_service
+    assert verdict(rule, principals()["door"]) == ("allowed" if own else "forbidden")
 
 
 def test_risky_entries() -> None:

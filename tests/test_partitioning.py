@@ -1,6 +1,6 @@
-"""Orders, order lines, sold seats, tickets and the outbox partitioned by event (migration 011).
+"""Orders, order lines, sold seats, tickets and the outbox partitioned by event (migration 014).
 
-The live migration: a database at migration 010 holding orders of several events is converted
+The live migration: a database at migration 013 holding orders of several events is converted
 while writers keep creating, confirming and expiring orders, creating a new event and relaying
 the outbox; the first run is killed mid-copy and two processes then race to finish it. Nothing is
 lost or duplicated, every writer's last word is what the database says, DESIGN.md's ledger
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from server.booking import ledger
 from server.core.messages import EventCreate
 from server.core.tokens import new_id
 from server.store import db
-from server.store.migrations import v011_partition_by_event as partitioning
+from server.store.migrations import v014_partition_by_event as partitioning
 
 from .helpers import SECRET, event_body, eventually
 from .test_booking_races import check_ledger
@@ -80,7 +81,7 @@ class Writers:
         roll = self.rng.random()
         known = ev if self.rng.random() < 0.5 else None  # by id alone, or within its event
         if roll < 0.75:
-            outcome, row = await ledger.confirm(self.pool, order_id, code, True, known)
+            outcome, row = await ledger.confirm(self.pool, order_id, code, True, event_id=known)
             assert row is not None
             self.last[order_id] = row.status
             assert (outcome == "paid") == (row.status == "paid")
@@ -117,14 +118,14 @@ async def relay(pool: db.Pool, until: asyncio.Event, seen: Counter[int]) -> None
 
 @pytest.fixture
 async def live(server_urls: tuple[str, str]) -> AsyncIterator[str]:
-    """A database of its own, migrated to 010 (before partitioning)."""
+    """A database of its own, migrated to 013 (before partitioning)."""
     admin = await asyncpg.connect(server_urls[1])
     try:
         await admin.execute(f"DROP DATABASE IF EXISTS {LIVE_DB} WITH (FORCE)")
         await admin.execute(f"CREATE DATABASE {LIVE_DB}")
         url = with_database(server_urls[1], LIVE_DB)
         pool = await db.create_pool(url, 2)
-        assert len(await db.migrate(pool, until=10)) == 10
+        assert len(await db.migrate(pool, until=13)) == 13
         await pool.close()
         yield url
         await admin.execute(f"DROP DATABASE IF EXISTS {LIVE_DB} WITH (FORCE)")
@@ -132,8 +133,18 @@ async def live(server_urls: tuple[str, str]) -> AsyncIterator[str]:
         await admin.close()
 
 
+async def index_shapes(pool: db.Pool, table: str) -> set[str]:
+    """What the table's indexes that back no key index, names left out."""
+    rows = await pool.fetch(
+        "SELECT pg_get_indexdef(indexrelid) AS ddl FROM pg_index"
+        " WHERE indrelid = $1::regclass AND NOT indisunique",
+        table,
+    )
+    return {re.sub(r"^CREATE INDEX \S+ ON (ONLY )?\S+ ", "", r["ddl"]) for r in rows}
+
+
 async def copying(pool: db.Pool) -> bool:
-    """Whether migration 011 has copied some orders and not swapped yet."""
+    """Whether migration 014 has copied some orders and not swapped yet."""
     if await relkind(pool, "orders_by_event") != "p":
         return False
     return bool(await pool.fetchval("SELECT count(*) >= 100 FROM orders_by_event"))
@@ -160,6 +171,7 @@ async def test_live_migration_loses_nothing_and_keeps_every_seat_sold_once(
             for _ in range(60):
                 await w.order()
         assert [await relkind(pool, t) for t in TABLES] == ["r"] * 5
+        indexes = {t: await index_shapes(pool, t) for t in TABLES}
 
         done = asyncio.Event()
         published: Counter[int] = Counter()
@@ -180,7 +192,7 @@ async def test_live_migration_loses_nothing_and_keeps_every_seat_sold_once(
             w.events.append("spring-late")
         # ... and two processes race to finish it: one does, the other finds nothing to do.
         runs = await asyncio.gather(db.migrate(pool), db.migrate(pool))
-        assert sorted(runs) == [[], ["v011_partition_by_event.py"]], runs
+        assert sorted(runs) == [[], ["v014_partition_by_event.py"]], runs
         done.set()
         await asyncio.gather(*traffic)
         quiet.set()
@@ -189,6 +201,7 @@ async def test_live_migration_loses_nothing_and_keeps_every_seat_sold_once(
         for w in writers:
             assert w.errors == [], w.errors
         assert [await relkind(pool, t) for t in TABLES] == ["p"] * 5
+        assert {t: await index_shapes(pool, t) for t in TABLES} == indexes  # 011's card index too
         leftovers = await pool.fetch(
             "SELECT relname FROM pg_class WHERE relname LIKE '%unpartitioned'"
             " OR relname LIKE '%by_event' AND relkind IN ('r', 'p')"
@@ -197,7 +210,7 @@ async def test_live_migration_loses_nothing_and_keeps_every_seat_sold_once(
         triggers = await pool.fetch("SELECT tgname FROM pg_trigger WHERE tgname LIKE 'bo_mirror%'")
         assert triggers == []
         assert await pool.fetchval(
-            "SELECT count(*) FROM schema_migrations WHERE version = 11"
+            "SELECT count(*) FROM schema_migrations WHERE version = 14"
         ) == 1  # fmt: skip
 
         # Nothing lost, nothing twice: every order a writer created, in the state it saw last.

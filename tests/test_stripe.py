@@ -771,3 +771,251 @@ async def test_refund_made_in_stripes_dashboard_frees_the_seats_once(
     who = await pg.fetchval("SELECT who FROM audit_log WHERE action = 'refund'")
     assert who.startswith("stripe:evt_")
     assert not fake.calls("/v1/refunds")  # nothing refunded by us
+
+
+# ---- the per-buyer limit by card ------------------------------------------------------------
+
+CARD = "4242424242424242"
+OTHER_CARD = "5555555555554444"
+
+
+async def card_audits(pg: asyncpg.Pool, event_id: str) -> list[asyncpg.Record]:
+    return list(
+        await pg.fetch(
+            "SELECT who, field, old_value, new_value, note FROM audit_log"
+            " WHERE event_id = $1 AND action = 'buyer_limit' ORDER BY id",
+            event_id,
+        )
+    )
+
+
+async def paid_with(
+    shop: Client, fake: FakeStripe, event_id: str, seats: list[str], card: str
+) -> Sale:
+    """A new fan (its own email) holds, checks out and pays with this card: paid."""
+    sale = await start_sale(shop, fake, event_id, seats)
+    fake.authorize(sale.intent_id, card)
+    assert (await deliver(shop, fake, fake.event(AUTHORISED, sale.intent_id)))["result"] == "paid"
+    return sale
+
+
+@pytest.mark.parametrize("report", [AUTHORISED, SUCCEEDED])
+async def test_one_card_cannot_buy_past_the_limit_under_many_emails(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool, report: str
+) -> None:
+    """Limit 4. One card pays 3 tickets for one email; 2 more with the same card under another
+    email are refused when the payment is confirmed: the order is voided with buyer_limit, its
+    authorisation cancelled (or, if Stripe had already captured it, refunded), its seats freed,
+    the refusal audited, and the fan's order says why. 1 more with that card is within it."""
+    ev = await create_event(shop, rate_per_min=60000, max_seats_per_order=4)
+    first = await paid_with(shop, fake, ev["id"], ["A-1-1", "A-1-2", "A-1-3"], CARD)
+    assert (await order_row(pg, first.order_id)).card_fingerprint == fake.fingerprint(CARD)
+    reads = fake.calls(f"/v1/payment_intents/{first.intent_id}")
+    assert [(r.method, r.params) for r in reads] == [("GET", {"expand[0]": "payment_method"})]
+
+    second = await start_sale(shop, fake, ev["id"], ["A-2-1", "A-2-2"])
+    assert second.order["email"] != first.order["email"]
+    if report == AUTHORISED:
+        fake.authorize(second.intent_id, CARD)
+    else:
+        fake.capture_elsewhere(second.intent_id, CARD)
+    result = await deliver(shop, fake, fake.event(report, second.intent_id))
+    assert result["result"] == "voided"
+    row = await order_row(pg, second.order_id)
+    assert (row.status, row.status_reason, row.tickets) == ("voided", "buyer_limit", [])
+    assert row.card_fingerprint == fake.fingerprint(CARD)
+    if report == AUTHORISED:  # the money was only held: the hold is cancelled, nothing taken
+        await intent_status(fake, second.intent_id, "canceled")
+        assert {c.idempotency_key for c in fake.cancels()} == {f"boxoffice-void-{second.order_id}"}
+        assert not fake.refunds
+    else:  # the money was taken already: all of it goes back
+
+        async def refunded() -> bool:
+            return any(r["payment_intent"] == second.intent_id for r in fake.refunds.values())
+
+        await eventually(refunded, "refund of the over-limit payment", within=5, every=0.025)
+        assert len(fake.refunds) == 1 and not fake.cancels()
+    assert not fake.captures(second.intent_id)
+    assert set((await sold_seats(pg, ev["id"])).values()) == {first.order_id}
+    assert await seat_status(shop, ev["id"], "A-2-1") == "free"
+    [audited] = await card_audits(pg, ev["id"])
+    assert audited["who"].startswith("stripe:evt_")
+    assert audited["field"] == f"order:{second.order_id}"
+    assert (audited["old_value"], audited["new_value"]) == ('"pending"', '"voided"')
+    assert audited["note"] == (
+        "per-buyer limit 4 passed by card: 0 already bought by this email, 3 with this card"
+    )
+    # The fan's own view of the order says why (the page shows it in words).
+    order = await (await shop.get(f"/api/orders/{second.order_id}", headers=second.fan)).json()
+    assert (order["status"], order["status_reason"]) == ("voided", "buyer_limit")
+
+    # Up to the limit the same card still buys, under yet another email.
+    third = await paid_with(shop, fake, ev["id"], ["A-3-1"], CARD)
+    assert (await order_row(pg, third.order_id)).status == "paid"
+    assert len(await card_audits(pg, ev["id"])) == 1
+
+
+async def test_different_cards_under_different_emails_each_buy_up_to_the_limit(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool
+) -> None:
+    ev = await create_event(shop, rate_per_min=60000, max_seats_per_order=4)
+    first = await paid_with(shop, fake, ev["id"], ["A-1-1", "A-1-2", "A-1-3", "A-1-4"], CARD)
+    second = await paid_with(shop, fake, ev["id"], ["A-2-1", "A-2-2", "A-2-3"], OTHER_CARD)
+    rows = [await order_row(pg, s.order_id) for s in (first, second)]
+    assert [(r.status, r.card_fingerprint) for r in rows] == [
+        ("paid", fake.fingerprint(CARD)),
+        ("paid", fake.fingerprint(OTHER_CARD)),
+    ]
+    assert len(await sold_seats(pg, ev["id"])) == 7
+    assert await card_audits(pg, ev["id"]) == []
+    await intent_status(fake, second.intent_id, "succeeded")
+
+
+async def test_one_card_paying_two_orders_at_once_pays_one(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool
+) -> None:
+    """Two fans (two emails) with one card, both within the limit alone, together past it;
+    their confirmations race: exactly one is paid, the other voided and cancelled."""
+    ev = await create_event(shop, rate_per_min=60000, max_seats_per_order=4)
+    sales = [
+        await start_sale(shop, fake, ev["id"], ["A-1-1", "A-1-2", "A-1-3"]),
+        await start_sale(shop, fake, ev["id"], ["A-2-1", "A-2-2", "A-2-3"]),
+    ]
+    for sale in sales:
+        fake.authorize(sale.intent_id, CARD)
+    payloads = [fake.event(AUTHORISED, s.intent_id) for s in sales]
+    answers = await asyncio.gather(*(deliver(shop, fake, p) for p in payloads))
+    assert sorted(a["result"] for a in answers) == ["paid", "voided"]
+    rows = [await order_row(pg, s.order_id) for s in sales]
+    assert sorted((r.status, r.status_reason) for r in rows) == [
+        ("paid", None),
+        ("voided", "buyer_limit"),
+    ]
+    paid = next(r for r in rows if r.status == "paid")
+    assert set((await sold_seats(pg, ev["id"])).values()) == {paid.id}
+    voided = next(s for s, r in zip(sales, rows, strict=True) if r.status == "voided")
+    await intent_status(fake, voided.intent_id, "canceled")
+    assert not fake.captures(voided.intent_id)
+    assert len(await card_audits(pg, ev["id"])) == 1
+
+
+async def test_card_unknown_while_stripe_cannot_say_is_retried_not_decided(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool
+) -> None:
+    """Stripe fails to answer the intent's read: nothing is decided (503 with Retry-After, the
+    report not recorded), and its redelivery once Stripe answers is confirmed."""
+    ev = await create_event(shop, rate_per_min=60000)
+    sale = await start_sale(shop, fake, ev["id"], ["A-1-1"])
+    fake.authorize(sale.intent_id, CARD)
+    payload = fake.event(AUTHORISED, sale.intent_id)
+    fake.outage["retrieve"] = 500
+    response = await shop.post(
+        "/api/webhooks/stripe",
+        data=payload,
+        headers={
+            "Stripe-Signature": fake.sign(payload, WEBHOOK_SECRET),
+            "Content-Type": "application/json",
+        },
+    )
+    body = await response.json()
+    assert (response.status, body["error"]) == (503, "provider_unavailable"), body
+    assert int(response.headers["Retry-After"]) > 0
+    row = await order_row(pg, sale.order_id)
+    assert (row.status, row.card_fingerprint) == ("pending", None)
+    assert await recorded_events(pg, payload) == 0
+    assert await sold_seats(pg, ev["id"]) == {}
+    assert not fake.captures() and not fake.cancels()
+    fake.outage.clear()
+    assert (await deliver(shop, fake, payload))["result"] == "paid"
+    assert (await order_row(pg, sale.order_id)).card_fingerprint == fake.fingerprint(CARD)
+
+
+# ---- the capture queue -------------------------------------------------------------------------
+
+
+async def owed_captures(pg: asyncpg.Pool, *order_ids: str) -> list[tuple[str, bool, int]]:
+    """(order id, done, attempts) of these orders' captures."""
+    rows = await pg.fetch(
+        "SELECT order_id, done_at IS NOT NULL AS done, attempts FROM payment_actions"
+        " WHERE action = 'capture' AND order_id = ANY($1) ORDER BY order_id",
+        list(order_ids),
+    )
+    return [(r["order_id"], r["done"], r["attempts"]) for r in rows]
+
+
+async def test_two_processes_capture_every_sale_once_and_only_after_its_commit(
+    shop: Client,
+    fake: FakeStripe,
+    pg: asyncpg.Pool,
+    stripe_settings: Settings,
+    aiohttp_client: Any,
+) -> None:
+    """Both processes confirm sales at once; each one's capture turn claims every capture owed
+    (its own and the other's): the row lock makes each run exactly once, after its commit."""
+    other: Client = await aiohttp_client(create_app(stripe_settings), cookie_jar=DummyCookieJar())
+    ev = await create_event(shop, rate_per_min=60000)
+    sales = [await start_sale(shop, fake, ev["id"], [f"A-{n // 10 + 1}-{n % 10 + 1}"])
+             for n in range(16)]  # fmt: skip
+    at_capture: list[str] = []
+
+    async def look(request: Recorded) -> None:
+        if request.path.endswith("/capture"):
+            at_capture.append(await pg.fetchval(
+                "SELECT status FROM orders WHERE payment_id = $1", request.path.split("/")[3]
+            ))  # fmt: skip
+
+    fake.on_request = look
+    for sale in sales:
+        fake.authorize(sale.intent_id)
+    answers = await asyncio.gather(*(
+        deliver((shop, other)[n % 2], fake, fake.event(AUTHORISED, sale.intent_id))
+        for n, sale in enumerate(sales)
+    ))  # fmt: skip
+    assert [a["result"] for a in answers] == ["paid"] * len(sales)
+    for sale in sales:
+        await intent_status(fake, sale.intent_id, "succeeded")
+        keys = [c.idempotency_key for c in fake.captures(sale.intent_id)]
+        assert keys == [f"boxoffice-capture-{sale.order_id}"]
+    assert at_capture == ["paid"] * len(sales)
+    ids = sorted(sale.order_id for sale in sales)
+    assert await owed_captures(pg, *ids) == [(order_id, True, 0) for order_id in ids]
+
+
+async def test_a_capture_cut_off_by_a_crash_runs_again_after_restart_once_at_stripe(
+    shop: Client,
+    fake: FakeStripe,
+    pg: asyncpg.Pool,
+    stripe_settings: Settings,
+    aiohttp_client: Any,
+) -> None:
+    """The sale is committed and its capture reaches Stripe, but the process stops before the
+    answer comes back: the capture stays owed, and the restarted process runs it again under
+    the same idempotency key, so Stripe captures the money once."""
+    ev = await create_event(shop, rate_per_min=60000)
+    sale = await start_sale(shop, fake, ev["id"], ["A-1-1", "A-1-2"])
+    cut = asyncio.Event()
+
+    async def hang(request: Recorded) -> None:
+        if request.path.endswith("/capture") and not cut.is_set():
+            await cut.wait()  # the answer never comes back to the first process
+
+    fake.on_request = hang
+    fake.authorize(sale.intent_id)
+    paid = await deliver(shop, fake, fake.event(AUTHORISED, sale.intent_id))
+    assert paid["result"] == "paid"  # answered after its capture turn's wait, which hangs
+    assert len(fake.captures(sale.intent_id)) == 1
+    await shop.close()  # the process stops with its capture in flight
+    cut.set()
+    assert await owed_captures(pg, sale.order_id) == [(sale.order_id, False, 0)]
+    assert (await order_row(pg, sale.order_id)).status == "paid"
+
+    await aiohttp_client(create_app(stripe_settings))  # the restart
+
+    async def captured() -> bool:
+        return await owed_captures(pg, sale.order_id) == [(sale.order_id, True, 0)]
+
+    await eventually(captured, "the restarted process ran the capture owed")
+    captures = fake.captures(sale.intent_id)
+    assert [c.replayed for c in captures] == [False, True]
+    assert {c.idempotency_key for c in captures} == {f"boxoffice-capture-{sale.order_id}"}
+    assert fake.intents[sale.intent_id]["amount_received"] == PRICE * 2

@@ -1,5 +1,5 @@
 """Whether anything is left to sell, for every live event once a second: seat state is made sure
-to exist and tidied, a sell-out is declared (the room refuses joins and tells waiting fans), and
+to exist and tidied, its counters read (no scan of the seats), a sell-out is declared (the room refuses joins and tells waiting fans), and
 while every seat left is held the admission step admits nobody until seats return."""
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ class Availability:
         if ev.sold_out or ev.closed or not ev.capacity:
             return
         k = EventKeys(ev.id)
-        state = await self.inventory.snapshot(k)
-        sold = len(state.sold) + sum(state.ga_sold.values())
-        held = len(state.held) + sum(state.ga_held.values())
+        # The hold scripts' counters, not a scan of the seats: the step reaped expired holds
+        # just before, so what they count as held is live (to within the reaper's second).
+        [counts] = await self.inventory.counts([k])
+        sold, held = counts.sold, counts.held
         if sold >= ev.capacity:
             await self.room.change(
                 ev.id, EventPatch(sold_out=True), who="system", action="sold_out"

@@ -3,11 +3,12 @@ the event's layout first, rate-limited per visitor, released on request."""
 
 from __future__ import annotations
 
-from server.booking import ledger
+from server.booking import best_seats, ledger
 from server.booking.inventory import HoldResult, Inventory
 from server.booking.seat_map import SeatMaps
 from server.core import rules
 from server.core.clock import from_ms, now_ms
+from server.core.coalesce import Coalesced
 from server.core.errors import (
     DATABASE_DOWN,
     Conflict,
@@ -20,7 +21,7 @@ from server.core.errors import (
 )
 from server.core.ids import parse_hold_id
 from server.core.keys import EventKeys
-from server.core.messages import Hold, HoldRequest
+from server.core.messages import BestSeats, BestSeatsRequest, Hold, HoldRequest
 from server.core.settings import Settings
 from server.core.tokens import AccessClaims, Signer, TokenError, new_id
 from server.store import db
@@ -53,6 +54,8 @@ class Holds:
         self.pool = pool
         self.signer = signer
         self.seat_maps = seat_maps
+        # the paid tickets of the visitors holding in one loop turn: one query for all of them
+        self._bought = Coalesced(self._tickets_bought, 0)
 
     def access(self, token: str | None, event_id: str, visitor_id: str) -> AccessClaims:
         """The claims of an admitted visitor's access token for this event; Forbidden if none."""
@@ -78,26 +81,26 @@ class Holds:
         # where it is final, at confirmation, under the buyer's lock.
         limit = rules.buyer_limit(ev.max_tickets_per_buyer, ev.max_seats_per_order)
         try:
-            bought = await ledger.tickets_bought(self.pool, ev.id, visitor_id=claims.v)
+            bought = await self._bought.get((ev.id, claims.v))
         except DATABASE_DOWN:
             bought = 0
         if rules.over_buyer_limit(bought, len(seats) + quantity, limit):
             raise buyer_limit_error(limit, bought)
-        k = EventKeys(ev.id)
-        allowed, reset_ms = await self.inventory.allow(
-            k.rate("hold", claims.v), HOLD_ATTEMPTS_PER_WINDOW, HOLD_WINDOW_MS
-        )
-        if not allowed:
-            raise RateLimited(
-                "too many hold attempts; wait a moment", retry_after=max(1, reset_ms // 1000)
-            )
         if ev.closed:
             raise Conflict("the sale is closed", code="sale_closed")
+        k = EventKeys(ev.id)
         hold_id = f"{ev.id}.{new_id()}"
         policy = hold_policy(self.settings, ev.hold_minutes)
+        # the attempt is counted by the hold script itself: one Redis call a hold
         result = await self.take(
-            k, hold_id, claims.v, claims.q, policy.hold_ms, seats, section, quantity
-        )
+            k, hold_id, claims.v, claims.q, policy.hold_ms, seats, section, quantity,
+            attempts=(HOLD_ATTEMPTS_PER_WINDOW, HOLD_WINDOW_MS),
+        )  # fmt: skip
+        if result.status == "rate_limited":
+            raise RateLimited(
+                "too many hold attempts; wait a moment",
+                retry_after=max(1, result.reset_ms // 1000),
+            )
         if result.status == "unavailable":
             raise Conflict(
                 "some seats were just taken",
@@ -125,7 +128,31 @@ class Holds:
             section=section,
             quantity=quantity or None,
             replaced_hold_id=result.replaced or None,
+            server_time=from_ms(now_ms()),
         )
+
+    async def _tickets_bought(self, asked: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        by_event: dict[str, list[str]] = {}
+        for event_id, visitor in asked:
+            by_event.setdefault(event_id, []).append(visitor)
+        found: dict[tuple[str, str], int] = {}
+        for event_id, visitors in by_event.items():
+            counts = await ledger.visitors_tickets_bought(self.pool, event_id, visitors)
+            found.update(((event_id, v), n) for v, n in counts.items())
+        return found
+
+    async def best(self, event_id: str, claims: AccessClaims, body: BestSeatsRequest) -> BestSeats:
+        """The best adjacent free seats of a section for this admitted visitor (a suggestion it
+        then holds), rate-limited like holds."""
+        ev = await self.cache.require(event_id)
+        allowed, reset_ms = await self.inventory.allow(
+            EventKeys(ev.id).rate("best", claims.v), HOLD_ATTEMPTS_PER_WINDOW, HOLD_WINDOW_MS
+        )
+        if not allowed:
+            raise RateLimited(
+                "too many seat searches; wait a moment", retry_after=max(1, reset_ms // 1000)
+            )
+        return best_seats.suggest(ev, await self.seat_maps.get(ev.id), body)
 
     async def take(
         self,
@@ -138,13 +165,15 @@ class Holds:
         section: str | None,
         quantity: int,
         claim: bool = False,
+        attempts: tuple[int, int] | None = None,
     ) -> HoldResult:
         """Run the hold script, rebuilding seat state from PostgreSQL once if Redis lost it.
-        `claim` takes the seats again for a late payment (no admitted session needed)."""
+        `claim` takes the seats again for a late payment (no admitted session needed);
+        `attempts` see Inventory.hold."""
         for _ in range(2):
             result = await self.inventory.hold(
                 k, hold_id, visitor_id, queue_id, hold_ms, seats, section or "", quantity,
-                claim=claim,
+                claim=claim, attempts=attempts,
             )  # fmt: skip
             if result.status != "not_ready":
                 return result
@@ -184,18 +213,22 @@ def check_hold_request(ev: db.EventRow, body: HoldRequest) -> tuple[list[str], s
         if body.quantity is None or body.quantity < 1:
             raise Invalid("quantity must be at least 1", code="bad_quantity")
         if body.quantity > ev.max_seats_per_order:
-            raise Invalid(f"at most {ev.max_seats_per_order} per order", code="too_many_seats")
+            raise too_many(ev.max_seats_per_order, "per order")
         return [], body.section, body.quantity
     if not seats:
         raise Invalid("ask for at least one seat", code="bad_hold")
     if len(set(seats)) != len(seats):
         raise Invalid("a seat appears twice in the request", code="duplicate_seats")
     if len(seats) > ev.max_seats_per_order:
-        raise Invalid(f"at most {ev.max_seats_per_order} seats per order", code="too_many_seats")
+        raise too_many(ev.max_seats_per_order, "seats per order")
     unknown = [s for s in seats if not _seat_exists(s, sections)]
     if unknown:
         raise Invalid("no such seats at this event", code="unknown_seats", extra={"seats": unknown})
     return seats, None, 0
+
+
+def too_many(limit: int, what: str) -> Invalid:
+    return Invalid(f"at most {limit} {what}", code="too_many_seats", extra={"limit": limit})
 
 
 def _seat_exists(seat: str, sections: dict[str, db.SectionRow]) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from redis.asyncio.cluster import RedisCluster
 
+from server.core import clock
 from server.core.keys import EventKeys
 from server.store import db, lua
 from server.store.lua import AnyRedis, as_text, time_arg
@@ -18,12 +19,16 @@ HOLD_SCRIPTS = (
 )  # fmt: skip
 
 
+MAX_EVENTS_KEPT = 1000  # events whose hold keys a process keeps spelled out
+
+
 class HoldResult(msgspec.Struct, frozen=True):
-    status: str  # ok | unavailable | ga_unavailable | no_session | not_ready
+    status: str  # ok | unavailable | ga_unavailable | no_session | not_ready | rate_limited
     expires_ms: int = 0
     replaced: str = ""
     taken: tuple[str, ...] = ()
     available: int = 0
+    reset_ms: int = 0  # rate_limited: ms until the visitor's window of attempts resets
 
 
 class HoldRecord(msgspec.Struct, frozen=True):
@@ -67,14 +72,31 @@ class SeatVersion(msgspec.Struct, frozen=True):
 
 
 class Counts(msgspec.Struct, frozen=True):
-    """Cheap figures of an event's seat state (no per-seat read): assigned seats held or sold
-    (including holds expired but not yet tidied by the reaper), and per standing section the
-    units sold and held. `built` is False when the state must be rebuilt first."""
+    """Cheap figures of an event's seat state, from the counters the hold scripts keep (no
+    per-seat read): assigned seats held and sold (held includes holds expired but not yet tidied
+    by the reaper), per standing section the units sold and held, and the holds live now.
+    `built` is False when the state must be rebuilt (or counted) first."""
 
     built: bool
-    taken_seats: int
+    held_seats: int
+    sold_seats: int
     ga_sold: dict[str, int]
     ga_held: dict[str, int]
+    live_holds: int = 0
+
+    @property
+    def taken_seats(self) -> int:
+        return self.held_seats + self.sold_seats
+
+    @property
+    def held(self) -> int:
+        """Seats and standing units held."""
+        return self.held_seats + sum(self.ga_held.values())
+
+    @property
+    def sold(self) -> int:
+        """Seats and standing units sold."""
+        return self.sold_seats + sum(self.ga_sold.values())
 
 
 class RebuildTruth(msgspec.Struct):
@@ -86,12 +108,24 @@ class RebuildTruth(msgspec.Struct):
 
 
 class Inventory:
+    """The hold scripts, called through the client's Batcher (server.store.lua): the holds,
+    rate-limit checks and sales of one event-loop turn share one pipeline."""
+
     def __init__(self, client: AnyRedis) -> None:
         self.redis = client
-        self._s = lua.register(client, *HOLD_SCRIPTS)
+        self._s = lua.register_batched(client, *HOLD_SCRIPTS)
+        self._hold_keys: dict[str, list[str]] = {}  # event id -> hold.lua's KEYS[1..11]
+
+    def _keys_of_hold(self, k: EventKeys, visitor_id: str) -> list[str]:
+        fixed = self._hold_keys.get(k.event_id)
+        if fixed is None:
+            if len(self._hold_keys) >= MAX_EVENTS_KEPT:
+                self._hold_keys.clear()
+            fixed = self._hold_keys[k.event_id] = [*k.hold_keys(), k.active, k.inventory]
+        return [*fixed, k.rate("hold", visitor_id)]
 
     async def _run(self, name: str, keys: list[str], args: list[str | int]) -> Any:
-        return await self._s[name](keys=keys, args=args)
+        return await self._s[name](keys, args)
 
     async def hold(
         self,
@@ -105,10 +139,14 @@ class Inventory:
         quantity: int = 0,
         claim: bool = False,
         now_ms: int | None = None,
+        attempts: tuple[int, int] | None = None,
     ) -> HoldResult:
-        keys = [*k.hold_keys(), k.active, k.inventory]
+        """`attempts` (most, window ms): count this attempt against the visitor's hold attempts
+        first, in the same script (hold.lua), and refuse it over the limit."""
+        keys = self._keys_of_hold(k, visitor_id)
+        most, window_ms = attempts or (0, 0)
         args: list[str | int] = [hold_id, visitor_id, queue_id, hold_ms, time_arg(now_ms)]
-        args += [ga_section, quantity, "1" if claim else "0", *seats]
+        args += [ga_section, quantity, "1" if claim else "0", most, window_ms, *seats]
         r = await self._run("hold", keys, args)
         status = as_text(r[0])
         if status == "ok":
@@ -117,6 +155,8 @@ class Inventory:
             return HoldResult(status, taken=tuple(as_text(x) for x in r[1:]))
         if status == "ga_unavailable":
             return HoldResult(status, available=int(r[1]))
+        if status == "rate_limited":
+            return HoldResult(status, reset_ms=int(r[1]))
         return HoldResult(status)
 
     async def allow(self, key: str, limit: int, window_ms: int) -> tuple[bool, int]:
@@ -188,24 +228,29 @@ class Inventory:
         token = (as_text(changes or ""), as_text(built or ""))
         return SeatVersion(token, int(secs) * 1000 + int(micros) // 1000)
 
-    async def counts(self, keys: list[EventKeys]) -> list[Counts]:
-        """Counts of several events in one round trip."""
+    async def counts(self, keys: list[EventKeys], now: int | None = None) -> list[Counts]:
+        """Counts of several events in one round trip (live holds judged by `now`, ms, or this
+        process's clock)."""
+        after = f"({clock.now_ms() if now is None else now}"
         async with self.redis.pipeline(transaction=False) as pipe:
             for k in keys:
                 pipe.exists(k.inventory)
-                pipe.hlen(k.seats)
+                pipe.hmget(k.seatcount, ["held", "sold"])
                 pipe.hgetall(k.gasold)
                 pipe.hgetall(k.gaheld)
+                pipe.zcount(k.holdexp, after, "+inf")
             raw = await pipe.execute()
         out = []
         for i in range(len(keys)):
-            built, taken, ga_sold, ga_held = raw[4 * i : 4 * i + 4]
+            built, (held, sold), ga_sold, ga_held, live = raw[5 * i : 5 * i + 5]
             out.append(
                 Counts(
-                    bool(built),
-                    int(taken),
+                    bool(built) and held is not None and sold is not None,
+                    int(held or 0),
+                    int(sold or 0),
                     {as_text(s): int(n) for s, n in ga_sold.items()},
                     {as_text(s): max(0, int(n)) for s, n in ga_held.items()},
+                    int(live),
                 )
             )
         return out
@@ -258,5 +303,13 @@ class Inventory:
         return int(await self._run("rebuild_inventory", keys, [payload, "1" if force else "0", ""]))
 
     async def ensure(self, k: EventKeys, pool: db.Pool) -> None:
-        if not await self.redis.exists(k.inventory):
+        """Seat state is there, with its counters: rebuilt from PostgreSQL if Redis lost it;
+        counted once if it was built before the counters existed (reap_holds.lua)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(k.inventory)
+            pipe.exists(k.seatcount)
+            built, counted = await pipe.execute()
+        if not built:
             await self.rebuild(k, pool)
+        elif not counted:
+            await self.reap(k)

@@ -3,16 +3,17 @@ guarded status changes, payment follow-ups and the outbox."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-import asyncpg
 import msgspec
 
 from server.core import rules
 from server.core.tokens import new_id
+from server.store import audit
 from server.store.db import Pool
 
 
@@ -52,6 +53,7 @@ class OrderRow(msgspec.Struct, frozen=True):
     refunded_at: datetime | None = None
     refund_attempts: int = 0
     buyer: str = ""  # rules.buyer_email(email): whom the per-buyer limit counts
+    card_fingerprint: str | None = None  # the provider's card that paid (set at confirmation)
     lines: list[OrderLine] = []
     tickets: list[TicketRow] = []
 
@@ -83,39 +85,47 @@ Confirmation = Literal[
 ORDER_COLUMNS = (
     "id, event_id, hold_id, visitor_id, queue_id, email, status, amount, currency, provider,"
     " payment_id, client_secret, expires_at, status_reason, created_at, paid_at, order_key,"
-    " refunded_at, refund_attempts, buyer"
+    " refunded_at, refund_attempts, buyer, card_fingerprint"
 )
+
+
+_O_COLUMNS = ", ".join(f"o.{name.strip()}" for name in ORDER_COLUMNS.split(","))
+_LINES = (
+    "coalesce((SELECT json_agg(json_build_object('section_id', l.section_id, 'seat_id',"
+    " l.seat_id, 'quantity', l.quantity, 'price', l.price) ORDER BY l.line_no)"
+    " FROM order_lines l WHERE l.order_id = o.id AND l.event_id = o.event_id), '[]') AS lines"
+)
+_TICKETS = (
+    "coalesce((SELECT json_agg(json_build_object('code', t.code, 'section_id', t.section_id,"
+    " 'seat_id', t.seat_id, 'number', t.number, 'checked_in_at', t.checked_in_at)"
+    " ORDER BY t.number) FROM tickets t WHERE t.order_id = o.id AND t.event_id = o.event_id),"
+    " '[]') AS tickets"
+)
+_decode_lines = msgspec.json.Decoder(list[OrderLine])
+_decode_tickets = msgspec.json.Decoder(list[TicketRow])
 
 
 async def _load(
     conn: Any, where: str, value: str, lock: bool = False, event_id: str | None = None
 ) -> OrderRow | None:
-    """One order with its lines and tickets. The tables are partitioned by event (migration
-    011): given the event, the order is read from its partition alone; its lines and tickets
-    always are."""
-    suffix = " FOR UPDATE" if lock else ""
-    sql = f"SELECT {ORDER_COLUMNS} FROM orders WHERE {where} = $1"
-    if event_id is None:
-        row = await conn.fetchrow(sql + suffix, value)
-    else:  # a separate statement: a prepared plan prunes on `event_id = $2` alone
-        row = await conn.fetchrow(sql + " AND event_id = $2" + suffix, value, event_id)
-    if row is None:
-        return None
-    lines = await conn.fetch(
-        "SELECT section_id, seat_id, quantity, price FROM order_lines WHERE order_id = $1"
-        " AND event_id = $2 ORDER BY line_no",
-        row["id"],
-        row["event_id"],
+    """One order with its lines and tickets, in one round trip (two to lock it: a statement
+    that waited for the lock still reads the rows committed meanwhile with its old snapshot).
+    The tables are partitioned by event (migration 014): given the event, the order is read
+    from its partition alone (a statement of its own, so that a prepared plan prunes); its
+    lines and tickets always are."""
+    scope, args = ("", [value]) if event_id is None else (" AND o.event_id = $2", [value, event_id])
+    if lock:
+        await conn.execute(f"SELECT 1 FROM orders o WHERE o.{where} = $1{scope} FOR UPDATE", *args)
+    row = await conn.fetchrow(
+        f"SELECT {ORDER_COLUMNS}, {_LINES}, {_TICKETS} FROM orders o WHERE o.{where} = $1{scope}",
+        *args,
     )
-    tickets = await conn.fetch(
-        "SELECT code, section_id, seat_id, number, checked_in_at FROM tickets WHERE order_id = $1"
-        " AND event_id = $2 ORDER BY number",
-        row["id"],
-        row["event_id"],
-    )
-    data = dict(row)
-    data["lines"] = [dict(r) for r in lines]
-    data["tickets"] = [dict(r) for r in tickets]
+    return None if row is None else _order(dict(row))
+
+
+def _order(data: dict[str, Any]) -> OrderRow:
+    data["lines"] = _decode_lines.decode(data["lines"])
+    data["tickets"] = _decode_tickets.decode(data["tickets"])
     return msgspec.convert(data, OrderRow)
 
 
@@ -192,9 +202,25 @@ async def paid_orders_by_email(pool: Pool, email: str, limit: int = 50) -> dict[
     return out
 
 
-async def get_order_by_payment(pool: Pool, payment_id: str) -> OrderRow | None:
-    async with pool.acquire() as conn:
-        return await _load(conn, "payment_id", payment_id)
+async def report_target(
+    pool: Pool, event_id: str, payment_id: str, order_id: str
+) -> tuple[bool, OrderRow | None]:
+    """Whether this provider report (`event_id`) was recorded already, and the order it is
+    about: by its payment, else by the order id it names ("" for none). One round trip."""
+    row = await pool.fetchrow(
+        f"SELECT (SELECT true FROM stripe_events WHERE id = $1) AS seen, {ORDER_COLUMNS},"
+        f" {_LINES}, {_TICKETS} FROM (SELECT 1) AS one LEFT JOIN orders o ON o.id ="
+        " coalesce((SELECT id FROM orders WHERE payment_id = $2), $3)",
+        event_id,
+        payment_id,
+        order_id,
+    )
+    assert row is not None  # one row always: the LEFT JOIN's
+    data = dict(row)
+    seen = bool(data.pop("seen"))
+    if data["id"] is None:
+        return seen, None
+    return seen, _order(data)
 
 
 async def create_order(
@@ -219,7 +245,7 @@ async def create_order(
             "INSERT INTO orders (id, event_id, hold_id, visitor_id, queue_id, email, amount,"
             " currency, provider, expires_at, buyer) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
             # No conflict target: the hold is unique per event in the partitioned table
-            # (migration 011) and on its own before it; this runs on both.
+            # (migration 014) and on its own before it; this runs on both.
             " ON CONFLICT DO NOTHING RETURNING id",
             order_id, event_id, hold_id, visitor_id, queue_id, email, amount, currency,
             provider, expires_at, rules.buyer_email(email),
@@ -239,10 +265,11 @@ async def create_order(
 
 
 async def tickets_bought(
-    conn: Any, event_id: str, *, buyer: str | None = None, visitor_id: str | None = None
+    conn: Any, event_id: str, *, buyer: str | None = None, card: str | None = None
 ) -> int:
-    """Tickets in the event's paid orders of one buyer (normalised email) or one visitor."""
-    column, value = ("buyer", buyer) if buyer is not None else ("visitor_id", visitor_id)
+    """Tickets in the event's paid orders of one buyer (normalised email) or one card (the
+    provider's fingerprint)."""
+    column, value = ("buyer", buyer) if buyer is not None else ("card_fingerprint", card)
     got = await conn.fetchval(
         "SELECT coalesce(sum(l.quantity), 0) FROM orders o JOIN order_lines l"
         " ON l.order_id = o.id AND l.event_id = o.event_id"
@@ -253,24 +280,98 @@ async def tickets_bought(
     return int(got)
 
 
+async def visitors_tickets_bought(
+    conn: Any, event_id: str, visitor_ids: list[str]
+) -> dict[str, int]:
+    """Tickets in the event's paid orders of each of these visitors, in one query (a visitor
+    with none is left out)."""
+    rows = await conn.fetch(
+        "SELECT o.visitor_id, sum(l.quantity) AS n FROM orders o"
+        " JOIN order_lines l ON l.order_id = o.id"
+        " WHERE o.event_id = $1 AND o.status = 'paid' AND o.visitor_id = ANY($2::text[])"
+        " GROUP BY o.visitor_id",
+        event_id,
+        visitor_ids,
+    )
+    return {row["visitor_id"]: int(row["n"]) for row in rows}
+
+
 def order_tickets(order: OrderRow) -> int:
     return sum(line.quantity for line in order.lines)
 
 
-async def _buyer_limit(conn: Any, order: OrderRow) -> bool:
-    """Whether paying this order takes its buyer past the event's limit. Confirmations of one
-    buyer of one event are serialised by an advisory lock held to the end of the transaction,
-    so two orders paid at once cannot both pass."""
+class LimitCheck(msgspec.Struct, frozen=True):
+    """The per-buyer limit as the confirming transaction saw it."""
+
+    passed_by: rules.BuyerCount | None  # which count the order would take past the limit
+    limit: int
+    by_email: int  # tickets already paid by the order's buyer
+    by_card: int | None  # ... and with its card (None: no fingerprint)
+
+    @property
+    def note(self) -> str:
+        """For the audit trail: which rule refused, with the counts it saw."""
+        card = "" if self.by_card is None else f", {self.by_card} with this card"
+        return (
+            f"per-buyer limit {self.limit} passed by {self.passed_by}:"
+            f" {self.by_email} already bought by this email{card}"
+        )
+
+
+async def _lock_for_confirmation(
+    conn: Any, order_id: str, card: str | None, event_id: str | None
+) -> tuple[OrderRow | None, LimitCheck]:
+    """Lock the order, its buyer and its card, then read the order and the per-buyer limit by
+    its email and by its card (the provider's fingerprint; None without one). Confirmations of
+    one buyer, and of one card, of one event are serialised by advisory locks held to the end
+    of the transaction, so two orders paid at once cannot both pass: the read is a statement
+    after the locks, so it sees every confirmation that held them before. The email's lock is
+    always taken before the card's (a transaction takes at most one of each): no deadlock.
+    Given the order's event, every statement reads that event's partitions alone."""
+
+    def within(n: int) -> tuple[str, list[str]]:  # "and of this event", as parameter $n
+        return ("", []) if event_id is None else (f" AND o.event_id = ${n}", [event_id])
+
+    scope, extra = within(2)
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))", order.event_id, order.buyer
+        "SELECT pg_advisory_xact_lock(hashtext(event_id), hashtext(buyer)) FROM orders o"
+        f" WHERE o.id = $1{scope} FOR UPDATE",
+        order_id,
+        *extra,
     )
-    settings = await conn.fetchrow(
-        "SELECT max_tickets_per_buyer, max_seats_per_order FROM events WHERE id = $1",
-        order.event_id,
+    scope, extra = within(3)
+    if card is not None:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('card:' || event_id), hashtext($2))"
+            f" FROM orders o WHERE o.id = $1{scope}",
+            order_id,
+            card,
+            *extra,
+        )
+    row = await conn.fetchrow(
+        f"SELECT {_O_COLUMNS}, {_LINES}, {_TICKETS}, e.max_tickets_per_buyer,"
+        " e.max_seats_per_order, (SELECT coalesce(sum(l.quantity), 0) FROM orders p"
+        " JOIN order_lines l ON l.order_id = p.id AND l.event_id = p.event_id"
+        " WHERE p.event_id = o.event_id AND p.status = 'paid' AND p.buyer = o.buyer) AS by_email,"
+        " CASE WHEN $2::text IS NOT NULL THEN (SELECT coalesce(sum(l.quantity), 0)"
+        " FROM orders p JOIN order_lines l ON l.order_id = p.id AND l.event_id = p.event_id"
+        " WHERE p.event_id = o.event_id AND p.status = 'paid' AND p.card_fingerprint = $2)"
+        " END AS by_card"
+        f" FROM orders o JOIN events e ON e.id = o.event_id WHERE o.id = $1{scope}",
+        order_id,
+        card,
+        *extra,
     )
-    limit = rules.buyer_limit(settings["max_tickets_per_buyer"], settings["max_seats_per_order"])
-    bought = await tickets_bought(conn, order.event_id, buyer=order.buyer)
-    return rules.over_buyer_limit(bought, order_tickets(order), limit)
+    if row is None:
+        return None, LimitCheck(None, 0, 0, None)
+    data = dict(row)
+    limit = rules.buyer_limit(data.pop("max_tickets_per_buyer"), data.pop("max_seats_per_order"))
+    by_email = int(data.pop("by_email"))
+    by_card = data.pop("by_card")
+    by_card = None if by_card is None else int(by_card)
+    order = _order(data)
+    passed = rules.buyer_limit_passed_by(order_tickets(order), limit, by_email, by_card)
+    return order, LimitCheck(passed, limit, by_email, by_card)
 
 
 async def set_payment(
@@ -290,91 +391,140 @@ async def confirm(
     order_id: str,
     ticket_code: Callable[[str, int], str],
     captured: bool,
+    card: str | None = None,
+    who: str = "system",
+    report: tuple[str, str] | None = None,
     event_id: str | None = None,
 ) -> tuple[Confirmation, OrderRow | None]:
     """The arbiter. In one transaction: pending -> paid, seats into sold_seats (primary key
     (event, seat)), standing units under the capacity CHECK, tickets, an outbox row and the
-    capture to do after commit. If any seat is gone, or the order would take its buyer past the
-    event's per-buyer limit, the order becomes voided instead, and the payment is voided (or
-    refunded if it was already captured). Given the order's event, every statement reads and
-    writes that event's partitions alone."""
+    capture to do after commit. `card` is the provider's fingerprint of the card that paid
+    (None without one); it is kept on the order. If any seat is gone, or the order would take
+    its buyer (email) or its card past the event's per-buyer limit, the order becomes voided
+    instead, and the payment is voided (or refunded if it was already captured); a refusal by
+    the limit is audited (by `who`: the provider's report, or the dev payment). The paid path
+    is four statements (five with a card): the locks, the order with its buyer's counts, the
+    inventory, and one statement for every write, which also records the provider's `report`
+    (id, kind) that paid it. Given the order's `event_id`, it touches that event's partitions
+    alone."""
     async with pool.acquire() as conn, conn.transaction():
-        order = await _load(conn, "id", order_id, lock=True, event_id=event_id)
+        order, check = await _lock_for_confirmation(conn, order_id, card, event_id)
         if order is None:
             return "missing", None
         if order.status == "paid":
+            if report is not None:  # a paid answer means its report is recorded
+                await record_stripe_event(conn, *report)
             return "already_paid", order
         if order.status != "pending":
             return "not_pending", order
-        if await _buyer_limit(conn, order):
+        if card is not None:
+            order = msgspec.structs.replace(order, card_fingerprint=card)
+        lost = "refund" if captured else "void"
+        if check.passed_by is not None:
+            change = {f"order:{order_id}": ("pending", "voided")}
+            await audit.record(conn, order.event_id, who, "buyer_limit", change, check.note)
+            return "buyer_limit", await _void(conn, order, "buyer_limit", lost)
+        if not await _take_inventory(conn, order):
             await conn.execute(
-                "UPDATE orders SET status = 'voided', status_reason = 'buyer_limit',"
-                " updated_at = now() WHERE id = $1 AND event_id = $2",
-                order_id,
+                "DELETE FROM sold_seats WHERE event_id = $1 AND order_id = $2",
                 order.event_id,
-            )
-            await _add_action(conn, order, "refund" if captured else "void")
-            return "buyer_limit", await _load(conn, "id", order_id, event_id=order.event_id)
-        try:
-            async with conn.transaction():
-                await _take_inventory(conn, order)
-        except (asyncpg.UniqueViolationError, asyncpg.CheckViolationError, _SoldOut):
-            await conn.execute(
-                "UPDATE orders SET status = 'voided', status_reason = 'seats_taken',"
-                " updated_at = now() WHERE id = $1 AND event_id = $2",
                 order_id,
-                order.event_id,
             )
-            await _add_action(conn, order, "refund" if captured else "void")
-            return "seats_taken", await _load(conn, "id", order_id, event_id=order.event_id)
-        await conn.execute(
-            "UPDATE orders SET status = 'paid', paid_at = now(), status_reason = NULL,"
-            " order_key = coalesce(order_key, $2), updated_at = now() WHERE id = $1"
-            " AND event_id = $3",
-            order_id,
-            new_id(),  # 128 random bits: the secret of the order's link
-            order.event_id,
-        )
-        numbered = _ticket_lines(order)
-        await conn.executemany(
-            "INSERT INTO tickets (code, order_id, event_id, section_id, seat_id, number)"
-            " VALUES ($1,$2,$3,$4,$5,$6)",
-            [
-                (ticket_code(order_id, n), order_id, order.event_id, section, seat, n)
-                for n, (section, seat) in enumerate(numbered, start=1)
-            ],
-        )
-        ga_section, quantity = order.ga
-        payload = {
-            "order_id": order_id,
-            "hold_id": order.hold_id,
-            "queue_id": order.queue_id,
-            "visitor_id": order.visitor_id,
-            "seats": order.seats,
-            "ga_section": ga_section,
-            "quantity": quantity,
-        }
-        await conn.execute(
-            "INSERT INTO outbox (event_id, kind, payload) VALUES ($1, 'order_paid', $2::jsonb)",
-            order.event_id,
-            json.dumps(payload),
-        )
-        if not captured:
-            await _add_action(conn, order, "capture")
-        return "paid", await _load(conn, "id", order_id, event_id=order.event_id)
+            return "seats_taken", await _void(conn, order, "seats_taken", lost)
+        return "paid", await _mark_paid(conn, order, ticket_code, not captured, report)
 
 
-class _SoldOut(Exception):
-    pass
+async def _void(conn: Any, order: OrderRow, reason: str, action: str) -> OrderRow | None:
+    await conn.execute(
+        "UPDATE orders SET status = 'voided', status_reason = $2,"
+        " card_fingerprint = coalesce($3, card_fingerprint), updated_at = now() WHERE id = $1"
+        " AND event_id = $4",
+        order.id,
+        reason,
+        order.card_fingerprint,
+        order.event_id,
+    )
+    await _add_action(conn, order, action)
+    return await _load(conn, "id", order.id, event_id=order.event_id)
 
 
-async def _take_inventory(conn: Any, order: OrderRow) -> None:
+async def _mark_paid(
+    conn: Any,
+    order: OrderRow,
+    ticket_code: Callable[[str, int], str],
+    capture: bool,
+    report: tuple[str, str] | None,
+) -> OrderRow:
+    """pending -> paid with its tickets, the outbox row, the capture owed and the report that
+    paid it: one statement."""
+    numbered = _ticket_lines(order)
+    codes = [ticket_code(order.id, n) for n in range(1, len(numbered) + 1)]
+    ga_section, quantity = order.ga
+    payload = {
+        "order_id": order.id,
+        "hold_id": order.hold_id,
+        "queue_id": order.queue_id,
+        "visitor_id": order.visitor_id,
+        "seats": order.seats,
+        "ga_section": ga_section,
+        "quantity": quantity,
+    }
+    row = await conn.fetchrow(
+        "WITH paid AS (UPDATE orders SET status = 'paid', paid_at = now(), status_reason = NULL,"
+        "  order_key = coalesce(order_key, $2), card_fingerprint = coalesce($12, card_fingerprint),"
+        "  updated_at = now() WHERE id = $1 AND event_id = $3"
+        "  RETURNING paid_at, order_key),"
+        " issued AS (INSERT INTO tickets (code, order_id, event_id, section_id, seat_id, number)"
+        "  SELECT t.code, $1, $3, t.section_id, t.seat_id, t.number"
+        "  FROM unnest($4::text[], $5::text[], $6::text[], $7::int[])"
+        "  AS t(code, section_id, seat_id, number)),"
+        " announced AS (INSERT INTO outbox (event_id, kind, payload)"
+        "  VALUES ($3, 'order_paid', $8::jsonb)),"
+        " owed AS (INSERT INTO payment_actions (order_id, action) SELECT $1, 'capture'"
+        "  WHERE $9 ON CONFLICT DO NOTHING),"
+        " noted AS (INSERT INTO stripe_events (id, type) SELECT $10, $11"
+        "  WHERE $10::text IS NOT NULL ON CONFLICT DO NOTHING)"
+        " SELECT paid_at, order_key FROM paid",
+        order.id,
+        new_id(),  # 128 random bits: the secret of the order's link
+        order.event_id,
+        codes,
+        [section for section, _ in numbered],
+        [seat for _, seat in numbered],
+        list(range(1, len(numbered) + 1)),
+        json.dumps(payload),
+        capture and order.provider != "dev",  # nothing to capture without a real payment
+        *(report or (None, None)),
+        order.card_fingerprint,
+    )
+    tickets = [
+        TicketRow(code, section, seat, n)
+        for n, (code, (section, seat)) in enumerate(zip(codes, numbered, strict=True), start=1)
+    ]
+    return msgspec.structs.replace(
+        order,
+        status="paid",
+        status_reason=None,
+        paid_at=row["paid_at"],
+        order_key=row["order_key"],
+        tickets=tickets,
+    )
+
+
+async def _take_inventory(conn: Any, order: OrderRow) -> bool:
+    """The order's seats into sold_seats and its standing units under the capacity; False if
+    any is gone (what was inserted then is the caller's to delete, in the same transaction)."""
     seats = order.seats
     if seats:
-        await conn.executemany(
-            "INSERT INTO sold_seats (event_id, seat_id, order_id) VALUES ($1, $2, $3)",
-            [(order.event_id, seat, order.id) for seat in seats],
+        status = await conn.execute(
+            "INSERT INTO sold_seats (event_id, seat_id, order_id)"
+            " SELECT $1, s, $3 FROM unnest($2::text[]) AS s ON CONFLICT DO NOTHING",
+            order.event_id,
+            seats,
+            order.id,
         )
+        if int(status.rsplit(" ", 1)[1]) != len(seats):  # a seat named twice fails too
+            return False
     section, quantity = order.ga
     if quantity:
         taken = await conn.fetchval(
@@ -385,7 +535,8 @@ async def _take_inventory(conn: Any, order: OrderRow) -> None:
             quantity,
         )
         if taken is None:
-            raise _SoldOut
+            return False
+    return True
 
 
 def _ticket_lines(order: OrderRow) -> list[tuple[str, str | None]]:
@@ -459,12 +610,8 @@ async def expire_due(pool: Pool, grace: timedelta, limit: int = 200) -> list[Ord
         return expired
 
 
-async def seen_stripe_event(pool: Pool, event_id: str) -> bool:
-    found = await pool.fetchval("SELECT true FROM stripe_events WHERE id = $1", event_id)
-    return found is not None
-
-
-async def record_stripe_event(pool: Pool, event_id: str, kind: str) -> None:
+async def record_stripe_event(pool: Pool | Any, event_id: str, kind: str) -> None:
+    """Remember a provider report as applied (on the pool, or a transaction's connection)."""
     await pool.execute(
         "INSERT INTO stripe_events (id, type) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         event_id,
@@ -472,33 +619,43 @@ async def record_stripe_event(pool: Pool, event_id: str, kind: str) -> None:
     )
 
 
-async def due_actions(
-    pool: Pool, limit: int = 50, order_id: str | None = None
-) -> list[PaymentAction]:
-    """Payment follow-ups not done yet: one order's (right after its commit), or all of them
-    (the background loop, with a growing pause between attempts)."""
-    rows = await pool.fetch(
-        "SELECT a.id, a.order_id, a.action, o.provider, o.payment_id, a.attempts"
-        " FROM payment_actions a JOIN orders o ON o.id = a.order_id"
-        " WHERE a.done_at IS NULL AND a.attempts < 20 AND ($2::text IS NULL OR a.order_id = $2)"
-        " AND ($2::text IS NOT NULL OR"
-        "      a.created_at < now() - make_interval(secs => least(300, a.attempts * a.attempts)))"
-        " ORDER BY a.id LIMIT $1",
-        limit,
-        order_id,
-    )
-    return [msgspec.convert(dict(r), PaymentAction) for r in rows]
-
-
-async def finish_action(pool: Pool, action_id: int, error: str | None) -> None:
-    if error is None:
-        await pool.execute("UPDATE payment_actions SET done_at = now() WHERE id = $1", action_id)
-    else:
-        await pool.execute(
-            "UPDATE payment_actions SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
-            action_id,
-            error[:500],
+async def run_due_actions(
+    pool: Pool,
+    run: Callable[[PaymentAction], Awaitable[str | None]],
+    limit: int = 50,
+    order_id: str | None = None,
+) -> tuple[int, int]:
+    """Payment follow-ups not done yet, run together by `run` (None = done, else the error):
+    one order's (right after its commit, waiting for any other process running it), or a batch
+    of all of them (skipping those another process holds, with a growing pause between
+    attempts). Claimed, run and recorded in one transaction, so no two processes run the same
+    follow-up at once, and a crash before the commit leaves it owed (the provider's idempotency
+    key makes the repeat harmless). Returns (claimed, done)."""
+    wait = "" if order_id is not None else " SKIP LOCKED"
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "SELECT a.id, a.order_id, a.action, o.provider, o.payment_id, a.attempts"
+            " FROM payment_actions a JOIN orders o ON o.id = a.order_id"
+            " WHERE a.done_at IS NULL AND a.attempts < 20"
+            " AND ($2::text IS NULL OR a.order_id = $2) AND ($2::text IS NOT NULL OR"
+            "      a.created_at < now() - make_interval(secs => least(300, a.attempts * a.attempts)))"
+            f" ORDER BY a.id LIMIT $1 FOR UPDATE OF a{wait}",
+            limit,
+            order_id,
         )
+        if not rows:
+            return 0, 0
+        actions = [msgspec.convert(dict(r), PaymentAction) for r in rows]
+        errors = await asyncio.gather(*(run(action) for action in actions))
+        await conn.execute(
+            "UPDATE payment_actions a SET done_at = CASE WHEN r.error IS NULL THEN now() END,"
+            " attempts = a.attempts + (r.error IS NOT NULL)::int,"
+            " last_error = coalesce(left(r.error, 500), a.last_error)"
+            " FROM unnest($1::bigint[], $2::text[]) AS r(id, error) WHERE a.id = r.id",
+            [action.id for action in actions],
+            errors,
+        )
+    return len(actions), sum(error is None for error in errors)
 
 
 class OutboxItem(msgspec.Struct, frozen=True):

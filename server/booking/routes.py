@@ -13,6 +13,7 @@ from server.core.http import json_response
 from server.core.identity import bearer, visitor_id
 from server.core.messages import (
     Accepted,
+    BestSeatsRequest,
     CheckoutRequest,
     HoldRequest,
     PayRequest,
@@ -30,6 +31,14 @@ async def seat_map(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+@routes.get("/api/events/{event_id}/seats/status")
+async def seat_status(request: web.Request) -> web.Response:
+    """The compact seat map; `?since=<version>` of an earlier answer: only the seats changed."""
+    since = request.query.get("since")
+    body = await request.app[BOOKING].seat_maps.compact(request.match_info["event_id"], since)
+    return web.Response(body=body, content_type="application/json")
+
+
 @routes.post("/api/events/{event_id}/holds")
 async def create_hold(request: web.Request) -> web.Response:
     booking = request.app[BOOKING]
@@ -38,6 +47,17 @@ async def create_hold(request: web.Request) -> web.Response:
     claims = booking.holds.access(bearer(request), event_id, visitor_id(request))
     body = await read_json(request, HoldRequest)
     return json_response(await booking.holds.hold(event_id, claims, body), status=201)
+
+
+@routes.post("/api/events/{event_id}/best-seats")
+async def best_seats(request: web.Request) -> web.Response:
+    """The best N adjacent free seats of a section: a suggestion the fan then holds."""
+    booking = request.app[BOOKING]
+    event_id = request.match_info["event_id"]
+    await booking.cache.require(event_id)
+    claims = booking.holds.access(bearer(request), event_id, visitor_id(request))
+    body = await read_json(request, BestSeatsRequest)
+    return json_response(await booking.holds.best(event_id, claims, body))
 
 
 @routes.delete("/api/holds/{hold_id}")

@@ -1,10 +1,12 @@
 """Settlement: a payment's outcome made final. Authorised money confirms the order in PostgreSQL
 (the arbiter: seats, tickets, outbox and the capture owed, in one transaction) or is voided when
-the seats are gone; failures and cancellations release the hold; expired orders are closed; the
+the seats are gone or the buyer's email or card is past the event's per-buyer limit; failures and cancellations release the hold; expired orders are closed; the
 captures, voids and refunds PostgreSQL says are owed run at the order's own provider."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -22,6 +24,9 @@ from server.payments.registry import Providers
 from server.store import db
 
 log = logging.getLogger("boxoffice.settlement")
+
+CAPTURE_BATCH = 50  # payment actions claimed and run together by one background turn
+CAPTURE_WAIT_S = 5.0  # how long a confirming webhook waits for its capture turn
 
 
 class Settlement:
@@ -44,18 +49,29 @@ class Settlement:
         self.providers = providers
         self.signer = signer
         self.refunded = refunded  # records a refund the provider reports (booking.refunds)
+        self._owed = asyncio.Event()  # a capture was committed: wakes captures_step
+        self._owed.set()  # the first turn runs what a stopped process left owed
+        self._turn: asyncio.Future[None] | None = None  # ends when the next turn has run
+        self._capturing = False  # captures_step runs in this process (the payments role)
 
     def loops(self) -> list[Loop]:
-        return [("orders", self.orders_step)]
+        return [("orders", self.orders_step), ("captures", self.captures_step)]
 
     # ---- outcomes ---------------------------------------------------------------------------
 
     async def payment_succeeded(
-        self, order: ledger.OrderRow, captured: bool = False
+        self,
+        order: ledger.OrderRow,
+        captured: bool = False,
+        card: str | None = None,
+        who: str = "system",
+        report: tuple[str, str] | None = None,
     ) -> ledger.OrderRow:
         """Money is authorised (or already captured): make the sale final in PostgreSQL, or void
-        (refund) the payment if the seats are gone. A late payment whose seats are still free
-        is honoured: the seats are claimed again first."""
+        (refund) the payment if the seats are gone or the buyer — by email, or by `card`, the
+        provider's fingerprint of the card that paid — would pass the event's per-buyer limit.
+        A late payment whose seats are still free is honoured: the seats are claimed again
+        first. The provider's `report` (id, kind) is recorded with the sale."""
         k = EventKeys(order.event_id)
         ga_section, quantity = order.ga
         lost = "refund" if captured else "void"
@@ -75,11 +91,21 @@ class Settlement:
             await self.run_actions(order.id)
             return voided or order
         outcome, row = await ledger.confirm(
-            self.pool, order.id, self.signer.ticket_code, captured, order.event_id
+            self.pool,
+            order.id,
+            self.signer.ticket_code,
+            captured,
+            card,
+            who,
+            report,
+            event_id=order.event_id,
         )
         assert row is not None
         if outcome == "paid":
             await self._mark_sold(row)
+            if self._capturing:
+                await self._captured()
+                return row
         elif outcome == "buyer_limit":
             await self._release(row)  # the seats claimed for it go back
         elif outcome == "seats_taken":
@@ -136,11 +162,11 @@ class Settlement:
     async def apply(self, event: PaymentEvent) -> str:
         """Apply one verified provider report, once (deduplicated by its id in PostgreSQL) and
         only to the order it belongs to; returns what was done (for logs and tests)."""
-        if await ledger.seen_stripe_event(self.pool, event.event_id):
+        seen, order = await ledger.report_target(
+            self.pool, event.event_id, event.payment_id, event.order_id
+        )
+        if seen:
             return "duplicate"
-        order = await ledger.get_order_by_payment(self.pool, event.payment_id)
-        if order is None and event.order_id:
-            order = await ledger.get_order(self.pool, event.order_id)
         if order is None:
             # The order row may not be visible yet (the report raced our commit): retry later.
             raise Unavailable(
@@ -158,9 +184,10 @@ class Settlement:
         if order.payment_id is None:
             await ledger.set_payment(self.pool, order.id, event.payment_id, None)
         result = await self._apply(event, order)
-        await ledger.record_stripe_event(
-            self.pool, event.event_id, f"{event.provider}:{event.kind}"
-        )
+        if result != "paid":  # a paid order recorded its report in the confirming transaction
+            await ledger.record_stripe_event(
+                self.pool, event.event_id, f"{event.provider}:{event.kind}"
+            )
         return result
 
     def _matches(self, event: PaymentEvent, order: ledger.OrderRow) -> bool:
@@ -182,7 +209,11 @@ class Settlement:
                 return f"ignored_{order.status}"
             # authorised: capture after commit. captured: money already taken, so a lost race
             # is refunded (the refund is a payment action like any other).
-            row = await self.payment_succeeded(order, captured=event.kind == "captured")
+            card = await self._card(order, event.payment_id)
+            report = (event.event_id, f"{event.provider}:{event.kind}")
+            row = await self.payment_succeeded(
+                order, event.kind == "captured", card, f"{event.provider}:{event.event_id}", report
+            )
             return row.status
         if event.kind == "refunded":
             # Refunded at the provider (our own refund's report, or one made in its dashboard):
@@ -193,6 +224,24 @@ class Settlement:
             return "failed" if failed is not None else f"ignored_{order.status}"
         canceled = await self.payment_canceled(order)
         return "voided" if canceled is not None else f"ignored_{order.status}"
+
+    async def _card(self, order: ledger.OrderRow, payment_id: str) -> str | None:
+        """The fingerprint of the card that paid, asked of the order's provider before the sale
+        is final. If the provider cannot say, nothing is decided: the report is answered 503
+        and the provider sends it again (the order expires, and its payment is voided, if it
+        never can)."""
+        provider = self.providers.of(order.provider)
+        if provider is None:
+            return None  # _matches() refused reports of providers this server lacks
+        try:
+            return await provider.card_fingerprint(payment_id)
+        except PaymentError as exc:
+            log.warning("card fingerprint unavailable: %s", exc, extra={"order_id": order.id})
+            raise Unavailable(
+                "the payment's card could not be read from the provider; retry later",
+                code="provider_unavailable",
+                retry_after=10,
+            ) from None
 
     # ---- background duties (safe to run in every process) -----------------------------------
 
@@ -211,14 +260,43 @@ class Settlement:
 
     async def run_actions(self, order_id: str | None = None) -> int:
         """Capture, void or refund what PostgreSQL says is owed, at the order's own provider:
-        for one order right after its commit, or for all (background loop; idempotency keys
-        make a repeat harmless)."""
-        done = 0
-        for action in await ledger.due_actions(self.pool, order_id=order_id):
-            error = await self._run_action(action)
-            await ledger.finish_action(self.pool, action.id, error)
-            done += error is None
-        return done
+        for one order (waiting for a process already running it), or a batch of all (background
+        loops; idempotency keys make a repeat harmless). Returns how many were done."""
+        return (await self._run_due(order_id))[1]
+
+    async def _run_due(self, order_id: str | None = None) -> tuple[int, int]:
+        return await ledger.run_due_actions(
+            self.pool, self._run_action, CAPTURE_BATCH, order_id=order_id
+        )
+
+    async def captures_step(self) -> float:
+        """The capture queue, batched: woken when a confirmation commits a capture, one turn
+        claims every capture owed (50 at a time), runs them together and records them in one
+        statement. The queue is PostgreSQL's payment_actions: a capture exists only once its
+        sale is committed, runs once (claimed under a row lock), and survives a crash
+        (orders_step, or the first turn of a restarted process, runs it)."""
+        self._capturing = True
+        await self._owed.wait()
+        self._owed.clear()
+        turn, self._turn = self._turn, None
+        try:
+            while (await self._run_due()) == (CAPTURE_BATCH, CAPTURE_BATCH):
+                pass  # a full batch, all done: more may be waiting
+        finally:
+            if turn is not None:
+                turn.set_result(None)
+        return 0.0
+
+    async def _captured(self) -> None:
+        """Wait (at most CAPTURE_WAIT_S) for a capture turn that starts after this commit: the
+        webhook answers once its capture ran with the others owed at that moment. Past the
+        wait the capture stays owed and runs all the same."""
+        if self._turn is None:
+            self._turn = asyncio.get_running_loop().create_future()
+        turn = self._turn
+        self._owed.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(turn), CAPTURE_WAIT_S)
 
     async def _run_action(self, action: ledger.PaymentAction) -> str | None:
         if action.payment_id is None:

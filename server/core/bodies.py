@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from server.core.errors import DomainError, Handler, error_response
+from server.core import field_errors
+from server.core.errors import DomainError, Handler, Invalid, error_response
 from server.core.http import read_body
 
 T = TypeVar("T")
@@ -68,7 +69,8 @@ def _integral(value: Any) -> Any:
 
 
 def decode(raw: bytes, kind: type[T]) -> T:
-    """A JSON body as `kind`; msgspec.DecodeError (400) or ValidationError (422) otherwise.
+    """A JSON body as `kind`; msgspec.DecodeError (400) or Invalid (422, every problem, each
+    named by its field: server.core.field_errors) otherwise.
 
     The typed decode runs first; only a body it refuses is decoded again untyped, with integral
     numbers made ints, and converted (a body nested too deeply for that keeps the first error)."""
@@ -76,10 +78,13 @@ def decode(raw: bytes, kind: type[T]) -> T:
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as first:
         try:
-            plain = msgspec.json.decode(raw)
+            plain = _integral(msgspec.json.decode(raw))
         except RecursionError:
             raise first from None
-        return msgspec.convert(_integral(plain), kind)
+        try:
+            return msgspec.convert(plain, kind)
+        except msgspec.ValidationError as exc:
+            raise Invalid.of(field_errors.of_body(plain, kind, exc)) from None
 
 
 async def read_json(request: web.Request, kind: type[T]) -> T:

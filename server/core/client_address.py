@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from functools import lru_cache
 
 from aiohttp import web
 
@@ -31,6 +32,7 @@ def parse_networks(text: str) -> tuple[Network, ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=65536)  # a crowd's addresses come back request after request
 def _address(text: str) -> Address | None:
     try:
         addr = ipaddress.ip_address(text.strip())
@@ -51,11 +53,10 @@ def client_address(
     """The client's address. From a trusted peer, X-Forwarded-For is read from the right (each
     proxy appends the address it saw): the first hop that is not a trusted proxy is the client.
     A malformed hop stops the walk at the last trusted one, which is then the answer."""
-    addr = _address(peer) if peer else None
-    if addr is None:
-        return UNKNOWN
-    if not _trusted(addr, trusted):
-        return str(addr)
+    direct, proxy = _peer(peer, tuple(trusted))
+    if proxy is None:
+        return direct
+    addr = proxy
     hops = [h for value in forwarded_for for h in value.split(",") if h.strip()]
     for hop in reversed(hops):
         found = _address(hop)
@@ -65,6 +66,16 @@ def client_address(
         if not _trusted(addr, trusted):
             break
     return str(addr)
+
+
+@lru_cache(maxsize=65536)
+def _peer(peer: str | None, trusted: tuple[Network, ...]) -> tuple[str, Address | None]:
+    """The socket peer as the client's address, and the peer again if it is a trusted proxy
+    (whose X-Forwarded-For is then read), else None."""
+    addr = _address(peer) if peer else None
+    if addr is None:
+        return UNKNOWN, None
+    return str(addr), addr if _trusted(addr, trusted) else None
 
 
 def source_network(address: str) -> str:

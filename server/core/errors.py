@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import asyncpg
 import msgspec
@@ -15,9 +16,43 @@ log = logging.getLogger("boxoffice.errors")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class ErrorBody(msgspec.Struct, frozen=True):
+class FieldError(msgspec.Struct, frozen=True):
+    """One problem of a refused body: where (a path like `sections[0].price`, "" for the body as
+    a whole) and what, in words a person reads (server.core.field_errors finds them)."""
+
+    path: str
+    message: str
+
+
+_AT = re.compile(r"^(?P<why>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+
+
+def from_validation(exc: msgspec.ValidationError) -> FieldError:
+    """One msgspec error as a FieldError: its path, and its words (a "field: why" raised by a
+    type's own check names the field)."""
+    match = _AT.match(str(exc))
+    assert match is not None
+    path, why = (match["path"] or "").lstrip("."), match["why"]
+    lead = re.match(r"^(\w+): (.+)$", why, re.S)
+    if lead and not path:
+        return FieldError(lead[1], lead[2])
+    return FieldError(path, why)
+
+
+def summary(found: Sequence[FieldError]) -> str:
+    """The `detail` sentence of a 422 with these problems: the first ("path: message")."""
+    first = found[0]
+    detail = f"{first.path}: {first.message}" if first.path else first.message
+    if len(found) > 1:
+        detail += f" (and {len(found) - 1} more: see fields)"
+    return detail
+
+
+class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     error: str
     detail: str
+    # a 422 for a refused body: every problem, each next to its field
+    fields: list[FieldError] | None = None
 
 
 class DomainError(Exception):
@@ -45,6 +80,13 @@ class BadRequest(DomainError):
 
 class Invalid(DomainError):
     status, code = 422, "invalid"
+
+    @classmethod
+    def of(cls, found: Iterable[FieldError]) -> Invalid:
+        """The 422 for these problems (server.core.field_errors): all of them in `fields`, the
+        first in `detail`."""
+        fields = list(found)
+        return cls(summary(fields), extra={"fields": fields})
 
 
 class Unauthorized(DomainError):
@@ -175,7 +217,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         return _from_http_exception(exc)
     except msgspec.ValidationError as exc:
-        return error_response(422, "invalid", str(exc))
+        refused = Invalid.of([from_validation(exc)])
+        return error_response(422, refused.code, refused.detail, extra=refused.extra)
     except msgspec.DecodeError as exc:
         return error_response(400, "malformed_json", f"request body is not valid JSON: {exc}")
     except REDIS_DOWN as exc:

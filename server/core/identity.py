@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
 from server.core.errors import BadRequest, Handler
@@ -34,29 +34,39 @@ def visitor_middleware(signer: Signer, secure: bool) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if visitor_cookie_count(request.headers.getall("Cookie", [])) > 1:
+        cookies = request.headers.getall(hdrs.COOKIE, ())
+        if cookies and visitor_cookie_count(cookies) > 1:
             raise BadRequest(
                 f"more than one {VISITOR_COOKIE} cookie in the request", code="duplicate_cookie"
             )
-        visitor_id = signer.visitor_from_cookie(request.cookies.get(VISITOR_COOKIE))
+        visitor_id = signer.visitor_from_cookie(
+            request.cookies.get(VISITOR_COOKIE) if cookies else None
+        )
         fresh = visitor_id is None
         if visitor_id is None:
             visitor_id = new_id()
         request[VISITOR_KEY] = visitor_id
         response = await handler(request)
         if fresh and not response.prepared:
-            response.set_cookie(
-                VISITOR_COOKIE,
-                signer.visitor_cookie(visitor_id),
-                max_age=COOKIE_MAX_AGE,
-                httponly=True,
-                samesite="Lax",
-                secure=secure or came_over_tls(request),
-                path="/",
+            value = signer.visitor_cookie(visitor_id)
+            add_cookie(
+                response, VISITOR_COOKIE, value, COOKIE_MAX_AGE, secure or came_over_tls(request)
             )
         return response
 
     return middleware
+
+
+def add_cookie(
+    response: web.StreamResponse, name: str, value: str, max_age: int, secure: bool
+) -> None:
+    """Set one of our cookies (HttpOnly, SameSite=Lax, Path=/; Secure when `secure`). Written
+    as the header's text: aiohttp's cookie objects cost more than the rest of a join's answer.
+    `name` and `value` are ours (url-safe characters and dots), never a client's."""
+    tail = "; Secure" if secure else ""
+    response.headers.add(
+        hdrs.SET_COOKIE, f"{name}={value}; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Lax{tail}"
+    )
 
 
 def visitor_id(request: web.Request) -> str:

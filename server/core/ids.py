@@ -16,8 +16,19 @@ from server.core.errors import Invalid, NotFound
 EVENT_ID_BODY = r"[a-z0-9][a-z0-9-]{0,39}"
 URLSAFE_22 = r"[A-Za-z0-9_-]{22}"  # server.core.tokens.new_id(): 128 random bits, base64url
 SECTION_ID_BODY = r"[A-Za-z0-9]{1,8}"
+# An assigned seat: section-row-seat, numbers without leading zeros (server.core.rules.seat_id)
+SEAT_ID_BODY = r"[A-Za-z0-9]{1,8}-[1-9][0-9]{0,3}-[1-9][0-9]{0,3}"
 # A line of text a person typed: no control characters (NUL, newlines, escapes) at all.
 TEXT_BODY = r"[^\x00-\x1f\x7f]*"
+# several lines of text: tab, line feed and carriage return are the only control characters
+PARAGRAPHS_BODY = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*"
+# https on a host name, or a path on this site ("/x", never "//x" or "/\x", which browsers
+# read as another host); no space, quote, angle bracket or backslash anywhere
+_URL_CHARS = r"[^\s\x00-\x1f\x7f\"'<>\\]"
+IMAGE_URL_BODY = (
+    rf"https://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{{1,5}})?(?:/{_URL_CHARS}*)?"
+    rf"|/(?![/\\]){_URL_CHARS}*"
+)
 EMAIL_BODY = r"[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,255}\.[^@\s\x00-\x1f\x7f]{2,63}"
 
 EVENT_ID = re.compile(EVENT_ID_BODY)

@@ -188,6 +188,12 @@ class EventKeys:
         return self._key("seatver")
 
     @property
+    def seatcount(self) -> str:
+        """HASH held, sold: the entries of `seats` by kind (a hold id, or "sold"), kept by the
+        hold scripts as they write `seats` (queue/lib/holds.lua), so counts need no scan."""
+        return self._key("seatcount")
+
+    @property
     def sources(self) -> str:
         """ZSET client address -> places taken in line (at most SOURCES_KEPT, the biggest)."""
         return self._key("sources")
@@ -199,9 +205,9 @@ class EventKeys:
         return self._key("srcq")
 
     def hold_keys(self) -> list[str]:
-        """The first eight KEYS of every hold script (queue/lib/holds.lua)."""
+        """The first nine KEYS of every hold script (queue/lib/holds.lua)."""
         return [self.seats, self.holds, self.holdexp, self.vhold, self.gacap, self.gasold,
-                self.gaheld, self.seatver]  # fmt: skip
+                self.gaheld, self.seatver, self.seatcount]  # fmt: skip
 
     @property
     def channel(self) -> str:

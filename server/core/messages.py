@@ -37,6 +37,36 @@ SeatsPerOrder = Annotated[int, Meta(ge=1, le=50)]
 TicketsPerBuyer = Annotated[int, Meta(ge=1, le=200)]
 Count = Annotated[int, Meta(ge=1, le=1000)]
 Capacity = Annotated[int, Meta(ge=1, le=200_000)]
+# An assigned seat's id as ops and fans send it: section-row-seat ("A-3-17"), one spelling.
+SeatId = Annotated[
+    str,
+    Meta(
+        pattern=ids.schema_pattern(ids.SEAT_ID_BODY),
+        max_length=24,
+        description="section-row-seat, e.g. A-3-17",
+    ),
+]
+# Accessible seats named at once (in a section at creation, or in one admin call)
+MAX_ACCESSIBLE_PER_CALL = 2000
+Description = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=4000,
+        pattern=ids.schema_pattern(ids.PARAGRAPHS_BODY),
+        description="plain text for the event page; line breaks kept, no other control characters",
+    ),
+]
+ImageUrl = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=500,
+        pattern=ids.schema_pattern(ids.IMAGE_URL_BODY),
+        description="the event page's image: an https URL, or a path on this site (/static/…)",
+        examples=["https://images.example.com/spring-tour.jpg"],
+    ),
+]
 TimeZone = Annotated[
     str,
     Meta(
@@ -60,6 +90,24 @@ def check_timezone(name: str) -> None:
         raise ValueError(f"timezone: {name!r} is not a time zone name such as Europe/Berlin")
 
 
+# ISO 4217 codes of the currencies in use (2025), the only ones an event may be priced in.
+CURRENCIES = frozenset(
+    """AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP
+    BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL
+    GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW
+    KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN
+    NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK
+    SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS
+    VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG""".split()  # noqa: SIM905
+)
+
+
+def check_currency(code: str) -> None:
+    """A ValueError (a validation error while decoding) unless `code` is a known ISO 4217 code."""
+    if code not in CURRENCIES:
+        raise ValueError(f"currency: {code!r} is not a known ISO 4217 code, such as EUR or USD")
+
+
 ChallengePolicy = Literal["off", "adaptive", "always"]  # bot challenge (proof of work) at join
 QueueState = Literal["prequeue", "waiting", "admitted", "sold_out", "closed", "expired"]
 EventStateName = Literal["scheduled", "prequeue", "on_sale", "sold_out", "closed"]
@@ -75,6 +123,8 @@ class SectionIn(Struct, forbid_unknown_fields=True, frozen=True):
     rows: Count | None = None
     seats_per_row: Count | None = None
     capacity: Capacity | None = None
+    # assigned seats of this section that are accessible (wheelchair spaces): ids like A-1-3
+    accessible: Annotated[list[SeatId], Meta(max_length=MAX_ACCESSIBLE_PER_CALL)] | None = None
 
 
 class EventCreate(Struct, forbid_unknown_fields=True, frozen=True):
@@ -94,8 +144,11 @@ class EventCreate(Struct, forbid_unknown_fields=True, frozen=True):
     challenge: ChallengePolicy = "adaptive"
     max_tickets_per_buyer: TicketsPerBuyer | None = None  # None: max_seats_per_order
     timezone: TimeZone = "UTC"
+    description: Description | None = None
+    image_url: ImageUrl | None = None
 
     def __post_init__(self) -> None:
+        check_currency(self.currency)
         check_timezone(self.timezone)
 
 
@@ -111,6 +164,14 @@ class EventPatch(Struct, forbid_unknown_fields=True, frozen=True):
     challenge: ChallengePolicy | UnsetType = UNSET
     max_tickets_per_buyer: TicketsPerBuyer | UnsetType | None = UNSET  # null: the default
     timezone: TimeZone | UnsetType = UNSET
+    description: Description | UnsetType | None = UNSET  # null: none
+    image_url: ImageUrl | UnsetType | None = UNSET  # null: none
+    # Before the sale starts (server.ops.catalog.check_change): edit, postpone.
+    name: Name | UnsetType = UNSET
+    venue: Name | UnsetType = UNSET
+    starts_at: AwareTime | UnsetType = UNSET
+    sale_starts_at: AwareTime | UnsetType = UNSET
+    prequeue_opens_at: AwareTime | UnsetType = UNSET
 
     def __post_init__(self) -> None:
         if not isinstance(self.timezone, UnsetType):
@@ -154,6 +215,12 @@ class Event(Struct, frozen=True):
     sections: list[SectionOut]
     settings: EventSettings | None = None
     timezone: str = "UTC"  # the venue's IANA time zone: fan pages show times in it
+    # the most tickets one order may hold, and one fan (buyer) may buy in all: the seat page
+    # shows and enforces the smaller
+    max_seats_per_order: int | None = None
+    max_tickets_per_buyer: int | None = None
+    description: str | None = None  # the event page's text
+    image_url: str | None = None  # the event page's image: https, or a path on this site
 
 
 # ---- queue -----------------------------------------------------------------------------------
@@ -177,6 +244,8 @@ class QueueStatus(Struct, frozen=True):
     rate_per_min: float | None = None
     # how long a waiting fan may be away (page asleep, offline) and keep the place
     return_window_seconds: int | None = None
+    # the server's clock when it answered: the page's countdowns correct their clock with it
+    server_time: datetime | None = None
 
 
 class Stats(Struct, frozen=True):
@@ -218,6 +287,7 @@ class StatusMsg(Struct, frozen=True, tag="status", tag_field="type"):
     ticket: int | None = None
     admitted_total: int = 0
     paused: bool = False
+    server_time: datetime | None = None  # as in QueueStatus
 
 
 class TickMsg(Struct, frozen=True, tag="tick", tag_field="type"):
@@ -237,6 +307,7 @@ class AdmittedMsg(Struct, frozen=True, tag="admitted", tag_field="type"):
     access_token: str
     access_expires_at: datetime
     next_url: str
+    server_time: datetime | None = None  # as in QueueStatus
 
 
 class ClosedMsg(Struct, frozen=True, tag="closed", tag_field="type"):
@@ -276,11 +347,12 @@ SeatStatus = Literal["free", "held", "sold"]
 OrderStatusName = Literal["pending", "paid", "expired", "failed", "voided", "refunded"]
 
 
-class Seat(Struct, frozen=True):
+class Seat(Struct, frozen=True, omit_defaults=True):
     id: str
     label: str
     price: int
     status: SeatStatus
+    accessible: bool = False  # set by ops; on the wire only when true
 
 
 class SeatRow(Struct, frozen=True):
@@ -304,6 +376,68 @@ class SeatMap(Struct, frozen=True):
     state: EventStateName
     available: int
     sections: list[SeatSection]
+    # as in Event: live, so a changed limit reaches a page that is open
+    max_seats_per_order: int | None = None
+    max_tickets_per_buyer: int | None = None
+
+
+class SeatsPatch(Struct, forbid_unknown_fields=True, frozen=True):
+    """Ops: mark assigned seats accessible (true) or not (false)."""
+
+    seats: Annotated[list[SeatId], Meta(min_length=1, max_length=MAX_ACCESSIBLE_PER_CALL)]
+    accessible: bool
+
+
+class SeatAttributes(Struct, frozen=True):
+    event_id: str
+    accessible: list[str]  # every accessible seat of the event, by section, row and seat
+    changed: list[str]  # the seats this call changed
+
+
+class BestSeatsRequest(Struct, forbid_unknown_fields=True, frozen=True):
+    """A fan asks for the best `quantity` adjacent free seats of a seated section (only
+    accessible seats when `accessible`)."""
+
+    section: SectionId
+    quantity: SeatsPerOrder
+    accessible: bool = False
+
+
+class BestSeats(Struct, frozen=True):
+    event_id: str
+    section: str
+    seats: list[str]
+    amount: int
+    currency: str
+
+
+class SeatStatusSection(Struct, frozen=True, omit_defaults=True):
+    """One section in the compact seat map. Seated: `rows` by `seats_per_row`, and (in a full
+    answer, absent in a delta) `status`, one letter per seat row by row ("f" free, "h" held, "s" sold) — seat
+    (r, n) is letter (r - 1) * seats_per_row + (n - 1), its id `<section>-<r>-<n>`."""
+
+    id: str
+    kind: Literal["seated", "standing"]
+    available: int
+    rows: int | None = None
+    seats_per_row: int | None = None
+    status: str | None = None
+
+
+class SeatStatusMap(Struct, frozen=True):
+    """The seat map in a few bytes a seat, for live refresh (GET /api/events/{id}/seats/status).
+    `version` names the seats' statuses; asked `?since=<version>` of an earlier answer, the
+    answer is a delta: `since` echoes it, sections carry no `status`, and `changes` maps each
+    seat whose status differs to its status now ({} when nothing changed). A `since` this
+    process no longer knows gets a full answer (`since` and `changes` null)."""
+
+    event_id: str
+    state: EventStateName
+    available: int
+    version: str
+    sections: list[SeatStatusSection]
+    since: str | None = None
+    changes: dict[str, SeatStatus] | None = None
 
 
 class HoldRequest(Struct, forbid_unknown_fields=True, frozen=True):
@@ -322,6 +456,7 @@ class Hold(Struct, frozen=True):
     section: str | None = None
     quantity: int | None = None
     replaced_hold_id: str | None = None
+    server_time: datetime | None = None  # as in QueueStatus
 
 
 Email = Annotated[str, Meta(pattern=ids.schema_pattern(ids.EMAIL_BODY), max_length=254)]
@@ -424,6 +559,24 @@ class Checkin(Struct, frozen=True):
     checked_in_at: datetime
     section: str
     number: int
+
+
+class DoorEvent(Struct, frozen=True):
+    """An event as the door sees it: what to pick it by, nothing of its sale."""
+
+    id: str
+    name: str
+    venue: str
+    starts_at: datetime
+    timezone: str
+
+
+class DoorCount(Struct, frozen=True):
+    """The door's counter: tickets admitted, and tickets of paid orders."""
+
+    event_id: str
+    checked_in: int
+    tickets_expected: int
 
 
 class ResendRequest(Struct, forbid_unknown_fields=True, frozen=True):

@@ -54,6 +54,26 @@ class Metrics:
             "boxoffice_refunds", "Refund requests by outcome", ["outcome"], registry=r
         )
 
+        # labelled children looked up once (prometheus_client's labels() takes a lock and
+        # builds its key on every call): request timers by (method, route, status), joins by
+        # (event, result)
+        self._timers: dict[tuple[str, str, int], Histogram] = {}
+        self._joins: dict[tuple[str, str], Counter] = {}
+
+    def request_timer(self, method: str, route: str, status: int) -> Histogram:
+        child = self._timers.get((method, route, status))
+        if child is None:
+            child = self._timers[(method, route, status)] = self.requests.labels(
+                method, route, status
+            )
+        return child
+
+    def joined(self, event_id: str, result: str) -> None:
+        child = self._joins.get((event_id, result))
+        if child is None:
+            child = self._joins[(event_id, result)] = self.joins.labels(event_id, result)
+        child.inc()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

@@ -15,6 +15,7 @@ for the console, whatever the page can pass). So both websockets check the hands
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -69,8 +70,13 @@ def peer_is_local_proxy(request: web.Request) -> bool:
     peer = request.transport.get_extra_info("peername") if request.transport else None
     if not isinstance(peer, tuple) or not peer:
         return False
+    return _loopback(peer[0])
+
+
+@lru_cache(maxsize=4096)
+def _loopback(host: str) -> bool:
     try:
-        return ipaddress.ip_address(peer[0]).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 

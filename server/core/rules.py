@@ -264,3 +264,20 @@ def buyer_limit(max_tickets_per_buyer: int | None, max_seats_per_order: int) -> 
 def over_buyer_limit(bought: int, wanted: int, limit: int) -> bool:
     """Whether `wanted` more tickets would take a buyer who has `bought` past `limit`."""
     return bought + wanted > limit
+
+
+BuyerCount = Literal["email", "card"]
+
+
+def buyer_limit_passed_by(
+    wanted: int, limit: int, by_email: int, by_card: int | None
+) -> BuyerCount | None:
+    """Which count a payment for `wanted` tickets takes past the per-buyer limit, when it is
+    confirmed: the paid tickets of the order's buyer (its normalised email), else those paid
+    with the same card (the provider's card fingerprint; None when the provider gave none,
+    e.g. the dev provider, so the email alone counts). None: within the limit on both."""
+    if over_buyer_limit(by_email, wanted, limit):
+        return "email"
+    if by_card is not None and over_buyer_limit(by_card, wanted, limit):
+        return "card"
+    return None

@@ -12,7 +12,7 @@ from server.booking.service import BOOKING
 from server.core.bodies import read_json
 from server.core.http import json_response
 from server.core.keys import EventKeys
-from server.core.messages import EventCreate, EventPatch
+from server.core.messages import EventCreate, EventPatch, SeatsPatch
 from server.ops import catalog
 from server.ops.admin_guard import admin_only, step_up
 from server.ops.permissions import admit_is_high_risk, patch_is_high_risk
@@ -59,9 +59,20 @@ async def patch_event(request: web.Request) -> web.Response:
     patch = await read_json(request, EventPatch)
     room = request.app[ROOM]
     current = await room.cache.require(request.match_info["event_id"])
+    patch = catalog.check_change(current, patch)
     p = await step_up(request, p, patch_is_high_risk(current.rate_per_min, current.closed, patch))
     ev = await room.change(current.id, patch, who=p.who, step_up=p.stepped_up)
     return json_response(catalog.present(ev, with_settings=True))
+
+
+@routes.patch("/api/admin/events/{event_id}/seats")
+async def patch_seats(request: web.Request) -> web.Response:
+    """Mark assigned seats accessible or not (audited); the seat map shows it within seconds."""
+    p = await admin_only(request)
+    body = await read_json(request, SeatsPatch)
+    room = request.app[ROOM]
+    ev = await room.cache.require(request.match_info["event_id"])
+    return json_response(await catalog.set_accessible(room, ev, body, p.who, p.stepped_up))
 
 
 @routes.get("/api/admin/events/{event_id}/stats")

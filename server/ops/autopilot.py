@@ -60,7 +60,9 @@ class EtaPreview(Struct, frozen=True):
     last_fan_wait_seconds_configured: int | None
     clear_by: datetime | None = None
     seconds_until_clear_by: int | None = None
-    rate_to_clear: int | None = None  # None: no clear_by, or clear_by before the sale starts
+    # None: no clear_by, nobody in line (no rate to propose: never 0), or clear_by before the
+    # sale starts (no rate can)
+    rate_to_clear: int | None = None
     configured_rate_clears_in_time: bool | None = None
 
 
@@ -76,10 +78,12 @@ def last_fan_wait(
 
 def clearing_rate(in_line: int, seconds_until: int, starts_in_s: int = 0) -> int | None:
     """Admissions per minute that admit everyone in line by a time `seconds_until` from now;
-    None if that time comes before the sale starts (no rate can do it)."""
+    None if nobody is in line (there is nothing to clear, so no rate to propose — 0 would stop
+    admission for the fans still to come) or that time comes before the sale starts (no rate
+    can do it)."""
     window = seconds_until - max(0, starts_in_s)
     if in_line <= 0:
-        return 0
+        return None
     if window <= 0:
         return None
     return rules.rate_to_clear(in_line, window)

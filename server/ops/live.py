@@ -248,7 +248,7 @@ class LiveHub:
             pipe.zcard(k.pre)
             pipe.zcount(k.active, f"({now_ms()}", "+inf")
             admitted, waiting, prequeue, active = await pipe.execute()
-        seats = await self.booking.inventory.snapshot(k)
+        [seats] = await self.booking.inventory.counts([k])
         orders = await self._orders(feed)
         join_latency, hold_latency = self._latency(feed)
         return LiveSample(
@@ -266,8 +266,8 @@ class LiveHub:
             closed=ev.closed,
             capacity=ev.capacity,
             holds=seats.live_holds,
-            seats_held=len(seats.held) + sum(seats.ga_held.values()),
-            seats_sold=len(seats.sold) + sum(seats.ga_sold.values()),
+            seats_held=seats.held,
+            seats_sold=seats.sold,
             orders_paid=orders.get("paid", 0),
             orders_failed=orders.get("failed", 0),
             orders_pending=orders.get("pending", 0),

@@ -1,6 +1,7 @@
 """After the sale, ops' side: order search, refunds, bulk cancels and check-in at the door.
 Every route is governed by its entry in server/ops/permissions.py; refunds and cancels are
-audited with the operator's name and whether a fresh code confirmed them."""
+audited with the operator's name and whether a fresh code confirmed them. The door reads only
+what it needs (the events to pick from, its counter), so a `checkin` token needs no more."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from server.booking.service import BOOKING
 from server.core.bodies import decode, read_json
 from server.core.errors import Conflict, Invalid
 from server.core.http import json_response
-from server.core.messages import CancelRequest, CheckinRequest, RefundRequest
+from server.core.messages import CancelRequest, CheckinRequest, DoorCount, RefundRequest
 from server.core.metrics import METRICS
+from server.ops import catalog
 from server.ops.admin_guard import admin_only, step_up
 from server.ops.permissions import cancel_is_high_risk
+from server.store import db
+from server.store.db import POOL
 
 routes = web.RouteTableDef()
 
@@ -112,3 +116,22 @@ async def check_in(request: web.Request) -> web.Response:
     scan = await booking.checkins.scan(ev.id, body.code, p.who)
     request.app[METRICS].checkins.labels(ev.id, scan.result).inc()
     return json_response(checkins.answer(scan))
+
+
+@routes.get("/api/admin/door/events")
+async def door_events(request: web.Request) -> web.Response:
+    """The events a door may pick, closed sales included (their doors still open): id, name,
+    venue, start and time zone — nothing of the sale."""
+    await admin_only(request)
+    rows = await db.list_events(request.app[POOL], include_closed=True)
+    return json_response([catalog.door_event(ev) for ev in rows])
+
+
+@routes.get("/api/events/{event_id}/checkins")
+async def door_count(request: web.Request) -> web.Response:
+    """The door's counter: tickets admitted at this event's door, of tickets of paid orders."""
+    await admin_only(request)
+    booking = request.app[BOOKING]
+    ev = await booking.cache.require(request.match_info["event_id"])
+    counts = await booking.checkins.counts(ev.id)
+    return json_response(DoorCount(ev.id, counts.checked_in, counts.expected))

@@ -59,6 +59,7 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("POST", f"{ADMIN}/events"): Rule(RUNNERS, "events:write"),
     ("GET", EVENT): Rule(READERS, "events:read"),
     ("PATCH", EVENT): Rule(RUNNERS, "events:write", "depends"),
+    ("PATCH", f"{EVENT}/seats"): Rule(RUNNERS, "events:write"),
     ("GET", f"{EVENT}/stats"): Rule(READERS, "events:read"),
     ("POST", f"{EVENT}/admit"): Rule(RUNNERS, "events:write", "depends"),
     ("POST", f"{EVENT}/rebuild-inventory"): Rule(RUNNERS, "events:write", "always"),
@@ -70,10 +71,13 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("POST", f"{EVENT}/sources/purge"): Rule(RUNNERS, "events:write", "depends"),
     ("PATCH", f"{EVENT}/autopilot"): Rule(RUNNERS, "events:write"),
     ("GET", f"{EVENT}/live"): Rule(READERS, "events:read"),
-    # after the sale: order search, refunds, bulk cancels (a dry run changes nothing), the door
+    # after the sale: order search, refunds, bulk cancels (a dry run changes nothing)
     ("GET", f"{ADMIN}/orders"): Rule(RUNNERS, "orders:read"),
     ("POST", f"{ADMIN}/orders/cancel"): Rule(RUNNERS, "orders:write", "depends"),
     ("POST", f"{ADMIN}/orders/{{order_id}}/refund"): Rule(RUNNERS, "orders:write", "always"),
+    # the door: its events to pick from (id, name, venue, start only), its counter, a scan
+    ("GET", f"{ADMIN}/door/events"): Rule(DOOR, "checkin"),
+    ("GET", "/api/events/{event_id}/checkins"): Rule(DOOR, "checkin"),
     ("POST", "/api/events/{event_id}/checkins"): Rule(DOOR, "checkin"),
     # signing in and one's own account
     ("GET", f"{ADMIN}/sign-in-options"): PUBLIC,

@@ -1,4 +1,4 @@
-"""Payments: the provider interface (create, capture, void, refund), the dev and Stripe providers.
+"""Payments: the provider interface (create, card fingerprint, capture, void, refund), the dev and Stripe providers.
 
 The registry picks the provider of each order; Stripe's webhooks become PaymentEvents that
 settlement (server.booking) applies. Settlement calls providers through this interface;
@@ -32,6 +32,12 @@ class Provider(Protocol):
     async def create(
         self, *, order_id: str, hold_id: str, event_id: str, amount: int, currency: str
     ) -> Intent | None: ...
+
+    async def card_fingerprint(self, payment_id: str) -> str | None:
+        """The provider's fingerprint of the card that paid (the same for every payment with one
+        card number), for the per-buyer limit; None when the provider gives none (the dev
+        provider, a payment method that is not a card). PaymentError if it cannot be asked."""
+        ...
 
     async def capture(self, payment_id: str, order_id: str) -> None: ...
 

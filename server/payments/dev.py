@@ -28,6 +28,9 @@ class DevProvider:
     ) -> Intent | None:
         return None
 
+    async def card_fingerprint(self, payment_id: str) -> str | None:
+        return None  # a test card is no card: the per-buyer limit counts the email alone
+
     async def capture(self, payment_id: str, order_id: str) -> None:
         return None
 

@@ -1,11 +1,16 @@
-"""Stripe PaymentIntents through the official library: manual capture, idempotency keys."""
+"""Stripe PaymentIntents through the official library: manual capture, idempotency keys, and the
+confirming card's fingerprint."""
 
 from __future__ import annotations
+
+import re
 
 import stripe
 
 from server.core.settings import Settings
 from server.payments import Intent, PaymentError, ProviderName
+
+FINGERPRINT = re.compile(r"[A-Za-z0-9_-]{1,64}")  # Stripe's are 16 letters and digits
 
 
 class StripeProvider:
@@ -40,6 +45,24 @@ class StripeProvider:
         except stripe.StripeError as exc:
             raise PaymentError(f"stripe refused the payment: {exc.user_message or exc}") from exc
         return Intent(intent.id, intent.client_secret)
+
+    async def card_fingerprint(self, payment_id: str) -> str | None:
+        """`card.fingerprint` of the PaymentMethod that confirmed the intent (Stripe's webhook
+        names the PaymentMethod only, so the intent is read with it expanded)."""
+        try:
+            intent = await self._client.v1.payment_intents.retrieve_async(
+                payment_id, {"expand": ["payment_method"]}
+            )
+        except stripe.StripeError as exc:
+            raise PaymentError(f"stripe did not answer for the payment method: {exc}") from exc
+        method = intent.payment_method
+        card = getattr(method, "card", None) if not isinstance(method, str) else None
+        fingerprint = getattr(card, "fingerprint", None)
+        if fingerprint is None:
+            return None  # not a card (or no payment method): the email alone counts
+        if not isinstance(fingerprint, str) or not FINGERPRINT.fullmatch(fingerprint):
+            raise PaymentError("stripe sent a card fingerprint of an unknown shape")
+        return fingerprint
 
     async def capture(self, payment_id: str, order_id: str) -> None:
         try:

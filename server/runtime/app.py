@@ -152,7 +152,7 @@ async def timing_middleware(request: web.Request, handler: Handler) -> web.Strea
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     if not route.endswith("/ws"):
-        request.app[METRICS].requests.labels(request.method, route, response.status).observe(
+        request.app[METRICS].request_timer(request.method, route, response.status).observe(
             time.perf_counter() - started
         )
     return response

@@ -10,6 +10,7 @@ from server.core.http import json_response
 from server.core.ids import check_event_id
 from server.core.metrics import CONTENT_TYPE, METRICS
 from server.runtime.openapi import document
+from server.runtime.translations import page_response
 from server.store import db
 from server.store.db import POOL
 from server.store.redis_client import REDIS
@@ -62,38 +63,37 @@ async def static_file(request: web.Request) -> web.FileResponse:
     return web.FileResponse(wanted)
 
 
-def _page(name: str) -> web.FileResponse:
-    return web.FileResponse(assets.STATIC / name, headers={"Cache-Control": "no-cache"})
-
-
 @pages.get("/")
-async def index(request: web.Request) -> web.FileResponse:
-    return _page("index.html")
+async def index(request: web.Request) -> web.Response:
+    return page_response(request, "index.html")
 
 
 @pages.get("/admin")
 async def admin_console(request: web.Request) -> web.FileResponse:
-    return _page("admin/index.html")
+    """The console (English only; the fan pages are the translated ones)."""
+    return web.FileResponse(
+        assets.STATIC / "admin/index.html", headers={"Cache-Control": "no-cache"}
+    )
 
 
 @pages.get("/orders/{order_id}")
-async def order_page(request: web.Request) -> web.FileResponse:
+async def order_page(request: web.Request) -> web.Response:
     """The fan's order page; it reads the order with the link's key (no cookie needed)."""
-    return _page("order.html")
+    return page_response(request, "order.html")
 
 
 @pages.get("/door")
-async def door_page(request: web.Request) -> web.FileResponse:
-    return _page("door.html")
+async def door_page(request: web.Request) -> web.Response:
+    return page_response(request, "door.html")
 
 
 @pages.get("/e/{event_id}")
-async def waiting_page(request: web.Request) -> web.FileResponse:
+async def waiting_page(request: web.Request) -> web.Response:
     await request.app[ROOM].cache.require(check_event_id(request.match_info["event_id"]))
-    return _page("waiting.html")
+    return page_response(request, "waiting.html")
 
 
 @pages.get("/e/{event_id}/seats")
-async def seats_page(request: web.Request) -> web.FileResponse:
+async def seats_page(request: web.Request) -> web.Response:
     await request.app[ROOM].cache.require(check_event_id(request.match_info["event_id"]))
-    return _page("seats.html")
+    return page_response(request, "seats.html")

@@ -41,6 +41,7 @@ class SectionRow(msgspec.Struct, frozen=True):
     capacity: int
     rows: int | None
     seats_per_row: int | None
+    accessible: frozenset[str] = frozenset()  # its accessible seats (012_accessible_seats.sql)
 
 
 class EventRow(msgspec.Struct, frozen=True):
@@ -62,6 +63,8 @@ class EventRow(msgspec.Struct, frozen=True):
     challenge: ChallengePolicy = "adaptive"
     max_tickets_per_buyer: int | None = None
     timezone: str = "UTC"  # the venue's IANA time zone (010_timezone.sql)
+    description: str | None = None  # the event page (013_event_page.sql)
+    image_url: str | None = None
     sections: list[SectionRow] = []
 
     @property
@@ -81,10 +84,22 @@ async def create_pool(url: str, size: int, pooler: Pooler = "none") -> Pool:
     unnamed in its own round trip (tests/test_pgbouncer.py)."""
     cache = 0 if pooler == "pgbouncer" else 100
     pool = await asyncpg.create_pool(
-        url, min_size=1, max_size=size, command_timeout=10, statement_cache_size=cache
+        url,
+        min_size=1,
+        max_size=size,
+        command_timeout=10,
+        statement_cache_size=cache,
+        reset=_keep_session,
     )
     assert pool is not None
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A connection goes back to the pool as it is: the service keeps no session state (no
+    LISTEN, session advisory lock, SET or cursor outside a transaction; migrate() resets its
+    own connection), so asyncpg's reset query — a second round trip for every pooled query —
+    is skipped. asyncpg still rolls back a transaction left open."""
 
 
 class Migration(msgspec.Struct, frozen=True):
@@ -131,27 +146,37 @@ def migration_files() -> list[Migration]:
 async def migrate(pool: Pool, until: int | None = None) -> list[str]:
     """Apply the migrations not yet recorded (up to version `until`), in order, under the
     migration lock; a migration that fails leaves those before it applied."""
-    applied = []
     async with pool.acquire() as conn:
-        # Waited for past the pool's command timeout: an online migration copies whole tables.
-        await conn.execute(
-            "SELECT pg_advisory_lock($1)", MIGRATION_LOCK, timeout=MIGRATION_WAIT_SECONDS
-        )
         try:
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-            for migration in migration_files():
-                if migration.version in done or (until is not None and migration.version > until):
-                    continue
-                await migration.run(conn)
-                applied.append(migration.name)
-                log.info("migration applied", extra={"migration": migration.name})
+            return await _migrate(conn, until)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+            try:  # a migration may leave session state (SET, the lock): the pool does not reset
+                await conn.reset()
+            except Exception:
+                conn.terminate()
+
+
+async def _migrate(conn: Any, until: int | None) -> list[str]:
+    applied = []
+    # Waited for past the pool's command timeout: an online migration copies whole tables.
+    await conn.execute(
+        "SELECT pg_advisory_lock($1)", MIGRATION_LOCK, timeout=MIGRATION_WAIT_SECONDS
+    )
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for migration in migration_files():
+            if migration.version in done or (until is not None and migration.version > until):
+                continue
+            await migration.run(conn)
+            applied.append(migration.name)
+            log.info("migration applied", extra={"migration": migration.name})
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return applied
 
 
@@ -179,7 +204,7 @@ async def require_current(pool: Pool) -> None:
 EVENT_COLUMNS = (
     "id, name, venue, starts_at, sale_starts_at, prequeue_opens_at, currency, rate_per_min,"
     " max_active, session_minutes, hold_minutes, max_seats_per_order, paused, closed, sold_out,"
-    " challenge, max_tickets_per_buyer, timezone"
+    " challenge, max_tickets_per_buyer, timezone, description, image_url"
 )
 
 
@@ -191,8 +216,10 @@ def _event(row: asyncpg.Record, sections: list[asyncpg.Record]) -> EventRow:
 
 async def _sections(conn: Any, event_ids: list[str]) -> dict[str, list[asyncpg.Record]]:
     rows = await conn.fetch(
-        "SELECT event_id, id, position, name, price, capacity, rows, seats_per_row"
-        " FROM sections WHERE event_id = ANY($1) ORDER BY event_id, position",
+        "SELECT event_id, id, position, name, price, capacity, rows, seats_per_row,"
+        " ARRAY(SELECT st.id FROM seats st WHERE st.event_id = s.event_id"
+        " AND st.section_id = s.id AND st.accessible) AS accessible"
+        " FROM sections s WHERE event_id = ANY($1) ORDER BY event_id, position",
         event_ids,
     )
     by_event: dict[str, list[asyncpg.Record]] = {}
@@ -219,9 +246,9 @@ async def list_events(pool: Pool, include_closed: bool = False) -> list[EventRow
 
 async def add_event_partitions(pool: Pool, event_id: str) -> None:
     """Give an event its partitions of orders, order lines, sold seats, tickets and the outbox
-    (migration 011) in a short transaction of their own, before the event is created: the
+    (migration 014) in a short transaction of their own, before the event is created: the
     trigger on events would otherwise create them inside the creating transaction and hold their
-    locks while its seats are written. Nothing to do before 011 or when they exist."""
+    locks while its seats are written. Nothing to do before 014 or when they exist."""
     if await pool.fetchval("SELECT to_regproc('bo_add_event_partitions') IS NOT NULL"):
         await pool.execute("SELECT bo_add_event_partitions($1)", event_id)
 
@@ -229,7 +256,7 @@ async def add_event_partitions(pool: Pool, event_id: str) -> None:
 async def delete_event(pool: Pool, event_id: str) -> None:
     """Delete an event with everything of it (the demo's reset): its orders go by cascade, the
     mails and payment follow-ups naming them by hand (their foreign key to the partitioned
-    orders went with migration 011), then its partitions."""
+    orders went with migration 014), then its partitions."""
     async with pool.acquire() as conn, conn.transaction():
         for table in ("mails", "payment_actions"):
             await conn.execute(
@@ -262,14 +289,13 @@ async def insert_event(
         inserted = await conn.fetchval(
             "INSERT INTO events (id, name, venue, starts_at, sale_starts_at, prequeue_opens_at,"
             " currency, rate_per_min, max_active, session_minutes, hold_minutes,"
-            " max_seats_per_order, challenge, max_tickets_per_buyer, timezone)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
+            " max_seats_per_order, challenge, max_tickets_per_buyer, timezone, description,"
+            " image_url) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
             " ON CONFLICT (id) DO NOTHING RETURNING id",
             event_id, body.name, body.venue, body.starts_at, body.sale_starts_at,
             prequeue_opens_at, body.currency, body.rate_per_min, body.max_active,
             body.session_minutes, body.hold_minutes, body.max_seats_per_order, body.challenge,
-            body.max_tickets_per_buyer,
-            body.timezone,
+            body.max_tickets_per_buyer, body.timezone, body.description, body.image_url,
         )  # fmt: skip
         if inserted is None:
             return False
@@ -294,7 +320,36 @@ async def insert_event(
             " FROM sections WHERE event_id = $1 AND rows IS NULL",
             event_id,
         )
+        accessible = [seat for s in body.sections for seat in s.accessible or ()]
+        if accessible:
+            await set_accessible(conn, event_id, accessible, True)
         return True
+
+
+async def set_accessible(
+    conn: asyncpg.Connection | PoolConnectionProxy, event_id: str, seats: list[str], value: bool
+) -> list[str]:
+    """Mark seats accessible or not; the ids whose attribute changed."""
+    rows = await conn.fetch(
+        "UPDATE seats SET accessible = $3 WHERE event_id = $1 AND id = ANY($2)"
+        " AND accessible <> $3 RETURNING id",
+        event_id,
+        seats,
+        value,
+    )
+    return [r["id"] for r in rows]
+
+
+async def accessible_seats(
+    conn: asyncpg.Connection | PoolConnectionProxy, event_id: str
+) -> list[str]:
+    """The event's accessible seats, by section, row and seat."""
+    rows = await conn.fetch(
+        "SELECT id FROM seats WHERE event_id = $1 AND accessible"
+        " ORDER BY section_id, row_no, seat_no",
+        event_id,
+    )
+    return [r["id"] for r in rows]
 
 
 PATCHABLE = tuple(EventPatch.__struct_fields__)

@@ -1,12 +1,14 @@
 """The one registry of the Lua scripts in queue/ (shipped as package data): each file is one
 atomic operation, its `--#include <lib>` lines filled from queue/lib/, registered once per
 client. Registered scripts fall back from EVALSHA to loading the script on NOSCRIPT, in a
-pipeline too (on one Redis, redis-py loads them before the pipeline runs; on a cluster the
-Batcher runs a call that met NOSCRIPT again on its own, which loads the script), so a SCRIPT FLUSH, a Redis restart or a failover to a replica heals by itself."""
+pipeline too (the Batcher runs a call that met NOSCRIPT again on its own, which loads the
+script), so a SCRIPT FLUSH, a Redis restart or a failover to a replica heals by itself."""
 
 from __future__ import annotations
 
 import asyncio
+import weakref
+from collections.abc import Awaitable
 from functools import cache
 from typing import Any
 
@@ -49,56 +51,110 @@ def as_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+MAX_IN_FLIGHT = 4  # pipelines of one Batcher on their way to Redis at once
+
+
 class Batcher:
-    """Calls of one script made in the same event-loop turn travel to Redis in one pipeline:
-    under a crowd, hundreds of joins cost a few round trips instead of one each. On a cluster the
+    """Script calls made in the same event-loop turn travel to Redis in one pipeline, whatever
+    the script: under a crowd, hundreds of joins, rate-limit checks or holds cost a few round
+    trips instead of one each. One batcher per client (`batcher`); `Batched` is one script's
+    handle on it. Each call is a plain EVALSHA in a pipeline without a transaction (redis-py's
+    pipelined script objects would first ask SCRIPT EXISTS, one more round trip per batch); a
+    call that meets NOSCRIPT runs again on its own, which loads the script. On a cluster the
     pipeline is a cluster pipeline: the calls of a batch may concern several events, and each
     call's keys share one slot, so it sends each shard its own calls."""
 
-    def __init__(self, client: AnyRedis, script: AsyncScript) -> None:
+    def __init__(self, client: AnyRedis) -> None:
         self._client = client
-        self._script = script
-        self._pending: list[tuple[list[str], list[str | int], asyncio.Future[Any]]] = []
+        self._pending: list[_Call] = []
         self._flushes: set[asyncio.Task[None]] = set()
+        self._scheduled = False
 
-    async def __call__(self, keys: list[str], args: list[str | int]) -> Any:
+    def run(
+        self, script: AsyncScript, keys: list[str], args: list[str | int]
+    ) -> asyncio.Future[Any]:
+        """The script's answer, to await (a future: no task or coroutine per call)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((keys, args, future))
-        if len(self._pending) == 1:
+        self._pending.append((script, keys, args, future))
+        self._schedule()
+        return future
+
+    def _schedule(self) -> None:
+        """A flush at the next loop turn, unless one is due or MAX_IN_FLIGHT pipelines are on
+        their way (then the calls wait for the first of them to come back: a bigger batch)."""
+        if not self._scheduled and len(self._flushes) < MAX_IN_FLIGHT:
+            self._scheduled = True
             asyncio.get_running_loop().call_soon(self._start_flush)
-        return await future
 
     def _start_flush(self) -> None:
-        task = asyncio.ensure_future(self._flush())
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
-
-    async def _flush(self) -> None:
+        self._scheduled = False
+        if not self._pending:
+            return
         batch, self._pending = self._pending, []
+        task = asyncio.ensure_future(self._flush(batch))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        if self._pending:
+            self._schedule()
+
+    async def _flush(self, batch: list[_Call]) -> None:
         try:
-            if isinstance(self._client, RedisCluster):
-                # redis-py refuses pipe.evalsha() on a cluster pipeline; the plain command is
-                # routed by its keys' slot like any other.
-                async with self._client.pipeline(transaction=False) as cpipe:
-                    for keys, args, _ in batch:
-                        cpipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, *args)
-                    results = await cpipe.execute(raise_on_error=False)
-            else:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for keys, args, _ in batch:
-                        await self._script(keys=keys, args=args, client=pipe)
-                    results = await pipe.execute(raise_on_error=False)
+            await self._answer(batch)
+        finally:  # cancelled (the loop is closing) or failed: no caller waits forever
+            for *_, future in batch:
+                if not future.done():
+                    future.cancel()
+
+    async def _answer(self, batch: list[_Call]) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for script, keys, args, _ in batch:
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
         except Exception as exc:
             results = [exc] * len(batch)
-        for (keys, args, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, NoScriptError):
+        for (script, keys, args, future), result in zip(batch, results, strict=True):
+            if isinstance(result, NoScriptError) and not future.done():
                 try:  # the script alone: EVALSHA, and on NOSCRIPT it is loaded and run again
-                    result = await self._script(keys=keys, args=args)
+                    result = await script(keys=keys, args=args)
                 except Exception as exc:
                     result = exc
+            if future.done():  # its caller gave up (cancelled) meanwhile
+                continue
             if isinstance(result, Exception):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+
+_Call = tuple[AsyncScript, list[str], list[str | int], "asyncio.Future[Any]"]
+_BATCHERS: weakref.WeakKeyDictionary[AnyRedis, Batcher] = weakref.WeakKeyDictionary()
+
+
+def batcher(client: AnyRedis) -> Batcher:
+    """The one Batcher of a client."""
+    found = _BATCHERS.get(client)
+    if found is None:
+        found = _BATCHERS[client] = Batcher(client)
+    return found
+
+
+class Batched:
+    """One registered script called through its client's Batcher: `await s(keys, args)`."""
+
+    __slots__ = ("_batcher", "_script")
+
+    def __init__(self, client: AnyRedis, script: AsyncScript) -> None:
+        self._batcher = batcher(client)
+        self._script = script
+
+    def __call__(self, keys: list[str], args: list[str | int]) -> Awaitable[Any]:
+        return self._batcher.run(self._script, keys, args)
+
+
+def register_batched(client: AnyRedis, *names: str) -> dict[str, Batched]:
+    """These scripts of queue/, registered on one client and called through its Batcher."""
+    return {name: Batched(client, script) for name, script in register(client, *names).items()}

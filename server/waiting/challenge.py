@@ -31,7 +31,7 @@ from server.core.errors import DomainError, Forbidden, RateLimited
 from server.core.keys import EventKeys
 from server.core.messages import ChallengePolicy
 from server.store import lua
-from server.store.lua import AnyRedis, Batcher, time_arg
+from server.store.lua import AnyRedis, Batched, time_arg
 
 ALGORITHM = "PBKDF2/SHA-256"
 EXPIRES_SECONDS = 300  # a challenge must be solved and spent within five minutes
@@ -183,8 +183,8 @@ class Guard:
         self._pressure: Callable[..., Awaitable[Any]] = pressure
         if isinstance(redis, Redis):
             self._rate, self._pressure = (
-                _keywords(Batcher(redis, rate)),
-                _keywords(Batcher(redis, pressure)),
+                _keywords(Batched(redis, rate)),
+                _keywords(Batched(redis, pressure)),
             )
 
     def address(self, request: web.Request) -> str:
@@ -199,9 +199,8 @@ class Guard:
         checks = [(k.rate(kind, visitor_id), per_visitor)]
         if counts_address(address):
             checks.append((k.rate(kind, f"a:{address}"), per_address))
-        answers = await asyncio.gather(
-            *(self._rate(keys=[key], args=[most, WINDOW_MS]) for key, most in checks)
-        )
+        calls = [self._rate(keys=[key], args=[most, WINDOW_MS]) for key, most in checks]
+        answers = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
         refused = max((int(reset) for allowed, reset in answers if not allowed), default=0)
         if refused:
             raise RateLimited(
@@ -280,11 +279,11 @@ class Guard:
         await self.redis.hincrby(EventKeys(event_id).stats, "challenges_failed", 1)
 
 
-def _keywords(batcher: Batcher) -> Callable[..., Awaitable[Any]]:
-    """A Batcher called like a registered script: keys=…, args=…."""
+def _keywords(batcher: Batched) -> Callable[..., Awaitable[Any]]:
+    """A batched script called like a registered one: keys=…, args=…."""
 
-    async def call(keys: list[str], args: list[str | int]) -> Any:
-        return await batcher(keys, args)
+    def call(keys: list[str], args: list[str | int]) -> Awaitable[Any]:
+        return batcher(keys, args)
 
     return call
 

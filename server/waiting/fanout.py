@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from server.core.clock import from_ms
+from server.core.clock import from_ms, now_ms
 from server.core.keys import EventKeys
 from server.core.loops import Loop
 from server.core.messages import (
@@ -154,6 +154,7 @@ class Hub:
             ticket=status.ticket,
             admitted_total=snap.admitted_total if snap is not None else 0,
             paused=snap.halted if snap is not None else False,
+            server_time=status.server_time,
         )
 
     async def greet(self, conn: Conn, place: Place) -> bool:
@@ -180,7 +181,12 @@ class Hub:
             place = Place("admitted", conn.queue_id, conn.visitor_id, -1, -1, expires_ms)
         token = self.room.access_token(conn.event_id, place)
         conn.admitted = True
-        msg = AdmittedMsg(token, from_ms(expires_ms), next_url=f"/e/{conn.event_id}/seats")
+        msg = AdmittedMsg(
+            token,
+            from_ms(expires_ms),
+            next_url=f"/e/{conn.event_id}/seats",
+            server_time=from_ms(now_ms()),
+        )
         await self.send(conn, msg)
         self.metrics.delivered.inc()
 

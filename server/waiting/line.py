@@ -14,7 +14,7 @@ import msgspec
 from server.core.keys import EventKeys
 from server.core.settings import DEFAULT_RETURN_WINDOW_SECONDS
 from server.store import lua
-from server.store.lua import AnyRedis, Batcher, as_text, time_arg
+from server.store.lua import AnyRedis, Batched, as_text, time_arg
 from server.store.redis_client import sharded
 
 SCRIPT_NAMES = (
@@ -22,6 +22,7 @@ SCRIPT_NAMES = (
     "purge_source",
 )  # fmt: skip
 TICKETS_PER_EPOCH = 2**32  # tickets of Redis epoch e are above (e - 1) * this (new_epoch.lua)
+MAX_EVENTS_KEPT = 1000  # events whose script KEYS a process keeps spelled out
 SOURCES_KEPT = 10_000  # client addresses an event's place counts keep (the biggest)
 
 
@@ -93,8 +94,25 @@ class Scripts:
     ) -> None:
         self.return_window_ms = return_window_s * 1000
         self._s = lua.register(client, *SCRIPT_NAMES)
-        self._batched = {name: Batcher(client, self._s[name]) for name in self.BATCHED}
+        self._batched = {name: Batched(client, self._s[name]) for name in self.BATCHED}
         self._publish_flag = "1" if sharded(client) else "0"
+        # the KEYS of the hot scripts per event, spelled once (at most MAX_EVENTS_KEPT events)
+        self._join_key_lists: dict[str, tuple[list[str], list[str]]] = {}
+        self._status_keys: dict[str, list[str]] = {}
+
+    def _join_keys(self, k: EventKeys) -> tuple[list[str], list[str]]:
+        """join.lua's KEYS of an event but the spent-nonce key (KEYS[11]), spelled once."""
+        found = self._join_key_lists.get(k.event_id)
+        if found is None:
+            before = [k.cfg, k.visitors, k.owner, k.tickets, k.pre, k.line, k.seen, k.active]
+            before += [k.seq, k.stats]
+            if len(self._join_key_lists) >= MAX_EVENTS_KEPT:
+                self._join_key_lists.clear()
+            found = self._join_key_lists[k.event_id] = (
+                before,
+                [k.sources, k.source_places, k.away],
+            )
+        return found
 
     async def _run(self, name: str, keys: list[str], args: list[str | int]) -> Any:
         batched = self._batched.get(name)
@@ -114,8 +132,8 @@ class Scripts:
     ) -> Place:
         """proof and nonce: see join.lua ARGV[4] and server.waiting.challenge.Proof; source:
         the client address a new place is counted under ("" for none)."""
-        keys = [k.cfg, k.visitors, k.owner, k.tickets, k.pre, k.line, k.seen, k.active, k.seq]
-        keys += [k.stats, k.spent(nonce), k.sources, k.source_places, k.away]
+        before, after = self._join_keys(k)
+        keys = [*before, k.spent(nonce), *after]
         args: list[str | int] = [visitor_id, new_queue_id, time_arg(now_ms), proof, source]
         r = await self._run("join", keys, [*args, SOURCES_KEPT, self.return_window_ms])
         return _place(r, as_text(r[1]), visitor_id)
@@ -123,7 +141,12 @@ class Scripts:
     async def status(
         self, k: EventKeys, queue_id: str, touch: bool = False, now_ms: int | None = None
     ) -> Place:
-        keys = [k.cfg, k.owner, k.tickets, k.pre, k.line, k.seen, k.active, k.away, k.stats]
+        keys = self._status_keys.get(k.event_id)
+        if keys is None:
+            if len(self._status_keys) >= MAX_EVENTS_KEPT:
+                self._status_keys.clear()
+            keys = [k.cfg, k.owner, k.tickets, k.pre, k.line, k.seen, k.active, k.away, k.stats]
+            self._status_keys[k.event_id] = keys
         args = [queue_id, "1" if touch else "0", time_arg(now_ms), self.return_window_ms]
         r = await self._run("status", keys, args)
         return _place(r, queue_id, as_text(r[1]))

@@ -246,6 +246,12 @@ class Room:
         return Standing(status, self.signer.place_token(claims))
 
     def describe(self, event_id: str, place: Place) -> QueueStatus:
+        """The fan's status, stamped with this server's clock (the page's countdowns use it)."""
+        return msgspec.structs.replace(
+            self._describe(event_id, place), server_time=from_ms(now_ms())
+        )
+
+    def _describe(self, event_id: str, place: Place) -> QueueStatus:
         snap = self.snapshots.get(event_id)
         rate = self.estimated_rate(event_id)
         ticket = place.ticket if place.ticket >= 0 else None

@@ -10,7 +10,7 @@ from aiohttp import WSMsgType, web
 
 from server.core.errors import BadRequest, DomainError, RateLimited
 from server.core.http import json_response
-from server.core.identity import visitor_id
+from server.core.identity import add_cookie, visitor_id
 from server.core.ids import parse_queue_id
 from server.core.keys import EventKeys
 from server.core.messages import ErrorMsg, JoinRequest, PongMsg, client_decoder
@@ -61,7 +61,7 @@ async def join(request: web.Request) -> web.Response:
         if exc.code == "challenge_failed":
             await guard.failed(ev.id)
         raise
-    request.app[METRICS].joins.labels(standing.status.event_id, standing.status.state).inc()
+    request.app[METRICS].joined(standing.status.event_id, standing.status.state)
     return _answer(request, standing)
 
 
@@ -95,15 +95,9 @@ def _answer(request: web.Request, standing: Standing) -> web.Response:
     """The fan's status; the browser keeps the place it names (a day at most)."""
     response = json_response(standing.status)
     if standing.kept is not None:
-        response.set_cookie(
-            place_cookie(standing.status.event_id),
-            standing.kept,
-            max_age=PLACE_COOKIE_MAX_AGE,
-            httponly=True,
-            samesite="Lax",
-            secure=request.secure or request.app[SETTINGS].mode == "production",
-            path="/",
-        )
+        secure = request.secure or request.app[SETTINGS].mode == "production"
+        name = place_cookie(standing.status.event_id)
+        add_cookie(response, name, standing.kept, PLACE_COOKIE_MAX_AGE, secure)
     return response
 
 

@@ -353,7 +353,7 @@
       method: "POST", body: { email: $("invite-email").value.trim(), role: $("invite-role").value }, tries: 1,
     });
     if (answer.status === 201) { showIssued(answer.body); form.reset(); loadOperators(); }
-    else showError(form, (answer.body && answer.body.detail) || "Refused (" + answer.status + ")");
+    else showErrors(form, answer);
   }
 
   async function loadTokens() {
@@ -394,7 +394,7 @@
       form.reset();
       loadTokens();
     } else {
-      showError(form, (answer.body && answer.body.detail) || "Refused (" + answer.status + ")");
+      showErrors(form, answer);
     }
   }
 
@@ -417,21 +417,45 @@
   }
 
   function showError(root, detail, fallbackId) {
-    var path = fieldOf(detail || "");
-    var target = null;
-    var probe = path;
-    while (probe && !target) {
-      target = root.querySelector('[data-error-for="' + probe + '"]');
-      if (target) break;
-      var cut = Math.max(probe.lastIndexOf("."), probe.lastIndexOf("["));
-      probe = cut > 0 ? probe.slice(0, cut) : "";
-    }
+    var target = slotFor(root, fieldOf(detail || ""));
     if (!target) target = fallbackId ? $(fallbackId) : root.querySelector('[data-error-for=""]');
     if (!target) target = root.querySelector(".field-error");
     if (!target) return;
     target.textContent = detail;
     var input = target.parentElement && target.parentElement.querySelector("input, select");
     if (input) { input.setAttribute("aria-invalid", "true"); input.focus(); }
+  }
+
+  /** A refused answer's problems, each next to its field: a 422's `fields` (every problem at
+   *  once, in words a person reads), else its one `detail`. The first field in trouble gets the
+   *  focus. */
+  function showErrors(root, answer, fallbackId) {
+    var fields = answer.body && answer.body.fields;
+    if (!fields || !fields.length) {
+      showError(root, (answer.body && answer.body.detail) || "Refused (" + answer.status + ").", fallbackId);
+      return;
+    }
+    var first = null;
+    fields.forEach(function (f) {
+      var target = slotFor(root, f.path) || (fallbackId ? $(fallbackId) : null) || root.querySelector('[data-error-for=""]');
+      if (!target) return;
+      target.textContent = target.textContent ? target.textContent + " " + f.message : f.message;
+      var input = target.parentElement && target.parentElement.querySelector("input, select, textarea");
+      if (input) { input.setAttribute("aria-invalid", "true"); first = first || input; }
+    });
+    if (first) first.focus();
+  }
+
+  /** The error slot of an API path (sections[0].price), or of the nearest enclosing one. */
+  function slotFor(root, path) {
+    var probe = path;
+    while (probe) {
+      var target = root.querySelector('[data-error-for="' + probe + '"]');
+      if (target) return target;
+      var cut = Math.max(probe.lastIndexOf("."), probe.lastIndexOf("["));
+      probe = cut > 0 ? probe.slice(0, cut) : "";
+    }
+    return null;
   }
 
   // ---- events list ---------------------------------------------------------------------------
@@ -555,6 +579,10 @@
       currency: form.elements.currency.value.trim().toUpperCase(),
       sections: [],
     };
+    ["description", "image_url"].forEach(function (k) {
+      var v = form.elements[k].value.trim();
+      if (v !== "") body[k] = v;
+    });
     ["rate_per_min", "max_active", "session_minutes", "hold_minutes", "max_seats_per_order"]
       .forEach(function (k) {
         var v = form.elements[k].value;
@@ -579,28 +607,38 @@
     var form = $("event-form");
     clearErrors(form);
     var button = $("create-submit");
+    var body = eventBody();
+    var sale = Date.parse(body.sale_starts_at);
+    if (!isNaN(sale) && sale <= Date.now() && !(await confirmAction(
+      "The sale start is not in the future: the sale opens at once, and fans are let in as soon as the event exists. Create it anyway?"))) return;
     button.disabled = true;
     try {
-      var answer = await call("/api/admin/events", { method: "POST", body: eventBody(), tries: 1 });
+      var answer = await call("/api/admin/events", { method: "POST", body: body, tries: 1 });
       if (answer.status === 201) {
         form.reset();
         $("sections").textContent = "";
         location.hash = "#event/" + encodeURIComponent(answer.body.id);
       } else {
-        showError(form, (answer.body && answer.body.detail) || "The event was refused (" + answer.status + ").", "form-error");
+        showErrors(form, answer, "form-error");
       }
     } finally {
       button.disabled = false;
     }
   }
 
+  /** A moment as a datetime-local input holds it (this browser's zone, to the minute). */
+  function local(d) {
+    var off = d.getTimezoneOffset() * 60000;
+    return new Date(d.getTime() - off).toISOString().slice(0, 16);
+  }
+
   function defaultTimes() {
-    function local(d) {
-      var off = d.getTimezoneOffset() * 60000;
-      return new Date(d.getTime() - off).toISOString().slice(0, 16);
-    }
     var form = $("event-form");
-    if (!form.elements.sale_starts_at.value) form.elements.sale_starts_at.value = local(new Date(Date.now() - 60000));
+    // A sale that opens later by default (tomorrow, on the hour): the default form never opens a
+    // live sale at once.
+    var sale = new Date(Date.now() + 86400000);
+    sale.setMinutes(0, 0, 0);
+    if (!form.elements.sale_starts_at.value) form.elements.sale_starts_at.value = local(sale);
     if (!form.elements.starts_at.value) form.elements.starts_at.value = local(new Date(Date.now() + 30 * 86400000));
   }
 
@@ -658,8 +696,15 @@
     $("event-state").dataset.state = label;
     $("pause-button").textContent = s.paused ? "Resume admission" : "Pause admission";
     $("pause-button").dataset.paused = s.paused ? "1" : "0";
-    $("close-button").disabled = s.closed;
-    var fields = { "ctl-rate": s.rate_per_min, "ctl-max": s.max_active, "ctl-session": s.session_minutes, "ctl-hold": s.hold_minutes };
+    var before = Date.parse(ev.sale_starts_at) > Date.now();
+    $("close-button").hidden = s.closed;
+    $("close-button").textContent = before ? "Cancel sale" : "Close sale";
+    $("reopen-button").hidden = !s.closed;
+    $("sold-out-button").textContent = s.sold_out ? "Back on sale (not sold out)" : "Mark sold out";
+    $("sold-out-button").dataset.soldOut = s.sold_out ? "1" : "0";
+    showEdit(ev, before, fillInputs);
+    var fields = { "ctl-rate": s.rate_per_min, "ctl-max": s.max_active, "ctl-session": s.session_minutes,
+      "ctl-hold": s.hold_minutes, "ctl-seats": s.max_seats_per_order };
     Object.keys(fields).forEach(function (id) {
       if (fillInputs || document.activeElement !== $(id)) $(id).value = fields[id];
     });
@@ -793,6 +838,7 @@
     max_active: ["max active sessions", ""],
     session_minutes: ["session length", " min"],
     hold_minutes: ["hold length", " min"],
+    max_seats_per_order: ["max seats per order", ""],
   };
 
   async function patch(changes, root, message) {
@@ -805,7 +851,7 @@
       refreshAudit(); refreshEta();
       return true;
     }
-    showError(root || $("view-event"), (answer.body && answer.body.detail) || "Refused (" + answer.status + ")", "control-status");
+    showErrors(root || $("view-event"), answer, "control-status");
     return false;
   }
 
@@ -815,9 +861,9 @@
     clearErrors(form);
     var field = form.dataset.field;
     var raw = form.querySelector("input").value;
-    if (raw === "" || isNaN(Number(raw))) { showError(form, field + ": enter a number"); return; }
-    var value = Number(raw);
     var label = LABELS[field];
+    if (raw === "" || isNaN(Number(raw))) { showError(form, field + ": enter a number for " + label[0]); return; }
+    var value = Number(raw);
     if (!(await confirmAction("Set " + label[0] + " to " + value + label[1] + "?"))) return;
     var change = {};
     change[field] = value;
@@ -832,8 +878,62 @@
   }
 
   async function onClose() {
-    if (!(await confirmAction("Close the sale? Every waiting fan is told the sale has ended."))) return;
-    await patch({ closed: true }, null, "Sale closed.");
+    var cancel = $("close-button").textContent === "Cancel sale";
+    var text = cancel ? "Cancel the sale before it starts? Fans in the pre-queue are told it has ended; you can reopen it."
+      : "Close the sale? Every waiting fan is told the sale has ended.";
+    if (!(await confirmAction(text))) return;
+    await patch({ closed: true }, null, cancel ? "Sale cancelled." : "Sale closed.");
+  }
+
+  async function onSoldOut() {
+    var sold = $("sold-out-button").dataset.soldOut === "1";
+    var text = sold ? "Put the sale back on sale? Fans can join and buy again."
+      : "Mark the sale sold out? Fans are told so and nobody new joins.";
+    if (!(await confirmAction(text))) return;
+    await patch({ sold_out: !sold }, null, sold ? "Back on sale." : "Marked sold out.");
+  }
+
+  async function onReopen() {
+    if (!(await confirmAction("Reopen the sale? Fans can join again (at the sale start, if it is still to come)."))) return;
+    await patch({ closed: false }, null, "Sale reopened.");
+  }
+
+  var EDITABLE = { "e-name": "name", "e-venue": "venue", "e-starts": "starts_at", "e-sale": "sale_starts_at", "e-prequeue": "prequeue_opens_at" };
+
+  /** The edit card: the event's name, venue and times; the times only until the sale starts. */
+  function showEdit(ev, before, fillInputs) {
+    var form = $("edit-form");
+    ["e-starts", "e-sale", "e-prequeue"].forEach(function (id) { $(id).disabled = !before; });
+    $("edit-note").textContent = before
+      ? "Until the sale starts, its name, venue and times can change; each change is audited."
+      : "The sale has started: its times are fixed (close it instead). The name and venue can still change.";
+    if (!fillInputs && form.contains(document.activeElement)) return;
+    Object.keys(EDITABLE).forEach(function (id) {
+      var v = ev[EDITABLE[id]];
+      $(id).value = id === "e-name" || id === "e-venue" ? v : local(new Date(v));
+    });
+  }
+
+  async function saveEdit(e) {
+    e.preventDefault();
+    var form = $("edit-form");
+    clearErrors(form);
+    var change = {};
+    var said = [];
+    Object.keys(EDITABLE).forEach(function (id) {
+      var field = EDITABLE[id], input = $(id);
+      if (input.disabled) return;
+      var was = state.event[field];
+      var value = field === "name" || field === "venue" ? input.value.trim() : isoFromLocal(input.value);
+      var same = field === "name" || field === "venue" ? value === was : Date.parse(value) === Date.parse(was);
+      if (same) return;
+      change[field] = value;
+      said.push(input.labels[0].textContent + (field === "name" || field === "venue" ? " to " + value
+        : " to " + BO.formatDateTime(value)));
+    });
+    if (!said.length) { showError(form, "Nothing changed."); return; }
+    if (!(await confirmAction("Change " + said.join(", ") + "?"))) return;
+    if (await patch(change, form, "Saved: " + said.join(", ") + ".")) refreshAudit();
   }
 
   async function onAdmit(ev) {
@@ -849,7 +949,7 @@
       $("control-status").textContent = "Admitted " + answer.body.admitted + " now.";
       refreshAudit();
     } else {
-      showError(form, (answer.body && answer.body.detail) || "Refused (" + answer.status + ")");
+      showErrors(form, answer);
     }
   }
 
@@ -878,14 +978,17 @@
     $("eta-in-line").textContent = String(p.in_line);
     $("eta-measured").textContent = wait(p.last_fan_wait_seconds_measured);
     $("eta-configured").textContent = wait(p.last_fan_wait_seconds_configured);
-    if (p.clear_by) {
+    if (p.clear_by && p.in_line === 0) {
+      $("eta-needed").textContent = "Nobody is in line: there is nothing to clear, so no rate to propose.";
+      $("eta-apply").hidden = true;
+    } else if (p.clear_by) {
       if (p.rate_to_clear === null) {
         $("eta-needed").textContent = "No rate can clear the line by then (it is before the sale starts or already past).";
         $("eta-apply").hidden = true;
       } else {
         $("eta-needed").textContent = "To clear the line by " + BO.formatTime(p.clear_by) + ": " + p.rate_to_clear +
           " admissions/min" + (p.configured_rate_clears_in_time ? " — the configured rate already does." : ".");
-        $("eta-apply").hidden = p.rate_to_clear === p.configured_rate_per_min;
+        $("eta-apply").hidden = p.rate_to_clear === p.configured_rate_per_min || p.rate_to_clear < 1;
         $("eta-apply").textContent = "Set the rate to " + p.rate_to_clear + "/min";
       }
     }
@@ -916,7 +1019,7 @@
         var grid = document.createElement("div");
         grid.className = "heat-grid";
         var width = section.rows.reduce(function (m, r) { return Math.max(m, r.seats.length); }, 0);
-        grid.style.gridTemplateColumns = "repeat(" + width + ", 10px)";
+        grid.style.gridTemplateColumns = "repeat(" + width + ", minmax(5px, 18px))";
         section.rows.forEach(function (row) {
           row.seats.forEach(function (seat) {
             var cell = document.createElement("span");
@@ -944,6 +1047,16 @@
 
   // ---- audit ---------------------------------------------------------------------------------
 
+  var STAMP = new Intl.DateTimeFormat(undefined, {
+    year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
+  });
+
+  /** An audit row's moment, with its date: rows stay for days. */
+  function stamp(iso) {
+    var d = new Date(iso);
+    return isNaN(d.getTime()) ? "" : STAMP.format(d);
+  }
+
   function show_(v) { return v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v); }
 
   async function refreshAudit() {
@@ -956,8 +1069,7 @@
       var tr = document.createElement("tr");
       tr.dataset.field = r.field;
       tr.dataset.action = r.action;
-      var when = new Date(r.at);
-      [when.toLocaleTimeString(), r.who, r.action, r.field,
+      [stamp(r.at), r.who, r.action, r.field,
         show_(r.old) + " → " + show_(r.new), r.note || ""].forEach(function (v, i) {
         var td = document.createElement("td");
         if (i === 4) { var c = document.createElement("code"); c.textContent = v; td.appendChild(c); }
@@ -1115,15 +1227,33 @@
       method: "PATCH", body: body, tries: 1,
     });
     if (answer.ok) { loadAutopilot(); refreshAudit(); }
-    else showError(form, (answer.body && answer.body.detail) || "Refused (" + answer.status + ")", "ap-status");
+    else showErrors(form, answer, "ap-status");
   }
 
   // What static/admin/bots.js (the bot-check card) uses of the console.
   window.BOAdmin = {
     call: call, confirm: confirmAction, patch: patch, refreshAudit: refreshAudit,
-    showError: showError, clearErrors: clearErrors,
+    showError: showError, showErrors: showErrors, clearErrors: clearErrors,
     eventId: function () { return state.eventId; },
   };
+
+  // ---- tables on a phone ---------------------------------------------------------------------
+
+  /** Each cell of a table.grid carries its column's heading (data-label), which a phone's
+   *  stacked layout (admin.css) shows before the value; rows are added by many views, so one
+   *  observer per table labels them as they come. */
+  function labelCells(table) {
+    var heads = Array.prototype.map.call(table.querySelectorAll("thead th"), function (th) { return th.textContent.trim(); });
+    function label() {
+      table.querySelectorAll("tbody tr").forEach(function (tr) {
+        Array.prototype.forEach.call(tr.children, function (td, i) {
+          if (heads[i] && td.colSpan === 1) td.dataset.label = heads[i]; else delete td.dataset.label;
+        });
+      });
+    }
+    new MutationObserver(label).observe(table.querySelector("tbody"), { childList: true });
+    label();
+  }
 
   // ---- start ---------------------------------------------------------------------------------
 
@@ -1146,12 +1276,16 @@
     $("admit-form").addEventListener("submit", onAdmit);
     $("pause-button").addEventListener("click", onPause);
     $("close-button").addEventListener("click", onClose);
+    $("reopen-button").addEventListener("click", onReopen);
+    $("sold-out-button").addEventListener("click", onSoldOut);
+    $("edit-form").addEventListener("submit", saveEdit);
     $("eta-form").addEventListener("submit", refreshEta);
     $("eta-apply").addEventListener("click", applyEta);
     $("autopilot-form").addEventListener("submit", saveAutopilot);
     $("order-search").addEventListener("submit", searchOrders);
     $("bulk-form").addEventListener("submit", countBulk);
     $("bulk-go").addEventListener("click", runBulk);
+    document.querySelectorAll("table.grid").forEach(labelCells);
     window.addEventListener("hashchange", route);
     window.addEventListener("resize", schedule);
     defaultTimes();

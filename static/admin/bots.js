@@ -53,7 +53,7 @@
     var url = base() + "/sources/purge";
     var counted = await BOAdmin.call(url, { method: "POST", body: { source: source }, tries: 1 });
     if (!counted.ok) {
-      BOAdmin.showError(form, (counted.body && counted.body.detail) || "Refused (" + counted.status + ")");
+      BOAdmin.showErrors(form, counted);
       return;
     }
     var n = counted.body.waiting;
@@ -67,7 +67,7 @@
     if (!ok) return;
     var done = await BOAdmin.call(url, { method: "POST", body: { source: who, confirm: true }, tries: 1 });
     if (!done.ok) {
-      BOAdmin.showError(form, (done.body && done.body.detail) || "Refused (" + done.status + ")");
+      BOAdmin.showErrors(form, done);
       return;
     }
     $("bots-status").textContent = "Purged " + done.body.purged + " waiting place"

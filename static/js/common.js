@@ -2,7 +2,13 @@
 (function () {
   "use strict";
 
-  var clockOffsetMs = 0; // server time minus local time, learned from Date headers
+  // Server time minus local time. Learned from the `server_time` the API puts in queue
+  // statuses, websocket messages and holds (millisecond resolution; the midpoint of the request
+  // for HTTP), and kept for the tab so the seat page starts with what the waiting room learned;
+  // until then from the Date header (one-second resolution: only clocks clearly off).
+  var CLOCK_KEY = "bo_clock_offset";
+  var clockOffsetMs = 0;
+  var clockPrecise = false;
 
   function sleep(ms) {
     return new Promise(function (resolve) { setTimeout(resolve, ms); });
@@ -17,7 +23,35 @@
     return Date.now() + clockOffsetMs;
   }
 
+  /** Correct the clock with the server's time `iso`, seen in an answer to a request sent at
+   * local `sentAt` and received at `receivedAt` (a websocket message: no `sentAt`). */
+  function learnServerTime(iso, sentAt, receivedAt) {
+    var server = Date.parse(iso);
+    if (!iso || isNaN(server)) return;
+    var local = sentAt ? (sentAt + receivedAt) / 2 : receivedAt;
+    clockOffsetMs = Math.round(server - local);
+    clockPrecise = true;
+    try { window.sessionStorage.setItem(CLOCK_KEY, String(clockOffsetMs)); } catch (e) { /* private mode */ }
+  }
+
+  function restoreClock() {
+    try {
+      var saved = Number(window.sessionStorage.getItem(CLOCK_KEY));
+      if (window.sessionStorage.getItem(CLOCK_KEY) !== null && isFinite(saved)) {
+        clockOffsetMs = saved;
+        clockPrecise = true;
+      }
+    } catch (e) { /* private mode: learn again */ }
+  }
+  restoreClock();
+
+  /** Milliseconds until a deadline the server gave (RFC 3339), by the corrected clock. */
+  function msLeft(iso) {
+    return Date.parse(iso) - now();
+  }
+
   function learnClock(response) {
+    if (clockPrecise) return;
     var date = response.headers.get("Date");
     if (!date) return;
     var server = Date.parse(date);
@@ -64,6 +98,7 @@
     var delay = 1000;
     for (var attempt = 1; ; attempt++) {
       var response;
+      var sentAt = Date.now();
       try {
         response = await fetch(path, init);
       } catch (err) {
@@ -73,6 +108,7 @@
         delay = Math.min(delay * 2, 30000);
         continue;
       }
+      var receivedAt = Date.now();
       learnClock(response);
       if ((response.status === 429 || response.status === 503) && attempt < tries) {
         var wait = retryAfterMs(response, delay);
@@ -85,21 +121,18 @@
       if (response.status !== 204) {
         try { body = await response.json(); } catch (e) { body = null; }
       }
+      if (body && typeof body.server_time === "string") learnServerTime(body.server_time, sentAt, receivedAt);
       return { status: response.status, ok: response.ok, body: body, response: response };
     }
   }
 
-  var timeOnly = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
-
-  /** A date and time; with `timeZone` (the event's IANA zone) in that zone, the zone named. */
-  function formatDateTime(iso, timeZone) {
-    var d = new Date(iso);
+  // Fan pages load static/js/i18n.js first: dates then speak the page's language (not the
+  // browser's). The console has no i18n.js: it keeps the browser's own.
+  function dateParts(when, options, timeZone) {
+    if (window.I18N) return window.I18N.dateTime(when, options, timeZone);
+    var d = when instanceof Date ? when : new Date(when);
     if (isNaN(d.getTime())) return "";
-    var options = {
-      weekday: "short", day: "numeric", month: "short", year: "numeric",
-      hour: "2-digit", minute: "2-digit",
-    };
-    if (timeZone) { options.timeZone = timeZone; options.timeZoneName = "short"; }
+    if (timeZone) options.timeZone = timeZone;
     try {
       return new Intl.DateTimeFormat(undefined, options).format(d);
     } catch (e) {
@@ -108,22 +141,25 @@
     }
   }
 
+  /** A date and time; with `timeZone` (the event's IANA zone) in that zone, the zone named. */
+  function formatDateTime(iso, timeZone) {
+    var options = {
+      weekday: "short", day: "numeric", month: "short", year: "numeric",
+      hour: "2-digit", minute: "2-digit",
+    };
+    if (timeZone) options.timeZoneName = "short";
+    return dateParts(iso, options, timeZone);
+  }
+
   function formatTime(iso) {
-    var d = new Date(iso);
-    return isNaN(d.getTime()) ? "" : timeOnly.format(d);
+    return dateParts(iso, { hour: "2-digit", minute: "2-digit" });
   }
 
   /** A clock time in a time zone (an IANA name; the browser's own if missing or unknown),
    * with the zone named: "20:45 CET". */
   function formatClock(ms, timeZone) {
-    var options = { hour: "2-digit", minute: "2-digit", timeZoneName: "short" };
-    if (timeZone) options.timeZone = timeZone;
-    try {
-      return new Intl.DateTimeFormat(undefined, options).format(new Date(ms));
-    } catch (e) {
-      delete options.timeZone;
-      return new Intl.DateTimeFormat(undefined, options).format(new Date(ms));
-    }
+    return dateParts(new Date(ms), { hour: "2-digit", minute: "2-digit", timeZoneName: "short" },
+      timeZone);
   }
 
   /** "2 d 03:04:05", "03:04:05" or "04:05" for a countdown. */
@@ -138,14 +174,26 @@
     return d ? d + " d " + clock : clock;
   }
 
-  /** Words for a duration: "less than a minute", "about 4 minutes", "about 1 h 20 min". */
+  /** Words for a duration: "less than a minute", "about 4 minutes", "about 1 h 20 min" — in
+   * the page's language on fan pages; in English on the console, which has no i18n.js. */
   function formatDuration(seconds) {
-    if (seconds < 60) return "less than a minute";
+    var t = window.I18N ? window.I18N.t : english;
+    if (seconds < 60) return t("common.duration.under_minute");
     var minutes = Math.round(seconds / 60);
-    if (minutes < 60) return "about " + minutes + (minutes === 1 ? " minute" : " minutes");
+    if (minutes < 60) return t("common.duration.minutes", { count: minutes });
     var h = Math.floor(minutes / 60);
     var m = minutes % 60;
-    return "about " + h + " h" + (m ? " " + m + " min" : "");
+    return m ? t("common.duration.hours_minutes", { h: h, m: m }) : t("common.duration.hours", { h: h });
+  }
+
+  function english(key, params) {
+    var p = params || {};
+    return {
+      "common.duration.under_minute": "less than a minute",  // console: English
+      "common.duration.minutes": "about " + p.count + (p.count === 1 ? " minute" : " minutes"),  // console: English
+      "common.duration.hours_minutes": "about " + p.h + " h " + p.m + " min",  // console: English
+      "common.duration.hours": "about " + p.h + " h",  // console: English
+    }[key];
   }
 
   function eventIdFromPath() {
@@ -171,10 +219,74 @@
     }
   }
 
+  // ---- the turn alert: sound, vibration and a notification, opted into by the fan -----------
+
+  var ALERTS_KEY = "bo_turn_alerts";
+  var audio = null;
+
+  function alertsOn() {
+    return store("localStorage").getItem(ALERTS_KEY) === "on";
+  }
+
+  function notificationsState() {
+    return "Notification" in window ? Notification.permission : "unsupported";
+  }
+
+  /** Two short beeps (Web Audio, no file to load); quiet failure where audio is not allowed. */
+  function beep() {
+    try {
+      var Ctx = window.AudioContext || window.webkitAudioContext;
+      if (!Ctx) return;
+      audio = audio || new Ctx();
+      if (audio.state === "suspended") audio.resume();
+      [0, 0.35].forEach(function (at) {
+        var osc = audio.createOscillator();
+        var gain = audio.createGain();
+        osc.frequency.value = 880;
+        gain.gain.setValueAtTime(0.2, audio.currentTime + at);
+        gain.gain.exponentialRampToValueAtTime(0.001, audio.currentTime + at + 0.25);
+        osc.connect(gain);
+        gain.connect(audio.destination);
+        osc.start(audio.currentTime + at);
+        osc.stop(audio.currentTime + at + 0.3);
+      });
+    } catch (e) { /* no sound: the title and the notification still tell */ }
+  }
+
+  /** Turn alerts on — called from a click, the only moment a browser lets a page ask for
+   * notifications or start audio. Answers the notification permission. */
+  async function enableAlerts() {
+    store("localStorage").setItem(ALERTS_KEY, "on");
+    beep(); // the sound the fan will hear, and audio unlocked by this gesture
+    if (notificationsState() === "default") {
+      try { await Notification.requestPermission(); } catch (e) { /* refused or unsupported */ }
+    }
+    return notificationsState();
+  }
+
+  function disableAlerts() {
+    store("localStorage").setItem(ALERTS_KEY, "off");
+  }
+
+  /** The fan's turn came: sound and vibration if they opted in, and a notification when this
+   * tab is not the one they are looking at. */
+  function alertTurn(title, body) {
+    if (!alertsOn()) return;
+    beep();
+    try { if (navigator.vibrate) navigator.vibrate([300, 150, 300]); } catch (e) { /* no motor */ }
+    if (document.visibilityState !== "hidden" || notificationsState() !== "granted") return;
+    try {
+      var n = new Notification(title, { body: body, tag: "boxoffice-turn", requireInteraction: true });
+      n.onclick = function () { window.focus(); n.close(); };
+    } catch (e) { /* e.g. Android Chrome wants a service worker: the sound and title remain */ }
+  }
+
   window.BO = {
     sleep: sleep,
     jitter: jitter,
     now: now,
+    msLeft: msLeft,
+    learnServerTime: learnServerTime,
     api: api,
     formatDateTime: formatDateTime,
     formatTime: formatTime,
@@ -182,10 +294,18 @@
     formatClock: formatClock,
     formatDuration: formatDuration,
     eventIdFromPath: eventIdFromPath,
+    alerts: {
+      on: alertsOn,
+      enable: enableAlerts,
+      disable: disableAlerts,
+      notifications: notificationsState,
+      turn: alertTurn,
+    },
     local: store("localStorage"),
     session: store("sessionStorage"),
     queueKey: function (eventId) { return "bo_queue_" + eventId; },
     accessKey: function (eventId) { return "bo_access_" + eventId; },
     accessExpiresKey: function (eventId) { return "bo_access_" + eventId + "_expires"; },
+    turnKey: function (eventId) { return "bo_turn_" + eventId; },
   };
 })();

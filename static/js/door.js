@@ -1,8 +1,9 @@
-/* The door page, /door: door staff sign in once per tab with the admin (door) token, pick the
+/* The door page, /door: door staff sign in once per tab with a door (`checkin`) token, pick the
  * event, and scan tickets' QR codes with the phone camera — the browser's BarcodeDetector where
  * it exists, else the vendored jsQR decoder on canvas frames — or type a code. Each scan is
  * POST /api/events/<id>/checkins; the answer fills a big green (admitted) or red panel with the
- * seat, and the admitted/expected counter follows the event's stats. */
+ * seat, and the admitted/expected counter follows GET /api/events/<id>/checkins. The events come
+ * from GET /api/admin/door/events: a token with the `checkin` scope alone reads all of this. */
 (function () {
   "use strict";
 
@@ -81,7 +82,7 @@
 
   async function refreshCount() {
     if (!S.eventId) return;
-    var r = await BO.api("/api/admin/events/" + encodeURIComponent(S.eventId) + "/stats",
+    var r = await BO.api("/api/events/" + encodeURIComponent(S.eventId) + "/checkins",
       { headers: auth(), tries: 1 }).catch(function () { return null; });
     if (!r || !r.ok || !r.body) return;
     $("count-admitted").textContent = String(r.body.checked_in);
@@ -164,8 +165,9 @@
   // ---- sign in and event ------------------------------------------------------------------------
 
   async function loadEvents() {
-    var r = await BO.api("/api/admin/events", { headers: auth(), tries: 3 });
+    var r = await BO.api("/api/admin/door/events", { headers: auth(), tries: 3 });
     if (r.status === 401) { signOut("The token was refused."); return false; }
+    if (r.status === 403) { signOut("This token may not check tickets in: ask for a door (checkin) token."); return false; }
     if (!r.ok || !Array.isArray(r.body)) {
       $("signin-error").textContent = "The box office could not be reached.";
       $("signin-error").hidden = false;
@@ -176,7 +178,7 @@
     r.body.forEach(function (ev) {
       var option = document.createElement("option");
       option.value = ev.id;
-      option.textContent = ev.name + " — " + BO.formatDateTime(ev.starts_at);
+      option.textContent = ev.name + " — " + BO.formatDateTime(ev.starts_at, ev.timezone);
       select.appendChild(option);
     });
     var saved = BO.session.getItem(EVENT_KEY);

@@ -3,13 +3,8 @@
   "use strict";
 
   var BO = window.BO;
-  var STATES = {
-    scheduled: "Sale opens soon",
-    prequeue: "Pre-queue open",
-    on_sale: "On sale now",
-    sold_out: "Sold out",
-    closed: "Sale ended",
-  };
+  var t = window.I18N.t;
+  var STATES = ["scheduled", "prequeue", "on_sale", "sold_out", "closed"];
 
   function item(ev) {
     var li = document.createElement("li");
@@ -20,12 +15,16 @@
     name.textContent = ev.name;
     var meta = document.createElement("span");
     meta.className = "muted";
-    meta.textContent = ev.venue + " · " + BO.formatDateTime(ev.starts_at, ev.timezone);
+    meta.textContent = t("common.venue_and_date", {
+      venue: ev.venue, date: BO.formatDateTime(ev.starts_at, ev.timezone),
+    });
     var state = document.createElement("span");
     state.className = "cta";
-    var label = STATES[ev.state] || ev.state;
+    var label = STATES.indexOf(ev.state) >= 0 ? t("index.state." + ev.state) : ev.state;
     if (ev.state === "scheduled" || ev.state === "prequeue") {
-      label += " — sale starts " + BO.formatDateTime(ev.sale_starts_at, ev.timezone);
+      label = t("index.state_with_sale", {
+        state: label, sale: BO.formatDateTime(ev.sale_starts_at, ev.timezone),
+      });
     }
     state.textContent = label;
     a.appendChild(name);
@@ -43,16 +42,16 @@
       var r = await BO.api("/api/events", {
         tries: 6,
         onWait: function (ms) {
-          status.textContent = "Very busy — trying again in " + Math.ceil(ms / 1000) + " s…";
+          status.textContent = t("index.busy_retry", { count: Math.ceil(ms / 1000) });
         },
       });
       if (!r.ok || !Array.isArray(r.body)) throw new Error("bad answer");
       list.textContent = "";
       r.body.forEach(function (ev) { list.appendChild(item(ev)); });
-      status.textContent = r.body.length ? r.body.length + (r.body.length === 1 ? " event" : " events")
-        : "No sales right now. Check back soon.";
+      status.textContent = r.body.length ? t("index.count", { count: r.body.length })
+        : t("index.none");
     } catch (e) {
-      status.textContent = "We could not load the events. Please reload the page.";
+      status.textContent = t("index.failed");
     }
   }
 

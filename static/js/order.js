@@ -5,6 +5,8 @@
   "use strict";
 
   var BO = window.BO;
+  var I18N = window.I18N;
+  var t = I18N.t;
 
   function $(id) { return document.getElementById(id); }
 
@@ -23,18 +25,9 @@
     return key ? path + "?key=" + encodeURIComponent(key) : path;
   }
 
-  function money(amount, currency) {
-    try {
-      return new Intl.NumberFormat(undefined, { style: "currency", currency: currency })
-        .format(amount / 100);
-    } catch (e) {
-      return (amount / 100).toFixed(2) + " " + currency;
-    }
-  }
-
   function seatName(seatId) {
     var m = /^([^-]+)-(\d+)-(\d+)$/.exec(seatId || "");
-    return m ? "Section " + m[1] + ", row " + m[2] + ", seat " + m[3] : seatId;
+    return m ? t("common.seat_name", { section: m[1], row: m[2], seat: m[3] }) : seatId;
   }
 
   function show(view) {
@@ -53,41 +46,44 @@
     if (!r.ok || !r.body) return;
     var ev = r.body;
     $("event-name").textContent = ev.name;
-    $("event-meta").textContent = ev.venue + " · " + BO.formatDateTime(ev.starts_at, ev.timezone);
-    document.title = "Your tickets — " + ev.name;
+    $("event-meta").textContent = t("common.venue_and_date", {
+      venue: ev.venue, date: BO.formatDateTime(ev.starts_at, ev.timezone),
+    });
+    document.title = t("order.title_event", { name: ev.name });
   }
 
   function render(order) {
     $("order-id").textContent = order.order_id;
-    $("order-amount").textContent = money(order.amount, order.currency);
-    $("order-email").textContent = order.email;
+    $("order-amount").textContent = I18N.money(order.amount, order.currency);
+    $("order-for").textContent = t("order.tickets_for", { email: order.email });
     var refunded = order.status === "refunded";
     $("refunded-note").hidden = !refunded;
     $("keep-note").hidden = refunded;
-    $("order-badge").textContent = refunded ? "Refunded" : "Confirmed";
+    $("order-badge").textContent = t(refunded ? "order.refunded" : "order.confirmed");
     $("order-badge").setAttribute("data-tone", refunded ? "bad" : "ok");
-    $("order-heading").textContent = refunded ? "This order was refunded" : "You're going!";
+    $("order-heading").textContent = t(refunded ? "order.refunded_heading" : "order.going");
     $("view-order").classList.toggle("admitted", !refunded);
     var list = $("tickets");
     list.textContent = "";
     if (!refunded) {
-      order.tickets.forEach(function (t) {
+      order.tickets.forEach(function (ticket) {
         var li = document.createElement("li");
         li.className = "ticket";
         var what = document.createElement("span");
         what.className = "ticket-seat";
-        what.textContent = t.seat_id ? seatName(t.seat_id) : "Section " + t.section_id + ", standing";
+        what.textContent = ticket.seat_id ? seatName(ticket.seat_id)
+          : t("common.standing_name", { section: ticket.section_id });
         var qr = document.createElement("img");
         qr.className = "ticket-qr";
-        qr.alt = "QR code for ticket " + t.code;
+        qr.alt = t("order.qr_alt", { code: ticket.code });
         qr.src = withKey("/api/orders/" + encodeURIComponent(order.order_id) + "/tickets/"
-          + t.number + ".svg");
+          + ticket.number + ".svg");
         qr.width = 132;
         qr.height = 132;
         var code = document.createElement("code");
         code.className = "ticket-code";
-        code.textContent = t.code;
-        code.setAttribute("aria-label", "Ticket code " + t.code.split("").join(" "));
+        code.textContent = ticket.code;
+        code.setAttribute("aria-label", t("order.code_label", { code: ticket.code.split("").join(" ") }));
         li.appendChild(what);
         li.appendChild(qr);
         li.appendChild(code);
@@ -95,26 +91,25 @@
       });
     }
     show("order");
-    speak(refunded ? "This order was refunded."
-      : order.tickets.length + (order.tickets.length === 1 ? " ticket" : " tickets") + " below.");
+    speak(refunded ? t("order.refunded_spoken")
+      : t("order.tickets_below", { count: order.tickets.length }));
   }
 
   async function load() {
-    if (!orderId) { showError("This address does not name an order."); return; }
+    if (!orderId) { showError(t("order.no_order_in_address")); return; }
     var r;
     try {
       r = await BO.api(withKey("/api/orders/" + encodeURIComponent(orderId)), { tries: 5 });
     } catch (err) {
-      showError("We could not reach the box office. Check your connection and reload.");
+      showError(t("order.unreachable"));
       return;
     }
     if (!r.ok || !r.body) {
-      showError(r.status === 404 ? "There is no such order. Check the link in your email."
-        : "This link doesn't open this order. Check that you copied the whole link.");
+      showError(t(r.status === 404 ? "order.no_such_order" : "order.wrong_key"));
       return;
     }
     if (r.body.status !== "paid" && r.body.status !== "refunded") {
-      showError("This order isn't paid yet.");
+      showError(t("order.unpaid"));
       return;
     }
     render(r.body);
@@ -127,7 +122,7 @@
     var email = input.value.trim();
     $("resend-error").hidden = true;
     if (!/^[^@\s]+@[^@\s]+\.[^@\s]{2,}$/.test(email)) {
-      $("resend-error").textContent = "Enter the email you bought the tickets with.";
+      $("resend-error").textContent = t("order.email_needed");
       $("resend-error").hidden = false;
       input.setAttribute("aria-invalid", "true");
       input.focus();
@@ -142,9 +137,7 @@
       $("resend-done").hidden = false;
       return;
     }
-    $("resend-error").textContent = r.status === 429
-      ? "Too many requests for now. Please try again later."
-      : "That didn't work. Please try again.";
+    $("resend-error").textContent = t(r.status === 429 ? "order.too_many" : "order.resend_failed");
     $("resend-error").hidden = false;
   }
 

@@ -40,7 +40,9 @@
     stripe: null,
     stripeElements: null,
     warned: {},
-    fits: [],               // re-measure the "swipe sideways" hints
+    fits: [],               // re-measure the "swipe sideways" hints (and the first zoom)
+    cards: {},              // section id -> {card, heading, tile, scroller, grid, size, widest, …}
+    filter: { maxPrice: null, accessible: false },
   };
 
   function $(id) { return document.getElementById(id); }
@@ -131,7 +133,9 @@
     var changed = view !== S.view;
     S.view = view;
     VIEWS.forEach(function (v) { $("view-" + v).hidden = v !== view; });
-    $("turn-clock").hidden = !(S.access && (view === "pick" || view === "held"));
+    // One countdown on the page at a time: the turn while picking, then the hold, then payment
+    // (once seats are held the hold is the deadline that counts; checkout needs no turn).
+    $("turn-clock").hidden = !(S.access && view === "pick");
     if (view === "pick") {
       startPolling();
       S.fits.forEach(function (f) { f(); });
@@ -180,7 +184,7 @@
   }
 
   function accessValid() {
-    return !!(S.access && Date.parse(S.access.expires) > BO.now());
+    return !!(S.access && BO.msLeft(S.access.expires) > 0);
   }
 
   // ---- access ---------------------------------------------------------------------------------
@@ -189,7 +193,7 @@
   async function findAccess() {
     var token = BO.session.getItem(BO.accessKey(eventId));
     var expires = BO.session.getItem(BO.accessExpiresKey(eventId));
-    if (token && expires && Date.parse(expires) > BO.now()) return { token: token, expires: expires };
+    if (token && expires && BO.msLeft(expires) > 0) return { token: token, expires: expires };
     var queueId = BO.local.getItem(BO.queueKey(eventId));
     if (!queueId) return null;
     var r = await BO.api("/api/queue/" + encodeURIComponent(queueId), { tries: 4 });
@@ -203,6 +207,11 @@
 
   // ---- the seat map ---------------------------------------------------------------------------
 
+  var SEAT_MIN = 24;             // px: the smallest seat a finger still hits (zooming stops here)
+  var SEAT_MAX = 56;
+  var SEAT_FIT_MAX = 44;         // a section opens with its widest row fitted, up to this size
+  var ZOOM_STEP = 1.25;
+
   var STATUS_WORDS = {
     free: "free",
     held: "held by someone else",
@@ -212,36 +221,117 @@
   function seatAria(info, selected) {
     var status = selected ? "selected" : STATUS_WORDS[info.status];
     if (S.taken[info.id] && info.status !== "free") status = "just taken, " + status;
-    return info.label + ", " + money(info.price) + ", " + status;
+    return info.label + (info.accessible ? ", accessible seat" : "") + ", " + money(info.price)
+      + ", " + status;
+  }
+
+  /** Hidden by the "accessible seats only" filter (still drawn, so rows keep their shape). */
+  function dimmed(info) {
+    return S.filter.accessible && !info.accessible;
   }
 
   function paintSeat(info) {
     var b = info.button;
     var selected = S.selected.indexOf(info.id) >= 0;
+    var dim = !selected && dimmed(info);
     b.className = "seat " + (selected ? "selected" : info.status)
+      + (info.accessible ? " accessible" : "") + (dim ? " dim" : "")
       + (S.taken[info.id] ? " taken-now" : "");
     b.setAttribute("aria-pressed", selected ? "true" : "false");
-    if (info.status !== "free" && !selected) b.setAttribute("aria-disabled", "true");
+    if ((info.status !== "free" || dim) && !selected) b.setAttribute("aria-disabled", "true");
     else b.removeAttribute("aria-disabled");
-    b.setAttribute("aria-label", seatAria(info, selected));
-    b.title = info.label + " — " + money(info.price) + " — "
-      + (selected ? "selected" : STATUS_WORDS[info.status]);
+    b.setAttribute("aria-label", seatAria(info, selected) + (dim ? ", not an accessible seat" : ""));
+    b.title = info.label + (info.accessible ? " — ♿ accessible seat" : "") + " — "
+      + money(info.price) + " — " + (selected ? "selected" : STATUS_WORDS[info.status]);
     b.setAttribute("data-status", info.status);
   }
 
-  function buildSeated(section, card) {
+  function smallButton(cls, text, label) {
+    var b = document.createElement("button");
+    b.type = "button";
+    b.className = "button secondary " + cls;
+    b.textContent = text;
+    if (label) b.setAttribute("aria-label", label);
+    return b;
+  }
+
+  function buildBest(section, card, c) {
+    var box = document.createElement("div");
+    box.className = "best";
+    var label = document.createElement("label");
+    label.htmlFor = "best-qty-" + section.id;
+    label.textContent = "Best available";
+    var select = document.createElement("select");
+    select.id = "best-qty-" + section.id;
+    select.className = "field best-qty";
+    var go = document.createElement("button");
+    go.type = "button";
+    go.id = "best-" + section.id;
+    go.className = "button";
+    go.textContent = "Hold the best seats";
+    go.setAttribute("aria-describedby", "best-help-" + section.id);
+    var help = document.createElement("p");
+    help.id = "best-help-" + section.id;
+    help.className = "muted small best-help";
+    help.textContent = "Seats side by side, nearest the middle of the stage.";
+    box.appendChild(label);
+    box.appendChild(select);
+    box.appendChild(go);
+    card.appendChild(box);
+    card.appendChild(help);
+    go.addEventListener("click", function () { holdBest(section.id); });
+    c.bestSelect = select;
+    c.bestButton = go;
+  }
+
+  function fillBestOptions(sectionId) {
+    var c = S.cards[sectionId];
+    var select = c && c.bestSelect;
+    if (!select) return;
+    var most = Math.min(S.maxSeats, c.widest);
+    var keep = Math.min(parseInt(select.value, 10) || 2, most);
+    select.textContent = "";
+    for (var n = 1; n <= most; n++) {
+      var o = document.createElement("option");
+      o.value = String(n);
+      o.textContent = plural(n, "seat", "seats");
+      select.appendChild(o);
+    }
+    select.value = String(keep);
+  }
+
+  function buildZoom(section, card, c) {
+    var bar = document.createElement("div");
+    bar.className = "zoom";
+    bar.setAttribute("role", "group");
+    bar.setAttribute("aria-label", "Zoom " + section.name);
+    c.zoomOut = smallButton("zoom-out", "−", "Zoom out of " + section.name);
+    c.zoomIn = smallButton("zoom-in", "+", "Zoom in on " + section.name);
+    var back = smallButton("to-overview", "↑ Overview", "Back to the venue overview");
+    c.zoomOut.addEventListener("click", function () { zoomBy(section.id, 1 / ZOOM_STEP); });
+    c.zoomIn.addEventListener("click", function () { zoomBy(section.id, ZOOM_STEP); });
+    back.addEventListener("click", toOverview);
+    bar.appendChild(c.zoomOut);
+    bar.appendChild(c.zoomIn);
+    bar.appendChild(back);
+    card.appendChild(bar);
+  }
+
+  function buildSeated(section, card, c) {
+    buildBest(section, card, c);
+    buildZoom(section, card, c);
+    var stage = document.createElement("div");
+    stage.className = "stage";
+    stage.setAttribute("aria-hidden", "true");
+    stage.textContent = "Stage";
+    card.appendChild(stage);
     var scroller = document.createElement("div");
     scroller.className = "seat-scroll";
     var grid = document.createElement("div");
     grid.className = "seat-grid";
     grid.setAttribute("role", "group");
-    grid.setAttribute("aria-label", section.name + " seats. Use the arrow keys to move.");
+    grid.setAttribute("aria-label", section.name + " seats. Use the arrow keys to move, + and − to zoom.");
     grid.setAttribute("data-section", section.id);
-    var stage = document.createElement("div");
-    stage.className = "stage";
-    stage.setAttribute("aria-hidden", "true");
-    stage.textContent = "Stage";
-    grid.appendChild(stage);
     section.rows.forEach(function (row) {
       var line = document.createElement("div");
       line.className = "seat-row";
@@ -252,6 +342,7 @@
       label.setAttribute("aria-hidden", "true");
       label.textContent = row.row;
       line.appendChild(label);
+      c.widest = Math.max(c.widest, row.seats.length);
       row.seats.forEach(function (seat) {
         var b = document.createElement("button");
         b.type = "button";
@@ -262,7 +353,7 @@
         line.appendChild(b);
         var info = {
           id: seat.id, label: seat.label, price: seat.price, status: seat.status,
-          section: section.id, button: b,
+          accessible: !!seat.accessible, section: section.id, button: b,
         };
         S.seatInfo[seat.id] = info;
         paintSeat(info);
@@ -271,15 +362,25 @@
     });
     scroller.appendChild(grid);
     card.appendChild(scroller);
+    c.scroller = scroller;
+    c.grid = grid;
+    fillBestOptions(section.id);
     var hint = document.createElement("p");
     hint.className = "muted small scroll-hint";
     hint.setAttribute("aria-hidden", "true");
     hint.textContent = "← Swipe sideways to see every seat →";
     hint.hidden = true;
     card.appendChild(hint);
-    var fits = function () { hint.hidden = scroller.scrollWidth <= scroller.clientWidth + 1; };
+    var fits = function () {
+      if (!c.size && scroller.clientWidth) setZoom(section.id, fitSize(c));
+      hint.hidden = scroller.scrollWidth <= scroller.clientWidth + 1;
+    };
+    c.fits = fits;
     S.fits.push(fits);
     setTimeout(fits, 0);
+    pinchable(scroller, function (ratio, x) {
+      zoomBy(section.id, ratio, x - scroller.getBoundingClientRect().left);
+    });
     grid.addEventListener("click", onSeatClick);
     grid.addEventListener("keydown", onGridKey);
     grid.addEventListener("focusin", function (e) {
@@ -289,6 +390,84 @@
     var first = grid.querySelector("button.seat.free") || grid.querySelector("button.seat");
     if (first) first.tabIndex = 0;
   }
+
+  // ---- zoom -----------------------------------------------------------------------------------
+
+  /** The seat size that fits the section's widest row in its card (within the limits). */
+  function fitSize(c) {
+    var room = c.scroller.clientWidth - 44;  // the row label and its gap, the padding
+    var size = Math.floor(room / (c.widest + (c.widest - 1) / 6));
+    return Math.max(SEAT_MIN, Math.min(SEAT_FIT_MAX, size));
+  }
+
+  function zoomBy(sectionId, ratio, anchorX) {
+    var c = S.cards[sectionId];
+    if (c && c.grid) setZoom(sectionId, (c.size || fitSize(c)) * ratio, anchorX);
+  }
+
+  /** Seats of `size` px; the point `anchorX` (px from the scroller's left) stays in place. */
+  function setZoom(sectionId, size, anchorX) {
+    var c = S.cards[sectionId];
+    size = Math.max(SEAT_MIN, Math.min(SEAT_MAX, Math.round(size)));
+    var old = c.size || size;
+    var sc = c.scroller;
+    var x = anchorX === undefined ? sc.clientWidth / 2 : anchorX;
+    var before = sc.scrollLeft;
+    c.size = size;
+    c.grid.style.setProperty("--seat", size + "px");
+    c.grid.style.setProperty("--gap", Math.max(4, Math.round(size / 6)) + "px");
+    sc.scrollLeft = Math.max(0, (before + x) * (size / old) - x);
+    c.zoomOut.disabled = size <= SEAT_MIN;
+    c.zoomIn.disabled = size >= SEAT_MAX;
+    c.card.setAttribute("data-zoom", String(size));
+    if (c.fits) setTimeout(c.fits, 0);
+  }
+
+  /** Two fingers spread or pinched on `el` (or a trackpad pinch: ctrl + wheel) call
+   * onPinch(ratio, x) with the change since the last call and the gesture's middle. */
+  function pinchable(el, onPinch) {
+    var last = 0;
+    function spread(t) {
+      return Math.hypot(t[0].clientX - t[1].clientX, t[0].clientY - t[1].clientY);
+    }
+    el.addEventListener("touchstart", function (e) {
+      last = e.touches.length === 2 ? spread(e.touches) : 0;
+    }, { passive: true });
+    el.addEventListener("touchmove", function (e) {
+      if (e.touches.length !== 2 || !last) return;
+      e.preventDefault();
+      var d = spread(e.touches);
+      if (Math.abs(d / last - 1) < 0.06) return;
+      onPinch(d / last, (e.touches[0].clientX + e.touches[1].clientX) / 2);
+      last = d;
+    }, { passive: false });
+    el.addEventListener("touchend", function () { last = 0; });
+    el.addEventListener("touchcancel", function () { last = 0; });
+    el.addEventListener("wheel", function (e) {
+      if (!e.ctrlKey) return;
+      e.preventDefault();
+      onPinch(e.deltaY < 0 ? ZOOM_STEP : 1 / ZOOM_STEP, e.clientX);
+    }, { passive: false });
+  }
+
+  /** From the overview into a section: its card at the top of the screen, its heading focused. */
+  function zoomInto(sectionId) {
+    var c = S.cards[sectionId];
+    if (!c) return;
+    c.card.scrollIntoView({ block: "start" });
+    c.heading.focus({ preventScroll: true });
+  }
+
+  function toOverview() {
+    $("overview").scrollIntoView({ block: "start" });
+    var tile = document.activeElement && document.activeElement.closest(".map-section");
+    var id = tile ? tile.getAttribute("data-section") : null;
+    var target = id ? $("ov-" + id) : null;
+    if (target && !target.disabled) target.focus({ preventScroll: true });
+    else $("overview-heading").parentNode.querySelector(".ov-section").focus({ preventScroll: true });
+  }
+
+  // ---- standing sections ----------------------------------------------------------------------
 
   function buildStanding(section, card) {
     var box = document.createElement("div");
@@ -300,11 +479,7 @@
     label.textContent = "Tickets in " + section.name;
     var row = document.createElement("div");
     row.className = "stepper";
-    var minus = document.createElement("button");
-    minus.type = "button";
-    minus.className = "button secondary step";
-    minus.textContent = "−";
-    minus.setAttribute("aria-label", "One ticket fewer in " + section.name);
+    var minus = smallButton("step", "−", "One ticket fewer in " + section.name);
     var input = document.createElement("input");
     input.type = "number";
     input.id = id;
@@ -313,30 +488,49 @@
     input.inputMode = "numeric";
     input.value = "0";
     input.setAttribute("data-ga", section.id);
-    var plus = document.createElement("button");
-    plus.type = "button";
-    plus.className = "button secondary step";
-    plus.textContent = "+";
-    plus.setAttribute("aria-label", "One more ticket in " + section.name);
+    input.setAttribute("aria-describedby", "qty-note-" + section.id);
+    var plus = smallButton("step", "+", "One more ticket in " + section.name);
+    var note = document.createElement("p");
+    note.className = "stepper-note";
+    note.id = "qty-note-" + section.id;
+    note.setAttribute("aria-live", "polite");
+    note.hidden = true;
     row.appendChild(minus);
     row.appendChild(input);
     row.appendChild(plus);
     box.appendChild(label);
     box.appendChild(row);
+    box.appendChild(note);
     card.appendChild(box);
     function set(n) {
       var avail = sectionAvailable(section.id);
       var max = Math.min(S.maxSeats, avail);
       var q = Math.max(0, Math.min(isNaN(n) ? 0 : n, max));
-      if (n > max) {
-        speak(avail < S.maxSeats ? "Only " + plural(avail, "ticket", "tickets") + " left in "
-          + section.name + "." : "You can choose up to " + S.maxSeats + " tickets per order.");
-      }
       chooseGa(section.id, q);
+      if (n > max) speak(stepperLimit(section.id) || "");
     }
     minus.addEventListener("click", function () { set(gaQuantity(section.id) - 1); });
     plus.addEventListener("click", function () { set(gaQuantity(section.id) + 1); });
     input.addEventListener("change", function () { set(parseInt(input.value, 10)); });
+  }
+
+  /** Why the stepper of a standing section stops where it does ("" while it can go on). */
+  function stepperLimit(sectionId) {
+    var avail = sectionAvailable(sectionId);
+    if (gaQuantity(sectionId) < Math.min(S.maxSeats, avail)) return "";
+    if (avail === 0) return "None left in " + S.sectionNames[sectionId] + ".";
+    if (avail < S.maxSeats) {
+      return "Only " + plural(avail, "ticket", "tickets") + " left in " + S.sectionNames[sectionId] + ".";
+    }
+    return "At most " + S.maxSeats + " per order.";
+  }
+
+  function paintStepper(sectionId) {
+    var note = $("qty-note-" + sectionId);
+    if (!note) return;
+    var text = stepperLimit(sectionId);
+    if (note.textContent !== text) note.textContent = text;
+    note.hidden = !text;
   }
 
   function sectionAvailable(sectionId) {
@@ -354,23 +548,190 @@
     return section.available + " of " + section.capacity + " left";
   }
 
+  // ---- the overview ---------------------------------------------------------------------------
+
+  function accessibleCount(section) {
+    var n = 0;
+    (section.rows || []).forEach(function (row) {
+      row.seats.forEach(function (seat) { if (seat.accessible) n++; });
+    });
+    return n;
+  }
+
+  function buildTile(section, c) {
+    var li = document.createElement("li");
+    var b = document.createElement("button");
+    b.type = "button";
+    b.className = "ov-section";
+    b.id = "ov-" + section.id;
+    b.setAttribute("data-section", section.id);
+    var name = document.createElement("strong");
+    name.className = "ov-name";
+    name.textContent = section.name;
+    var meta = document.createElement("span");
+    meta.className = "ov-meta small";
+    var acc = document.createElement("span");
+    acc.className = "ov-acc small";
+    var note = document.createElement("span");
+    note.className = "ov-note small";
+    b.appendChild(name);
+    b.appendChild(meta);
+    if (section.kind === "seated" && section.rows) {
+      c.canvas = document.createElement("canvas");
+      c.canvas.className = "ov-map";
+      c.canvas.setAttribute("aria-hidden", "true");
+      b.appendChild(c.canvas);
+    } else {
+      var bar = document.createElement("span");
+      bar.className = "ov-bar";
+      bar.setAttribute("aria-hidden", "true");
+      c.fill = document.createElement("span");
+      bar.appendChild(c.fill);
+      b.appendChild(bar);
+    }
+    b.appendChild(acc);
+    b.appendChild(note);
+    c.tile = b;
+    c.tileMeta = meta;
+    c.tileAcc = acc;
+    c.tileNote = note;
+    b.addEventListener("click", function () { zoomInto(section.id); });
+    pinchable(b, function (ratio) { if (ratio > 1) zoomInto(section.id); });
+    li.appendChild(b);
+    $("ov-sections").appendChild(li);
+  }
+
+  var colorCache = {};
+  function cssColor(name) {
+    if (colorCache[name]) return colorCache[name];
+    var hex = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+    var m = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(hex) || [0, "88", "88", "88"];
+    colorCache[name] = [parseInt(m[1], 16), parseInt(m[2], 16), parseInt(m[3], 16), 255];
+    return colorCache[name];
+  }
+
+  /** The tile's words and picture: a pixel per seat (free, held, sold, yours), or a fill bar. */
+  function paintTile(section) {
+    var c = S.cards[section.id];
+    if (!c || !c.tile) return;
+    c.tileMeta.textContent = money(section.price) + (section.kind === "standing" ? " standing" : "")
+      + " · " + (section.available ? section.available + " left" : "none left");
+    var acc = accessibleCount(section);
+    c.tileAcc.textContent = acc ? "♿ " + plural(acc, "accessible seat", "accessible seats") : "";
+    c.tileAcc.hidden = !acc;
+    if (c.fill) {
+      c.fill.style.width = Math.round(100 * section.available / Math.max(1, section.capacity)) + "%";
+      return;
+    }
+    // each seat a 2×2 dot with a 1 px gap, scaled up without smoothing
+    var rows = section.rows;
+    var width = 3 * (c.widest || 1) - 1;
+    var height = 3 * rows.length - 1;
+    var canvas = c.canvas;
+    if (canvas.width !== width || canvas.height !== height) {
+      canvas.width = width;
+      canvas.height = height;
+      canvas.style.aspectRatio = width + " / " + height;
+    }
+    var ctx = canvas.getContext("2d");
+    if (!ctx) return;
+    var img = ctx.createImageData(width, height);
+    var colors = {
+      free: cssColor("--ok"), held: cssColor("--warn"), sold: cssColor("--sold-bg"),
+      mine: cssColor("--accent"),
+    };
+    rows.forEach(function (row, r) {
+      row.seats.forEach(function (seat, s) {
+        var col = S.selected.indexOf(seat.id) >= 0 ? colors.mine : colors[seat.status];
+        for (var dy = 0; dy < 2; dy++) {
+          var at = 4 * ((3 * r + dy) * width + 3 * s);
+          img.data.set(col, at);
+          img.data.set(col, at + 4);
+        }
+      });
+    });
+    ctx.putImageData(img, 0, 0);
+  }
+
+  // ---- filters --------------------------------------------------------------------------------
+
+  function fillPriceFilter(map) {
+    var prices = [];
+    map.sections.forEach(function (s) { if (prices.indexOf(s.price) < 0) prices.push(s.price); });
+    prices.sort(function (a, b) { return a - b; });
+    var select = $("price-filter");
+    var keep = select.value;
+    while (select.options.length > 1) select.remove(1);
+    prices.slice(0, -1).forEach(function (p) {
+      var o = document.createElement("option");
+      o.value = String(p);
+      o.textContent = "Up to " + money(p);
+      select.appendChild(o);
+    });
+    select.value = prices.indexOf(Number(keep)) >= 0 && keep !== "" ? keep : "";
+    S.filter.maxPrice = select.value === "" ? null : Number(select.value);
+    $("price-filter-box").hidden = prices.length < 2;
+  }
+
+  /** Why a section is out of the filters ("" when it is in). */
+  function filteredOut(section) {
+    if (S.filter.maxPrice !== null && section.price > S.filter.maxPrice) return "Above your price";
+    if (S.filter.accessible && !accessibleCount(section)) return "No accessible seats";
+    return "";
+  }
+
+  function applyFilters() {
+    if (!S.map) return;
+    var out = 0;
+    var anyAccessible = false;
+    S.map.sections.forEach(function (section) {
+      var c = S.cards[section.id];
+      if (!c) return;
+      if (accessibleCount(section)) anyAccessible = true;
+      var why = filteredOut(section);
+      if (why) out++;
+      c.card.hidden = !!why;
+      c.tile.disabled = !!why;
+      c.tile.classList.toggle("filtered", !!why);
+      c.tileNote.textContent = why;
+      c.tileNote.hidden = !why;
+    });
+    Object.keys(S.seatInfo).forEach(function (id) { paintSeat(S.seatInfo[id]); });
+    var note = "";
+    if (S.filter.accessible && !anyAccessible) {
+      note = "No accessible seats are marked for this event.";
+    } else if (out) {
+      note = plural(out, "section is", "sections are") + " hidden by your filters.";
+    }
+    if ($("filter-note").textContent !== note) $("filter-note").textContent = note;
+  }
+
+  // ---- building and refreshing the map --------------------------------------------------------
+
   function buildMap(map) {
     var root = $("sections");
     root.textContent = "";
+    $("ov-sections").textContent = "";
     S.seatInfo = {};
     S.fits = [];
+    S.cards = {};
     map.sections.forEach(function (section) {
       S.sectionNames[section.id] = section.name;
+      var c = { widest: 0, size: 0 };
+      S.cards[section.id] = c;
       var card = document.createElement("section");
       card.className = "card map-section";
       card.setAttribute("data-section", section.id);
+      c.card = card;
       var headId = "section-" + section.id;
       card.setAttribute("aria-labelledby", headId);
       var head = document.createElement("div");
       head.className = "section-head";
       var h = document.createElement("h3");
       h.id = headId;
+      h.tabIndex = -1;
       h.textContent = section.name;
+      c.heading = h;
       var meta = document.createElement("p");
       meta.className = "section-meta";
       var price = document.createElement("span");
@@ -386,10 +747,13 @@
       head.appendChild(h);
       head.appendChild(meta);
       card.appendChild(head);
-      if (section.kind === "seated" && section.rows) buildSeated(section, card);
+      buildTile(section, c);
+      if (section.kind === "seated" && section.rows) buildSeated(section, card, c);
       else buildStanding(section, card);
       root.appendChild(card);
     });
+    $("ov-sections").classList.toggle("many", map.sections.length > 4);
+    fillPriceFilter(map);
   }
 
   /** Same layout as before? Then statuses are updated in place and focus is kept. */
@@ -398,16 +762,29 @@
     for (var i = 0; i < a.sections.length; i++) {
       var x = a.sections[i];
       var y = b.sections[i];
-      if (x.id !== y.id || x.kind !== y.kind || (x.rows || []).length !== (y.rows || []).length) {
+      if (x.id !== y.id || x.kind !== y.kind || x.price !== y.price
+        || (x.rows || []).length !== (y.rows || []).length) {
         return false;
       }
     }
     return true;
   }
 
+  /** The per-order limit in force: the event's, or the per-buyer one when smaller. */
+  function setLimits(source) {
+    if (!source || !source.max_seats_per_order) return;
+    var n = source.max_seats_per_order;
+    if (source.max_tickets_per_buyer) n = Math.min(n, source.max_tickets_per_buyer);
+    if (n === S.maxSeats) return;
+    S.maxSeats = n;
+    $("max-seats").textContent = n;
+    Object.keys(S.cards || {}).forEach(fillBestOptions);
+  }
+
   function applyMap(map) {
     var old = S.map;
     S.currency = map.currency || S.currency;
+    setLimits(map);
     var lost = [];
     if (!sameLayout(old, map)) {
       S.map = map;
@@ -420,9 +797,11 @@
           row.seats.forEach(function (seat) {
             var info = S.seatInfo[seat.id];
             if (!info) return;
-            if (info.status !== seat.status || info.price !== seat.price) {
+            var accessible = !!seat.accessible;
+            if (info.status !== seat.status || info.price !== seat.price || info.accessible !== accessible) {
               info.status = seat.status;
               info.price = seat.price;
+              info.accessible = accessible;
               paintSeat(info);
             }
           });
@@ -444,9 +823,14 @@
       lost.forEach(function (id) { S.taken[id] = Date.now(); });
       lost.forEach(function (id) { if (S.seatInfo[id]) paintSeat(S.seatInfo[id]); });
     }
-    if (S.ga && S.ga.quantity > sectionAvailable(S.ga.section)) {
-      chooseGa(S.ga.section, sectionAvailable(S.ga.section));
+    if (S.ga && S.ga.quantity > Math.min(S.maxSeats, sectionAvailable(S.ga.section))) {
+      chooseGa(S.ga.section, Math.min(S.maxSeats, sectionAvailable(S.ga.section)));
     }
+    map.sections.forEach(function (section) {
+      paintTile(section);
+      paintStepper(section.id);
+    });
+    applyFilters();
     var soldOut = map.state === "sold_out" || map.available === 0;
     $("sold-out-note").hidden = !soldOut;
     if (map.state === "closed") {
@@ -524,9 +908,14 @@
         + ". Please pick a free seat.");
       return;
     }
+    if (dimmed(info)) {
+      showError("pick-error", info.label + " is not an accessible seat. Turn off “Accessible seats "
+        + "only” to pick it.");
+      return;
+    }
     if (S.selected.length >= S.maxSeats) {
       showError("pick-error", "You can choose up to " + S.maxSeats
-        + " tickets per order. Remove one to pick another.");
+        + " tickets per order. Remove one to pick another.", "At most " + S.maxSeats + " per order.");
       return;
     }
     if (S.ga) {
@@ -547,6 +936,7 @@
     if (prev) {
       var input = document.querySelector('input[data-ga="' + prev.section + '"]');
       if (input) input.value = "0";
+      paintStepper(prev.section);
     }
   }
 
@@ -561,6 +951,7 @@
     S.ga = quantity > 0 ? { section: sectionId, quantity: quantity } : null;
     var input = document.querySelector('input[data-ga="' + sectionId + '"]');
     if (input) input.value = String(quantity);
+    paintStepper(sectionId);
     showError("pick-error", "");
     updateSummary();
   }
@@ -585,7 +976,10 @@
     } else if (S.selected.length) {
       S.selected.forEach(function (id) { amount += S.seatInfo[id] ? S.seatInfo[id].price : 0; });
       count.textContent = plural(S.selected.length, "seat", "seats") + " · " + money(amount);
-      detail.textContent = S.selected.map(seatName).join("; ");
+      detail.textContent = (S.selected.length >= S.maxSeats ? "The most per order. " : "")
+        + S.selected.map(function (id) {
+          return seatName(id) + (S.seatInfo[id] && S.seatInfo[id].accessible ? " (accessible)" : "");
+        }).join("; ");
       button.textContent = "Hold these seats";
     } else {
       count.textContent = "No tickets selected";
@@ -594,6 +988,9 @@
     }
     var waiting = S.retryUntil > Date.now();
     button.disabled = S.busy || waiting || !(S.ga || S.selected.length);
+    Object.keys(S.cards).forEach(function (id) {
+      if (S.cards[id].bestButton) S.cards[id].bestButton.disabled = S.busy || waiting;
+    });
   }
 
   // ---- arrow keys in a seat grid (roving tabindex) --------------------------------------------
@@ -617,6 +1014,14 @@
     function at(ri, ci) {
       var rowSeats = rows[ri].querySelectorAll("button.seat");
       return rowSeats[Math.min(ci, rowSeats.length - 1)];
+    }
+    var section = grid.getAttribute("data-section");
+    if (e.key === "+" || e.key === "=" || e.key === "-" || e.key === "−") {
+      e.preventDefault();
+      zoomBy(section, e.key === "-" || e.key === "−" ? 1 / ZOOM_STEP : ZOOM_STEP,
+        b.getBoundingClientRect().left - S.cards[section].scroller.getBoundingClientRect().left);
+      b.scrollIntoView({ block: "nearest", inline: "nearest" });
+      return;
     }
     switch (e.key) {
       case "ArrowRight": next = seats[c + 1]; break;
@@ -710,14 +1115,18 @@
       showError("pick-error", "This sale has ended.");
       return;
     }
+    if (r.status === 409 && b.error === "buyer_limit") {
+      showError("pick-error", buyerLimitText(b) + (b.limit > b.bought
+        ? " You can choose up to " + plural(b.limit - b.bought, "more ticket", "more tickets") + "."
+        : ""));
+      return;
+    }
     if (r.status === 410 || (r.status === 403 && (b.error === "no_access" || b.error === "bad_access"))) {
       turnOver();
       return;
     }
     if (r.status === 422 && b.error === "too_many_seats") {
-      var m = /at most (\d+)/.exec(b.detail || "");
-      if (m) S.maxSeats = Number(m[1]);
-      $("max-seats").textContent = S.maxSeats;
+      if (b.limit) setLimits({ max_seats_per_order: b.limit });
       showError("pick-error", "You can choose up to " + S.maxSeats + " tickets per order.");
       return;
     }
@@ -738,6 +1147,50 @@
       + " Please try again.");
   }
 
+  /** "Best available": ask for the best N seats side by side, then hold them the normal way
+   * (again, up to 3 times, when someone takes one of them in between). */
+  async function holdBest(sectionId) {
+    if (S.busy) return;
+    if (!accessValid()) { turnOver(); return; }
+    var quantity = parseInt(S.cards[sectionId].bestSelect.value, 10) || 1;
+    var auth = { "Authorization": "Bearer " + S.access.token };
+    var base = "/api/events/" + encodeURIComponent(eventId);
+    S.busy = true;
+    showError("pick-error", "");
+    updateSummary();
+    var found = null;
+    var held = null;
+    try {
+      for (var attempt = 0; attempt < 3; attempt++) {
+        found = await BO.api(base + "/best-seats", {
+          method: "POST", tries: 1, headers: auth,
+          body: { section: sectionId, quantity: quantity, accessible: S.filter.accessible },
+        });
+        if (found.status !== 200) break;
+        held = await BO.api(base + "/holds", {
+          method: "POST", tries: 1, headers: auth, body: { seats: found.body.seats },
+        });
+        if (!(held.status === 409 && held.body && held.body.error === "seats_unavailable")) break;
+      }
+    } catch (e) {
+      S.busy = false;
+      updateSummary();
+      showError("pick-error", "We couldn't reach Boxoffice. Check your connection and try again.");
+      return;
+    }
+    S.busy = false;
+    var b = found.body || {};
+    if (found.status === 409 && b.error === "no_adjacent_seats") {
+      showError("pick-error", "There aren't " + quantity + " free " + (S.filter.accessible
+        ? "accessible seats" : "seats") + " side by side in " + S.sectionNames[sectionId]
+        + ". Try fewer, or pick seats one by one.", "No " + quantity + " seats side by side.");
+      updateSummary();
+      return;
+    }
+    handleHoldAnswer(found.status === 200 ? held : found);
+    updateSummary();
+  }
+
   function startHold(hold) {
     S.hold = hold;
     BO.session.setItem(holdKey, JSON.stringify(hold));
@@ -748,8 +1201,7 @@
     showError("held-error", "");
     showView("held");
     tick();
-    speak("Your tickets are held for " + BO.formatDuration(
-      (Date.parse(hold.expires_at) - BO.now()) / 1000) + ".");
+    speak("Your tickets are held for " + BO.formatDuration(BO.msLeft(hold.expires_at) / 1000) + ".");
   }
 
   function renderPicked(list, seats, section, quantity, amount, currency) {
@@ -844,7 +1296,19 @@
       backToPick("That hold isn't yours any more. Please pick again.");
       return;
     }
+    if (r.status === 409 && b.error === "buyer_limit") {
+      showError("held-error", buyerLimitText(b) + " Orders paid with this email count towards it. "
+        + "Your seats are still held until the timer runs out; you can release them.");
+      return;
+    }
     showError("held-error", (b.detail ? b.detail + ". " : "") + "Your seats are still held: try again.");
+  }
+
+  // The per-buyer limit (409 buyer_limit carries `limit` and `bought`), in words.
+  function buyerLimitText(b) {
+    return "Each buyer can have at most " + plural(b.limit, "ticket", "tickets")
+      + " for this event, and " + plural(b.bought, "ticket has", "tickets have")
+      + " already been bought.";
   }
 
   function fieldError(field, text) {
@@ -873,8 +1337,13 @@
         ? "Your card was declined, so no money was taken. Your seats were released."
         : "The payment failed, so no money was taken. Your seats were released.",
       expired: "The time to pay ran out, so the seats were released. No money was taken.",
-      voided: "Sorry — the seats were taken before the payment completed. "
-        + "The payment was cancelled and no money was taken.",
+      voided: order.status_reason === "buyer_limit"
+        ? "This order would go past the limit of tickets per buyer for this event: earlier "
+          + "orders with the same email or the same card already count towards it. The payment "
+          + "was cancelled, so nothing is charged (money already taken is refunded in full), "
+          + "and the seats were released."
+        : "Sorry — the seats were taken before the payment completed. "
+          + "The payment was cancelled and no money was taken.",
       refunded: "This order was refunded.",
     };
     showFailed(texts[order.status] || "This order can't be completed.");
@@ -1078,21 +1547,22 @@
     $("hold-announcer").textContent = text;
   }
 
+  /** Every countdown is the server's deadline less the server's time now (BO.msLeft). */
   function tick() {
     var now = BO.now();
     if (S.access) {
-      var turnLeft = Date.parse(S.access.expires) - now;
+      var turnLeft = BO.msLeft(S.access.expires);
       $("turn-countdown").textContent = BO.formatCountdown(turnLeft);
       if (turnLeft <= 0 && S.view === "pick") turnOver();
     }
     if (S.view === "held" && S.hold) {
-      var left = Date.parse(S.hold.expires_at) - now;
+      var left = BO.msLeft(S.hold.expires_at);
       $("hold-countdown").textContent = BO.formatCountdown(left);
       warnOnce("hold-" + S.hold.hold_id, left / 1000, "Less than a minute left to finish.");
       if (left <= 0) backToPick("Your hold expired and the seats were released. Please pick again.");
     }
     if (S.view === "pay" && S.order) {
-      var payLeft = Date.parse(S.order.expires_at) - now;
+      var payLeft = BO.msLeft(S.order.expires_at);
       $("pay-countdown").textContent = BO.formatCountdown(payLeft);
       warnOnce("pay-" + S.order.order_id, payLeft / 1000, "Less than a minute left to pay.");
       if (payLeft <= -5000 && !S.busy && now - (S.lastOrderCheck || 0) > 10000) {
@@ -1102,12 +1572,24 @@
     }
   }
 
+  /** Just admitted (the waiting room moved on by itself): say so, with the time left, and
+   * alert a fan who opted in — a notification when this tab is in the background. Once. */
+  function greetTurn() {
+    if (BO.session.getItem(BO.turnKey(eventId)) !== "new") return;
+    BO.session.removeItem(BO.turnKey(eventId));
+    var left = BO.formatDuration(BO.msLeft(S.access.expires) / 1000).replace(/^about /, "");
+    var name = S.event ? S.event.name : "your event";
+    document.title = "It's your turn — " + name;
+    speak("It's your turn! You have " + left + " to choose your seats.");
+    BO.alerts.turn("It's your turn — " + name, "Choose your seats within " + left + ".");
+  }
+
   // ---- start ----------------------------------------------------------------------------------
 
   function storedHold() {
     try {
       var h = JSON.parse(BO.session.getItem(holdKey) || "null");
-      if (h && h.hold_id && Date.parse(h.expires_at) > BO.now()) return h;
+      if (h && h.hold_id && BO.msLeft(h.expires_at) > 0) return h;
     } catch (e) { /* ignore */ }
     BO.session.removeItem(holdKey);
     return null;
@@ -1126,6 +1608,15 @@
     $("dev-form").addEventListener("submit", payDev);
     $("stripe-form").addEventListener("submit", payStripe);
     $("pick-again").addEventListener("click", function () { backToPick(""); });
+    $("price-filter").addEventListener("change", function () {
+      var v = $("price-filter").value;
+      S.filter.maxPrice = v === "" ? null : Number(v);
+      applyFilters();
+    });
+    $("accessible-only").addEventListener("change", function () {
+      S.filter.accessible = $("accessible-only").checked;
+      applyFilters();
+    });
     $("print-button").addEventListener("click", function () { window.print(); });
     document.addEventListener("visibilitychange", function () {
       if (!document.hidden && S.view === "pick") {
@@ -1147,10 +1638,7 @@
         $("event-name").textContent = ev.body.name;
         $("event-meta").textContent = ev.body.venue + " · " + BO.formatDateTime(ev.body.starts_at, ev.body.timezone);
         ev.body.sections.forEach(function (s) { S.sectionNames[s.id] = s.name; });
-        if (ev.body.settings && ev.body.settings.max_seats_per_order) {
-          S.maxSeats = ev.body.settings.max_seats_per_order;
-        }
-        $("max-seats").textContent = S.maxSeats;
+        setLimits(ev.body);
       }
       setInterval(tick, 1000);
       S.access = await findAccess();
@@ -1182,6 +1670,7 @@
       if (!loaded) showError("pick-error", "We couldn't load the seat map yet: retrying…");
       showView("pick");
       tick();
+      greetTurn();
     } catch (e) {
       goOut("We could not reach Boxoffice. Please reload the page.", "Back to the waiting room");
     }

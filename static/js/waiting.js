@@ -13,6 +13,7 @@
   "use strict";
 
   var BO = window.BO;
+  var t = window.I18N.t;
   var PING_MS = 20000;            // client ping cadence
   var SILENCE_MS = 55000;         // no message for this long: the socket is dead, reconnect
   var CONNECT_TIMEOUT_MS = 10000; // a socket that does not open in time counts as a failure
@@ -67,15 +68,15 @@
 
   function announcePosition(pos) {
     var a = S.announced;
-    var t = Date.now();
+    var now = Date.now();
     if (pos === a.position) return;
     var first = a.position === null;
     var big = !first && Math.abs(a.position - pos) >= Math.max(1, Math.ceil(a.position * 0.1));
     var near = pos <= 3;
-    if (first || near || (big && t - a.at >= 15000) || t - a.at >= 60000) {
+    if (first || near || (big && now - a.at >= 15000) || now - a.at >= 60000) {
       a.position = pos;
-      a.at = t;
-      speak(pos === 1 ? "You are next in line." : "You are number " + pos + " in line.");
+      a.at = now;
+      speak(pos === 1 ? t("waiting.announce.next") : t("waiting.announce.number", { position: pos }));
     }
   }
 
@@ -93,20 +94,14 @@
   var VIEWS = ["loading", "checking", "blocked", "scheduled", "prequeue", "waiting", "admitted",
     "sold_out", "closed", "expired", "tickets", "error"];
   var REOPEN_CHECK_MS = 15000;    // sold out: how often to look whether tickets came back
-  var BADGES = {
-    loading: ["Connecting", "info"],
-    checking: ["Checking", "info"],
-    blocked: ["Problem", "bad"],
-    scheduled: ["Opens soon", "info"],
-    prequeue: ["Pre-queue", "info"],
-    waiting: ["Waiting", "info"],
-    admitted: ["Your turn", "ok"],
-    sold_out: ["Sold out", "bad"],
-    closed: ["Ended", "bad"],
-    expired: ["Expired", "warn"],
-    tickets: ["You have tickets", "ok"],
-    error: ["Problem", "bad"],
+  var TONES = {  // each badge's words: waiting.badge.<state>
+    loading: "info", checking: "info", blocked: "bad", scheduled: "info", prequeue: "info",
+    waiting: "info", admitted: "ok", sold_out: "bad", closed: "bad", expired: "warn",
+    tickets: "ok", error: "bad",
   };
+  var TITLED = { admitted: 1, sold_out: 1, closed: 1, expired: 1 };
+  var SPOKEN = { checking: 1, scheduled: 1, prequeue: 1, admitted: 1, sold_out: 1, closed: 1,
+    expired: 1, tickets: 1, error: 1 };
   var IN_LINE = { loading: 1, checking: 1, scheduled: 1, prequeue: 1, waiting: 1 };
   var FOCUS_ON = { admitted: 1, sold_out: 1, closed: 1, expired: 1, tickets: 1, error: 1, blocked: 1 };
 
@@ -122,8 +117,8 @@
     $("my-tickets").hidden = !S.orders.length || state === "tickets";
     $("guidance").hidden = !IN_LINE[state];
     var badge = $("state-badge");
-    badge.textContent = BADGES[state][0];
-    badge.setAttribute("data-tone", BADGES[state][1]);
+    badge.textContent = t("waiting.badge." + state);
+    badge.setAttribute("data-tone", TONES[state]);
     var heading = $("view-" + state).querySelector("h2");
     if (heading && panel.getAttribute("aria-labelledby") !== heading.id) {
       if (!heading.id) heading.id = "heading-" + state;
@@ -131,27 +126,13 @@
     }
     if (!changed) return;
     if (FOCUS_ON[state] && heading) heading.focus();
-    var name = S.event ? S.event.name : "the sale";
-    var titles = {
-      admitted: "It's your turn — " + name,
-      sold_out: "Sold out — " + name,
-      closed: "Sale ended — " + name,
-      expired: "Place expired — " + name,
-    };
-    if (titles[state]) document.title = titles[state];
-    var spoken = {
-      checking: "Checking your browser before giving you a place in line. This takes a few seconds.",
-      blocked: "Your browser could not run the check. " + $("blocked-text").textContent,
-      scheduled: "The waiting room opens soon. Stay on this page.",
-      prequeue: "You are in the pre-queue. Places are shuffled when the sale starts.",
-      admitted: "It's your turn! You can now choose your seats.",
-      sold_out: "The sale is sold out.",
-      closed: "The sale has ended.",
-      expired: "Your place has expired. You can rejoin the queue.",
-      tickets: "You have tickets for this event.",
-      error: "Something went wrong. You can try again.",
-    };
-    if (spoken[state]) speak(spoken[state]);
+    var name = S.event ? S.event.name : t("common.brand");
+    if (TITLED[state]) document.title = t("waiting.title_state." + state, { name: name });
+    if (state === "blocked") {
+      speak(t("waiting.spoken.blocked", { reason: $("blocked-text").textContent }));
+    } else if (SPOKEN[state]) {
+      speak(t("waiting.spoken." + state));
+    }
   }
 
   function showError(text) {
@@ -164,36 +145,37 @@
   function renderEvent(ev) {
     S.event = ev;
     $("event-name").textContent = ev.name;
-    var when = BO.formatDateTime(ev.starts_at, ev.timezone);
-    $("event-meta").textContent = ev.venue + (when ? " · " + when : "");
-    document.title = "Waiting room — " + ev.name;
-    $("scheduled-sale").textContent = "The sale starts " + BO.formatDateTime(ev.sale_starts_at, ev.timezone)
-      + ". Everyone who enters the waiting room before then gets a random place in line.";
+    $("event-meta").textContent = t("common.venue_and_date", {
+      venue: ev.venue, date: BO.formatDateTime(ev.starts_at, ev.timezone),
+    });
+    document.title = t("waiting.title_event", { name: ev.name });
+    $("scheduled-sale").textContent = t("waiting.scheduled.sale", {
+      date: BO.formatDateTime(ev.sale_starts_at, ev.timezone),
+    });
+    window.EventPage.render(ev);
   }
 
   function renderWaiting() {
     var pos = S.position;
-    $("position").textContent = pos == null ? "–" : pos.toLocaleString();
+    $("position").textContent = pos == null ? "–" : window.I18N.number(pos);
     $("ahead").textContent = pos == null ? "–"
-      : pos <= 1 ? "Nobody — you're next" : (pos - 1).toLocaleString();
+      : pos <= 1 ? t("waiting.ahead_none") : window.I18N.number(pos - 1);
     var eta = $("eta");
     var note = $("eta-note");
     $("paused-note").hidden = !S.paused;
     S.etaAt = null;
     if (S.paused) {
-      eta.textContent = "paused";
+      eta.textContent = t("waiting.eta.paused");
       note.textContent = "";
     } else if (pos == null || !S.rate || S.rate <= 0) {
-      eta.textContent = "unknown";
-      note.textContent = "The line isn't moving right now, so we can't estimate your wait yet. "
-        + "Your place is safe.";
+      eta.textContent = t("waiting.eta.unknown");
+      note.textContent = t("waiting.eta.not_moving");
     } else {
       var seconds = Math.ceil(pos * 60 / S.rate);
       eta.textContent = BO.formatDuration(seconds);
       S.etaAt = BO.now() + seconds * 1000;
       var r = S.rate < 10 ? Math.round(S.rate * 10) / 10 : Math.round(S.rate);
-      note.textContent = "Estimate based on the pace of the line: about " + r.toLocaleString()
-        + (r === 1 ? " fan" : " fans") + " let in per minute.";
+      note.textContent = t("waiting.eta.basis", { count: r });
     }
     renderEtaClock();
     var pct = 0;
@@ -201,9 +183,13 @@
     $("progress-fill").style.width = pct + "%";
     var bar = $("progress");
     bar.setAttribute("aria-valuenow", String(pct));
-    bar.setAttribute("aria-valuetext", pct + "% of the way to your turn");
+    bar.setAttribute("aria-valuetext", t("waiting.progress_text", {
+      percent: window.I18N.number(pct / 100, { style: "percent" }),
+    }));
     if (pos != null) {
-      document.title = "#" + pos.toLocaleString() + " in line — " + (S.event ? S.event.name : "Boxoffice");
+      document.title = t("waiting.title_position", {
+        position: pos, name: S.event ? S.event.name : t("common.brand"),
+      });
       announcePosition(pos);
     }
   }
@@ -214,8 +200,9 @@
     el.hidden = S.etaAt == null || S.state !== "waiting";
     if (el.hidden) return;
     var ago = Math.max(0, Math.round((Date.now() - S.updatedAt) / 1000));
-    el.textContent = "Your turn around " + BO.formatClock(S.etaAt, S.event && S.event.timezone)
-      + " · updated " + ago + " s ago";
+    el.textContent = t("waiting.eta_clock", {
+      time: BO.formatClock(S.etaAt, S.event && S.event.timezone), seconds: ago,
+    });
   }
 
   function rememberFirst(pos) {
@@ -270,23 +257,26 @@
     renderWaiting();
   }
 
-  function onTick(t) {
-    S.lastAdmitted = t.admitted_total;
-    S.rate = t.rate_per_min;
+  function onTick(tick) {
+    S.lastAdmitted = tick.admitted_total;
+    S.rate = tick.rate_per_min;
     S.updatedAt = Date.now();
-    S.paused = !!t.paused;
+    S.paused = !!tick.paused;
     if (S.state === "prequeue") {
-      if (t.state === "on_sale") refreshExact();
+      if (tick.state === "on_sale") refreshExact();
       return;
     }
     if (S.state !== "waiting") return;
     if (S.base) {
-      if (S.base.admitted == null) S.base.admitted = t.admitted_total;
-      S.position = Math.max(1, S.base.position - Math.max(0, t.admitted_total - S.base.admitted));
+      if (S.base.admitted == null) S.base.admitted = tick.admitted_total;
+      S.position = Math.max(1, S.base.position - Math.max(0, tick.admitted_total - S.base.admitted));
     }
     renderWaiting();
   }
 
+  /** Admitted: keep the access token and its expiry (the server's: the one deadline both pages
+   * count down to) and move on to the seat map by itself — except when the fan came back to
+   * this page with the browser's Back button, who gets the link instead of a loop. */
   function handleAdmitted(token, expiresAt, nextUrl) {
     S.finished = true;
     stopEverything();
@@ -294,13 +284,24 @@
       BO.session.setItem(BO.accessKey(eventId), token);
       if (expiresAt) BO.session.setItem(BO.accessExpiresKey(eventId), expiresAt);
     }
-    S.accessExpiresAt = expiresAt ? Date.parse(expiresAt) : null;
+    S.accessExpiresAt = expiresAt || null;
     var link = $("admitted-link");
     link.href = nextUrl || "/e/" + encodeURIComponent(eventId) + "/seats";
     $("progress-fill").style.width = "100%";
     setConnection("none", "");
     showView("admitted");
     updateClock();
+    if (token && !cameBack()) {
+      BO.session.setItem(BO.turnKey(eventId), "new"); // the seat page greets and alerts once
+      $("admitted-moving").hidden = false;
+      location.assign(link.href);
+    }
+  }
+
+  function cameBack() {
+    var nav = window.performance && performance.getEntriesByType
+      ? performance.getEntriesByType("navigation")[0] : null;
+    return !!(nav && nav.type === "back_forward");
   }
 
   function handleClosed(reason) {
@@ -317,8 +318,7 @@
 
   function placeLost() {
     BO.local.removeItem(queueKey);
-    $("expired-text").textContent = "We couldn't find your place in line any more. "
-      + "A place is released when its page is away for longer than " + windowText() + ".";
+    $("expired-text").textContent = t("waiting.place_lost", { window: windowText() });
     handleClosed("expired");
   }
 
@@ -329,7 +329,7 @@
     var now = BO.now();
     if (S.state === "checking" && S.checkingSince) {
       var spent = Math.floor((Date.now() - S.checkingSince) / 1000);
-      $("checking-elapsed").textContent = spent < 1 ? "" : "Working for " + spent + " s.";
+      $("checking-elapsed").textContent = spent < 1 ? "" : t("waiting.checking.elapsed", { count: spent });
     } else if (S.state === "scheduled" && ev) {
       var opens = Date.parse(ev.prequeue_opens_at);
       $("scheduled-countdown").textContent = BO.formatCountdown(opens - now);
@@ -340,7 +340,7 @@
     } else if (S.state === "prequeue" && ev) {
       var starts = Date.parse(ev.sale_starts_at);
       var left = starts - now;
-      $("prequeue-countdown").textContent = left > 0 ? BO.formatCountdown(left) : "Starting…";
+      $("prequeue-countdown").textContent = left > 0 ? BO.formatCountdown(left) : t("waiting.prequeue.starting");
       if (left < -2000 && Date.now() >= S.nextCheckAt) {
         // no tick told us yet (polling, or a slow broadcast): ask for our place
         S.nextCheckAt = Date.now() + BO.jitter(5000);
@@ -357,17 +357,19 @@
       S.nextCheckAt = Date.now() + BO.jitter(REOPEN_CHECK_MS);
       checkReopened();
     } else if (S.state === "admitted" && S.accessExpiresAt) {
-      var rest = S.accessExpiresAt - now;
+      var rest = BO.msLeft(S.accessExpiresAt);
       if (rest <= 0) {
         S.accessExpiresAt = null;
         BO.session.removeItem(BO.accessKey(eventId));
         BO.session.removeItem(BO.accessExpiresKey(eventId));
-        $("expired-text").textContent = "Your turn to choose seats ran out. You can rejoin the queue.";
+        $("expired-text").textContent = t("waiting.expired.turn_ran_out");
         showView("expired");
         return;
       }
-      $("admitted-expiry").textContent = "Your turn is held for " + BO.formatCountdown(rest)
-        + " (until " + BO.formatTime(new Date(S.accessExpiresAt).toISOString()) + ").";
+      $("admitted-expiry").textContent = t("waiting.admitted.time_left", {
+        countdown: BO.formatCountdown(rest),
+        time: BO.formatClock(Date.parse(S.accessExpiresAt), S.event && S.event.timezone),
+      });
     }
   }
 
@@ -425,7 +427,7 @@
       clearTimeout(timeout);
       S.polling = false;
       S.lastMessageAt = Date.now();
-      setConnection("live", "Live updates — connected");
+      setConnection("live", t("waiting.connection.live"));
       stopPing();
       S.pingTimer = setInterval(function () {
         if (Date.now() - S.lastMessageAt > SILENCE_MS) {
@@ -440,6 +442,7 @@
       var msg;
       try { msg = JSON.parse(e.data); } catch (err) { return; }
       if (gen !== S.generation) return;
+      if (msg && msg.server_time) BO.learnServerTime(msg.server_time, 0, S.lastMessageAt);
       handleMessage(msg);
     };
     ws.onerror = function () { /* onclose follows */ };
@@ -459,7 +462,7 @@
     if (S.wsFails >= FAILS_BEFORE_POLLING) {
       startPolling();
     } else {
-      setConnection("connecting", "Reconnecting… you keep your place.");
+      setConnection("connecting", t("waiting.connection.reconnecting"));
     }
     S.wsTimer = setTimeout(connect, delay);
   }
@@ -481,7 +484,7 @@
   function startPolling() {
     if (S.polling || S.finished) return;
     S.polling = true;
-    setConnection("polling", "Live updates unavailable — checking every few seconds.");
+    setConnection("polling", t("waiting.connection.polling"));
     pollLoop(S.generation);
   }
 
@@ -510,7 +513,7 @@
     }
     if (gen !== S.generation || S.finished) return;
     if (r.status === 200 && r.body) {
-      if (S.polling) setConnection("polling", "Live updates unavailable — checking every few seconds.");
+      if (S.polling) setConnection("polling", t("waiting.connection.polling"));
       applyStatus(r.body, S.ws ? S.lastAdmitted : null);
     } else if (r.status === 404 || r.status === 403 || r.status === 422) {
       placeLost();
@@ -521,8 +524,8 @@
 
   async function loadEvent() {
     var r = await BO.api("/api/events/" + encodeURIComponent(eventId), { tries: 8 });
-    if (r.status === 404) throw new Error("This event does not exist.");
-    if (!r.ok || !r.body) throw new Error((r.body && r.body.detail) || "The event could not be loaded.");
+    if (r.status === 404) throw new Error(t("waiting.error.no_event"));
+    if (!r.ok || !r.body) throw new Error(t("waiting.error.event_failed"));
     renderEvent(r.body);
   }
 
@@ -533,23 +536,23 @@
   /** Why we wait, truthfully: the server said it is busy, or the request never got through
    * (this device's connection) — never the one for the other. */
   function retryText(ms, why) {
-    var again = ms ? " Trying again in " + Math.ceil(ms / 1000) + " s." : " Trying again.";
-    if (why === "busy") {
-      return "The waiting room is very busy." + again + " You keep your place.";
-    }
-    return "This device seems to be offline." + again + " Your place waits for you for "
-      + windowText() + ".";
+    var again = ms ? t("waiting.retry.in", { count: Math.ceil(ms / 1000) }) : t("waiting.retry.now");
+    if (why === "busy") return t("waiting.retry.busy", { again: again });
+    return t("waiting.retry.offline", { again: again, window: windowText() });
   }
 
+  /** The return window in words: "30 minutes", "2 hours". */
   function windowText() {
-    return BO.formatDuration(S.returnWindow).replace(/^about /, "");
+    var minutes = Math.max(1, Math.round(S.returnWindow / 60));
+    return minutes % 60 ? t("waiting.window.minutes", { count: minutes })
+      : t("waiting.window.hours", { count: minutes / 60 });
   }
 
   function showWindow() {
-    var words = windowText();
-    Array.prototype.forEach.call(document.querySelectorAll(".away-window"), function (el) {
-      el.textContent = words;
-    });
+    $("away-rule").textContent = t("waiting.away_rule", { window: windowText() });
+    if (S.state !== "expired") {
+      $("expired-text").textContent = t("waiting.expired.text", { window: windowText() });
+    }
   }
 
   function showScheduled() {
@@ -564,24 +567,13 @@
 
   // ---- the bot check: a new place costs a solved challenge (static/js/challenge.js) ---------
 
-  var BLOCKED_TEXT = {
-    unsupported: "Before giving you a place in line, this waiting room runs a short check that "
-      + "keeps ticket bots out, and this browser cannot run it (it needs Web Workers and Web "
-      + "Crypto over a secure connection). Please open this page in an up-to-date Chrome, Edge, "
-      + "Firefox or Safari.",
-    blocked: "Before giving you a place in line, this waiting room runs a short check that keeps "
-      + "ticket bots out, and its script did not load. A content blocker, a script blocker or a "
-      + "network filter may be stopping it: allow scripts from this site (or pause the blocker "
-      + "here), check your connection, then press Try again.",
-    failed: "Before giving you a place in line, this waiting room runs a short check that keeps "
-      + "ticket bots out, and it stopped before finishing. Press Try again. If it keeps "
-      + "failing, allow scripts and web workers for this site, or use another browser.",
-  };
+  // what the fan can do when the check cannot run here: waiting.blocked.<kind>
+  var BLOCKED_KINDS = { unsupported: 1, blocked: 1, failed: 1 };
 
   function showBlocked(kind) {
     stopEverything();
     S.checkingSince = 0;
-    $("blocked-text").textContent = BLOCKED_TEXT[kind] || BLOCKED_TEXT.failed;
+    $("blocked-text").textContent = t("waiting.blocked." + (BLOCKED_KINDS[kind] ? kind : "failed"));
     setConnection("none", "");
     showView("blocked");
   }
@@ -600,11 +592,11 @@
     updateClock();
     try {
       for (var attempt = 1; attempt <= CHALLENGE_TRIES; attempt++) {
-        checkingStep("Step 1 of 2: checking your browser");
+        checkingStep(t("waiting.checking.step1"));
         var payload = await BO.challenge.solve(challengeUrl, waitingText);
         if (gen !== S.generation) return null;
-        checkingStep("Step 2 of 2: taking your place in line");
-        speak("Check done. Taking your place in line.");
+        checkingStep(t("waiting.checking.step2"));
+        speak(t("waiting.spoken.check_done"));
         var r = await BO.api(joinPath,
           { method: "POST", body: { altcha: payload }, tries: 8, onWait: waitingText });
         if (gen !== S.generation) return null;
@@ -616,8 +608,7 @@
     } finally {
       S.checkingSince = 0;
     }
-    throw new Error("The waiting room did not accept this browser's check after "
-      + CHALLENGE_TRIES + " tries. Please try again in a minute.");
+    throw new Error(t("waiting.error.check_refused", { count: CHALLENGE_TRIES }));
   }
 
   async function enterQueue() {
@@ -652,10 +643,8 @@
           showScheduled();
           return;
         }
-        if (r.status === 404) throw new Error("This event does not exist.");
-        if (!r.ok || !r.body) {
-          throw new Error((r.body && r.body.detail) || "We could not put you in the queue.");
-        }
+        if (r.status === 404) throw new Error(t("waiting.error.no_event"));
+        if (!r.ok || !r.body) throw new Error(t("waiting.error.join_failed"));
         status = r.body;
       }
       if (!status.queue_id) {
@@ -666,17 +655,21 @@
       BO.local.setItem(queueKey, S.queueId);
       loadFirst();
       S.announced = { position: null, at: 0 };
-      setConnection("connecting", "Connecting to live updates…");
+      setConnection("connecting", t("waiting.connection.to_live"));
       applyStatus(status, null);
       if (!S.finished) connect();
     } catch (err) {
       if (gen !== S.generation) return;
-      if (err && BLOCKED_TEXT[err.kind]) {
+      if (err && BLOCKED_KINDS[err.kind]) {
         showBlocked(err.kind);
         return;
       }
-      showError(err && err.message && err.message !== "Failed to fetch"
-        ? err.message : "We could not reach the waiting room. Check your connection and try again.");
+      if (err && err.kind === "server") {
+        showError(t("waiting.error.check_server"));
+        return;
+      }
+      showError(err && err.message && !(err instanceof TypeError)
+        ? err.message : t("waiting.error.unreachable_full"));
     }
   }
 
@@ -687,7 +680,7 @@
     if (S.state !== "sold_out" || !r || !r.ok || !r.body) return;
     if (r.body.state === "on_sale" || r.body.state === "prequeue") {
       S.event = r.body;
-      speak("Tickets are back on sale. Joining the queue for you.");
+      speak(t("waiting.spoken.reopened"));
       showView("loading");
       enterQueue();
     }
@@ -707,8 +700,7 @@
         var a = document.createElement("a");
         a.href = o.order_url;
         a.className = id === "tickets-links" ? "button big" : "";
-        var n = o.tickets.length;
-        a.textContent = "Open your " + (n === 1 ? "ticket" : n + " tickets");
+        a.textContent = t("waiting.open_tickets", { count: o.tickets.length });
         li.appendChild(a);
         list.appendChild(li);
       });
@@ -722,10 +714,36 @@
     BO.local.removeItem(firstKey);
     S.queueId = null;
     S.first = null;
-    $("expired-text").textContent = "Your place in line was released: this page was away for "
-      + "longer than " + windowText() + ", or your turn to buy ran out.";
+    $("expired-text").textContent = t("waiting.expired.text", { window: windowText() });
     showView("loading");
     enterQueue();
+  }
+
+  // ---- the turn alert (opt-in: a click asks for the notification permission) ----------------
+
+  function showAlerts(permission) {
+    var on = BO.alerts.on();
+    var button = $("alerts-button");
+    button.setAttribute("aria-pressed", on ? "true" : "false");
+    button.textContent = t(on ? "waiting.alerts.on" : "waiting.alerts.off");
+    var note = "off";
+    if (on) {
+      note = permission === "granted" || permission === "denied" || permission === "default"
+        ? permission : "none";
+    }
+    $("alerts-note").textContent = t("waiting.alerts.note_" + note) + " " + t("waiting.alerts.moves_on");
+  }
+
+  async function toggleAlerts() {
+    if (BO.alerts.on()) {
+      BO.alerts.disable();
+      showAlerts(BO.alerts.notifications());
+      speak(t("waiting.alerts.spoken_off"));
+      return;
+    }
+    var permission = await BO.alerts.enable();
+    showAlerts(permission);
+    speak(t(permission === "granted" ? "waiting.alerts.spoken_on_notify" : "waiting.alerts.spoken_on"));
   }
 
   // ---- start --------------------------------------------------------------------------------
@@ -744,13 +762,19 @@
     $("blocked-retry").addEventListener("click", function () { showView("loading"); enterQueue(); });
     $("check-again").addEventListener("click", function () { showView("loading"); enterQueue(); });
     $("buy-more").addEventListener("click", rejoin);
+    $("alerts-button").addEventListener("click", toggleAlerts);
+    showAlerts(BO.alerts.notifications());
+    showWindow();
     document.addEventListener("visibilitychange", function () {
       if (document.visibilityState === "visible") wake();
     });
     window.addEventListener("online", wake);
+    window.addEventListener("pageshow", function (e) {
+      if (e.persisted) $("admitted-moving").hidden = true; // back from the seats, as we left it
+    });
     setInterval(updateClock, 1000);
     if (!eventId) {
-      showError("This page address does not name an event.");
+      showError(t("waiting.error.no_event_in_address"));
       return;
     }
     enterQueue();

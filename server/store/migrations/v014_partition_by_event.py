@@ -1,4 +1,4 @@
-"""Migration 011, online: orders, order lines, sold seats, tickets and the outbox become tables
+"""Migration 014, online: orders, order lines, sold seats, tickets and the outbox become tables
 partitioned by event (LIST on event_id, one partition per event, created with the event), on a
 database that keeps serving while it runs.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -40,7 +41,8 @@ T = TypeVar("T")
 class Table(msgspec.Struct, frozen=True):
     name: str
     old_key: tuple[str, ...]  # the old primary key: the order in which rows are copied
-    ddl: str  # keys, foreign keys and indexes of the partitioned table ({t} is its name)
+    ddl: str  # keys and foreign keys of the partitioned table ({t} is its name); the other
+    # indexes are the old table's, copied (_copy_indexes)
     parent: str | None = None  # the order a row belongs to: mirrored first (foreign key)
 
 
@@ -51,22 +53,14 @@ TABLES = (
         ("id",),
         "ALTER TABLE {t} ADD PRIMARY KEY (id, event_id),"
         " ADD UNIQUE (hold_id, event_id), ADD UNIQUE (payment_id, event_id),"
-        " ADD FOREIGN KEY (event_id) REFERENCES events (id) ON DELETE CASCADE;"
-        " CREATE INDEX ON {t} (expires_at) WHERE status = 'pending';"
-        " CREATE INDEX ON {t} (lower(email));"
-        " CREATE INDEX ON {t} (event_id, status);"
-        " CREATE INDEX ON {t} (paid_at) WHERE status = 'paid';"
-        " CREATE INDEX ON {t} (lower(email)) WHERE status = 'paid';"
-        " CREATE INDEX ON {t} (event_id, buyer) WHERE status = 'paid';"
-        " CREATE INDEX ON {t} (event_id, visitor_id) WHERE status = 'paid';",
+        " ADD FOREIGN KEY (event_id) REFERENCES events (id) ON DELETE CASCADE;",
     ),
     Table(
         "order_lines",
         ("order_id", "line_no"),
         "ALTER TABLE {t} ADD PRIMARY KEY (order_id, line_no, event_id),"
         " ADD FOREIGN KEY (order_id, event_id) REFERENCES {orders} (id, event_id)"
-        " ON DELETE CASCADE;"
-        " CREATE INDEX ON {t} (event_id, seat_id) WHERE seat_id IS NOT NULL;",
+        " ON DELETE CASCADE;",
         parent="order_id",
     ),
     Table(
@@ -85,16 +79,13 @@ TABLES = (
         "ALTER TABLE {t} ADD PRIMARY KEY (code, event_id),"
         " ADD UNIQUE (order_id, number, event_id),"
         " ADD FOREIGN KEY (order_id, event_id) REFERENCES {orders} (id, event_id)"
-        " ON DELETE CASCADE;"
-        " CREATE INDEX ON {t} (event_id);",
+        " ON DELETE CASCADE;",
         parent="order_id",
     ),
     Table(
         "outbox",
         ("id",),
-        "ALTER TABLE {t} ADD PRIMARY KEY (id, event_id);"
-        " CREATE INDEX ON {t} (id) WHERE published_at IS NULL;"
-        " CREATE INDEX ON {t} (id) WHERE kind = 'resend';",
+        "ALTER TABLE {t} ADD PRIMARY KEY (id, event_id);",
     ),
 )
 NAMES = [t.name for t in TABLES]
@@ -218,10 +209,25 @@ async def _prepare(conn: Any) -> None:
             f" CONSTRAINTS) PARTITION BY LIST (event_id)"
         )
         await conn.execute(table.ddl.format(t=copy, orders="orders_by_event"))
+        await _copy_indexes(conn, table.name, copy)
     await conn.execute(FUNCTIONS)
     await conn.execute("SELECT bo_add_event_partitions(id) FROM events ORDER BY id")
     for table in TABLES:
         await conn.execute(await _mirror_sql(conn, table))
+
+
+async def _copy_indexes(conn: Any, table: str, copy: str) -> None:
+    """The old table's indexes that back no key (those are in Table.ddl, with event_id), as
+    they are, whichever migration made them."""
+    rows = await conn.fetch(
+        "SELECT pg_get_indexdef(indexrelid) AS ddl FROM pg_index"
+        " WHERE indrelid = $1::regclass AND NOT indisunique",
+        table,
+    )
+    for r in rows:
+        await conn.execute(
+            re.sub(r"^CREATE INDEX \S+ ON \S+ ", f"CREATE INDEX ON {copy} ", r["ddl"])
+        )
 
 
 async def _mirror_sql(conn: Any, table: Table) -> str:
