@@ -179,17 +179,26 @@ async def test_live_migration_loses_nothing_and_keeps_every_seat_sold_once(
         quiet = asyncio.Event()  # the writers stopped: the relay drains the outbox and ends
         relayer = asyncio.create_task(relay(pool, quiet, published))
 
-        # The first run dies part-way through the copy (its connection goes with it) ...
-        first = asyncio.create_task(db.migrate(pool))
-        await eventually(lambda: copying(pool), "the copy under way")
-        assert await relkind(pool, "orders") == "r"
-        first.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await first
+        # The first run dies part-way through the copy (its connection goes with it): a
+        # long transaction holding an order in the middle keeps the copy waiting there ...
+        middle = await pool.fetchval("SELECT id FROM orders ORDER BY id OFFSET 120 LIMIT 1")
+        async with pool.acquire() as blocker:
+            holding = blocker.transaction()
+            await holding.start()
+            await blocker.execute("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE", middle)
+            first = asyncio.create_task(db.migrate(pool))
+            # Step 1 waits for a moment between the writers' transactions (lock_timeout, retried)
+            await eventually(lambda: copying(pool), "the copy under way", within=120)
+            assert await relkind(pool, "orders") == "r"
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            await holding.rollback()
         # ... a new event is created while the mirrors run, and sells ...
         await add_event(pool, "spring-late")
         for w in writers:
             w.events.append("spring-late")
+        await asyncio.gather(*(w.order("spring-late") for w in writers))
         # ... and two processes race to finish it: one does, the other finds nothing to do.
         runs = await asyncio.gather(db.migrate(pool), db.migrate(pool))
         assert sorted(runs) == [[], ["v014_partition_by_event.py"]], runs
