@@ -2,14 +2,16 @@
 
 (a) joins per second over HTTP on one and on two app processes, against a bare aiohttp handler;
 (b) websockets held by one app process and the server memory each costs;
-(c) the time one app process takes to push one tick to 1k, 5k and 10k sockets.
+(c) the time one app process takes to push one tick to 1k, 5k and 10k sockets, beside the floor:
+    the same tick written with bare transport.write to as many sockets of a minimal aiohttp
+    process; and the longest event-loop stall while the most sockets wait and joins arrive.
 
 Everything runs on this machine: private Redis and PostgreSQL (server.runtime.embedded) in a temporary
 folder, app processes started as `python -m server worker`, load generators in their own
 processes. Traffic goes to 127.0.0.x only; every loop is bounded in count and in time; every
 process started here is stopped at the end, on error too.
 
-The same file is the child processes: `--role bare|loadgen|wsclient` (internal)."""
+The same file is the child processes: `--role bare|rawws|loadgen|wsclient` (internal)."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import msgspec
 import uvloop
 
 from loadtest.benchkit.common import ADMIN_TOKEN, HOST, SECRET, LoadResult, LoadSpec, WsSpec, log
-from loadtest.benchkit.loadgen import loadgen, run_bare, wsclient
+from loadtest.benchkit.loadgen import loadgen, run_bare, run_raw_ws, wsclient
 from loadtest.benchkit.measure import (
     cpu_of,
     cpu_seconds,
@@ -94,6 +96,7 @@ class WsRow:
     marginal_kib: float = 0.0
     fds: int = 0
     loop_ms: list[float] = field(default_factory=list)
+    floor_ms: list[float] = field(default_factory=list)  # raw transport.write to as many
     spread_ms: list[float] = field(default_factory=list)
     e2e_ms: list[float] = field(default_factory=list)
     delivered: list[int] = field(default_factory=list)
@@ -113,6 +116,8 @@ class Bench:
     ws: list[WsRow] = field(default_factory=list)
     ws_baseline_mib: float = 0.0
     ws_note: str = ""
+    stall: JoinRow | None = None  # joins sent while the most sockets waited
+    stall_ms: float = float("nan")  # the app's longest event-loop stall over them
     errors: list[str] = field(default_factory=list)
     load_start: str = field(default_factory=loadavg)
 
@@ -294,9 +299,75 @@ class Bench:
                         )
                 if paused:
                     await patch_event(session, port, args.ws_event, {"paused": False})
+                await self.stall_run(session, port, server)
         finally:
             await quit_wsclients(self.procs, clients)
             await self.procs.stop([server], grace=15)
+        await self.floor_run()
+
+    async def stall_run(self, session: aiohttp.ClientSession, port: int, server: Child) -> None:
+        """New visitors join the event whose fans hold every socket (each join changes the
+        line, so ticks go out to all of them), then the app's own stall gauge is read: its
+        window (10 s) spans the run."""
+        args = self.args
+        row = JoinRow("joins while sockets wait", 1)
+        url = f"http://{HOST}:{port}/api/events/{args.ws_event}/queue"
+        start_at = time.monotonic() + 1.0
+        spec = LoadSpec(url, args.requests, args.stall_seconds, 20, "127.0.0.2", start_at)
+        gen = await self.procs.spawn("loadgen", spec_args("loadgen", spec), capture=True)
+        cpu0 = cpu_of([server.pid])
+        results = await collect([gen], args.stall_seconds + 60, LoadResult)
+        cpu = cpu_of([server.pid]) - cpu0
+        await self.procs.stop([gen])
+        async with session.get(f"http://{HOST}:{port}/metrics") as response:
+            text = await response.text()
+        for line in text.splitlines():
+            if line.startswith("boxoffice_event_loop_stall_seconds "):
+                self.stall_ms = 1000 * float(line.split()[-1])
+        t = totals(results)
+        row.ok, row.errors, row.seconds, row.rate = t.ok, t.errors, t.wall, t.rate
+        row.server_cpu = 100 * cpu / t.wall if t.wall > 0 else 0.0
+        self.stall = row
+        log(f"(c) {row.rate:,.0f} joins/s beside the sockets: longest stall {self.stall_ms:.1f} ms")
+
+    async def floor_run(self) -> None:
+        """The same tick, as bytes framed once, written with transport.write to as many sockets
+        of a minimal aiohttp process (loadgen.run_raw_ws), for each level of (c)."""
+        from server.core.messages import TickMsg, encoder
+        from server.waiting.fanout import CHUNK
+
+        args = self.args
+        port = free_port()
+        raw = await self.procs.spawn(
+            "rawws", role_args("rawws", "--port", str(port), "--chunk", str(CHUNK))
+        )
+        clients: list[Child] = []
+        tick = TickMsg("on_sale", 123_456, 123_456, 10_000, 6_000.0, False)
+        payload = encoder.encode(tick)
+        try:
+            await wait_listening([raw], port)
+            specs = [
+                WsSpec(port, args.ws_event, f"127.0.0.{10 + i}", args.open_concurrency)
+                for i in range(args.clients)
+            ]
+            await spawn_wsclients(self.procs, clients, specs)
+            await ws_calls(clients, "fake", max(args.ws_levels), args.phase_seconds)
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+                for row in self.ws:
+                    await ws_calls(clients, "open", row.sockets, args.phase_seconds)
+                    await asyncio.sleep(args.settle)
+                    for _ in range(args.rounds):
+                        async with session.post(f"http://{HOST}:{port}/tick", data=payload) as r:
+                            answer = await r.json()
+                        if answer["sockets"] == row.opened:
+                            row.floor_ms.append(1000 * answer["seconds"])
+                        await asyncio.sleep(0.2)
+                    if row.floor_ms:
+                        log(f"(c) raw floor, {row.opened} sockets: "
+                            f"{statistics.median(row.floor_ms):.1f} ms")  # fmt: skip
+        finally:
+            await quit_wsclients(self.procs, clients)
+            await self.procs.stop([raw])
 
     async def tick_round(
         self,
@@ -423,9 +494,9 @@ class Bench:
                 "",
             ]
             header = (
-                f"    {'sockets':>8}{'server loop ms med (min-max)':>31}"
-                f"{'first->last ms med':>20}{'PATCH->last ms med':>20}{'delivered':>16}"
-                f"{'us/socket':>11}"
+                f"    {'sockets':>8}{'server loop ms med (min-max)':>31}{'raw floor ms':>13}"
+                f"{'/ floor':>8}{'first->last ms med':>20}{'PATCH->last ms med':>20}"
+                f"{'delivered':>16}{'us/socket':>11}"
             )
             out += table(header)
             for w in self.ws:
@@ -448,9 +519,26 @@ class Bench:
                     extra.append(f"broadcasts per round {w.broadcasts}")
                 if w.note:
                     extra.append(w.note)
+                floor = statistics.median(w.floor_ms) if w.floor_ms else float("nan")
+                times = statistics.median(w.loop_ms) / floor if w.loop_ms and w.floor_ms else 0.0
                 out.append(
-                    f"    {w.opened:>8,}{loop:>31}{spread:>20}{e2e:>20}{delivered:>16}{per:>11}"
+                    f"    {w.opened:>8,}{loop:>31}{floor:>13.1f}{times:>7.2f}x{spread:>20}"
+                    f"{e2e:>20}{delivered:>16}{per:>11}"
                     + (f"  ({'; '.join(extra)})" if extra else "")
+                )
+            out += [
+                "    'raw floor' = the same tick bytes, framed once, written with transport.write "
+                "to as many sockets of a minimal aiohttp process (same yields every "
+                "256 sockets), in this run.",
+            ]
+            if self.stall is not None:
+                st = self.stall
+                out.append(
+                    f"    Event-loop stall: {st.ok:,} joins at {st.rate:,.0f}/s for "
+                    f"{st.seconds:.1f} s while {self.ws[-1].opened:,} sockets waited (ticks to "
+                    f"all of them every {a.broadcast_ms} ms, app CPU {st.server_cpu:.0f}%): "
+                    f"longest stall {self.stall_ms:.1f} ms (boxoffice_event_loop_stall_seconds) "
+                    "- reference 20 ms"
                 )
             out.append("")
         out.append(
@@ -527,13 +615,20 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-joins", action="store_true")
     parser.add_argument("--skip-ws", action="store_true")
     parser.add_argument("--ws-event", default="bench-ws", help=argparse.SUPPRESS)
-    parser.add_argument("--role", choices=["bare", "loadgen", "wsclient"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--stall-seconds", type=float, default=8.0, help="(c) joins beside the sockets"
+    )
+    parser.add_argument("--chunk", type=int, default=256, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--role", choices=["bare", "rawws", "loadgen", "wsclient"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.requests, args.seconds = min(args.requests, 2000), min(args.seconds, 5.0)
         args.ws_levels, args.rounds = [200, 500], min(args.rounds, 2)
+        args.stall_seconds = min(args.stall_seconds, 3.0)
     if not 1 <= args.clients <= 8 or not 1 <= args.connections <= 1000:
         parser.error("--clients 1..8 and --connections 1..1000")
     if args.rounds < 1 or args.requests < 1 or args.seconds <= 0:
@@ -545,6 +640,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     if args.role == "bare":
         run_bare(args.port)
+        return 0
+    if args.role == "rawws":
+        run_raw_ws(args.port, args.chunk)
         return 0
     if args.role == "loadgen":
         spec = msgspec.json.decode(args.spec, type=LoadSpec)

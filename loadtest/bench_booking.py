@@ -647,20 +647,19 @@ class BookingBench(Bench):
     # -- (c) Redis hold script against PostgreSQL row locks ----------------------------------
 
     async def bench_race(self) -> None:
-        from redis.asyncio import BlockingConnectionPool, Redis
+        from redis.asyncio import Redis
 
         from server.booking.inventory import Inventory
         from server.core.keys import EventKeys
         from server.store import db
+        from server.store.redis_client import blocking_pool
 
         a = self.args
         clients, count = a.race_clients, a.race_seats
         seats = [seat("R", i, 100) for i in range(count)]
         event_id = "bench-race"
         k = EventKeys(event_id)
-        redis_pool = BlockingConnectionPool.from_url(
-            self.redis_url, max_connections=clients + 2, timeout=20
-        )
+        redis_pool = blocking_pool(self.redis_url, clients + 2, timeout=20)  # as the app's
         client = Redis(connection_pool=redis_pool)
         pool = await db.create_pool(self.database_url, clients + 2)
         try:

@@ -1,5 +1,7 @@
 """Joins/s and holds/s on one Redis against a Redis Cluster of 3 primaries (each with a replica),
-for 1 and 3 concurrent events: `python -m loadtest.bench_cluster [--quick]`.
+for 1 and 3 concurrent events, and the ceiling of one event (one slot, one Redis core: joins per
+second of Redis CPU, Redis memory per waiting fan, what a 1,000,000-fan line costs):
+`python -m loadtest.bench_cluster [--quick]`.
 
 It drives the store directly, through the app's own code (server.waiting.line.Scripts — joins
 batched into pipelines as in the app, a cluster pipeline on the cluster — and
@@ -28,6 +30,7 @@ from loadtest.benchkit.measure import cpu_seconds
 from server.booking.inventory import Inventory
 from server.core.keys import EventKeys
 from server.core.settings import Settings
+from server.core.tokens import new_id
 from server.runtime.embedded import EmbeddedRedis
 from server.runtime.redis_local import LocalCluster
 from server.store.lua import AnyRedis
@@ -116,6 +119,91 @@ async def measure(
     return rows
 
 
+@dataclass
+class Ceiling:
+    """One event's Redis slot at its limit: joins as the app makes them (join.lua, pipelined
+    per loop turn) and what each waiting fan costs in Redis memory."""
+
+    joins: int
+    seconds: float
+    redis_cpu_s: float
+    memory_before: int
+    memory_after: int
+
+    @property
+    def rate(self) -> float:
+        return self.joins / self.seconds if self.seconds else 0.0
+
+    @property
+    def per_core(self) -> float:
+        """Joins one fully busy Redis core would make: joins per second of Redis CPU."""
+        return self.joins / self.redis_cpu_s if self.redis_cpu_s else 0.0
+
+    @property
+    def bytes_per_fan(self) -> float:
+        return (self.memory_after - self.memory_before) / self.joins if self.joins else 0.0
+
+
+async def ceiling(settings: Settings, pid: int, args: argparse.Namespace) -> Ceiling:
+    """New visitors join one event with real-sized ids (a 22-character id, the event's prefix)
+    and a client address each, `--concurrency` at once, for `--seconds`: the app's own
+    Scripts.join (its Batcher sends one pipeline per loop turn)."""
+    client = make_redis(settings)
+    event_id = "bench-ceiling"
+    k = EventKeys(event_id)
+    counter = itertools.count()
+    deadline = time.monotonic() + args.seconds
+    done = 0
+    scripts = Scripts(client)
+
+    async def worker() -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            n = next(counter)
+            queue_id = f"{event_id}.{new_id()}"
+            source = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+            place = await scripts.join(k, new_id(), queue_id, source=source)
+            assert place.state == "waiting", place
+            done += 1
+
+    try:
+        await prepare(client, [event_id])
+        await client.set("bench-ceiling-warm", 1)
+        before = int((await client.info("memory"))["used_memory"])
+        cpu0 = cpu_seconds(pid)
+        started = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        wall = time.monotonic() - started
+        cpu = cpu_seconds(pid) - cpu0
+        after = int((await client.info("memory"))["used_memory"])
+        await client.delete(*k.all(), "bench-ceiling-warm")
+    finally:
+        await client.aclose()
+    print(f"  ceiling: {done / wall:,.0f} joins/s, {done / cpu:,.0f} per Redis CPU s", flush=True)
+    return Ceiling(done, wall, cpu, before, after)
+
+
+def ceiling_report(c: Ceiling) -> str:
+    fans = 1_000_000
+    return "\n".join(
+        [
+            "",
+            "One event = one Redis slot = one core: join.lua as the app calls it (pipelined per "
+            "loop turn), new visitors with real-sized ids and an address each, one Redis.",
+            f"  joins: {c.joins:,} in {c.seconds:.1f} s = {c.rate:,.0f}/s from one Python "
+            f"client process; Redis busy {100 * c.redis_cpu_s / c.seconds:.0f}% of a core",
+            f"  ceiling of one Redis core: {c.per_core:,.0f} joins per second of Redis CPU "
+            f"({1e6 / c.per_core if c.per_core else 0:.1f} us each) - reference 20,000/s",
+            f"  Redis memory per waiting fan: {c.bytes_per_fan:,.0f} bytes (INFO used_memory "
+            f"{c.memory_before / 2**20:.1f} -> {c.memory_after / 2**20:.1f} MiB)",
+            f"  a {fans:,}-fan line: {c.bytes_per_fan * fans / 2**30:.2f} GiB of Redis memory; "
+            f"{fans / c.per_core if c.per_core else 0:.0f} s of one Redis core to let them all "
+            f"in at the ceiling ({fans / c.rate if c.rate else 0:.0f} s at this run's client "
+            "rate)",
+        ]
+    )
+
+
 def report(rows: list[Row]) -> str:
     lines = [
         "",
@@ -153,10 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         primary_pids = [p.pid for p in primaries if p is not None]
         loop = uvloop.new_event_loop()
         try:
+            top = loop.run_until_complete(ceiling(base, single.process.pid, args))
             rows = loop.run_until_complete(measure("one", base, [single.process.pid], args))
             rows += loop.run_until_complete(measure("cluster", on_cluster, primary_pids, args))
         finally:
             loop.close()
+        print(ceiling_report(top))
         print(report(rows))
         print(f"\n(bench_cluster took {time.monotonic() - started:.0f} s)", flush=True)
     finally:

@@ -202,6 +202,31 @@ async def test_the_event_page(
     await page.screenshot(path=str(tb.SHOTS / "boxoffice-event-de-phone.png"), full_page=True)
 
 
+async def test_the_seat_map_in_spanish(
+    base_url: str, browser: Browser, admin: aiohttp.ClientSession, contexts: list[BrowserContext]
+) -> None:
+    """Admitted from a Spanish browser: the seat page, its seats' names and the hold speak
+    Spanish, prices in Spanish euros."""
+    event_id = await create_event(admin, rate_per_min=6000, challenge="off")
+    page = await open_page(contexts, browser, "es-ES")
+    await page.goto(f"{base_url}/e/{event_id}")
+    await page.wait_for_url(f"{base_url}/e/{event_id}/seats", timeout=tb.TIMEOUT_MS)
+    words = catalog("es")
+    assert await lang_of(page) == "es"
+    await expect(page.locator("#pick-heading")).to_have_text(words["seats.pick.heading"])
+    await expect(page.locator("#max-seats")).to_have_text("Hasta 6 entradas por pedido.")
+    first = page.locator("#seat-A-1-1")
+    await expect(first).to_have_attribute("aria-label", "Fila 1, asiento 1, 50,00\u00a0€, libre")
+    await first.click()
+    await expect(page.locator("#selection-count")).to_have_text("1 asiento · 50,00\u00a0€")
+    await expect(page.locator("#selection-detail")).to_have_text("Floor, Fila 1, asiento 1")
+    await page.locator("#hold-button").click()
+    await expect(page.locator("#held-heading")).to_have_text(words["seats.held.heading"])
+    await expect(page.locator("#held-seats")).to_have_text("Floor, Fila 1, asiento 1")
+    await expect(page.locator("#held-amount")).to_have_text("50,00\u00a0€")
+    await expect(page).to_have_title(re.compile(r"^Asientos reservados — Spring Tour — Boxoffice$"))
+
+
 async def test_the_picker_switches_and_sticks(
     base_url: str, browser: Browser, contexts: list[BrowserContext]
 ) -> None:

@@ -2,7 +2,8 @@
 a new event whose sale opens later by default, every refused field said in words next to it at
 once ("euro" refused, not cut to EUR), an event edited, postponed, cancelled and reopened before
 its sale, sold-out and max-seats controls, audit times with their dates, a heat map of seats a
-finger can see, and an ETA preview that proposes no rate for an empty line."""
+finger can see, accessible seats marked and unmarked (counted before confirming, refusals next to
+the field, audited), and an ETA preview that proposes no rate for an empty line."""
 
 from __future__ import annotations
 
@@ -201,4 +202,90 @@ async def test_live_view_on_a_phone(
     )
     await expect(page.locator("#eta-apply")).to_be_hidden()
     assert not re.search(r"\b0 admissions/min", await page.locator("#view-event").inner_text())
+    await page.context.close()
+
+
+async def seat_map_accessible(admin: aiohttp.ClientSession, event_id: str) -> list[str]:  # noqa: F811
+    async with admin.get(f"/api/events/{event_id}/seats") as r:
+        assert r.status == 200
+        body: dict[str, Any] = await r.json()
+    return sorted(
+        seat["id"]
+        for section in body["sections"]
+        for row in section.get("rows") or []
+        for seat in row["seats"]
+        if seat.get("accessible")
+    )
+
+
+async def test_accessible_seats_marked_and_unmarked_on_a_phone(
+    base_url: str,  # noqa: F811
+    browser: Browser,  # noqa: F811
+    admin: aiohttp.ClientSession,  # noqa: F811
+) -> None:
+    event_id = await create_event(admin, name="Access Tour", rate_per_min=0)
+    page = await console(browser, base_url)
+    await page.evaluate(f"location.hash = '#event/{event_id}'")
+    await expect(page.locator("#heat .heat-grid span")).to_have_count(50)
+    await expect(page.locator("#acc-now")).to_have_text("No accessible seats.")
+    await no_sideways_scroll(page)
+
+    # Refusals next to the field, in words, nothing changed: a seat the event has not, a seat
+    # id written another way (named), nothing typed.
+    field = page.locator("#accessible-form [data-error-for='seats']")
+    await page.fill("#acc-seats", "A-9-1")
+    await page.click("#acc-mark")
+    await confirm(page, "Mark 1 seat accessible: A-9-1?")
+    await expect(field).to_have_text("No such assigned seats at this event: A-9-1")
+    await expect(page.locator("#acc-seats")).to_have_attribute("aria-invalid", "true")
+    await page.fill("#acc-seats", "A-1-1 A-01-2")
+    await page.click("#acc-mark")
+    await confirm(page, "Mark 2 seats accessible")
+    await expect(field).to_have_text(
+        "A-01-2: Seats must be written section-row-seat, such as A-3-17"
+    )
+    await page.fill("#acc-seats", "  ")
+    await page.click("#acc-mark")
+    await expect(field).to_have_text("seats: enter seat ids such as A-3-17")
+    await expect(page.locator("#confirm")).to_be_hidden()  # nothing to confirm
+    # Cancelled at the confirmation: nothing sent.
+    await page.fill("#acc-seats", "A-1-1")
+    await page.click("#acc-mark")
+    await expect(page.locator("#confirm-text")).to_contain_text("Mark 1 seat accessible")
+    await page.click("#confirm-cancel")
+    assert await seat_map_accessible(admin, event_id) == []
+
+    # A run of one row and a repeat: the count before confirming is of distinct seats.
+    await page.fill("#acc-seats", "A-2-3..5, A-2-4 A-3-7")
+    await page.click("#acc-mark")
+    await confirm(page, "Mark 4 seats accessible: A-2-3, A-2-4, A-2-5, A-3-7?")
+    await expect(page.locator("#acc-status")).to_have_text(
+        "Marked 4 seats accessible: A-2-3, A-2-4, A-2-5, A-3-7; 4 seats accessible in all."
+    )
+    await expect(field).to_be_empty()
+    assert await seat_map_accessible(admin, event_id) == ["A-2-3", "A-2-4", "A-2-5", "A-3-7"]
+    await expect(page.locator("#heat .heat-grid span.accessible")).to_have_count(4)
+    await expect(page.locator("#acc-now")).to_have_text(
+        "Accessible now (4): A-2-3, A-2-4, A-2-5, A-3-7."
+    )
+    await no_sideways_scroll(page)
+
+    # Unmark one, and one that is not accessible: the confirmation says so.
+    await page.fill("#acc-seats", "A-2-4 A-1-1")
+    await page.click("#acc-unmark")
+    await confirm(
+        page, "Unmark 2 seats (no longer accessible): A-2-4, A-1-1? 1 not accessible now."
+    )
+    await expect(page.locator("#acc-status")).to_have_text(
+        "Unmarked 1 seat: A-2-4; 3 seats accessible in all."
+    )
+    assert await seat_map_accessible(admin, event_id) == ["A-2-3", "A-2-5", "A-3-7"]
+    await expect(page.locator("#heat .heat-grid span.accessible")).to_have_count(3)
+
+    # Audited as the API audits it: one row per change, by whoever signed in.
+    rows = page.locator("#audit-body tr[data-action='seats']")
+    await expect(rows).to_have_count(2)
+    async with admin.get(f"/api/admin/events/{event_id}/audit") as r:
+        audit = [a for a in await r.json() if a["action"] == "seats"]
+    assert audit[0]["new"] == ["A-2-3", "A-2-5", "A-3-7"], audit
     await page.context.close()

@@ -3,14 +3,17 @@ names only metrics the real app exports at /metrics (and only routes it really s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from server.core.metrics import STALL_PROBE_S
 from tests.helpers import create_event, join, visitor
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "nginx" / "grafana-dashboard.json"
@@ -135,3 +138,19 @@ async def test_dashboard_metrics_are_exported(client: TestClient[Any, Any]) -> N
         if sample.name == "boxoffice_joins_total"
     }
     assert joins == {(event["id"], joined_state): 1.0}, joins
+
+
+async def stall_gauge(client: TestClient[Any, Any]) -> float:
+    text = await (await client.get("/metrics")).text()
+    for family in text_string_to_metric_families(text):
+        if family.name == "boxoffice_event_loop_stall_seconds":
+            return float(family.samples[0].value)
+    raise AssertionError("no boxoffice_event_loop_stall_seconds in /metrics")
+
+
+async def test_stall_gauge_reports_a_loop_blocked_on_purpose(client: TestClient[Any, Any]) -> None:
+    """The app and this test share one event loop: blocking it here for 0.4 s is a stall of
+    the app's loop, which the gauge must then report (at least the block less one probe)."""
+    time.sleep(0.4)  # noqa: ASYNC251 - the point: the loop is blocked, nothing of the app runs
+    await asyncio.sleep(0.1)  # the probe wakes late and records it
+    assert await stall_gauge(client) >= 0.4 - STALL_PROBE_S

@@ -19,12 +19,13 @@ from server.runtime import translations
 
 LANGUAGES = ("en", "de", "fr", "es")
 # Every page a fan (or the door staff) opens; each declares the catalog scopes it uses.
-FAN_PAGES = ("index.html", "busy.html", "order.html", "waiting.html")
+FAN_PAGES = ("index.html", "busy.html", "order.html", "waiting.html", "seats.html")
 LABEL_ATTRIBUTES = ("aria-label", "placeholder", "alt", "title")
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 # t("key", …) with a literal key; keys built at run time ("index.state." + state) are checked
 # by the browser tests instead
 USED_KEY = re.compile(r"""\bt\(\s*"([a-z0-9_.]+)"\s*[,)]""")
+SHADOWED_T = re.compile(r"\bvar t\b|function\s*\(\s*t\s*[,)]")
 LITERAL = re.compile(r""""(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'""")
 # a string literal with two or more words of letters: a sentence someone would read
 WORDS = re.compile(r"[A-Za-z]{2,} [A-Za-z]{2,}")
@@ -127,6 +128,7 @@ class Page(HTMLParser):
 
 
 def shows_prose(line: str) -> bool:
+    line = re.sub(r"\s//\s.*$", "", line)  # a comment after the code
     literals = [m.group(0) for m in LITERAL.finditer(line)]
     return any(WORDS.search(text) for text in literals) or SHOWN.search(line) is not None
 
@@ -157,6 +159,8 @@ def test_every_text_of_a_fan_page_comes_from_the_catalog(name: str) -> None:
         if script.name != "common.js":
             outside = {k for k in used if k.split(".")[0] not in page.scopes}
             assert outside == set(), (script.name, "keys outside the page's scopes")
+        # one `t` per script, the translator: a local `t` would hide it where it is called
+        assert len(SHADOWED_T.findall(source)) <= 1, (script.name, "a second t")
         prose = [
             line.strip()
             for line in source.splitlines()

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 import schemathesis
@@ -27,6 +28,8 @@ from schemathesis.generation import GenerationMode
 
 from server.core import keys
 from server.core.settings import Settings
+from server.ops.accounts import account_digest
+from server.ops.sessions import SESSION_COOKIE
 from server.runtime.app import create_app
 from server.store import db
 
@@ -49,7 +52,17 @@ EXCLUDED = [
 # Schema-valid data the app may still refuse with 422, by a cross-field rule OpenAPI cannot
 # state: an event's sale_starts_at before starts_at and its seat total under the cap (create),
 # the same against the stored event (change). Everywhere else schemathesis's default stands.
-CROSS_FIELD = [("POST", "/api/admin/events"), ("PATCH", "/api/admin/events/{event_id}")]
+# Likewise a password change needs the account's current password, and confirming a new
+# authenticator the current code of its secret (422 wrong_password, wrong_code).
+CROSS_FIELD = [
+    ("POST", "/api/admin/events"),
+    ("PATCH", "/api/admin/events/{event_id}"),
+    ("POST", "/api/admin/account/password"),
+    ("POST", "/api/admin/account/totp/confirm"),
+]
+# The operator whose session the self-service routes (security: session only) are called with:
+# a viewer, signed in with its temporary password (what those routes allow).
+OPERATOR = "schema-viewer@example.com"
 POSITIVE_DEFAULT = ["2xx", "3xx", "401", "403", "404", "409", "429"]
 
 CONFIG: dict[str, Any] = {
@@ -76,6 +89,7 @@ class LiveApp:
         self.runner: web.AppRunner | None = None
         self.port = 0
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.password = ""
 
     def run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
@@ -100,11 +114,32 @@ class LiveApp:
     async def _forgive(self) -> None:
         client = Redis.from_url(self.settings.redis_url)
         await client.delete(keys.admin_failures("127.0.0.1"))
+        await client.delete(keys.account_failures(account_digest(OPERATOR)))
         await client.aclose()
 
+    async def _sign_in(self) -> dict[str, str]:
+        async with aiohttp.ClientSession(self.url) as http:
+            if not self.password:
+                body = {"email": OPERATOR, "role": "viewer"}
+                async with http.post("/api/admin/operators", json=body, headers=ADMIN) as made:
+                    assert made.status == 201, await made.text()
+                    self.password = (await made.json())["password"]
+            body = {"email": OPERATOR, "password": self.password}
+            async with http.post("/api/admin/session", json=body) as answer:
+                assert answer.status == 200, await answer.text()
+                csrf = (await answer.json())["csrf_token"]
+                sid = answer.cookies[SESSION_COOKIE].value
+        return {"Cookie": f"{SESSION_COOKIE}={sid}", "X-CSRF-Token": csrf}
+
+    def session(self) -> dict[str, str]:
+        """A fresh session of OPERATOR (the routes under test may sign it out)."""
+        headers: dict[str, str] = self.run(self._sign_in())
+        return headers
+
     def forgive(self) -> None:
-        """Forget this address's failed admin credentials: schemathesis probes each operation
-        with wrong tokens, and past ten the guard (rightly) answers 429 to everything."""
+        """Forget this address's failed admin credentials (and OPERATOR's): schemathesis probes
+        each operation with wrong tokens (and passwords), and past ten (five for one account)
+        the guard (rightly) answers 429 to everything."""
         self.run(self._forgive())
 
     async def _stop(self) -> None:
@@ -145,7 +180,14 @@ def _exercise(
 ) -> list[str]:
     """Up to EXAMPLES generated requests to one operation; its first failed check, as text."""
     failures: list[str] = []
-    headers = ADMIN if operation.definition.raw.get("security") else None
+    security = operation.definition.raw.get("security") or []
+    headers = None
+    if security == [{"session": []}]:  # a signed-in operator's own routes: no token will do
+        # Negative data there is the session cookie itself (missing or malformed), so only
+        # positive data is sent with a real one.
+        headers = live.session() if mode is GenerationMode.POSITIVE else None
+    elif security:
+        headers = ADMIN
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(

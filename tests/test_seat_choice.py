@@ -192,18 +192,25 @@ async def test_accessible_seats_set_at_creation_and_by_ops(client: Client) -> No
 async def test_accessible_seats_refuse_bad_input(client: Client) -> None:
     event_id = (await create_event(client))["id"]
     url = f"/api/admin/events/{event_id}/seats"
-    cases: list[tuple[Any, int, str]] = [
-        ({"seats": ["A-9-1"], "accessible": True}, 422, "unknown_seats"),  # no row 9
-        ({"seats": ["GA-1-1"], "accessible": True}, 422, "unknown_seats"),  # standing
-        ({"seats": ["A-01-1"], "accessible": True}, 422, "invalid"),  # one spelling only
-        ({"seats": ["A-1-1\u0000"], "accessible": True}, 422, "invalid"),
-        ({"seats": [], "accessible": True}, 422, "invalid"),
-        ({"seats": ["A-1-1"]}, 422, "invalid"),
-        ({"seats": ["A-1-1"] * 2001, "accessible": True}, 422, "invalid"),
+    # each refusal also names its field, for the console to say it there
+    cases: list[tuple[Any, int, str, str]] = [
+        ({"seats": ["A-9-1"], "accessible": True}, 422, "unknown_seats", "seats"),  # no row 9
+        ({"seats": ["GA-1-1"], "accessible": True}, 422, "unknown_seats", "seats"),  # standing
+        ({"seats": ["A-1-1", "A-01-1"], "accessible": True}, 422, "invalid", "seats[1]"),
+        ({"seats": ["A-1-1\u0000"], "accessible": True}, 422, "invalid", "seats[0]"),
+        ({"seats": [], "accessible": True}, 422, "invalid", "seats"),
+        ({"seats": ["A-1-1"]}, 422, "invalid", "accessible"),
+        ({"seats": ["A-1-1"] * 2001, "accessible": True}, 422, "invalid", "seats"),
     ]
-    for body, status, code in cases:
+    for body, status, code, path in cases:
         got, answer = await call(client, "PATCH", url, ADMIN, body)
         assert (got, answer["error"]) == (status, code), (body, answer)
+        assert answer["fields"][0]["path"] == path, (body, answer)
+    _, unknown = await call(client, "PATCH", url, ADMIN, {"seats": ["A-9-1"], "accessible": True})
+    assert unknown["seats"] == ["A-9-1"]
+    assert unknown["fields"] == [
+        {"path": "seats", "message": "No such assigned seats at this event: A-9-1"}
+    ]
     got, answer = await call(client, "PATCH", url, {}, {"seats": ["A-1-1"], "accessible": True})
     assert got == 401, answer
     seats = seats_of(await seat_map(client, event_id))

@@ -55,7 +55,7 @@ class WsSpec(msgspec.Struct, frozen=True):
 
 
 class Command(msgspec.Struct, frozen=True):
-    cmd: Literal["join", "open", "round", "quit"]
+    cmd: Literal["join", "fake", "open", "round", "quit"]
     count: int = 0
     paused: bool = False
     timeout: float = 10.0

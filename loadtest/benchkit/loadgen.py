@@ -131,6 +131,63 @@ def run_bare(port: int) -> None:
     )
 
 
+# ---- child role: the raw-write floor of a tick ------------------------------------------------
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked websocket text frame (what a server sends)."""
+    size = len(payload)
+    if size < 126:
+        return bytes([0x81, size]) + payload
+    return bytes([0x81, 126]) + size.to_bytes(2, "big") + payload
+
+
+def run_raw_ws(port: int, chunk: int) -> None:
+    """The floor one tick can cost: websockets accepted by aiohttp (as the app accepts them),
+    then POST /tick writes one pre-framed message to every socket with transport.write, `chunk`
+    sockets between two yields as the app's Hub does - no framing per socket, no send path,
+    no per-socket state. Answers {"seconds", "sockets"}; any path upgrades (/api/queue/…/ws)."""
+    transports: list[asyncio.Transport] = []
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str('{"type":"status"}')  # the clients count a socket open when greeted
+        transport = request.transport
+        assert transport is not None
+        transports.append(transport)
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            transports.remove(transport)
+        return ws
+
+    async def tick(request: web.Request) -> web.Response:
+        frame = text_frame(await request.read())
+        started = time.perf_counter()
+        for i in range(0, len(transports), chunk):
+            for transport in transports[i : i + chunk]:
+                transport.write(frame)
+            await asyncio.sleep(0)
+        seconds = time.perf_counter() - started
+        return web.json_response({"seconds": seconds, "sockets": len(transports)})
+
+    app = web.Application()
+    app.router.add_post("/tick", tick)
+    app.router.add_get("/{tail:.*}", socket)
+    web.run_app(
+        app,
+        host=HOST,
+        port=port,
+        backlog=4096,
+        loop=uvloop.new_event_loop(),
+        print=None,
+        access_log=None,
+        shutdown_timeout=2,
+    )
+
+
 # ---- child role: HTTP load generator (joins) --------------------------------------------------
 
 
@@ -405,6 +462,9 @@ async def wsclient(spec: WsSpec) -> None:
                 break
             if command.cmd == "join":
                 answer(await client.join(command.count, command.timeout))
+            elif command.cmd == "fake":  # visitors for the raw-write server (any id will do)
+                client.visitors += [Visitor(f"raw{i}", "-") for i in range(command.count)]
+                answer(Reply(ok=command.count))
             elif command.cmd == "open":
                 answer(await client.open(command.count, command.timeout))
             elif command.cmd == "round":

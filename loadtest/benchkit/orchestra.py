@@ -205,7 +205,7 @@ async def spawn_wsclients(procs: Processes, clients: list[Child], specs: list[Ws
 
 
 async def ws_calls(
-    clients: Sequence[Child], cmd: Literal["join", "open"], total: int, cap: float
+    clients: Sequence[Child], cmd: Literal["join", "fake", "open"], total: int, cap: float
 ) -> list[Reply]:
     """`total` joins (or open sockets) split over the clients, each bounded by `cap` s."""
     return await asyncio.gather(

@@ -48,6 +48,7 @@ HINTS = {
     "description": "must be plain text: line breaks are fine, other control characters are not",
     ("SectionIn", "id"): "must be 1 to 8 letters or digits, such as A or GA",
     ("EventCreate", "id"): "must be lower-case letters, digits and dashes, such as spring-tour",
+    ("SeatsPatch", "seats"): "must be written section-row-seat, such as A-3-17",
 }
 # Checks beyond the schema that belong to one field (they raise ValueError "field: why").
 CHECKS: dict[str, Callable[[str], None]] = {

@@ -1,8 +1,12 @@
-"""Prometheus metrics of one process: request latency, joins, admissions, websockets, broadcasts.
-Domain objects register their own collectors on the same registry (e.g. the admission step's
-event figures, server.waiting.admission)."""
+"""Prometheus metrics of one process: request latency, joins, admissions, websockets, broadcasts,
+event-loop stalls. Domain objects register their own collectors on the same registry (e.g. the
+admission step's event figures, server.waiting.admission)."""
 
 from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -53,6 +57,13 @@ class Metrics:
         self.refunds = Counter(
             "boxoffice_refunds", "Refund requests by outcome", ["outcome"], registry=r
         )
+        self.stalls = Stalls()
+        Gauge(
+            "boxoffice_event_loop_stall_seconds",
+            f"Longest event-loop stall over the last {STALL_WINDOW_S:g} s: how late a"
+            f" {1000 * STALL_PROBE_S:g} ms timer woke",
+            registry=r,
+        ).set_function(self.stalls.worst)
 
         # labelled children looked up once (prometheus_client's labels() takes a lock and
         # builds its key on every call): request timers by (method, route, status), joins by
@@ -76,6 +87,36 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+STALL_PROBE_S = 0.05  # the stall probe's sleep: a stall shorter than this may go unseen
+STALL_WINDOW_S = 10.0  # what the gauge looks back over (scrape at least this often)
+
+
+class Stalls:
+    """Event-loop stalls: a probe sleeps STALL_PROBE_S again and again; how much later than
+    asked it wakes is how long the loop was blocked (by CPU work, a blocking call, a long
+    chunk of sockets) while it slept."""
+
+    def __init__(self) -> None:
+        self._seen: deque[tuple[float, float]] = deque()  # (when, stall s), oldest first
+
+    def record(self, stall: float, now: float) -> None:
+        self._seen.append((now, stall))
+        while self._seen and self._seen[0][0] < now - STALL_WINDOW_S:
+            self._seen.popleft()
+
+    def worst(self) -> float:
+        since = time.monotonic() - STALL_WINDOW_S
+        return max((stall for when, stall in self._seen if when >= since), default=0.0)
+
+    async def step(self) -> float:
+        """One probe (a loop step for server.core.loops: returns no further pause)."""
+        asked = time.monotonic()
+        await asyncio.sleep(STALL_PROBE_S)
+        now = time.monotonic()
+        self.record(max(0.0, now - asked - STALL_PROBE_S), now)
+        return 0.0
 
 
 METRICS = web.AppKey("metrics", Metrics)

@@ -85,8 +85,9 @@ def came_over_tls(request: web.Request) -> bool:
     """The client's connection is TLS: to this process directly, or to the local proxy in front
     of it, which says so in X-Forwarded-Proto (NGINX sets it to $scheme, overwriting the
     client's)."""
-    if request.transport is not None and request.transport.get_extra_info("sslcontext"):
+    if request.secure:  # aiohttp read the transport's TLS once, when the request began
         return True
-    if not peer_is_local_proxy(request):
+    forwarded = request.headers.get("X-Forwarded-Proto")
+    if forwarded is None or forwarded.strip().lower() != "https":
         return False
-    return request.headers.get("X-Forwarded-Proto", "").strip().lower() == "https"
+    return peer_is_local_proxy(request)

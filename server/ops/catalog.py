@@ -207,11 +207,9 @@ async def set_accessible(
         if s is None or not seat_in(seat, s.id, s.rows or 0, s.seats_per_row or 0):
             unknown.append(seat)
     if unknown:
-        raise Invalid(
-            f"no such assigned seats at this event: {', '.join(unknown[:5])}",
-            code="unknown_seats",
-            extra={"seats": unknown},
-        )
+        detail = f"no such assigned seats at this event: {', '.join(unknown[:5])}"
+        field = FieldError("seats", detail[0].upper() + detail[1:])  # said next to the field
+        raise Invalid(detail, code="unknown_seats", extra={"seats": unknown, "fields": [field]})
     async with room.pool.acquire() as conn, conn.transaction():
         before = await db.accessible_seats(conn, ev.id)
         changed = await db.set_accessible(conn, ev.id, sorted(set(body.seats)), body.accessible)

@@ -376,6 +376,8 @@ async def create_token(request: web.Request) -> web.Response:
 async def revoke_token(request: web.Request) -> web.Response:
     p = await admin_only(request)
     name = request.match_info["name"]
+    if not sessions.TOKEN_NAME.fullmatch(name):  # no such name can exist: not worth a query
+        raise NotFound("no such live token", code="token_not_found")
     async with request.app[POOL].acquire() as conn, conn.transaction():
         if not await sessions.revoke_token(conn, name):
             raise NotFound("no such live token", code="token_not_found")

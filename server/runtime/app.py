@@ -100,11 +100,11 @@ async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
     app[BOOKING], app[LIVE], app[AUTOPILOT], app[MAILER] = booking, live, pilot, mailer
     app[GUARD] = Guard(app[REDIS], room.signer.subkey("altcha"))
     tasks = BackgroundTasks()
-    tasks.start(
-        role_loops(
-            settings.role_set, admission, hub, News(room, hub, admission), booking, pilot, mailer
-        )
+    loops = role_loops(
+        settings.role_set, admission, hub, News(room, hub, admission), booking, pilot, mailer
     )
+    # Every role probes its loop: /metrics says how long it was blocked.
+    tasks.start([("stalls", metrics.stalls.step), *loops])
     yield
     await tasks.stop()
     with contextlib.suppress(Exception):

@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, TypeGuard
 
+import hiredis
 from aiohttp import web
 from redis import exceptions
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Connection, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -53,6 +54,36 @@ async def publish_news(client: AnyRedis, channel: str, data: bytes) -> None:
 
 
 PIPELINE_HEADROOM = 16  # connections per server left for pipelines and pub/sub beyond the gate
+
+
+class PackedConnection(Connection):
+    """A connection whose commands are packed by hiredis in C, as redis-py's blocking client
+    does when hiredis is installed: its asyncio connection packs every argument in Python, a
+    third of a pipelined script call's client CPU (loadtest/bench_booking.py, the race). Values
+    redis-py would refuse (a bool, None) are refused here too (DataError)."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:  # "SCRIPT LOAD": two words on the wire
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:  # buffers redis-py takes as they are; hiredis wants bytes
+            pass
+        as_bytes: Any = tuple(
+            bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args
+        )
+        try:
+            return [hiredis.pack_command(as_bytes)]
+        except TypeError as exc:
+            raise exceptions.DataError(str(exc)) from None
+
+
+def blocking_pool(url: str, max_connections: int, **options: Any) -> BlockingConnectionPool:
+    """A pool of packed connections to the Redis at `url` that waits for a free connection
+    instead of failing under a burst."""
+    return BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, connection_class=PackedConnection, **options
+    )
 
 
 class WaitingCluster(RedisCluster):
@@ -112,9 +143,9 @@ def make_redis(settings: Settings) -> AnyRedis:
             max_connections=settings.redis_max_connections + PIPELINE_HEADROOM,
         )
         return client
-    pool = BlockingConnectionPool.from_url(
+    pool = blocking_pool(
         settings.redis_url,
-        max_connections=settings.redis_max_connections,
+        settings.redis_max_connections,
         timeout=5,
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,

@@ -1,8 +1,8 @@
 /* Boxoffice ops console. Named operators sign in with email, password and a code: the session
    lives in an HttpOnly cookie, and its CSRF token in this page's memory (fetched again on reload).
    While the server still accepts the shared admin token, it can be used instead: it lives in
-   sessionStorage (this tab only) and travels as a bearer header, or as the first message of the
-   live websocket — never in a URL. A high-risk action answered step_up_required asks for a
+   sessionStorage (this tab only) and travels as a bearer header, or in the live websocket's
+   subprotocol (bearer.<token>, checked before the upgrade) — never in a URL. A high-risk action answered step_up_required asks for a
    fresh code and is sent again with it. */
 (function () {
   "use strict";
@@ -1023,8 +1023,8 @@
         section.rows.forEach(function (row) {
           row.seats.forEach(function (seat) {
             var cell = document.createElement("span");
-            cell.className = seat.status;
-            cell.title = seat.id + " " + seat.status;
+            cell.className = seat.status + (seat.accessible ? " accessible" : "");
+            cell.title = seat.id + " " + seat.status + (seat.accessible ? ", accessible" : "");
             grid.appendChild(cell);
           });
         });
@@ -1043,6 +1043,7 @@
       }
       heat.appendChild(box);
     });
+    document.dispatchEvent(new CustomEvent("bo:seats", { detail: answer.body }));
   }
 
   // ---- audit ---------------------------------------------------------------------------------
@@ -1230,9 +1231,9 @@
     else showErrors(form, answer, "ap-status");
   }
 
-  // What static/admin/bots.js (the bot-check card) uses of the console.
+  // What static/admin/bots.js (the bot-check card) and accessible.js use of the console.
   window.BOAdmin = {
-    call: call, confirm: confirmAction, patch: patch, refreshAudit: refreshAudit,
+    call: call, confirm: confirmAction, patch: patch, refreshAudit: refreshAudit, refreshSeats: refreshSeats,
     showError: showError, showErrors: showErrors, clearErrors: clearErrors,
     eventId: function () { return state.eventId; },
   };

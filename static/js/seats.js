@@ -9,6 +9,8 @@
   "use strict";
 
   var BO = window.BO;
+  var I18N = window.I18N;
+  var t = I18N.t;
   var DEFAULT_MAX = 6;
   var POLL_MS = 3000;
   var POLL_HIDDEN_MS = 12000;
@@ -49,20 +51,8 @@
 
   // ---- formatting -----------------------------------------------------------------------------
 
-  var moneyFormats = {};
   function money(amount, currency) {
-    var cur = currency || S.currency;
-    var nf = moneyFormats[cur];
-    if (!nf) {
-      try {
-        nf = new Intl.NumberFormat(undefined, { style: "currency", currency: cur });
-      } catch (e) {
-        nf = new Intl.NumberFormat(undefined, { minimumFractionDigits: 2 });
-      }
-      moneyFormats[cur] = nf;
-    }
-    var digits = nf.resolvedOptions().maximumFractionDigits;
-    return nf.format(amount / Math.pow(10, digits));
+    return I18N.money(amount, currency || S.currency);
   }
 
   function seatNumber(seatId) {
@@ -70,17 +60,21 @@
     return parts[parts.length - 1];
   }
 
+  /** "Row 3, seat 17" in the page's language, from the seat's id (section-row-seat). */
+  function seatLabel(seat) {
+    var parts = seat.id.split("-");
+    return parts.length === 3 ? t("seats.seat_label", { row: parts[1], seat: parts[2] }) : seat.label;
+  }
+
   /** "Floor, Row 3, seat 17" for a seat id, from the map when known. */
   function seatName(seatId) {
     var info = S.seatInfo[seatId];
     var parts = seatId.split("-");
     var section = S.sectionNames[parts[0]] || parts[0];
-    if (info) return section + ", " + info.label;
-    if (parts.length === 3) return section + ", Row " + parts[1] + ", seat " + parts[2];
+    if (info) return t("seats.seat_in", { section: section, seat: info.label });
+    if (parts.length === 3) return t("common.seat_name", { section: section, row: parts[1], seat: parts[2] });
     return seatId;
   }
-
-  function plural(n, one, many) { return n + " " + (n === 1 ? one : many); }
 
   // ---- announcements ------------------------------------------------------------------------
 
@@ -145,12 +139,9 @@
     if (!changed) return;
     var heading = $("view-" + view).querySelector("h2");
     if (heading && view !== "loading") heading.focus();
-    var name = S.event ? " — " + S.event.name : "";
-    var titles = {
-      pick: "Choose your seats", held: "Seats held", pay: "Payment", failed: "Not booked",
-      done: "Your tickets", out: "No active turn", loading: "Choose your seats",
-    };
-    document.title = titles[view] + name + " — Boxoffice";
+    document.title = t("seats.page_title", {
+      view: t("seats.view." + view), name: S.event ? S.event.name : t("common.brand"),
+    });
   }
 
   function setOrderInUrl(orderId) {
@@ -172,15 +163,14 @@
   function goOut(text, linkText) {
     S.hold = null;
     BO.session.removeItem(holdKey);
-    $("out-text").textContent = text || "We couldn't find an active turn for this event in this tab.";
-    $("back-link").textContent = linkText || "Go to the waiting room";
+    $("out-text").textContent = text || t("seats.out.text");
+    $("back-link").textContent = linkText || t("seats.out.back");
     showView("out");
   }
 
   function turnOver() {
     clearAccess();
-    goOut("Your turn to choose seats has ended. You can rejoin the waiting room to try again.",
-      "Back to the waiting room");
+    goOut(t("seats.out.turn_ended"), t("seats.out.back_to_room"));
   }
 
   function accessValid() {
@@ -212,17 +202,17 @@
   var SEAT_FIT_MAX = 44;         // a section opens with its widest row fitted, up to this size
   var ZOOM_STEP = 1.25;
 
-  var STATUS_WORDS = {
-    free: "free",
-    held: "held by someone else",
-    sold: "sold",
-  };
+  // a seat's state in words: seats.seat_state.<free|held|sold|selected>
+  function seatState(info, selected) {
+    return t("seats.seat_state." + (selected ? "selected" : info.status));
+  }
 
   function seatAria(info, selected) {
-    var status = selected ? "selected" : STATUS_WORDS[info.status];
-    if (S.taken[info.id] && info.status !== "free") status = "just taken, " + status;
-    return info.label + (info.accessible ? ", accessible seat" : "") + ", " + money(info.price)
-      + ", " + status;
+    var state = seatState(info, selected);
+    if (S.taken[info.id] && info.status !== "free") state = t("seats.just_taken_state", { state: state });
+    return t(info.accessible ? "seats.seat_aria_accessible" : "seats.seat_aria", {
+      seat: info.label, price: money(info.price), state: state,
+    });
   }
 
   /** Hidden by the "accessible seats only" filter (still drawn, so rows keep their shape). */
@@ -240,9 +230,11 @@
     b.setAttribute("aria-pressed", selected ? "true" : "false");
     if ((info.status !== "free" || dim) && !selected) b.setAttribute("aria-disabled", "true");
     else b.removeAttribute("aria-disabled");
-    b.setAttribute("aria-label", seatAria(info, selected) + (dim ? ", not an accessible seat" : ""));
-    b.title = info.label + (info.accessible ? " — ♿ accessible seat" : "") + " — "
-      + money(info.price) + " — " + (selected ? "selected" : STATUS_WORDS[info.status]);
+    var aria = seatAria(info, selected);
+    b.setAttribute("aria-label", dim ? t("seats.not_accessible_aria", { seat: aria }) : aria);
+    b.title = t(info.accessible ? "seats.seat_title_accessible" : "seats.seat_title", {
+      seat: info.label, price: money(info.price), state: seatState(info, selected),
+    });
     b.setAttribute("data-status", info.status);
   }
 
@@ -260,7 +252,7 @@
     box.className = "best";
     var label = document.createElement("label");
     label.htmlFor = "best-qty-" + section.id;
-    label.textContent = "Best available";
+    label.textContent = t("seats.best.label");
     var select = document.createElement("select");
     select.id = "best-qty-" + section.id;
     select.className = "field best-qty";
@@ -268,12 +260,12 @@
     go.type = "button";
     go.id = "best-" + section.id;
     go.className = "button";
-    go.textContent = "Hold the best seats";
+    go.textContent = t("seats.best.hold");
     go.setAttribute("aria-describedby", "best-help-" + section.id);
     var help = document.createElement("p");
     help.id = "best-help-" + section.id;
     help.className = "muted small best-help";
-    help.textContent = "Seats side by side, nearest the middle of the stage.";
+    help.textContent = t("seats.best.help");
     box.appendChild(label);
     box.appendChild(select);
     box.appendChild(go);
@@ -294,7 +286,7 @@
     for (var n = 1; n <= most; n++) {
       var o = document.createElement("option");
       o.value = String(n);
-      o.textContent = plural(n, "seat", "seats");
+      o.textContent = t("seats.n_seats", { count: n });
       select.appendChild(o);
     }
     select.value = String(keep);
@@ -304,10 +296,10 @@
     var bar = document.createElement("div");
     bar.className = "zoom";
     bar.setAttribute("role", "group");
-    bar.setAttribute("aria-label", "Zoom " + section.name);
-    c.zoomOut = smallButton("zoom-out", "−", "Zoom out of " + section.name);
-    c.zoomIn = smallButton("zoom-in", "+", "Zoom in on " + section.name);
-    var back = smallButton("to-overview", "↑ Overview", "Back to the venue overview");
+    bar.setAttribute("aria-label", t("seats.zoom.group", { section: section.name }));
+    c.zoomOut = smallButton("zoom-out", "−", t("seats.zoom.out", { section: section.name }));
+    c.zoomIn = smallButton("zoom-in", "+", t("seats.zoom.in", { section: section.name }));
+    var back = smallButton("to-overview", t("seats.zoom.overview"), t("seats.zoom.overview_label"));
     c.zoomOut.addEventListener("click", function () { zoomBy(section.id, 1 / ZOOM_STEP); });
     c.zoomIn.addEventListener("click", function () { zoomBy(section.id, ZOOM_STEP); });
     back.addEventListener("click", toOverview);
@@ -323,20 +315,20 @@
     var stage = document.createElement("div");
     stage.className = "stage";
     stage.setAttribute("aria-hidden", "true");
-    stage.textContent = "Stage";
+    stage.textContent = t("seats.stage");
     card.appendChild(stage);
     var scroller = document.createElement("div");
     scroller.className = "seat-scroll";
     var grid = document.createElement("div");
     grid.className = "seat-grid";
     grid.setAttribute("role", "group");
-    grid.setAttribute("aria-label", section.name + " seats. Use the arrow keys to move, + and − to zoom.");
+    grid.setAttribute("aria-label", t("seats.grid_label", { section: section.name }));
     grid.setAttribute("data-section", section.id);
     section.rows.forEach(function (row) {
       var line = document.createElement("div");
       line.className = "seat-row";
       line.setAttribute("role", "group");
-      line.setAttribute("aria-label", "Row " + row.row);
+      line.setAttribute("aria-label", t("seats.row", { row: row.row }));
       var label = document.createElement("span");
       label.className = "row-label";
       label.setAttribute("aria-hidden", "true");
@@ -352,7 +344,7 @@
         b.textContent = seatNumber(seat.id);
         line.appendChild(b);
         var info = {
-          id: seat.id, label: seat.label, price: seat.price, status: seat.status,
+          id: seat.id, label: seatLabel(seat), price: seat.price, status: seat.status,
           accessible: !!seat.accessible, section: section.id, button: b,
         };
         S.seatInfo[seat.id] = info;
@@ -368,7 +360,7 @@
     var hint = document.createElement("p");
     hint.className = "muted small scroll-hint";
     hint.setAttribute("aria-hidden", "true");
-    hint.textContent = "← Swipe sideways to see every seat →";
+    hint.textContent = t("seats.swipe");
     hint.hidden = true;
     card.appendChild(hint);
     var fits = function () {
@@ -476,10 +468,10 @@
     var label = document.createElement("label");
     label.className = "field-label";
     label.htmlFor = id;
-    label.textContent = "Tickets in " + section.name;
+    label.textContent = t("seats.qty.label", { section: section.name });
     var row = document.createElement("div");
     row.className = "stepper";
-    var minus = smallButton("step", "−", "One ticket fewer in " + section.name);
+    var minus = smallButton("step", "−", t("seats.qty.fewer", { section: section.name }));
     var input = document.createElement("input");
     input.type = "number";
     input.id = id;
@@ -489,7 +481,7 @@
     input.value = "0";
     input.setAttribute("data-ga", section.id);
     input.setAttribute("aria-describedby", "qty-note-" + section.id);
-    var plus = smallButton("step", "+", "One more ticket in " + section.name);
+    var plus = smallButton("step", "+", t("seats.qty.more", { section: section.name }));
     var note = document.createElement("p");
     note.className = "stepper-note";
     note.id = "qty-note-" + section.id;
@@ -518,11 +510,11 @@
   function stepperLimit(sectionId) {
     var avail = sectionAvailable(sectionId);
     if (gaQuantity(sectionId) < Math.min(S.maxSeats, avail)) return "";
-    if (avail === 0) return "None left in " + S.sectionNames[sectionId] + ".";
+    if (avail === 0) return t("seats.qty.none_left", { section: S.sectionNames[sectionId] });
     if (avail < S.maxSeats) {
-      return "Only " + plural(avail, "ticket", "tickets") + " left in " + S.sectionNames[sectionId] + ".";
+      return t("seats.qty.only_left", { count: avail, section: S.sectionNames[sectionId] });
     }
-    return "At most " + S.maxSeats + " per order.";
+    return t("seats.at_most", { count: S.maxSeats });
   }
 
   function paintStepper(sectionId) {
@@ -544,8 +536,8 @@
   }
 
   function availabilityText(section) {
-    if (section.available === 0) return "None left";
-    return section.available + " of " + section.capacity + " left";
+    if (section.available === 0) return t("seats.avail.none");
+    return t("seats.avail.some", { count: section.available, capacity: section.capacity });
   }
 
   // ---- the overview ---------------------------------------------------------------------------
@@ -614,10 +606,12 @@
   function paintTile(section) {
     var c = S.cards[section.id];
     if (!c || !c.tile) return;
-    c.tileMeta.textContent = money(section.price) + (section.kind === "standing" ? " standing" : "")
-      + " · " + (section.available ? section.available + " left" : "none left");
+    c.tileMeta.textContent = t(section.kind === "standing" ? "seats.tile.standing" : "seats.tile.seated", {
+      price: money(section.price),
+      left: section.available ? t("seats.tile.left", { count: section.available }) : t("seats.tile.none_left"),
+    });
     var acc = accessibleCount(section);
-    c.tileAcc.textContent = acc ? "♿ " + plural(acc, "accessible seat", "accessible seats") : "";
+    c.tileAcc.textContent = acc ? t("seats.tile.accessible", { count: acc }) : "";
     c.tileAcc.hidden = !acc;
     if (c.fill) {
       c.fill.style.width = Math.round(100 * section.available / Math.max(1, section.capacity)) + "%";
@@ -665,7 +659,7 @@
     prices.slice(0, -1).forEach(function (p) {
       var o = document.createElement("option");
       o.value = String(p);
-      o.textContent = "Up to " + money(p);
+      o.textContent = t("seats.price_up_to", { price: money(p) });
       select.appendChild(o);
     });
     select.value = prices.indexOf(Number(keep)) >= 0 && keep !== "" ? keep : "";
@@ -675,8 +669,8 @@
 
   /** Why a section is out of the filters ("" when it is in). */
   function filteredOut(section) {
-    if (S.filter.maxPrice !== null && section.price > S.filter.maxPrice) return "Above your price";
-    if (S.filter.accessible && !accessibleCount(section)) return "No accessible seats";
+    if (S.filter.maxPrice !== null && section.price > S.filter.maxPrice) return t("seats.filter.above_price");
+    if (S.filter.accessible && !accessibleCount(section)) return t("seats.filter.no_accessible");
     return "";
   }
 
@@ -699,9 +693,9 @@
     Object.keys(S.seatInfo).forEach(function (id) { paintSeat(S.seatInfo[id]); });
     var note = "";
     if (S.filter.accessible && !anyAccessible) {
-      note = "No accessible seats are marked for this event.";
+      note = t("seats.filter.none_marked");
     } else if (out) {
-      note = plural(out, "section is", "sections are") + " hidden by your filters.";
+      note = t("seats.filter.hidden", { count: out });
     }
     if ($("filter-note").textContent !== note) $("filter-note").textContent = note;
   }
@@ -736,7 +730,8 @@
       meta.className = "section-meta";
       var price = document.createElement("span");
       price.className = "price";
-      price.textContent = money(section.price) + (section.kind === "standing" ? " · standing" : "");
+      price.textContent = section.kind === "standing"
+        ? t("seats.price_standing", { price: money(section.price) }) : money(section.price);
       var avail = document.createElement("span");
       avail.className = "muted small avail";
       avail.id = "avail-" + section.id;
@@ -775,9 +770,10 @@
     if (!source || !source.max_seats_per_order) return;
     var n = source.max_seats_per_order;
     if (source.max_tickets_per_buyer) n = Math.min(n, source.max_tickets_per_buyer);
+    var words = t("seats.pick.max", { count: n });
+    if ($("max-seats").textContent !== words) $("max-seats").textContent = words;
     if (n === S.maxSeats) return;
     S.maxSeats = n;
-    $("max-seats").textContent = n;
     Object.keys(S.cards || {}).forEach(fillBestOptions);
   }
 
@@ -818,8 +814,7 @@
       }
     });
     if (lost.length) {
-      speak(lost.map(seatName).join("; ") + (lost.length === 1 ? " was" : " were")
-        + " just taken by someone else and removed from your choice.");
+      speak(t("seats.lost", { count: lost.length, seats: lost.map(seatName).join("; ") }));
       lost.forEach(function (id) { S.taken[id] = Date.now(); });
       lost.forEach(function (id) { if (S.seatInfo[id]) paintSeat(S.seatInfo[id]); });
     }
@@ -834,15 +829,15 @@
     var soldOut = map.state === "sold_out" || map.available === 0;
     $("sold-out-note").hidden = !soldOut;
     if (map.state === "closed") {
-      showError("pick-error", "This sale has ended.");
+      showError("pick-error", t("seats.sale_ended"));
     }
     updateSummary();
   }
 
   function expireTakenMarks() {
-    var t = Date.now();
+    var now = Date.now();
     Object.keys(S.taken).forEach(function (id) {
-      if (t - S.taken[id] > TAKEN_MS) {
+      if (now - S.taken[id] > TAKEN_MS) {
         delete S.taken[id];
         if (S.seatInfo[id]) paintSeat(S.seatInfo[id]);
       }
@@ -853,10 +848,10 @@
     var r = await BO.api("/api/events/" + encodeURIComponent(eventId) + "/seats", { tries: 1 });
     if (r.ok && r.body) {
       applyMap(r.body);
-      setMapStatus("live", "Live — updates every few seconds");
+      setMapStatus("live", t("seats.status.live"));
       return true;
     }
-    setMapStatus("polling", "Busy — the map will update shortly");
+    setMapStatus("polling", t("seats.status.busy"));
     return false;
   }
 
@@ -873,7 +868,7 @@
       try {
         await loadMap();
       } catch (e) {
-        setMapStatus("offline", "Offline — retrying…");
+        setMapStatus("offline", t("seats.status.offline"));
       }
       expireTakenMarks();
       if (S.view !== "pick") return;
@@ -898,35 +893,34 @@
     if (i >= 0) {
       S.selected.splice(i, 1);
       paintSeat(info);
-      speak(info.label + " removed. " + selectionWords());
+      speak(t("seats.removed", { seat: info.label, selection: selectionWords() }));
       updateSummary();
       return;
     }
     if (info.status !== "free") {
-      var why = info.status === "sold" ? "is sold" : "is held by someone else";
-      showError("pick-error", info.label + " in " + S.sectionNames[info.section] + " " + why
-        + ". Please pick a free seat.");
+      showError("pick-error", t(info.status === "sold" ? "seats.pick_sold" : "seats.pick_held", {
+        seat: info.label, section: S.sectionNames[info.section],
+      }));
       return;
     }
     if (dimmed(info)) {
-      showError("pick-error", info.label + " is not an accessible seat. Turn off “Accessible seats "
-        + "only” to pick it.");
+      showError("pick-error", t("seats.pick_not_accessible", { seat: info.label }));
       return;
     }
     if (S.selected.length >= S.maxSeats) {
-      showError("pick-error", "You can choose up to " + S.maxSeats
-        + " tickets per order. Remove one to pick another.", "At most " + S.maxSeats + " per order.");
+      showError("pick-error", t("seats.pick_limit", { count: S.maxSeats }),
+        t("seats.at_most", { count: S.maxSeats }));
       return;
     }
     if (S.ga) {
       clearGa();
-      speak("Standing tickets cleared: one order is either seats or standing tickets.");
+      speak(t("seats.standing_cleared"));
     }
     S.selected.push(info.id);
     delete S.taken[info.id];
     paintSeat(info);
     showError("pick-error", "");
-    speak(info.label + " selected. " + selectionWords());
+    speak(t("seats.selected", { seat: info.label, selection: selectionWords() }));
     updateSummary();
   }
 
@@ -945,7 +939,7 @@
       var ids = S.selected.slice();
       S.selected = [];
       ids.forEach(function (id) { if (S.seatInfo[id]) paintSeat(S.seatInfo[id]); });
-      speak("Seat choice cleared: one order is either seats or standing tickets.");
+      speak(t("seats.seats_cleared"));
     }
     if (S.ga && S.ga.section !== sectionId) clearGa();
     S.ga = quantity > 0 ? { section: sectionId, quantity: quantity } : null;
@@ -958,7 +952,7 @@
 
   function selectionWords() {
     var n = S.selected.length;
-    return n ? plural(n, "seat", "seats") + " of " + S.maxSeats + " selected." : "No seats selected.";
+    return n ? t("seats.selection", { count: n, most: S.maxSeats }) : t("seats.no_seats_selected");
   }
 
   function updateSummary() {
@@ -970,21 +964,23 @@
       var price = 0;
       S.map.sections.forEach(function (s) { if (s.id === S.ga.section) price = s.price; });
       amount = price * S.ga.quantity;
-      count.textContent = plural(S.ga.quantity, "ticket", "tickets") + " · " + money(amount);
-      detail.textContent = S.sectionNames[S.ga.section] + " (standing)";
-      button.textContent = "Hold these tickets";
+      count.textContent = t("seats.summary.tickets", { count: S.ga.quantity, amount: money(amount) });
+      detail.textContent = t("seats.summary.standing", { section: S.sectionNames[S.ga.section] });
+      button.textContent = t("seats.hold_tickets");
     } else if (S.selected.length) {
       S.selected.forEach(function (id) { amount += S.seatInfo[id] ? S.seatInfo[id].price : 0; });
-      count.textContent = plural(S.selected.length, "seat", "seats") + " · " + money(amount);
-      detail.textContent = (S.selected.length >= S.maxSeats ? "The most per order. " : "")
-        + S.selected.map(function (id) {
-          return seatName(id) + (S.seatInfo[id] && S.seatInfo[id].accessible ? " (accessible)" : "");
-        }).join("; ");
-      button.textContent = "Hold these seats";
+      count.textContent = t("seats.summary.seats", { count: S.selected.length, amount: money(amount) });
+      var names = S.selected.map(function (id) {
+        return S.seatInfo[id] && S.seatInfo[id].accessible
+          ? t("seats.summary.accessible", { seat: seatName(id) }) : seatName(id);
+      }).join("; ");
+      detail.textContent = S.selected.length >= S.maxSeats
+        ? t("seats.summary.the_most", { seats: names }) : names;
+      button.textContent = t("seats.hold");
     } else {
-      count.textContent = "No tickets selected";
-      detail.textContent = "Up to " + S.maxSeats + " per order";
-      button.textContent = "Hold these seats";
+      count.textContent = t("seats.none_selected");
+      detail.textContent = t("seats.summary.up_to", { count: S.maxSeats });
+      button.textContent = t("seats.hold");
     }
     var waiting = S.retryUntil > Date.now();
     button.disabled = S.busy || waiting || !(S.ga || S.selected.length);
@@ -1051,7 +1047,7 @@
     S.busy = true;
     showError("pick-error", "");
     updateSummary();
-    $("hold-button").textContent = "Holding…";
+    $("hold-button").textContent = t("seats.holding");
     var r;
     try {
       r = await BO.api("/api/events/" + encodeURIComponent(eventId) + "/holds", {
@@ -1061,7 +1057,7 @@
     } catch (e) {
       S.busy = false;
       updateSummary();
-      showError("pick-error", "We couldn't reach Boxoffice. Check your connection and try again.");
+      showError("pick-error", t("seats.unreachable"));
       return;
     }
     S.busy = false;
@@ -1082,9 +1078,9 @@
     if (r.status === 409 && b.error === "seats_unavailable") {
       var taken = b.seats || [];
       if (taken.length) {
-        var t = Date.now();
+        var takenAt = Date.now();
         taken.forEach(function (id) {
-          S.taken[id] = t;
+          S.taken[id] = takenAt;
           var i = S.selected.indexOf(id);
           if (i >= 0) S.selected.splice(i, 1);
           var info = S.seatInfo[id];
@@ -1093,32 +1089,30 @@
             paintSeat(info);
           }
         });
-        showError("pick-error", "Sorry — " + taken.map(seatName).join("; ")
-          + (taken.length === 1 ? " was" : " were") + " just taken by someone else. "
-          + (S.selected.length ? "Your other seats are still selected. " : "")
-          + "Please pick other seats.",
-          "Just taken: " + taken.map(function (id) {
-            return S.seatInfo[id] ? S.seatInfo[id].label : id;
-          }).join("; ") + ". Please pick again.");
+        showError("pick-error", t(S.selected.length ? "seats.taken_keep_others" : "seats.taken", {
+          count: taken.length, seats: taken.map(seatName).join("; "),
+        }), t("seats.taken_short", { seats: taken.map(function (id) {
+          return S.seatInfo[id] ? S.seatInfo[id].label : id;
+        }).join("; ") }));
         var first = S.seatInfo[taken[0]];
         if (first) first.button.scrollIntoView({ block: "nearest", inline: "center" });
       } else if (b.section) {
-        showError("pick-error", "Only " + plural(b.available || 0, "ticket is", "tickets are")
-          + " left in " + (S.sectionNames[b.section] || b.section) + ".");
+        showError("pick-error", t("seats.qty.only_left", {
+          count: b.available || 0, section: S.sectionNames[b.section] || b.section,
+        }));
       } else {
-        showError("pick-error", "Those tickets were just taken. Please pick again.");
+        showError("pick-error", t("seats.tickets_taken"));
       }
       loadMap().catch(function () {});
       return;
     }
     if (r.status === 409 && b.error === "sale_closed") {
-      showError("pick-error", "This sale has ended.");
+      showError("pick-error", t("seats.sale_ended"));
       return;
     }
     if (r.status === 409 && b.error === "buyer_limit") {
       showError("pick-error", buyerLimitText(b) + (b.limit > b.bought
-        ? " You can choose up to " + plural(b.limit - b.bought, "more ticket", "more tickets") + "."
-        : ""));
+        ? " " + t("seats.buyer_more", { count: b.limit - b.bought }) : ""));
       return;
     }
     if (r.status === 410 || (r.status === 403 && (b.error === "no_access" || b.error === "bad_access"))) {
@@ -1127,24 +1121,22 @@
     }
     if (r.status === 422 && b.error === "too_many_seats") {
       if (b.limit) setLimits({ max_seats_per_order: b.limit });
-      showError("pick-error", "You can choose up to " + S.maxSeats + " tickets per order.");
+      showError("pick-error", t("seats.pick_limit_short", { count: S.maxSeats }));
       return;
     }
     if (r.status === 422 && b.error === "unknown_seats") {
-      showError("pick-error", "Some of those seats don't exist any more. The map was refreshed.");
+      showError("pick-error", t("seats.unknown_seats"));
       loadMap().catch(function () {});
       return;
     }
     if (r.status === 429 || r.status === 503) {
       var secs = Number(r.response.headers.get("Retry-After")) || 5;
       S.retryUntil = Date.now() + secs * 1000;
-      showError("pick-error", (r.status === 429 ? "Too many tries in a short time." : "Boxoffice is busy.")
-        + " Please wait " + plural(secs, "second", "seconds") + " and try again.");
+      showError("pick-error", t(r.status === 429 ? "seats.too_many" : "seats.busy", { count: secs }));
       setTimeout(updateSummary, secs * 1000 + 50);
       return;
     }
-    showError("pick-error", (b.detail ? "Couldn't hold: " + b.detail + "." : "Couldn't hold those seats.")
-      + " Please try again.");
+    showError("pick-error", t("seats.hold_failed"));
   }
 
   /** "Best available": ask for the best N seats side by side, then hold them the normal way
@@ -1175,15 +1167,15 @@
     } catch (e) {
       S.busy = false;
       updateSummary();
-      showError("pick-error", "We couldn't reach Boxoffice. Check your connection and try again.");
+      showError("pick-error", t("seats.unreachable"));
       return;
     }
     S.busy = false;
     var b = found.body || {};
     if (found.status === 409 && b.error === "no_adjacent_seats") {
-      showError("pick-error", "There aren't " + quantity + " free " + (S.filter.accessible
-        ? "accessible seats" : "seats") + " side by side in " + S.sectionNames[sectionId]
-        + ". Try fewer, or pick seats one by one.", "No " + quantity + " seats side by side.");
+      showError("pick-error", t(S.filter.accessible ? "seats.best.none_accessible" : "seats.best.none", {
+        count: quantity, section: S.sectionNames[sectionId],
+      }), t("seats.best.none_short", { count: quantity }));
       updateSummary();
       return;
     }
@@ -1201,7 +1193,7 @@
     showError("held-error", "");
     showView("held");
     tick();
-    speak("Your tickets are held for " + BO.formatDuration(BO.msLeft(hold.expires_at) / 1000) + ".");
+    speak(t("seats.held.spoken", { duration: BO.formatDuration(BO.msLeft(hold.expires_at) / 1000) }));
   }
 
   function renderPicked(list, seats, section, quantity, amount, currency) {
@@ -1213,8 +1205,7 @@
     });
     if (section && quantity) {
       var li = document.createElement("li");
-      li.textContent = plural(quantity, "standing ticket", "standing tickets") + ", "
-        + (S.sectionNames[section] || section);
+      li.textContent = t("seats.held.standing", { count: quantity, section: S.sectionNames[section] || section });
       list.appendChild(li);
     }
   }
@@ -1228,7 +1219,7 @@
         await BO.api("/api/holds/" + encodeURIComponent(hold.hold_id), { method: "DELETE", tries: 2 });
       } catch (e) { /* it expires on its own */ }
     }
-    backToPick(message || "Your seats were released.");
+    backToPick(message || t("seats.failed.released"));
   }
 
   function backToPick(message) {
@@ -1238,8 +1229,7 @@
     setOrderInUrl(null);
     if (!accessValid()) {
       turnOver();
-      if (message) $("out-text").textContent = message + " Your turn to choose seats has ended: "
-        + "rejoin the waiting room to try again.";
+      if (message) $("out-text").textContent = t("seats.out.message_and_end", { message: message });
       return;
     }
     showView("pick");
@@ -1254,7 +1244,7 @@
     if (S.busy || !S.hold) return;
     var email = $("email").value.trim();
     if (!EMAIL_RE.test(email)) {
-      fieldError("email", "Enter an email address like name@example.com.");
+      fieldError("email", t("seats.email_needed"));
       $("email").focus();
       return;
     }
@@ -1273,7 +1263,7 @@
     S.busy = false;
     $("checkout-button").disabled = false;
     if (!r) {
-      showError("held-error", "We couldn't reach Boxoffice. Your seats are still held: try again.");
+      showError("held-error", t("seats.held.unreachable"));
       return;
     }
     var b = r.body || {};
@@ -1284,31 +1274,28 @@
       return;
     }
     if (r.status === 410) {
-      backToPick("Your hold expired and the seats were released. Please pick again.");
+      backToPick(t("seats.hold_expired"));
       return;
     }
     if (r.status === 422) {
-      fieldError("email", "This email address doesn't look right. Please check it.");
+      fieldError("email", t("seats.email_wrong"));
       $("email").focus();
       return;
     }
     if (r.status === 403 || r.status === 404) {
-      backToPick("That hold isn't yours any more. Please pick again.");
+      backToPick(t("seats.hold_not_yours"));
       return;
     }
     if (r.status === 409 && b.error === "buyer_limit") {
-      showError("held-error", buyerLimitText(b) + " Orders paid with this email count towards it. "
-        + "Your seats are still held until the timer runs out; you can release them.");
+      showError("held-error", buyerLimitText(b) + " " + t("seats.held.buyer_limit"));
       return;
     }
-    showError("held-error", (b.detail ? b.detail + ". " : "") + "Your seats are still held: try again.");
+    showError("held-error", t("seats.held.try_again"));
   }
 
   // The per-buyer limit (409 buyer_limit carries `limit` and `bought`), in words.
   function buyerLimitText(b) {
-    return "Each buyer can have at most " + plural(b.limit, "ticket", "tickets")
-      + " for this event, and " + plural(b.bought, "ticket has", "tickets have")
-      + " already been bought.";
+    return t("seats.buyer_limit", { count: b.limit, bought: t("seats.buyer_bought", { count: b.bought }) });
   }
 
   function fieldError(field, text) {
@@ -1334,40 +1321,34 @@
     if (order.status === "pending") { showPay(order); return; }
     var texts = {
       failed: order.status_reason === "card_declined"
-        ? "Your card was declined, so no money was taken. Your seats were released."
-        : "The payment failed, so no money was taken. Your seats were released.",
-      expired: "The time to pay ran out, so the seats were released. No money was taken.",
+        ? t("seats.failed.declined") : t("seats.failed.payment_failed"),
+      expired: t("seats.failed.expired"),
       voided: order.status_reason === "buyer_limit"
-        ? "This order would go past the limit of tickets per buyer for this event: earlier "
-          + "orders with the same email or the same card already count towards it. The payment "
-          + "was cancelled, so nothing is charged (money already taken is refunded in full), "
-          + "and the seats were released."
-        : "Sorry — the seats were taken before the payment completed. "
-          + "The payment was cancelled and no money was taken.",
-      refunded: "This order was refunded.",
+        ? t("seats.failed.buyer_limit") : t("seats.failed.voided"),
+      refunded: t("seats.failed.refunded"),
     };
-    showFailed(texts[order.status] || "This order can't be completed.");
+    showFailed(texts[order.status] || t("seats.failed.other"));
   }
 
   function showFailed(text) {
     S.hold = null;
     BO.session.removeItem(holdKey);
     $("failed-text").textContent = text;
-    $("pick-again").textContent = accessValid() ? "Pick seats again" : "Back to the waiting room";
+    $("pick-again").textContent = accessValid() ? t("seats.failed.again") : t("seats.out.back_to_room");
     showView("failed");
   }
 
   function showPay(order) {
     renderPicked($("pay-seats"), order.seats, order.section, order.quantity, order.amount, order.currency);
     $("pay-amount").textContent = money(order.amount, order.currency);
-    $("pay-email").textContent = order.email;
+    $("pay-for").textContent = t("seats.pay.for", { email: order.email });
     showError("pay-error", "");
     $("pay-waiting").hidden = true;
     var p = order.payment || {};
     $("dev-form").hidden = p.provider !== "dev";
     $("stripe-form").hidden = p.provider !== "stripe";
-    $("pay-button").textContent = "Pay " + money(order.amount, order.currency);
-    $("stripe-pay-button").textContent = "Pay " + money(order.amount, order.currency);
+    $("pay-button").textContent = t("seats.pay.pay_amount", { amount: money(order.amount, order.currency) });
+    $("stripe-pay-button").textContent = t("seats.pay.pay_amount", { amount: money(order.amount, order.currency) });
     showView("pay");
     tick();
     if (p.provider === "stripe") setUpStripe(order);
@@ -1378,7 +1359,7 @@
     if (S.busy || !S.order) return;
     var card = $("card").value.replace(/[\s-]/g, "");
     if (!/^\d{12,19}$/.test(card)) {
-      fieldError("card", "Enter the card number: digits only, spaces are fine.");
+      fieldError("card", t("seats.pay.card_needed"));
       $("card").focus();
       return;
     }
@@ -1399,23 +1380,22 @@
     $("pay-button").disabled = false;
     $("pay-waiting").hidden = true;
     if (!r) {
-      showError("pay-error", "We couldn't reach Boxoffice. It is safe to press Pay again.");
+      showError("pay-error", t("seats.pay.unreachable"));
       return;
     }
     var b = r.body || {};
     if (r.ok) { showOrder(b); return; }
     if (r.status === 402) {
-      showFailed("Your card was declined, so no money was taken. Your seats were released.");
+      showFailed(t("seats.failed.declined"));
       return;
     }
     if (r.status === 422) {
-      fieldError("card", b.detail ? b.detail.charAt(0).toUpperCase() + b.detail.slice(1) + "."
-        : "This card number isn't accepted.");
+      fieldError("card", t("seats.pay.card_refused"));
       $("card").focus();
       return;
     }
     if (r.status === 409) { await refreshOrder(); return; }
-    showError("pay-error", (b.detail ? b.detail + ". " : "") + "Please try again.");
+    showError("pay-error", t("seats.pay.try_again"));
   }
 
   async function refreshOrder() {
@@ -1448,7 +1428,7 @@
     var button = $("stripe-pay-button");
     if (!p.publishable_key || !p.client_secret) {
       button.disabled = true;
-      showError("pay-error", "Online payment isn't available right now. Please try again later.");
+      showError("pay-error", t("seats.pay.unavailable"));
       return;
     }
     if (S.stripeElements) return;
@@ -1460,8 +1440,7 @@
       S.stripeElements.create("payment").mount("#stripe-element");
       button.disabled = false;
     } catch (err) {
-      showError("pay-error", "The payment form could not be loaded. Check your connection and "
-        + "reload the page — your seats stay held until the countdown ends.");
+      showError("pay-error", t("seats.pay.form_failed"));
     }
     var params = new URLSearchParams(location.search);
     if (params.get("redirect_status")) waitForWebhook();
@@ -1480,12 +1459,12 @@
         redirect: "if_required",
       });
       if (result.error) {
-        showError("pay-error", result.error.message || "The payment didn't go through.");
+        showError("pay-error", result.error.message || t("seats.pay.not_through"));
       } else {
         await waitForWebhook();
       }
     } catch (err) {
-      showError("pay-error", "The payment could not be sent. Please try again.");
+      showError("pay-error", t("seats.pay.not_sent"));
     }
     S.busy = false;
     $("stripe-pay-button").disabled = false;
@@ -1507,26 +1486,26 @@
   function showDone(order) {
     $("done-order").textContent = order.order_id;
     $("done-amount").textContent = money(order.amount, order.currency);
-    $("done-email").textContent = order.email;
+    $("done-for").textContent = t("seats.done.for", { email: order.email });
     if (order.order_url) $("done-link").href = order.order_url;
     var list = $("tickets");
     list.textContent = "";
-    order.tickets.forEach(function (t, i) {
+    order.tickets.forEach(function (ticket, i) {
       var li = document.createElement("li");
       li.className = "ticket";
       var what = document.createElement("span");
       what.className = "ticket-seat";
-      what.textContent = t.seat_id ? seatName(t.seat_id)
-        : (S.sectionNames[t.section_id] || t.section_id) + ", standing";
+      what.textContent = ticket.seat_id ? seatName(ticket.seat_id)
+        : t("common.standing_name", { section: S.sectionNames[ticket.section_id] || ticket.section_id });
       var code = document.createElement("code");
       code.className = "ticket-code";
-      code.textContent = t.code;
-      code.setAttribute("aria-label", "Ticket code " + t.code.split("").join(" "));
+      code.textContent = ticket.code;
+      code.setAttribute("aria-label", t("seats.done.code_label", { code: ticket.code.split("").join(" ") }));
       // Tickets come numbered 1, 2, … in this order; the QR code encodes the same ticket code.
       var qr = document.createElement("img");
       qr.className = "ticket-qr";
-      qr.alt = "QR code for ticket " + t.code;
-      qr.src = "/api/orders/" + encodeURIComponent(order.order_id) + "/tickets/" + (t.number || i + 1) + ".svg";
+      qr.alt = t("seats.done.qr_alt", { code: ticket.code });
+      qr.src = "/api/orders/" + encodeURIComponent(order.order_id) + "/tickets/" + (ticket.number || i + 1) + ".svg";
       qr.width = 132;
       qr.height = 132;
       li.appendChild(what);
@@ -1536,7 +1515,7 @@
     });
     BO.session.removeItem(holdKey);
     showView("done");
-    speak("Payment confirmed. " + plural(order.tickets.length, "ticket", "tickets") + " below.");
+    speak(t("seats.done.spoken", { count: order.tickets.length }));
   }
 
   // ---- clocks ---------------------------------------------------------------------------------
@@ -1558,13 +1537,13 @@
     if (S.view === "held" && S.hold) {
       var left = BO.msLeft(S.hold.expires_at);
       $("hold-countdown").textContent = BO.formatCountdown(left);
-      warnOnce("hold-" + S.hold.hold_id, left / 1000, "Less than a minute left to finish.");
-      if (left <= 0) backToPick("Your hold expired and the seats were released. Please pick again.");
+      warnOnce("hold-" + S.hold.hold_id, left / 1000, t("seats.held.last_minute"));
+      if (left <= 0) backToPick(t("seats.hold_expired"));
     }
     if (S.view === "pay" && S.order) {
       var payLeft = BO.msLeft(S.order.expires_at);
       $("pay-countdown").textContent = BO.formatCountdown(payLeft);
-      warnOnce("pay-" + S.order.order_id, payLeft / 1000, "Less than a minute left to pay.");
+      warnOnce("pay-" + S.order.order_id, payLeft / 1000, t("seats.pay.last_minute"));
       if (payLeft <= -5000 && !S.busy && now - (S.lastOrderCheck || 0) > 10000) {
         S.lastOrderCheck = now;
         refreshOrder().catch(function () {});
@@ -1577,11 +1556,11 @@
   function greetTurn() {
     if (BO.session.getItem(BO.turnKey(eventId)) !== "new") return;
     BO.session.removeItem(BO.turnKey(eventId));
-    var left = BO.formatDuration(BO.msLeft(S.access.expires) / 1000).replace(/^about /, "");
-    var name = S.event ? S.event.name : "your event";
-    document.title = "It's your turn — " + name;
-    speak("It's your turn! You have " + left + " to choose your seats.");
-    BO.alerts.turn("It's your turn — " + name, "Choose your seats within " + left + ".");
+    var left = t("seats.turn.minutes", { count: Math.max(1, Math.round(BO.msLeft(S.access.expires) / 60000)) });
+    var name = S.event ? S.event.name : t("common.brand");
+    document.title = t("seats.turn.title", { name: name });
+    speak(t("seats.turn.spoken", { duration: left }));
+    BO.alerts.turn(t("seats.turn.title", { name: name }), t("seats.turn.body", { duration: left }));
   }
 
   // ---- start ----------------------------------------------------------------------------------
@@ -1636,7 +1615,9 @@
         S.event = ev.body;
         S.currency = ev.body.currency;
         $("event-name").textContent = ev.body.name;
-        $("event-meta").textContent = ev.body.venue + " · " + BO.formatDateTime(ev.body.starts_at, ev.body.timezone);
+        $("event-meta").textContent = t("common.venue_and_date", {
+          venue: ev.body.venue, date: BO.formatDateTime(ev.body.starts_at, ev.body.timezone),
+        });
         ev.body.sections.forEach(function (s) { S.sectionNames[s.id] = s.name; });
         setLimits(ev.body);
       }
@@ -1667,12 +1648,12 @@
         return;
       }
       var loaded = await loadMap().catch(function () { return false; });
-      if (!loaded) showError("pick-error", "We couldn't load the seat map yet: retrying…");
+      if (!loaded) showError("pick-error", t("seats.map_retrying"));
       showView("pick");
       tick();
       greetTurn();
     } catch (e) {
-      goOut("We could not reach Boxoffice. Please reload the page.", "Back to the waiting room");
+      goOut(t("seats.out.unreachable"), t("seats.out.back_to_room"));
     }
   }
 
