@@ -179,6 +179,9 @@ async def apply(conn: asyncpg.Connection) -> None:
     for table in TABLES:
         copied = await _backfill(conn, table)
         log.info("partitioning: rows copied", extra={"table": table.name, "rows": copied})
+        # Statistics before the swap: until autovacuum comes by, the planner would take the
+        # new partitions for empty and pick any index (a buyer's count scanned the event).
+        await conn.execute(f"ANALYZE {table.name}_by_event")
     await _swap(conn)
     await _drop_old(conn)
 
