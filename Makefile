@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m loadtest.bench_challenge $(BENCH_ARGS)
 	$(BIN)/python -m loadtest.bench_redis_loss $(BENCH_ARGS)
 	$(BIN)/python -m loadtest.bench_cluster $(BENCH_ARGS)
+	$(BIN)/python -m loadtest.bench_partition $(BENCH_ARGS)
 
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtest.run $(ARGS)

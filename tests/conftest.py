@@ -21,7 +21,7 @@ from server.runtime.app import create_app
 from server.runtime.embedded import EmbeddedServers
 from server.store import db
 
-from .helpers import ADMIN_TOKEN, SECRET
+from .helpers import ADMIN_TOKEN, SECRET, wipe_database
 
 
 @pytest.fixture(scope="session")
@@ -70,9 +70,7 @@ async def redis(server_urls: tuple[str, str]) -> AsyncIterator[Redis]:
 async def pg(server_urls: tuple[str, str]) -> AsyncIterator[asyncpg.Pool]:
     pool = await db.create_pool(server_urls[1], 4)
     await db.migrate(pool)
-    await pool.execute(
-        "TRUNCATE events, outbox, stripe_events, audit_log, operators, api_tokens CASCADE"
-    )
+    await wipe_database(pool)
     yield pool
     await pool.close()
 

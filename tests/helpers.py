@@ -18,6 +18,8 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
 
+from server.store import db
+
 Client = TestClient[Any, Any]
 Headers = dict[str, str]
 T = TypeVar("T")
@@ -52,6 +54,20 @@ async def eventually(
             raise AssertionError(f"timed out waiting for: {what}")
         await asyncio.sleep(every)
     return value
+
+
+# ---- the database -----------------------------------------------------------------------------
+
+
+async def wipe_database(pool: Any) -> None:
+    """Every test starts from no events, orders or accounts. Mails and payment follow-ups are
+    named too: since migration 014 no foreign key cascades to them from orders. Then the
+    partitions of the deleted events go (each test's events bring their own)."""
+    await pool.execute(
+        "TRUNCATE events, outbox, mails, payment_actions, stripe_events, audit_log, operators,"
+        " api_tokens CASCADE"
+    )
+    await db.drop_orphan_partitions(pool)
 
 
 # ---- events ----------------------------------------------------------------------------------

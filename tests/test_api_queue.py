@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from server.core.tokens import Signer, TokenError
 
-from .helpers import ADMIN, SECRET, create_event, join
+from .helpers import ADMIN, SECRET, create_event, join, visitor
 
 Client = TestClient[Any, Any]
 
@@ -118,3 +118,30 @@ async def test_garbage_websocket_frames_get_errors(client: Client) -> None:
     await ws.close()
     assert ws.closed
     assert (await ws.receive()).type in (WSMsgType.CLOSED, WSMsgType.CLOSE)
+
+
+async def test_a_tick_reaches_every_waiting_socket_as_one_valid_frame(client: Client) -> None:
+    """Ticks are framed once and written into each socket's transport: every waiting socket
+    gets a well-formed text frame with the event's new state, and other frames still follow."""
+    ev = await create_event(client, rate_per_min=0)
+    sockets = []
+    for _ in range(3):
+        joined = await (await join(client, ev["id"], visitor())).json()
+        ws = await client.ws_connect(f"/api/queue/{joined['queue_id']}/ws")
+        assert (await ws.receive_json(timeout=5))["type"] == "status"
+        sockets.append(ws)
+    patch = await client.patch(
+        f"/api/admin/events/{ev['id']}", json={"paused": True}, headers=ADMIN
+    )
+    assert patch.status == 200
+    for ws in sockets:
+        tick = await ws.receive_json(timeout=10)
+        while not (tick["type"] == "tick" and tick["paused"]):
+            tick = await ws.receive_json(timeout=10)
+        assert tick["state"] == "on_sale" and tick["waiting"] >= 1
+        await ws.send_str('{"type": "ping"}')  # aiohttp's own writer, after ours
+        reply = await ws.receive_json(timeout=5)
+        while reply["type"] == "tick":
+            reply = await ws.receive_json(timeout=5)
+        assert reply["type"] == "pong"
+        await ws.close()

@@ -64,7 +64,8 @@ def test_wheel_carries_the_data_and_runs_from_elsewhere(tmp_path: Path) -> None:
     )  # fmt: skip
     assert installed.returncode == 0, installed.stderr
     scripts = ",".join(p.stem for p in (ROOT / "queue").glob("*.lua"))
-    migrations = len(list((ROOT / "server/store/migrations").glob("*.sql")))
+    folder = ROOT / "server/store/migrations"
+    migrations = len([*folder.glob("*.sql"), *folder.glob("v[0-9][0-9][0-9]_*.py")])
     ran = subprocess.run(
         [sys.executable, "-c", CHECK, str(ROOT), scripts, str(migrations)],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,

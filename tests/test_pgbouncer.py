@@ -267,7 +267,7 @@ async def test_migrations_run_directly_and_app_processes_only_check(
     )
     assert refused.returncode == 2 and "DATABASE_MIGRATE_URL" in refused.stderr, refused
 
-    names = [name for _, name, _ in db.migration_files()]
+    names = [m.name for m in db.migration_files()]
     applied = await asyncio.to_thread(
         cli,
         {

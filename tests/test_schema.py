@@ -33,7 +33,7 @@ from server.ops.sessions import SESSION_COOKIE
 from server.runtime.app import create_app
 from server.store import db
 
-from .helpers import ADMIN
+from .helpers import ADMIN, wipe_database
 
 EXAMPLES = 12  # per operation and phase: the whole run stays well under a minute on 2 cores
 
@@ -100,9 +100,7 @@ class LiveApp:
         await client.aclose()
         pool: asyncpg.Pool = await db.create_pool(self.settings.database_url, 2)
         await db.migrate(pool)
-        await pool.execute(
-            "TRUNCATE events, outbox, stripe_events, audit_log, operators, api_tokens CASCADE"
-        )
+        await wipe_database(pool)
         await pool.close()
 
     async def _start(self) -> None:

@@ -81,7 +81,8 @@ class CheckIns:
     async def counts(self, event_id: str) -> Counts:
         row = await self.pool.fetchrow(
             "SELECT count(t.checked_in_at) AS checked_in, count(*) AS expected FROM tickets t"
-            " JOIN orders o ON o.id = t.order_id WHERE t.event_id = $1 AND o.status = 'paid'",
+            " JOIN orders o ON o.id = t.order_id AND o.event_id = t.event_id"
+            " WHERE t.event_id = $1 AND o.status = 'paid'",
             event_id,
         )
         assert row is not None
@@ -91,7 +92,8 @@ class CheckIns:
 async def _admit(conn: Any, event_id: str, code: str) -> Scan:
     ticket = await conn.fetchrow(
         "SELECT t.event_id, t.order_id, t.seat_id, t.section_id, t.number, t.checked_in_at,"
-        " o.status FROM tickets t JOIN orders o ON o.id = t.order_id WHERE t.code = $1"
+        " o.status FROM tickets t JOIN orders o ON o.id = t.order_id AND o.event_id = t.event_id"
+        " WHERE t.code = $1"
         " FOR SHARE OF o",
         code,
     )

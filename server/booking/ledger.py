@@ -90,27 +90,40 @@ ORDER_COLUMNS = (
 
 
 _O_COLUMNS = ", ".join(f"o.{name.strip()}" for name in ORDER_COLUMNS.split(","))
-_LINES = (
-    "coalesce((SELECT json_agg(json_build_object('section_id', l.section_id, 'seat_id',"
-    " l.seat_id, 'quantity', l.quantity, 'price', l.price) ORDER BY l.line_no)"
-    " FROM order_lines l WHERE l.order_id = o.id), '[]') AS lines"
-)
-_TICKETS = (
-    "coalesce((SELECT json_agg(json_build_object('code', t.code, 'section_id', t.section_id,"
-    " 'seat_id', t.seat_id, 'number', t.number, 'checked_in_at', t.checked_in_at)"
-    " ORDER BY t.number) FROM tickets t WHERE t.order_id = o.id), '[]') AS tickets"
-)
+
+
+def _children(event: str = "o.event_id") -> str:
+    """The order's lines and tickets as JSON columns. `event` names its event: a parameter
+    ($n) when the caller knows it, so that the plan reads one partition of each table."""
+    return (
+        "coalesce((SELECT json_agg(json_build_object('section_id', l.section_id, 'seat_id',"
+        " l.seat_id, 'quantity', l.quantity, 'price', l.price) ORDER BY l.line_no)"
+        f" FROM order_lines l WHERE l.order_id = o.id AND l.event_id = {event}), '[]') AS lines,"
+        " coalesce((SELECT json_agg(json_build_object('code', t.code, 'section_id',"
+        " t.section_id, 'seat_id', t.seat_id, 'number', t.number, 'checked_in_at',"
+        " t.checked_in_at) ORDER BY t.number) FROM tickets t WHERE t.order_id = o.id"
+        f" AND t.event_id = {event}), '[]') AS tickets"
+    )
+
+
 _decode_lines = msgspec.json.Decoder(list[OrderLine])
 _decode_tickets = msgspec.json.Decoder(list[TicketRow])
 
 
-async def _load(conn: Any, where: str, value: str, lock: bool = False) -> OrderRow | None:
+async def _load(
+    conn: Any, where: str, value: str, lock: bool = False, event_id: str | None = None
+) -> OrderRow | None:
     """One order with its lines and tickets, in one round trip (two to lock it: a statement
-    that waited for the lock still reads the rows committed meanwhile with its old snapshot)."""
+    that waited for the lock still reads the rows committed meanwhile with its old snapshot).
+    The tables are partitioned by event (migration 014): given the event, the order is read
+    from its partition alone (a statement of its own, so that a prepared plan prunes); its
+    lines and tickets always are."""
+    scope, args = ("", [value]) if event_id is None else (" AND o.event_id = $2", [value, event_id])
     if lock:
-        await conn.execute(f"SELECT 1 FROM orders WHERE {where} = $1 FOR UPDATE", value)
+        await conn.execute(f"SELECT 1 FROM orders o WHERE o.{where} = $1{scope} FOR UPDATE", *args)
+    children = _children() if event_id is None else _children("$2")
     row = await conn.fetchrow(
-        f"SELECT {ORDER_COLUMNS}, {_LINES}, {_TICKETS} FROM orders o WHERE o.{where} = $1", value
+        f"SELECT {ORDER_COLUMNS}, {children} FROM orders o WHERE o.{where} = $1{scope}", *args
     )
     return None if row is None else _order(dict(row))
 
@@ -126,9 +139,9 @@ async def get_order(pool: Pool, order_id: str) -> OrderRow | None:
         return await _load(conn, "id", order_id)
 
 
-async def load_for_update(conn: Any, order_id: str) -> OrderRow | None:
+async def load_for_update(conn: Any, order_id: str, event_id: str | None = None) -> OrderRow | None:
     """The order, its row locked until the caller's transaction ends."""
-    return await _load(conn, "id", order_id, lock=True)
+    return await _load(conn, "id", order_id, lock=True, event_id=event_id)
 
 
 async def get_orders(pool: Pool, order_ids: list[str]) -> list[OrderRow]:
@@ -161,6 +174,7 @@ async def search_orders(pool: Pool, q: OrderQuery) -> list[OrderRow]:
         " AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM order_lines l WHERE l.order_id = o.id"
         "      AND l.seat_id = $3 AND l.event_id = o.event_id))"
         " AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM tickets t WHERE t.order_id = o.id"
+        "      AND t.event_id = o.event_id"
         "      AND t.code = $4))"
         " AND ($5::text IS NULL OR o.id = $5)"
         " AND ($6::text IS NULL OR o.status = $6)"
@@ -200,7 +214,7 @@ async def report_target(
     about: by its payment, else by the order id it names ("" for none). One round trip."""
     row = await pool.fetchrow(
         f"SELECT (SELECT true FROM stripe_events WHERE id = $1) AS seen, {ORDER_COLUMNS},"
-        f" {_LINES}, {_TICKETS} FROM (SELECT 1) AS one LEFT JOIN orders o ON o.id ="
+        f" {_children()} FROM (SELECT 1) AS one LEFT JOIN orders o ON o.id ="
         " coalesce((SELECT id FROM orders WHERE payment_id = $2), $3)",
         event_id,
         payment_id,
@@ -235,7 +249,9 @@ async def create_order(
         created = await conn.fetchval(
             "INSERT INTO orders (id, event_id, hold_id, visitor_id, queue_id, email, amount,"
             " currency, provider, expires_at, buyer) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
-            " ON CONFLICT (hold_id) DO NOTHING RETURNING id",
+            # No conflict target: the hold is unique per event in the partitioned table
+            # (migration 014) and on its own before it; this runs on both.
+            " ON CONFLICT DO NOTHING RETURNING id",
             order_id, event_id, hold_id, visitor_id, queue_id, email, amount, currency,
             provider, expires_at, rules.buyer_email(email),
         )  # fmt: skip
@@ -248,7 +264,7 @@ async def create_order(
                     for i, ln in enumerate(lines)
                 ],
             )
-        order = await _load(conn, "hold_id", hold_id)
+        order = await _load(conn, "hold_id", hold_id, event_id=event_id)
     assert order is not None
     return order, created is not None
 
@@ -260,7 +276,8 @@ async def tickets_bought(
     provider's fingerprint)."""
     column, value = ("buyer", buyer) if buyer is not None else ("card_fingerprint", card)
     got = await conn.fetchval(
-        "SELECT coalesce(sum(l.quantity), 0) FROM orders o JOIN order_lines l ON l.order_id = o.id"
+        "SELECT coalesce(sum(l.quantity), 0) FROM orders o JOIN order_lines l"
+        " ON l.order_id = o.id AND l.event_id = o.event_id"
         f" WHERE o.event_id = $1 AND o.status = 'paid' AND o.{column} = $2",
         event_id,
         value,
@@ -307,37 +324,49 @@ class LimitCheck(msgspec.Struct, frozen=True):
 
 
 async def _lock_for_confirmation(
-    conn: Any, order_id: str, card: str | None
+    conn: Any, order_id: str, card: str | None, event_id: str | None
 ) -> tuple[OrderRow | None, LimitCheck]:
     """Lock the order, its buyer and its card, then read the order and the per-buyer limit by
     its email and by its card (the provider's fingerprint; None without one). Confirmations of
     one buyer, and of one card, of one event are serialised by advisory locks held to the end
     of the transaction, so two orders paid at once cannot both pass: the read is a statement
     after the locks, so it sees every confirmation that held them before. The email's lock is
-    always taken before the card's (a transaction takes at most one of each): no deadlock."""
+    always taken before the card's (a transaction takes at most one of each): no deadlock.
+    Given the order's event, every statement reads that event's partitions alone."""
+
+    def within(n: int) -> tuple[str, list[str]]:  # "and of this event", as parameter $n
+        return ("", []) if event_id is None else (f" AND o.event_id = ${n}", [event_id])
+
+    scope, extra = within(2)
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtext(event_id), hashtext(buyer)) FROM orders"
-        " WHERE id = $1 FOR UPDATE",
+        "SELECT pg_advisory_xact_lock(hashtext(event_id), hashtext(buyer)) FROM orders o"
+        f" WHERE o.id = $1{scope} FOR UPDATE",
         order_id,
+        *extra,
     )
+    scope, extra = within(3)
     if card is not None:
         await conn.execute(
             "SELECT pg_advisory_xact_lock(hashtext('card:' || event_id), hashtext($2))"
-            " FROM orders WHERE id = $1",
+            f" FROM orders o WHERE o.id = $1{scope}",
             order_id,
             card,
+            *extra,
         )
+    ev = "o.event_id" if event_id is None else "$3"
     row = await conn.fetchrow(
-        f"SELECT {_O_COLUMNS}, {_LINES}, {_TICKETS}, e.max_tickets_per_buyer,"
+        f"SELECT {_O_COLUMNS}, {_children(ev)}, e.max_tickets_per_buyer,"
         " e.max_seats_per_order, (SELECT coalesce(sum(l.quantity), 0) FROM orders p"
-        " JOIN order_lines l ON l.order_id = p.id WHERE p.event_id = o.event_id"
-        " AND p.status = 'paid' AND p.buyer = o.buyer) AS by_email,"
+        " JOIN order_lines l ON l.order_id = p.id AND l.event_id = p.event_id"
+        f" WHERE p.event_id = {ev} AND p.status = 'paid' AND p.buyer = o.buyer) AS by_email,"
         " CASE WHEN $2::text IS NOT NULL THEN (SELECT coalesce(sum(l.quantity), 0)"
-        " FROM orders p JOIN order_lines l ON l.order_id = p.id WHERE p.event_id = o.event_id"
-        " AND p.status = 'paid' AND p.card_fingerprint = $2) END AS by_card"
-        " FROM orders o JOIN events e ON e.id = o.event_id WHERE o.id = $1",
+        " FROM orders p JOIN order_lines l ON l.order_id = p.id AND l.event_id = p.event_id"
+        f" WHERE p.event_id = {ev} AND p.status = 'paid' AND p.card_fingerprint = $2)"
+        " END AS by_card"
+        f" FROM orders o JOIN events e ON e.id = o.event_id WHERE o.id = $1{scope}",
         order_id,
         card,
+        *extra,
     )
     if row is None:
         return None, LimitCheck(None, 0, 0, None)
@@ -371,6 +400,7 @@ async def confirm(
     card: str | None = None,
     who: str = "system",
     report: tuple[str, str] | None = None,
+    event_id: str | None = None,
 ) -> tuple[Confirmation, OrderRow | None]:
     """The arbiter. In one transaction: pending -> paid, seats into sold_seats (primary key
     (event, seat)), standing units under the capacity CHECK, tickets, an outbox row and the
@@ -381,9 +411,10 @@ async def confirm(
     the limit is audited (by `who`: the provider's report, or the dev payment). The paid path
     is four statements (five with a card): the locks, the order with its buyer's counts, the
     inventory, and one statement for every write, which also records the provider's `report`
-    (id, kind) that paid it."""
+    (id, kind) that paid it. Given the order's `event_id`, it touches that event's partitions
+    alone."""
     async with pool.acquire() as conn, conn.transaction():
-        order, check = await _lock_for_confirmation(conn, order_id, card)
+        order, check = await _lock_for_confirmation(conn, order_id, card, event_id)
         if order is None:
             return "missing", None
         if order.status == "paid":
@@ -412,13 +443,15 @@ async def confirm(
 async def _void(conn: Any, order: OrderRow, reason: str, action: str) -> OrderRow | None:
     await conn.execute(
         "UPDATE orders SET status = 'voided', status_reason = $2,"
-        " card_fingerprint = coalesce($3, card_fingerprint), updated_at = now() WHERE id = $1",
+        " card_fingerprint = coalesce($3, card_fingerprint), updated_at = now() WHERE id = $1"
+        " AND event_id = $4",
         order.id,
         reason,
         order.card_fingerprint,
+        order.event_id,
     )
     await _add_action(conn, order, action)
-    return await _load(conn, "id", order.id)
+    return await _load(conn, "id", order.id, event_id=order.event_id)
 
 
 async def _mark_paid(
@@ -445,7 +478,7 @@ async def _mark_paid(
     row = await conn.fetchrow(
         "WITH paid AS (UPDATE orders SET status = 'paid', paid_at = now(), status_reason = NULL,"
         "  order_key = coalesce(order_key, $2), card_fingerprint = coalesce($12, card_fingerprint),"
-        "  updated_at = now() WHERE id = $1"
+        "  updated_at = now() WHERE id = $1 AND event_id = $3"
         "  RETURNING paid_at, order_key),"
         " issued AS (INSERT INTO tickets (code, order_id, event_id, section_id, seat_id, number)"
         "  SELECT t.code, $1, $3, t.section_id, t.seat_id, t.number"
@@ -533,22 +566,30 @@ async def _add_action(conn: Any, order: OrderRow, action: str) -> None:
 
 
 async def change_status(
-    pool: Pool, order_id: str, target: str, reason: str, *, action: str | None = None
+    pool: Pool,
+    order_id: str,
+    target: str,
+    reason: str,
+    *,
+    action: str | None = None,
+    event_id: str | None = None,
 ) -> OrderRow | None:
-    """pending -> target, guarded: None if the order was no longer pending."""
+    """pending -> target, guarded: None if the order was no longer pending. Given the order's
+    event, only its partitions are touched."""
     if not rules.can_transition("pending", target):
         raise ValueError(f"an order never goes from pending to {target}")
     async with pool.acquire() as conn, conn.transaction():
-        done = await conn.fetchval(
+        sql = (
             "UPDATE orders SET status = $2, status_reason = $3, updated_at = now()"
-            " WHERE id = $1 AND status = 'pending' RETURNING id",
-            order_id,
-            target,
-            reason,
+            " WHERE id = $1 AND status = 'pending'"
         )
+        args = [order_id, target, reason]
+        if event_id is not None:
+            sql, args = sql + " AND event_id = $4", [*args, event_id]
+        done = await conn.fetchval(sql + " RETURNING event_id", *args)
         if done is None:
             return None
-        order = await _load(conn, "id", order_id)
+        order = await _load(conn, "id", order_id, event_id=done)
         assert order is not None
         if action is not None:
             await _add_action(conn, order, action)

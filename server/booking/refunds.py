@@ -194,11 +194,14 @@ async def _refund_in_db(
         raise Conflict(f"this order is {order.status}", code="order_not_paid")
     await conn.execute(
         "UPDATE orders SET status = 'refunded', status_reason = $2, refunded_at = now(),"
-        " updated_at = now() WHERE id = $1 AND status = 'paid'",
+        " updated_at = now() WHERE id = $1 AND event_id = $3 AND status = 'paid'",
         order.id,
         reason[:500],
+        order.event_id,
     )
-    await conn.execute("DELETE FROM sold_seats WHERE order_id = $1", order.id)
+    await conn.execute(
+        "DELETE FROM sold_seats WHERE event_id = $1 AND order_id = $2", order.event_id, order.id
+    )
     ga_section, quantity = order.ga
     if quantity:
         await conn.execute(
@@ -216,6 +219,6 @@ async def _refund_in_db(
     )
     change = {f"order:{order.id}": ("paid", "refunded")}
     await audit.record(conn, order.event_id, who, "refund", change, reason[:500], step_up)
-    refreshed = await ledger.load_for_update(conn, order.id)
+    refreshed = await ledger.load_for_update(conn, order.id, order.event_id)
     assert refreshed is not None
     return "refunded", refreshed

@@ -86,12 +86,19 @@ class Settlement:
             claimed = None
         if claimed is not None and claimed.status != "ok":
             voided = await ledger.change_status(
-                self.pool, order.id, "voided", "seats_taken", action=lost
+                self.pool, order.id, "voided", "seats_taken", action=lost, event_id=order.event_id
             )
             await self.run_actions(order.id)
             return voided or order
         outcome, row = await ledger.confirm(
-            self.pool, order.id, self.signer.ticket_code, captured, card, who, report
+            self.pool,
+            order.id,
+            self.signer.ticket_code,
+            captured,
+            card,
+            who,
+            report,
+            event_id=order.event_id,
         )
         assert row is not None
         if outcome == "paid":
@@ -129,7 +136,9 @@ class Settlement:
     async def payment_failed(self, order: ledger.OrderRow, reason: str) -> ledger.OrderRow | None:
         # Void the payment too: Stripe lets a customer retry a declined intent, and money
         # authorised later for this failed order would otherwise be held and never captured.
-        failed = await ledger.change_status(self.pool, order.id, "failed", reason, action="void")
+        failed = await ledger.change_status(
+            self.pool, order.id, "failed", reason, action="void", event_id=order.event_id
+        )
         if failed is not None:
             await self._release(failed)
             await self.run_actions(order.id)
@@ -137,7 +146,9 @@ class Settlement:
 
     async def payment_canceled(self, order: ledger.OrderRow) -> ledger.OrderRow | None:
         """The provider canceled the payment: nothing to void, the seats go back."""
-        voided = await ledger.change_status(self.pool, order.id, "voided", "payment_canceled")
+        voided = await ledger.change_status(
+            self.pool, order.id, "voided", "payment_canceled", event_id=order.event_id
+        )
         if voided is not None:
             await self._release(voided)
         return voided

@@ -243,6 +243,7 @@ async def create(
         max_tickets_per_buyer=body.max_tickets_per_buyer,
         timezone=body.timezone,
     )
+    await db.add_event_partitions(room.pool, event_id)
     async with room.pool.acquire() as conn, conn.transaction():
         if not await db.insert_event(conn, event_id, body, prequeue_opens_at):
             raise Conflict(f"an event with id {event_id!r} exists", code="event_exists")

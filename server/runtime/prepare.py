@@ -43,7 +43,7 @@ async def prepare(settings: Settings, demo: bool) -> None:
     redis = make_redis(settings)
     try:
         if demo:
-            await pool.execute("DELETE FROM events WHERE id = $1", DEMO_ID)
+            await db.delete_event(pool, DEMO_ID)
             room = Room.of(settings, redis, pool)
             await redis.delete(*EventKeys(DEMO_ID).all())
             await catalog.create(room, demo_event(datetime.now(UTC)))

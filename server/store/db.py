@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 from datetime import datetime
@@ -18,11 +19,16 @@ from server.core.settings import Pooler
 
 log = logging.getLogger("boxoffice.db")
 
-MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
-# Transaction-scoped advisory lock id: several processes may start at once. Migrations run on a
-# direct connection to the primary (Settings.migrate_url), never through a pooler: their DDL may
-# hold locks for long, and later ones may need session state (lock_timeout, CONCURRENTLY).
+# SQL migrations run in one transaction each; Python ones (`v<NNN>_<name>.py`, a module name
+# cannot start with a digit) define `apply(conn)` and commit in steps of their own, so that they
+# can run on a live database (`ONLINE = True`: this release's code works before and after them).
+MIGRATION_NAME = re.compile(r"^v?(\d{3})_[a-z0-9_]+\.(sql|py)$")
+# Session-level advisory lock id: several processes may start at once, and one runs the
+# migrations while the others wait. Migrations run on a direct connection to the primary
+# (Settings.migrate_url), never through a pooler: their DDL may hold locks for long, and online
+# ones commit in steps under this session lock.
 MIGRATION_LOCK = 0x626F78
+MIGRATION_WAIT_SECONDS = 6 * 3600  # how long a process waits for another one's migrations
 
 Pool = asyncpg.Pool
 
@@ -96,47 +102,81 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     is skipped. asyncpg still rolls back a transaction left open."""
 
 
-def migration_files() -> list[tuple[int, str, str]]:
+class Migration(msgspec.Struct, frozen=True):
+    version: int
+    name: str
+    sql: str = ""  # a SQL migration: its text
+    module: str = ""  # a Python migration: its module, whose apply(conn) runs it
+    online: bool = False
+
+    async def run(self, conn: asyncpg.Connection | PoolConnectionProxy) -> None:
+        if self.module:
+            await importlib.import_module(self.module).apply(conn)
+            async with conn.transaction():
+                await self._record(conn)
+            return
+        async with conn.transaction():
+            await conn.execute(self.sql)
+            await self._record(conn)
+
+    async def _record(self, conn: asyncpg.Connection | PoolConnectionProxy) -> None:
+        await conn.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            self.version,
+            self.name,
+        )
+
+
+def migration_files() -> list[Migration]:
     found = []
     for entry in resources.files("server.store.migrations").iterdir():
         match = MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.name, entry.read_text()))
-    return sorted(found)
+        if match is None:
+            continue
+        version = int(match.group(1))
+        if match.group(2) == "sql":
+            found.append(Migration(version, entry.name, sql=entry.read_text()))
+        else:
+            module = f"server.store.migrations.{entry.name.removesuffix('.py')}"
+            online = bool(getattr(importlib.import_module(module), "ONLINE", False))
+            found.append(Migration(version, entry.name, module=module, online=online))
+    return sorted(found, key=lambda m: m.version)
 
 
-async def migrate(pool: Pool) -> list[str]:
-    """Apply the migrations not yet recorded, in order, each in its own transaction."""
+async def migrate(pool: Pool, until: int | None = None) -> list[str]:
+    """Apply the migrations not yet recorded (up to version `until`), in order, under the
+    migration lock; a migration that fails leaves those before it applied."""
     async with pool.acquire() as conn:
         try:
-            return await _migrate(conn)
+            return await _migrate(conn, until)
         finally:
-            try:  # a migration may leave session state (SET): the pool does not reset it
+            try:  # a migration may leave session state (SET, the lock): the pool does not reset
                 await conn.reset()
             except Exception:
                 conn.terminate()
 
 
-async def _migrate(conn: Any) -> list[str]:
+async def _migrate(conn: Any, until: int | None) -> list[str]:
     applied = []
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+    # Waited for past the pool's command timeout: an online migration copies whole tables.
+    await conn.execute(
+        "SELECT pg_advisory_lock($1)", MIGRATION_LOCK, timeout=MIGRATION_WAIT_SECONDS
+    )
+    try:
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version integer PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        for version, name, sql in migration_files():
-            if version in done:
+        for migration in migration_files():
+            if migration.version in done or (until is not None and migration.version > until):
                 continue
-            async with conn.transaction():
-                await conn.execute(sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
-                )
-            applied.append(name)
-            log.info("migration applied", extra={"migration": name})
+            await migration.run(conn)
+            applied.append(migration.name)
+            log.info("migration applied", extra={"migration": migration.name})
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return applied
 
 
@@ -146,12 +186,14 @@ async def pending_migrations(pool: Pool) -> list[str]:
         done: set[int] = set()
         if await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
             done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-    return [name for version, name, _ in migration_files() if version not in done]
+    return [m.name for m in migration_files() if m.version not in done]
 
 
 async def require_current(pool: Pool) -> None:
-    """Raise SchemaBehind unless every migration of this release is applied."""
-    pending = await pending_migrations(pool)
+    """Raise SchemaBehind unless every migration of this release is applied, online ones
+    excepted: this release runs before and after them, and they run while it serves."""
+    online = {m.name for m in migration_files() if m.online}
+    pending = [name for name in await pending_migrations(pool) if name not in online]
     if pending:
         raise SchemaBehind(
             f"the database lacks migration(s) {', '.join(pending)}: run `python -m server "
@@ -200,6 +242,39 @@ async def list_events(pool: Pool, include_closed: bool = False) -> list[EventRow
         rows = await conn.fetch(f"SELECT {EVENT_COLUMNS} FROM events {where} ORDER BY starts_at")
         sections = await _sections(conn, [r["id"] for r in rows])
         return [_event(r, sections.get(r["id"], [])) for r in rows]
+
+
+async def add_event_partitions(pool: Pool, event_id: str) -> None:
+    """Give an event its partitions of orders, order lines, sold seats, tickets and the outbox
+    (migration 014) in a short transaction of their own, before the event is created: the
+    trigger on events would otherwise create them inside the creating transaction and hold their
+    locks while its seats are written. Nothing to do before 014 or when they exist."""
+    if await pool.fetchval("SELECT to_regproc('bo_add_event_partitions') IS NOT NULL"):
+        await pool.execute("SELECT bo_add_event_partitions($1)", event_id)
+
+
+async def delete_event(pool: Pool, event_id: str) -> None:
+    """Delete an event with everything of it (the demo's reset): its orders go by cascade, the
+    mails and payment follow-ups naming them by hand (their foreign key to the partitioned
+    orders went with migration 014), then its partitions."""
+    async with pool.acquire() as conn, conn.transaction():
+        for table in ("mails", "payment_actions"):
+            await conn.execute(
+                f"DELETE FROM {table} WHERE order_id IN"
+                " (SELECT id FROM orders WHERE event_id = $1)",
+                event_id,
+            )
+        await conn.execute("DELETE FROM events WHERE id = $1", event_id)
+    await drop_orphan_partitions(pool)
+
+
+async def drop_orphan_partitions(pool: Pool) -> int:
+    """Drop the partitions whose event was deleted (empty: the delete cascaded); how many.
+    Each DROP takes ACCESS EXCLUSIVE on its parent for a moment: run it outside a sale. To
+    archive a past event instead, `ALTER TABLE … DETACH PARTITION … CONCURRENTLY`."""
+    if not await pool.fetchval("SELECT to_regproc('bo_drop_orphan_partitions') IS NOT NULL"):
+        return 0
+    return int(await pool.fetchval("SELECT bo_drop_orphan_partitions()"))
 
 
 async def insert_event(
@@ -312,7 +387,8 @@ async def inventory_truth(pool: Pool, event_id: str) -> dict[str, Any]:
         )
         pending = await conn.fetch(
             "SELECT o.hold_id, o.visitor_id, o.queue_id, o.expires_at, l.section_id, l.seat_id,"
-            " l.quantity FROM orders o JOIN order_lines l ON l.order_id = o.id"
+            " l.quantity FROM orders o JOIN order_lines l"
+            " ON l.order_id = o.id AND l.event_id = o.event_id"
             " WHERE o.event_id = $1 AND o.status = 'pending' AND o.expires_at > now()"
             " ORDER BY o.created_at, l.line_no",
             event_id,

@@ -35,6 +35,21 @@ CHUNK = 256  # sockets written between two yields to the event loop
 # spread over P processes holds at most P times this (NGINX also caps connections per visitor).
 MAX_SOCKETS_PER_PLACE = 8
 TOUCH_CHUNK = 1000  # queue ids per sign-of-life write
+# A socket whose unsent bytes pass this skips ticks until its reader catches up: each tick
+# replaces the last, so a slow reader loses nothing but stale positions.
+SLOW_SOCKET_BYTES = 64 * 1024
+
+
+def text_frame(text: str) -> bytes:
+    """One websocket text frame as a server sends it (unmasked, uncompressed: the app's
+    sockets have permessage-deflate off), built once and written to every socket."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 1 << 16:
+        return bytes((0x81, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
 
 
 @dataclass(eq=False)
@@ -46,6 +61,7 @@ class Conn:
     next_rank_at: float = 0.0
     admitted: bool = False
     greeted: bool = False  # ticks start after the first status, which they build on
+    transport: asyncio.Transport | None = None  # the socket's, for frames built once
 
 
 class Hub:
@@ -122,6 +138,15 @@ class Hub:
     async def send(self, conn: Conn, msg: ServerMsg) -> None:
         await self._write(conn, encoder.encode(msg).decode())
 
+    @staticmethod
+    def _write_frame(conn: Conn, frame: bytes) -> None:
+        transport = conn.transport  # uvloop's transports are not asyncio subclasses: no isinstance
+        if conn.ws.closed or transport is None:
+            return
+        if transport.is_closing() or transport.get_write_buffer_size() > SLOW_SOCKET_BYTES:
+            return
+        transport.write(frame)
+
     async def _write(self, conn: Conn, text: str) -> None:
         if conn.ws.closed:
             return
@@ -131,14 +156,17 @@ class Hub:
             log.debug("send failed", extra={"queue_id": conn.queue_id, "error": str(exc)})
 
     async def broadcast(self, event_id: str, text: str) -> int:
-        """Write one serialised message to every local socket of an event, yielding between
-        chunks so a large room never blocks the event loop for the whole send."""
+        """Write one serialised message, framed once, to every local socket of an event
+        straight into its transport (a whole frame per write, as aiohttp's own writer does, so
+        the two never interleave inside a frame), yielding between chunks so a large room
+        never blocks the event loop for the whole send."""
         conns = list(self._by_event.get(event_id, ()))
+        frame = text_frame(text)
         started = time.perf_counter()
         for i in range(0, len(conns), CHUNK):
             for conn in conns[i : i + CHUNK]:
                 if conn.greeted and not conn.admitted:
-                    await self._write(conn, text)
+                    self._write_frame(conn, frame)
             await asyncio.sleep(0)
         self.metrics.broadcast.observe(time.perf_counter() - started)
         return len(conns)

@@ -128,7 +128,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         )
     try:
         await ws.prepare(request)
-        conn = Conn(ws, event_id, queue_id, place.visitor_id)
+        conn = Conn(ws, event_id, queue_id, place.visitor_id, transport=request.transport)
         hub.add(conn)
     finally:
         hub.unreserve(queue_id)
