@@ -28,6 +28,7 @@ from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from server.core.errors import error_response
+from server.runtime import gcpolicy
 
 log = logging.getLogger("boxoffice.listener")
 
@@ -182,6 +183,7 @@ def run(
         # out connecting and marks the process down.
         site = web.TCPSite(runner, host, port, backlog=4096, reuse_port=reuse_port)
         await site.start()
+        gcpolicy.settle()  # start-up is done: what it built lives as long as the process
 
     try:
         loop.run_until_complete(start())

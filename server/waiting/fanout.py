@@ -52,7 +52,7 @@ def text_frame(text: str) -> bytes:
     return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # one per socket: no __dict__ each
 class Conn:
     ws: web.WebSocketResponse
     event_id: str
