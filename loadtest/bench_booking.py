@@ -544,9 +544,9 @@ class BookingBench(Bench):
             log(f"(b) {len(orders)} orders checked out in {done - t_checkout:.1f} s")
             by_order = {pi["metadata"].get("order_id"): pi["id"] for pi in fake.intents.values()}
             reqs: list[Req] = []
-            for order_id in orders:
+            for n, order_id in enumerate(orders):
                 intent_id = by_order[order_id]
-                fake.authorize(intent_id)
+                fake.authorize(intent_id, f"4000{n:012d}")  # a card each: its limit is counted
                 payload = fake.event(WEBHOOK_KIND, intent_id)
                 headers = {**JSON, "Stripe-Signature": fake.sign(payload, STRIPE_WEBHOOK_SECRET)}
                 reqs.append(Req("POST", "/api/webhooks/stripe", headers, payload.decode()))
@@ -879,11 +879,12 @@ class BookingBench(Bench):
                 "(b) Confirmations through Stripe webhooks: one app process with STRIPE_* "
                 "pointing at tests/fakestripe.py (in the bench process, 127.0.0.1).",
                 f"    {w.orders:,} visitors admitted, held 2 seats each and checked out (the app "
-                "creates each PaymentIntent at the fake); then every intent is authorised and "
-                f"one signed `{WEBHOOK_KIND}`",
+                "creates each PaymentIntent at the fake); then every intent is authorised with "
+                f"a card of its own and one signed `{WEBHOOK_KIND}`",
                 f"    per order is posted over {a.webhook_connections} connections. Each webhook "
-                "verifies the signature, confirms in PostgreSQL (orders, sold_seats, tickets, "
-                "outbox, the capture owed) in one transaction;",
+                "verifies the signature, reads the card's fingerprint from Stripe, confirms in "
+                "PostgreSQL (orders, sold_seats, tickets, outbox, the capture owed, the buyer's and "
+                "the card's counts) in one transaction;",
                 "    captures run after the commit in batches (one claim and one record per batch), "
                 "the webhook answering once its batch ran. The notifier (mail) is a process of its "
                 "own, as on sale day.",

@@ -22,6 +22,7 @@ from server.booking.orders import order_lines
 from server.core.keys import EventKeys
 from server.core.settings import Settings
 from server.core.tokens import new_id
+from server.payments import PaymentError
 from server.payments.stripe_provider import StripeProvider
 from server.runtime.app import create_app
 
@@ -1019,3 +1020,33 @@ async def test_a_capture_cut_off_by_a_crash_runs_again_after_restart_once_at_str
     assert [c.replayed for c in captures] == [False, True]
     assert {c.idempotency_key for c in captures} == {f"boxoffice-capture-{sale.order_id}"}
     assert fake.intents[sale.intent_id]["amount_received"] == PRICE * 2
+
+
+async def test_provider_reads_the_card_and_captures_the_intent_it_names_only(
+    fake: FakeStripe, stripe_settings: Settings
+) -> None:
+    """The provider's raw requests (no StripeObject tree) read the confirming card's fingerprint
+    and capture with the order's idempotency key; a payment id is one path segment, so an id
+    with `/../` in it reaches no other intent (unquoted, the URL would normalise to the real
+    intent's capture)."""
+    provider = StripeProvider(stripe_settings)
+    try:
+        intent = await provider.create(
+            order_id="o1", hold_id="h1", event_id="e1", amount=PRICE, currency="EUR"
+        )
+        assert intent is not None
+        fake.authorize(intent.id, CARD)
+        hostile = f"{intent.id}/../{intent.id}"
+        with pytest.raises(PaymentError):
+            await provider.capture(hostile, "o0")
+        with pytest.raises(PaymentError):
+            await provider.card_fingerprint(f"{intent.id}/capture")
+        assert {r.status for r in fake.captures()} == {404}  # "No such payment_intent"
+        assert fake.intents[intent.id]["status"] == "requires_capture"
+        assert await provider.card_fingerprint(intent.id) == fake.fingerprint(CARD)
+        await provider.capture(intent.id, "o1")
+    finally:
+        await provider.close()
+    capture = fake.captures()[-1]
+    assert (capture.idempotency_key, capture.status) == ("boxoffice-capture-o1", 200)
+    assert fake.intents[intent.id]["status"] == "succeeded"

@@ -4,6 +4,8 @@ confirming card's fingerprint."""
 from __future__ import annotations
 
 import re
+from typing import Any
+from urllib.parse import quote
 
 import stripe
 
@@ -50,14 +52,12 @@ class StripeProvider:
         """`card.fingerprint` of the PaymentMethod that confirmed the intent (Stripe's webhook
         names the PaymentMethod only, so the intent is read with it expanded)."""
         try:
-            intent = await self._client.v1.payment_intents.retrieve_async(
-                payment_id, {"expand": ["payment_method"]}
-            )
+            intent = await self._raw("get", payment_id, "", expand=["payment_method"])
         except stripe.StripeError as exc:
             raise PaymentError(f"stripe did not answer for the payment method: {exc}") from exc
-        method = intent.payment_method
-        card = getattr(method, "card", None) if not isinstance(method, str) else None
-        fingerprint = getattr(card, "fingerprint", None)
+        method = intent.get("payment_method") if isinstance(intent, dict) else None
+        card = method.get("card") if isinstance(method, dict) else None
+        fingerprint = card.get("fingerprint") if isinstance(card, dict) else None
         if fingerprint is None:
             return None  # not a card (or no payment method): the email alone counts
         if not isinstance(fingerprint, str) or not FINGERPRINT.fullmatch(fingerprint):
@@ -66,8 +66,8 @@ class StripeProvider:
 
     async def capture(self, payment_id: str, order_id: str) -> None:
         try:
-            await self._client.v1.payment_intents.capture_async(
-                payment_id, options={"idempotency_key": f"boxoffice-capture-{order_id}"}
+            await self._raw(
+                "post", payment_id, "/capture", idempotency_key=f"boxoffice-capture-{order_id}"
             )
         except stripe.StripeError as exc:
             raise PaymentError(str(exc)) from exc
@@ -100,6 +100,15 @@ class StripeProvider:
             raise PaymentError(exc.user_message or str(exc)) from exc
         except stripe.StripeError as exc:
             raise PaymentError(str(exc)) from exc
+
+    async def _raw(self, method: str, payment_id: str, action: str, **params: Any) -> Any:
+        """A PaymentIntent request through the library's raw request: the same transport,
+        retries, idempotency and StripeError mapping as its typed services, without building
+        a StripeObject tree that nothing reads (a third of a confirmation's Stripe CPU).
+        Returns the decoded JSON answer."""
+        url = f"/v1/payment_intents/{quote(payment_id, safe='')}{action}"
+        response = await self._client.raw_request_async(method, url, **params)
+        return response.data
 
     async def close(self) -> None:
         await self._http.close_async()  # type: ignore[no-untyped-call]
