@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -68,6 +69,9 @@ from loadtest.benchkit.report import error_lines, load_line, status_note, table,
 # ---- orchestrator: the benchmarks --------------------------------------------------------------
 
 
+STALL_WATCH_S = 4.0  # how often (b) reads the stall gauge while sockets open: under its window
+
+
 @dataclass
 class JoinRow:
     target: str
@@ -95,6 +99,7 @@ class WsRow:
     per_socket_kib: float = 0.0
     marginal_kib: float = 0.0
     fds: int = 0
+    open_stall_ms: float = 0.0  # the app's longest event-loop stall while these sockets opened
     loop_ms: list[float] = field(default_factory=list)
     floor_ms: list[float] = field(default_factory=list)  # raw transport.write to as many
     spread_ms: list[float] = field(default_factory=list)
@@ -269,7 +274,14 @@ class Bench:
                     row = WsRow(level)
                     self.ws.append(row)
                     started = time.monotonic()
-                    replies = await ws_calls(clients, "open", level, cap)
+                    watch = asyncio.create_task(self.watch_stalls(session, port, row))
+                    try:
+                        replies = await ws_calls(clients, "open", level, cap)
+                    finally:
+                        watch.cancel()
+                    row.open_stall_ms = max(
+                        row.open_stall_ms, await self.stall_gauge(session, port)
+                    )
                     row.open_seconds = time.monotonic() - started
                     row.opened = sum(r.open for r in replies)
                     row.failed = sum(r.failed for r in replies)
@@ -319,16 +331,29 @@ class Bench:
         results = await collect([gen], args.stall_seconds + 60, LoadResult)
         cpu = cpu_of([server.pid]) - cpu0
         await self.procs.stop([gen])
-        async with session.get(f"http://{HOST}:{port}/metrics") as response:
-            text = await response.text()
-        for line in text.splitlines():
-            if line.startswith("boxoffice_event_loop_stall_seconds "):
-                self.stall_ms = 1000 * float(line.split()[-1])
+        self.stall_ms = await self.stall_gauge(session, port)
         t = totals(results)
         row.ok, row.errors, row.seconds, row.rate = t.ok, t.errors, t.wall, t.rate
         row.server_cpu = 100 * cpu / t.wall if t.wall > 0 else 0.0
         self.stall = row
         log(f"(c) {row.rate:,.0f} joins/s beside the sockets: longest stall {self.stall_ms:.1f} ms")
+
+    async def stall_gauge(self, session: aiohttp.ClientSession, port: int) -> float:
+        """The app's longest event-loop stall over the gauge's window (10 s), in ms."""
+        async with session.get(f"http://{HOST}:{port}/metrics") as response:
+            text = await response.text()
+        for line in text.splitlines():
+            if line.startswith("boxoffice_event_loop_stall_seconds "):
+                return 1000 * float(line.split()[-1])
+        return float("nan")
+
+    async def watch_stalls(self, session: aiohttp.ClientSession, port: int, row: WsRow) -> None:
+        """Read the stall gauge more often than its window while sockets open (until
+        cancelled), so the longest stall of the whole opening is kept."""
+        while True:
+            await asyncio.sleep(STALL_WATCH_S)
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                row.open_stall_ms = max(row.open_stall_ms, await self.stall_gauge(session, port))
 
     async def floor_run(self) -> None:
         """The same tick, as bytes framed once, written with transport.write to as many sockets
@@ -460,19 +485,21 @@ class Bench:
                 f"    Visitors joined over HTTP first; server RSS before any socket: "
                 f"{self.ws_baseline_mib:.1f} MiB. RSS counts user memory only (kernel socket "
                 "buffers are extra). fd limit here: "
-                f"{_fd_limit()} per process.",
+                f"{_fd_limit()} per process. 'stall ms' = the app's longest event-loop stall "
+                "while that row's sockets opened (boxoffice_event_loop_stall_seconds, read "
+                f"every {STALL_WATCH_S:g} s).",
                 "",
             ]
             header = (
                 f"    {'sockets':>8}{'open':>8}{'failed':>8}{'open s':>8}{'RSS MiB':>9}"
-                f"{'kB/socket':>11}{'marginal kB':>13}{'server fds':>12}"
+                f"{'kB/socket':>11}{'marginal kB':>13}{'server fds':>12}{'stall ms':>10}"
             )
             out += table(header)
             for w in self.ws:
                 out.append(
                     f"    {w.sockets:>8,}{w.opened:>8,}{w.failed:>8}{w.open_seconds:>8.1f}"
                     f"{w.rss_mib:>9.1f}{w.per_socket_kib * 1.024:>11.1f}"
-                    f"{w.marginal_kib * 1.024:>13.1f}{w.fds:>12,}"
+                    f"{w.marginal_kib * 1.024:>13.1f}{w.fds:>12,}{w.open_stall_ms:>10.1f}"
                     + (f"  ({w.open_note})" if w.open_note else "")
                 )
             if self.ws_note:
