@@ -20,6 +20,7 @@ from server.core.settings import Settings
 from server.runtime.app import create_app
 from server.runtime.embedded import EmbeddedServers
 from server.store import db
+from server.store.redis_client import close_redis
 
 from .helpers import ADMIN_TOKEN, SECRET, wipe_database
 
@@ -63,7 +64,7 @@ async def redis(server_urls: tuple[str, str]) -> AsyncIterator[Redis]:
     client = Redis.from_url(server_urls[0])
     await client.flushall()
     yield client
-    await client.aclose()
+    await close_redis(client)
 
 
 @pytest.fixture
