@@ -239,6 +239,7 @@ class WebhookRow:
     captures: int = 0
     captured_seconds: float = 0.0  # first webhook sent -> last capture recorded
     capture_cpu: float = 0.0  # app CPU s after the posting ended, until every capture was done
+    pg_ms: float = 0.0  # PostgreSQL CPU ms per paid order, posting and captures
     duplicates: HttpRow | None = None
     note: str = ""
 
@@ -560,6 +561,7 @@ class BookingBench(Bench):
             pool = await db.create_pool(self.database_url, 2)
             captures0 = len(fake.captures())
             offset = time.time() - time.monotonic()
+            pg0 = cpu_of(postgres_pids(self.procs.folder))
             results, cpu, redis = await self.generate(
                 port, [reqs], a.webhook_connections, a.webhook_seconds, [200], servers[:1], 60.0
             )
@@ -576,6 +578,8 @@ class BookingBench(Bench):
             # capture to be recorded and count the app's CPU meanwhile as the confirmations'.
             captured = await self.captures_done(pool, event_id, row.paid, 30.0)
             row.capture_cpu = cpu_of([servers[0].pid]) - tail0
+            if row.paid:
+                row.pg_ms = 1000 * (cpu_of(postgres_pids(self.procs.folder)) - pg0) / row.paid
             row.http = self.http_row(HttpRow("webhooks", len(orders), 0), results, cpu, redis)
             answered = sum(len(v) for r in results for v in r.latencies_ms.values())
             if answered:
@@ -929,13 +933,15 @@ class BookingBench(Bench):
                 "record per batch). The notifier (mail) is a process of its own, as on sale day.",
                 "    confirmations/s = orders paid / (first webhook sent -> last paid_at in "
                 "PostgreSQL); captured s = first webhook sent -> last capture recorded; ms/req = "
-                "app CPU per webhook, the captures' included.",
+                "app CPU per webhook, the captures' included; PG ms = PostgreSQL's CPU per order "
+                "paid (its processes alive throughout).",
                 "",
             ]
             header = (
                 f"    {'orders':>7}{'checkouts/s':>12}{'webhooks/s':>11}{'paid':>7}"
                 f"{'confirmations/s':>16}{'all paid s':>11}{'p50 ms':>8}{'p99 ms':>8}"
-                f"{'capture calls':>14}{'captured s':>11}{'app CPU%':>9}{'ms/req':>7}  statuses"
+                f"{'capture calls':>14}{'captured s':>11}{'app CPU%':>9}{'ms/req':>7}"
+                f"{'PG ms':>6}  statuses"
             )
             out += table(header)
             h = w.http or HttpRow("webhooks", 0, 0)
@@ -944,7 +950,7 @@ class BookingBench(Bench):
                 f"    {w.orders:>7,}{w.checkouts_per_s:>12,.0f}{h.rate:>11,.0f}{w.paid:>7,}"
                 f"{w.confirm_rate:>16,.0f}{w.paid_seconds:>11.2f}{h.p50:>8.1f}{h.p99:>8.1f}"
                 f"{w.captures:>14,}{w.captured_seconds:>11.2f}{h.server_cpu:>8.0f}%"
-                f"{h.cpu_ms:>7.2f}  {h.statuses}" + (f"  {notes}" if notes else "")
+                f"{h.cpu_ms:>7.2f}{w.pg_ms:>6.2f}  {h.statuses}" + (f"  {notes}" if notes else "")
             )
             d = w.duplicates
             if d is not None:
