@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import aiohttp
 import msgspec
@@ -65,6 +65,9 @@ from loadtest.benchkit.orchestra import (
     ws_calls,
 )
 from loadtest.benchkit.report import error_lines, load_line, status_note, table, totals
+
+if TYPE_CHECKING:
+    from server.core.settings import Settings
 
 # ---- orchestrator: the benchmarks --------------------------------------------------------------
 
@@ -126,10 +129,11 @@ class Bench:
     errors: list[str] = field(default_factory=list)
     load_start: str = field(default_factory=loadavg)
 
-    def settings_env(self, port: int) -> dict[str, str]:
-        from server.core.settings import Settings, to_env
+    def settings(self, port: int) -> Settings:
+        """The app's settings in these benches (one worker on `port`)."""
+        from server.core.settings import Settings
 
-        settings = Settings(
+        return Settings(
             port=port,
             redis_url=self.redis_url,
             database_url=self.database_url,
@@ -144,7 +148,11 @@ class Bench:
             log_format="text",
             database_pool_size=4,
         )
-        return to_env(settings)
+
+    def settings_env(self, port: int) -> dict[str, str]:
+        from server.core.settings import to_env
+
+        return to_env(self.settings(port))
 
     async def start_app(self, count: int, port: int) -> list[Child]:
         env = self.settings_env(port)

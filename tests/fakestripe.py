@@ -2,7 +2,8 @@
 calls through the real `stripe` library: PaymentIntents (create, retrieve — with
 `expand[]=payment_method` —, capture, cancel), card PaymentMethods with Stripe's fingerprint
 (one per card number), refunds (refused on demand, and once per intent as Stripe does), and
-charge events.
+charge events (a Charge with the paying card's fingerprint in `payment_method_details`, as
+Stripe sends them).
 
 It is the only stand-in in the Stripe tests. It checks the secret key, records every request
 (path, parsed form parameters, Idempotency-Key), honours idempotency keys the way Stripe does
@@ -222,21 +223,54 @@ class FakeStripe:
         }
         return json.dumps(body).encode()
 
-    def charge_event(self, kind: str, intent_id: str, **overrides: Any) -> bytes:
-        """A webhook event about the intent's charge (e.g. charge.refunded), as Stripe sends it:
-        the object is a Charge naming its payment_intent."""
+    def charge(self, intent_id: str) -> Json:
+        """The intent's latest Charge as Stripe shows it: paid once authorised (`captured`
+        false while the intent requires capture, true once it succeeded), the intent's metadata,
+        and in `payment_method_details` the card that paid with its fingerprint (Stripe copies
+        the PaymentMethod's card into the Charge; an intent paid with no card has none)."""
         pi = self.intents[intent_id]
-        charge: Json = {
+        paid = pi["status"] in ("requires_capture", "succeeded")
+        captured = pi["status"] == "succeeded" or bool(pi.get("refunded"))
+        method = self.payment_methods.get(pi["payment_method"] or "")
+        details: Json | None = None
+        if method is not None:
+            card = method["card"]
+            details = {
+                "type": "card",
+                "card": {
+                    "amount_authorized": pi["amount"],
+                    "brand": card["brand"],
+                    "last4": card["last4"],
+                    "exp_month": card["exp_month"],
+                    "exp_year": card["exp_year"],
+                    "fingerprint": card["fingerprint"],
+                    "funding": "credit",
+                    "network": card["brand"],
+                },
+            }
+        return {
             "id": pi["latest_charge"],
             "object": "charge",
             "amount": pi["amount"],
+            "amount_captured": pi["amount"] if captured else 0,
             "amount_refunded": pi["amount"] if pi.get("refunded") else 0,
+            "captured": captured,
             "currency": pi["currency"],
+            "paid": paid,
+            "status": "succeeded" if paid else "pending",
             "payment_intent": intent_id,
+            "payment_method": pi["payment_method"],
+            "payment_method_details": details,
             "refunded": bool(pi.get("refunded")),
             "metadata": dict(pi["metadata"]),
             "livemode": False,
         }
+
+    def charge_event(self, kind: str, intent_id: str, **overrides: Any) -> bytes:
+        """A webhook event about the intent's charge (charge.succeeded once authorised,
+        charge.refunded), as Stripe sends it: the object is a Charge naming its payment_intent
+        (fields can be overridden)."""
+        charge = self.charge(intent_id)
         charge.update(overrides)
         body = {
             "id": _new_id("evt"),

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, Route, expect
 
 from .test_browser import (  # noqa: F401 (fixtures)
     PHONE,
@@ -308,3 +308,45 @@ async def test_per_order_limit_and_the_stepper_says_why(
     await more.click()
     await expect(page.locator("#qty-GA")).to_have_value("2")
     await expect(note).to_have_text("At most 2 per order.")
+
+
+async def test_unreachable_hold_and_best_seats_leave_the_buttons_working(
+    base_url: str,  # noqa: F811
+    browser: Browser,  # noqa: F811
+    admin: aiohttp.ClientSession,  # noqa: F811
+) -> None:
+    """The connection drops under a hold and under a best-seats call: each says so and gives the
+    buttons back, and the next try holds."""
+    event_id = await create_event(admin, rate_per_min=6000)
+    page = await admitted_seat_page(browser, base_url, event_id)
+    base = f"**/api/events/{event_id}"
+    unreachable = "We couldn't reach Boxoffice. Check your connection and try again."
+
+    dropped: list[str] = []
+
+    async def drop(route: Route) -> None:
+        dropped.append(route.request.url.rsplit("/", 1)[-1])
+        await route.abort("internetdisconnected")
+
+    hold, best = page.locator("#hold-button"), page.locator("#best-A")
+    await page.route(f"{base}/holds", drop)
+    await seat(page, "A-1-3").click()
+    await hold.click()
+    await expect(page.locator("#pick-error")).to_have_text(unreachable)
+    await expect(hold).to_have_text("Hold these seats")
+    await expect(hold).to_be_enabled()
+    await expect(best).to_be_enabled()
+    await page.unroute(f"{base}/holds", drop)
+
+    assert dropped == ["holds"]
+    await page.route(f"{base}/best-seats", drop)
+    await best.click()  # clears the old message at once, before it calls
+    await expect(page.locator("#pick-error")).to_have_text(unreachable)
+    assert dropped == ["holds", "best-seats"]
+    await expect(best).to_be_enabled()
+    await expect(hold).to_be_enabled()
+    await page.unroute(f"{base}/best-seats", drop)
+
+    await hold.click()
+    await expect(page.locator("#view-held")).to_be_visible()
+    await expect(page.locator("#held-seats")).to_have_text("Floor, Row 1, seat 3")

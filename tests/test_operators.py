@@ -5,7 +5,9 @@ sign-out everywhere, timeouts, the CLI's first owner — and the rules as plain 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -37,6 +39,7 @@ from server.ops.permissions import (
 )
 from server.ops.sessions import SESSION_COOKIE
 from server.runtime.app import create_app
+from server.runtime.openapi import document
 
 from .helpers import ADMIN, create_event
 
@@ -143,27 +146,56 @@ async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> int | None:
 # ---- the rules, as tables -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        ("Alice@Example.COM", "alice@example.com"),
-        ("  bob.smith+ops@box-office.example.org ", "bob.smith+ops@box-office.example.org"),
-        ("alice@example.com\n", "alice@example.com"),  # trimmed, then matched whole
-        ("alice@example.com\nbob@example.com", None),
-        ("alice@exa\x00mple.com", None),
-        ("alice\x00@example.com", None),
-        ("alice@example", None),
-        ("@example.com", None),
-        ("alice@@example.com", None),
-        ("al ice@example.com", None),
-        ("álice@example.com", None),
-        (".alice@example.com", None),
-        ("a" * 250 + "@example.com", None),
-        ("", None),
-    ],
-)
+EMAILS = [
+    ("Alice@Example.COM", "alice@example.com"),
+    ("  bob.smith+ops@box-office.example.org ", "bob.smith+ops@box-office.example.org"),
+    ("alice@example.com\n", "alice@example.com"),  # trimmed, then matched whole
+    ("alice@example.com\nbob@example.com", None),
+    ("alice@exa\x00mple.com", None),
+    ("alice\x00@example.com", None),
+    ("alice@example", None),
+    ("@example.com", None),
+    ("alice@@example.com", None),
+    ("al ice@example.com", None),
+    ("álice@example.com", None),
+    (".alice@example.com", None),
+    ("a" * 250 + "@example.com", None),
+    ("", None),
+    ("\u212aate@example.com", None),  # the Kelvin sign: lower-cased it would be a "k"
+    ("ops@example.c0m", None),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), EMAILS)
 def test_email_rule(raw: str, expected: str | None) -> None:
     assert normalise_email(raw) == expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), EMAILS)
+def test_the_published_invite_schema_says_the_email_rule(raw: str, expected: str | None) -> None:
+    """OperatorCreate.email in /api/openapi.json accepts exactly the addresses the invite takes
+    (as sent: the console trims them before it sends)."""
+    email = json.loads(document())["components"]["schemas"]["OperatorCreate"]["properties"]["email"]
+    sent = raw.strip()
+    fits = len(sent) <= email["maxLength"] and re.search(email["pattern"], sent) is not None
+    assert fits == (expected is not None), email
+
+
+async def test_an_invite_for_a_bad_email_is_refused_by_the_email_field(client: Client) -> None:
+    for bad in ("alice@example", "ops@exa\x00mple.com", "\u212aate@example.com", "a@b.c\nd@e.fg"):
+        response = await client.post(
+            "/api/admin/operators", json={"email": bad, "role": "viewer"}, headers=ADMIN
+        )
+        assert response.status == 422, bad
+        body = await response.json()
+        assert body["fields"] == [
+            {
+                "path": "email",
+                "message": "Email must be one email address, such as name@example.com",
+            }
+        ], body
+    assert (await client.get("/api/admin/operators", headers=ADMIN)).status == 200
+    assert await (await client.get("/api/admin/operators", headers=ADMIN)).json() == []
 
 
 @pytest.mark.parametrize(
@@ -700,15 +732,17 @@ async def test_idle_and_absolute_timeouts(
 async def test_scoped_tokens(client: Client, sessions_of: list[aiohttp.ClientSession]) -> None:
     ev = await create_event(client, rate_per_min=0)
     owner = await operator(client, sessions_of, "owner@example.com", "owner")
-    for body in (
-        {"name": "Bad Name", "scopes": ["events:read"]},
-        {"name": "x", "scopes": ["root"]},
-        {"name": "x", "scopes": []},
+    for body, field in (
+        ({"name": "Bad Name", "scopes": ["events:read"]}, "name"),
+        ({"name": "", "scopes": ["events:read"]}, "name"),
+        ({"name": "x", "scopes": ["root"]}, "scopes[0]"),
+        ({"name": "x", "scopes": []}, "scopes"),
     ):
         status, answer = await owner.call(
             "POST", "/api/admin/tokens", body, otp=code(owner.secret, 1)
         )
         assert status == 422, answer
+        assert [f["path"] for f in answer["fields"]] == [field], answer
     status, made = await owner.call(
         "POST", "/api/admin/tokens", {"name": "dash", "scopes": ["events:read"]}
     )

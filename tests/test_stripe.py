@@ -37,6 +37,7 @@ WEBHOOK_SECRET = "whsec_" + "w" * 32
 PUBLISHABLE_KEY = "pk_test_" + "p" * 24
 AUTHORISED = "payment_intent.amount_capturable_updated"
 SUCCEEDED = "payment_intent.succeeded"
+CHARGED = "charge.succeeded"  # the Charge: authorised (or captured), with the card that paid
 FAILED = "payment_intent.payment_failed"
 PRICE = 5000  # section A of helpers.event_body
 
@@ -167,6 +168,27 @@ async def intent_status(fake: FakeStripe, intent_id: str, wanted: str) -> None:
     await eventually(reached, f"intent {intent_id} {wanted}", within=5, every=0.025)
 
 
+async def owed_captures(pg: asyncpg.Pool, *order_ids: str) -> list[tuple[str, bool, int]]:
+    """(order id, done, attempts) of these orders' captures."""
+    rows = await pg.fetch(
+        "SELECT order_id, done_at IS NOT NULL AS done, attempts FROM payment_actions"
+        " WHERE action = 'capture' AND order_id = ANY($1) ORDER BY order_id",
+        list(order_ids),
+    )
+    return [(r["order_id"], r["done"], r["attempts"]) for r in rows]
+
+
+async def captures_recorded(pg: asyncpg.Pool, *order_ids: str) -> None:
+    """Wait until the capture turn has run and recorded these orders' captures (the webhook
+    answers at the commit, before its capture)."""
+
+    async def done() -> bool:
+        owed = await owed_captures(pg, *order_ids)
+        return owed == [(order_id, True, 0) for order_id in sorted(order_ids)]
+
+    await eventually(done, f"captures of {order_ids} recorded", within=10, every=0.025)
+
+
 # ---- checkout ----------------------------------------------------------------------------------
 
 
@@ -242,7 +264,8 @@ async def test_authorised_payment_is_confirmed_then_captured(
     assert order["status"] == "paid"
     assert order["payment"]["client_secret"] is None
     assert sorted(t["seat_id"] for t in order["tickets"]) == ["A-1-1", "A-1-2"]
-    await intent_status(fake, sale.intent_id, "succeeded")
+    await captures_recorded(pg, sale.order_id)  # the capture turn ran after the answer
+    assert fake.intents[sale.intent_id]["status"] == "succeeded"
     captures = fake.captures(sale.intent_id)
     assert {c.idempotency_key for c in captures} == {f"boxoffice-capture-{sale.order_id}"}
     assert captures[0].seq > fake.creates()[0].seq
@@ -790,42 +813,69 @@ async def card_audits(pg: asyncpg.Pool, event_id: str) -> list[asyncpg.Record]:
     )
 
 
+def report_of(fake: FakeStripe, report: str, intent_id: str) -> bytes:
+    """Stripe's report about the intent as it is now: a PaymentIntent event, or the event about
+    its Charge (charge.succeeded, which carries the card that paid)."""
+    if report == CHARGED:
+        return fake.charge_event(CHARGED, intent_id)
+    return fake.event(report, intent_id)
+
+
+def card_reads(fake: FakeStripe, intent_id: str) -> list[tuple[str, dict[str, str]]]:
+    """The reads of this intent (with its PaymentMethod) settlement made for the card."""
+    return [(r.method, r.params) for r in fake.calls(f"/v1/payment_intents/{intent_id}")]
+
+
 async def paid_with(
-    shop: Client, fake: FakeStripe, event_id: str, seats: list[str], card: str
+    shop: Client,
+    fake: FakeStripe,
+    event_id: str,
+    seats: list[str],
+    card: str,
+    report: str = AUTHORISED,
 ) -> Sale:
-    """A new fan (its own email) holds, checks out and pays with this card: paid."""
+    """A new fan (its own email) holds, checks out and pays with this card, reported by this
+    kind of Stripe event: paid."""
     sale = await start_sale(shop, fake, event_id, seats)
     fake.authorize(sale.intent_id, card)
-    assert (await deliver(shop, fake, fake.event(AUTHORISED, sale.intent_id)))["result"] == "paid"
+    paid = await deliver(shop, fake, report_of(fake, report, sale.intent_id))
+    assert paid["result"] == "paid"
     return sale
 
 
-@pytest.mark.parametrize("report", [AUTHORISED, SUCCEEDED])
+@pytest.mark.parametrize(
+    ("report", "captured"),
+    [(AUTHORISED, False), (SUCCEEDED, True), (CHARGED, False), (CHARGED, True)],
+)
 async def test_one_card_cannot_buy_past_the_limit_under_many_emails(
-    shop: Client, fake: FakeStripe, pg: asyncpg.Pool, report: str
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool, report: str, captured: bool
 ) -> None:
     """Limit 4. One card pays 3 tickets for one email; 2 more with the same card under another
     email are refused when the payment is confirmed: the order is voided with buyer_limit, its
     authorisation cancelled (or, if Stripe had already captured it, refunded), its seats freed,
-    the refusal audited, and the fan's order says why. 1 more with that card is within it."""
+    the refusal audited, and the fan's order says why. 1 more with that card is within it.
+    A PaymentIntent's report names the PaymentMethod only, so the card is read from Stripe; a
+    Charge's report carries the card's fingerprint, and nothing is read."""
     ev = await create_event(shop, rate_per_min=60000, max_seats_per_order=4)
-    first = await paid_with(shop, fake, ev["id"], ["A-1-1", "A-1-2", "A-1-3"], CARD)
+    paying = CHARGED if report == CHARGED else AUTHORISED  # how the orders within it are paid
+    first = await paid_with(shop, fake, ev["id"], ["A-1-1", "A-1-2", "A-1-3"], CARD, paying)
     assert (await order_row(pg, first.order_id)).card_fingerprint == fake.fingerprint(CARD)
-    reads = fake.calls(f"/v1/payment_intents/{first.intent_id}")
-    assert [(r.method, r.params) for r in reads] == [("GET", {"expand[0]": "payment_method"})]
+    read = [("GET", {"expand[0]": "payment_method"})]
+    assert card_reads(fake, first.intent_id) == ([] if report == CHARGED else read)
 
     second = await start_sale(shop, fake, ev["id"], ["A-2-1", "A-2-2"])
     assert second.order["email"] != first.order["email"]
-    if report == AUTHORISED:
+    if not captured:
         fake.authorize(second.intent_id, CARD)
     else:
         fake.capture_elsewhere(second.intent_id, CARD)
-    result = await deliver(shop, fake, fake.event(report, second.intent_id))
+    result = await deliver(shop, fake, report_of(fake, report, second.intent_id))
     assert result["result"] == "voided"
+    assert card_reads(fake, second.intent_id) == ([] if report == CHARGED else read)
     row = await order_row(pg, second.order_id)
     assert (row.status, row.status_reason, row.tickets) == ("voided", "buyer_limit", [])
     assert row.card_fingerprint == fake.fingerprint(CARD)
-    if report == AUTHORISED:  # the money was only held: the hold is cancelled, nothing taken
+    if not captured:  # the money was only held: the hold is cancelled, nothing taken
         await intent_status(fake, second.intent_id, "canceled")
         assert {c.idempotency_key for c in fake.cancels()} == {f"boxoffice-void-{second.order_id}"}
         assert not fake.refunds
@@ -851,7 +901,7 @@ async def test_one_card_cannot_buy_past_the_limit_under_many_emails(
     assert (order["status"], order["status_reason"]) == ("voided", "buyer_limit")
 
     # Up to the limit the same card still buys, under yet another email.
-    third = await paid_with(shop, fake, ev["id"], ["A-3-1"], CARD)
+    third = await paid_with(shop, fake, ev["id"], ["A-3-1"], CARD, paying)
     assert (await order_row(pg, third.order_id)).status == "paid"
     assert len(await card_audits(pg, ev["id"])) == 1
 
@@ -931,17 +981,87 @@ async def test_card_unknown_while_stripe_cannot_say_is_retried_not_decided(
     assert (await order_row(pg, sale.order_id)).card_fingerprint == fake.fingerprint(CARD)
 
 
+@pytest.mark.parametrize("order", ["charge_first", "intent_first", "together"])
+async def test_both_reports_of_one_authorisation_pay_once_reading_the_card_only_if_unsaid(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool, order: str
+) -> None:
+    """Stripe reports one authorisation twice, in no set order: charge.succeeded (the Charge,
+    with the card's fingerprint) and payment_intent.amount_capturable_updated (the intent,
+    naming its PaymentMethod only). Whichever is applied first confirms — reading the card
+    from Stripe only if it is the intent's —, the other finds the order paid: one sale with
+    its card, one capture, both reports recorded."""
+    ev = await create_event(shop, rate_per_min=60000)
+    sale = await start_sale(shop, fake, ev["id"], ["A-1-1", "A-1-2"])
+    fake.authorize(sale.intent_id, CARD)
+    charge = report_of(fake, CHARGED, sale.intent_id)
+    intent = report_of(fake, AUTHORISED, sale.intent_id)
+    if order == "together":
+        both = await asyncio.gather(deliver(shop, fake, charge), deliver(shop, fake, intent))
+        # Both may find it pending; the confirming transaction pays it once either way.
+        assert {a["result"] for a in both} <= {"paid", "already_paid"}
+        assert len(card_reads(fake, sale.intent_id)) <= 1
+    else:
+        first, then = (charge, intent) if order == "charge_first" else (intent, charge)
+        answers = [await deliver(shop, fake, first), await deliver(shop, fake, then)]
+        assert [a["result"] for a in answers] == ["paid", "already_paid"]
+        reads = card_reads(fake, sale.intent_id)
+        assert len(reads) == (0 if order == "charge_first" else 1)
+    row = await order_row(pg, sale.order_id)
+    assert (row.status, len(row.tickets)) == ("paid", 2)
+    assert row.card_fingerprint == fake.fingerprint(CARD)
+    assert set((await sold_seats(pg, ev["id"])).values()) == {sale.order_id}
+    assert await recorded_events(pg, charge, intent) == 2
+    await captures_recorded(pg, sale.order_id)
+    assert [c.idempotency_key for c in fake.captures(sale.intent_id) if not c.replayed] == [
+        f"boxoffice-capture-{sale.order_id}"
+    ]
+    assert fake.intents[sale.intent_id]["amount_received"] == PRICE * 2
+
+
+async def test_charge_paid_by_no_card_counts_the_email_alone_and_reads_nothing(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool
+) -> None:
+    """A Charge whose payment method is not a card: paid with no fingerprint (the email alone
+    counts, as for a PaymentMethod without a card), and Stripe is not asked."""
+    ev = await create_event(shop, rate_per_min=60000)
+    sale = await start_sale(shop, fake, ev["id"], ["A-1-1"])
+    fake.authorize(sale.intent_id)
+    other = {"type": "paypal", "paypal": {"payer_id": "PAYER1"}}
+    payload = fake.charge_event(CHARGED, sale.intent_id, payment_method_details=other)
+    assert (await deliver(shop, fake, payload))["result"] == "paid"
+    row = await order_row(pg, sale.order_id)
+    assert (row.status, row.card_fingerprint) == ("paid", None)
+    assert card_reads(fake, sale.intent_id) == []
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        {"type": "card", "card": {"fingerprint": "../../x"}},
+        {"type": "card", "card": {"fingerprint": "f" * 65}},
+        {"type": "card", "card": {"fingerprint": ""}},
+    ],
+)
+async def test_charge_with_a_fingerprint_of_unknown_shape_is_400_and_changes_nothing(
+    shop: Client, fake: FakeStripe, pg: asyncpg.Pool, details: dict[str, Any]
+) -> None:
+    ev = await create_event(shop, rate_per_min=60000)
+    sale = await start_sale(shop, fake, ev["id"], ["A-1-1"])
+    fake.authorize(sale.intent_id, CARD)
+    payload = fake.charge_event(CHARGED, sale.intent_id, payment_method_details=details)
+    status, error = await post_webhook(shop, payload, fake.sign(payload, WEBHOOK_SECRET))
+    assert (status, error["error"]) == (400, "malformed_webhook"), error
+    row = await order_row(pg, sale.order_id)
+    assert (row.status, row.card_fingerprint) == ("pending", None)
+    assert await recorded_events(pg, payload) == 0
+    assert not fake.captures() and not fake.cancels()
+    # The genuine report is applied afterwards.
+    paid = await deliver(shop, fake, fake.charge_event(CHARGED, sale.intent_id))
+    assert paid["result"] == "paid"
+    assert (await order_row(pg, sale.order_id)).card_fingerprint == fake.fingerprint(CARD)
+
+
 # ---- the capture queue -------------------------------------------------------------------------
-
-
-async def owed_captures(pg: asyncpg.Pool, *order_ids: str) -> list[tuple[str, bool, int]]:
-    """(order id, done, attempts) of these orders' captures."""
-    rows = await pg.fetch(
-        "SELECT order_id, done_at IS NOT NULL AS done, attempts FROM payment_actions"
-        " WHERE action = 'capture' AND order_id = ANY($1) ORDER BY order_id",
-        list(order_ids),
-    )
-    return [(r["order_id"], r["done"], r["attempts"]) for r in rows]
 
 
 async def test_two_processes_capture_every_sale_once_and_only_after_its_commit(
@@ -973,13 +1093,12 @@ async def test_two_processes_capture_every_sale_once_and_only_after_its_commit(
         for n, sale in enumerate(sales)
     ))  # fmt: skip
     assert [a["result"] for a in answers] == ["paid"] * len(sales)
+    await captures_recorded(pg, *(sale.order_id for sale in sales))
     for sale in sales:
-        await intent_status(fake, sale.intent_id, "succeeded")
+        assert fake.intents[sale.intent_id]["status"] == "succeeded"
         keys = [c.idempotency_key for c in fake.captures(sale.intent_id)]
         assert keys == [f"boxoffice-capture-{sale.order_id}"]
     assert at_capture == ["paid"] * len(sales)
-    ids = sorted(sale.order_id for sale in sales)
-    assert await owed_captures(pg, *ids) == [(order_id, True, 0) for order_id in ids]
 
 
 async def test_a_capture_cut_off_by_a_crash_runs_again_after_restart_once_at_stripe(
@@ -1003,8 +1122,12 @@ async def test_a_capture_cut_off_by_a_crash_runs_again_after_restart_once_at_str
     fake.on_request = hang
     fake.authorize(sale.intent_id)
     paid = await deliver(shop, fake, fake.event(AUTHORISED, sale.intent_id))
-    assert paid["result"] == "paid"  # answered after its capture turn's wait, which hangs
-    assert len(fake.captures(sale.intent_id)) == 1
+    assert paid["result"] == "paid"  # answered at the commit; the capture turn runs after
+
+    async def in_flight() -> bool:
+        return len(fake.captures(sale.intent_id)) == 1
+
+    await eventually(in_flight, "the capture turn reached Stripe")
     await shop.close()  # the process stops with its capture in flight
     cut.set()
     assert await owed_captures(pg, sale.order_id) == [(sale.order_id, False, 0)]

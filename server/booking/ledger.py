@@ -337,22 +337,18 @@ async def _lock_for_confirmation(
     def within(n: int) -> tuple[str, list[str]]:  # "and of this event", as parameter $n
         return ("", []) if event_id is None else (f" AND o.event_id = ${n}", [event_id])
 
-    scope, extra = within(2)
+    scope, extra = within(3)
+    # One statement, the email's lock first: the inner query's row (its buyer locked, the
+    # order row locked) is made before the outer expression takes the card's lock.
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtext(event_id), hashtext(buyer)) FROM orders o"
-        f" WHERE o.id = $1{scope} FOR UPDATE",
+        "SELECT CASE WHEN $2::text IS NOT NULL THEN"
+        " pg_advisory_xact_lock(hashtext('card:' || l.event_id), hashtext($2)) END"
+        " FROM (SELECT o.event_id, pg_advisory_xact_lock(hashtext(o.event_id), hashtext(o.buyer))"
+        f" FROM orders o WHERE o.id = $1{scope} FOR UPDATE OFFSET 0) AS l",
         order_id,
+        card,
         *extra,
     )
-    scope, extra = within(3)
-    if card is not None:
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('card:' || event_id), hashtext($2))"
-            f" FROM orders o WHERE o.id = $1{scope}",
-            order_id,
-            card,
-            *extra,
-        )
     ev = "o.event_id" if event_id is None else "$3"
     row = await conn.fetchrow(
         f"SELECT {_O_COLUMNS}, {_children(ev)}, e.max_tickets_per_buyer,"
@@ -409,7 +405,7 @@ async def confirm(
     its buyer (email) or its card past the event's per-buyer limit, the order becomes voided
     instead, and the payment is voided (or refunded if it was already captured); a refusal by
     the limit is audited (by `who`: the provider's report, or the dev payment). The paid path
-    is four statements (five with a card): the locks, the order with its buyer's counts, the
+    is four statements: the locks, the order with its buyer's and its card's counts, the
     inventory, and one statement for every write, which also records the provider's `report`
     (id, kind) that paid it. Given the order's `event_id`, it touches that event's partitions
     alone."""

@@ -6,9 +6,10 @@ captures, voids and refunds PostgreSQL says are owed run at the order's own prov
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+
+import msgspec
 
 from server.booking import ledger
 from server.booking.holds import Holds, hold_policy
@@ -26,7 +27,6 @@ from server.store import db
 log = logging.getLogger("boxoffice.settlement")
 
 CAPTURE_BATCH = 50  # payment actions claimed and run together by one background turn
-CAPTURE_WAIT_S = 5.0  # how long a confirming webhook waits for its capture turn
 
 
 class Settlement:
@@ -51,7 +51,6 @@ class Settlement:
         self.refunded = refunded  # records a refund the provider reports (booking.refunds)
         self._owed = asyncio.Event()  # a capture was committed: wakes captures_step
         self._owed.set()  # the first turn runs what a stopped process left owed
-        self._turn: asyncio.Future[None] | None = None  # ends when the next turn has run
         self._capturing = False  # captures_step runs in this process (the payments role)
 
     def loops(self) -> list[Loop]:
@@ -104,7 +103,10 @@ class Settlement:
         if outcome == "paid":
             await self._mark_sold(row)
             if self._capturing:
-                await self._captured()
+                # The capture is owed in PostgreSQL since the commit: this process's capture
+                # turn runs it with every other one owed, after the answer (a crash leaves it
+                # owed for the next turn, here or in the restarted process).
+                self._owed.set()
                 return row
         elif outcome == "buyer_limit":
             await self._release(row)  # the seats claimed for it go back
@@ -209,7 +211,11 @@ class Settlement:
                 return f"ignored_{order.status}"
             # authorised: capture after commit. captured: money already taken, so a lost race
             # is refunded (the refund is a payment action like any other).
-            card = await self._card(order, event.payment_id)
+            card = (
+                await self._card(order, event.payment_id)
+                if event.card is msgspec.UNSET
+                else event.card
+            )
             report = (event.event_id, f"{event.provider}:{event.kind}")
             row = await self.payment_succeeded(
                 order, event.kind == "captured", card, f"{event.provider}:{event.event_id}", report
@@ -227,7 +233,7 @@ class Settlement:
 
     async def _card(self, order: ledger.OrderRow, payment_id: str) -> str | None:
         """The fingerprint of the card that paid, asked of the order's provider before the sale
-        is final. If the provider cannot say, nothing is decided: the report is answered 503
+        is final when the report does not carry it. If the provider cannot say, nothing is decided: the report is answered 503
         and the provider sends it again (the order expires, and its payment is voided, if it
         never can)."""
         provider = self.providers.of(order.provider)
@@ -278,25 +284,9 @@ class Settlement:
         self._capturing = True
         await self._owed.wait()
         self._owed.clear()
-        turn, self._turn = self._turn, None
-        try:
-            while (await self._run_due()) == (CAPTURE_BATCH, CAPTURE_BATCH):
-                pass  # a full batch, all done: more may be waiting
-        finally:
-            if turn is not None:
-                turn.set_result(None)
+        while (await self._run_due()) == (CAPTURE_BATCH, CAPTURE_BATCH):
+            pass  # a full batch, all done: more may be waiting
         return 0.0
-
-    async def _captured(self) -> None:
-        """Wait (at most CAPTURE_WAIT_S) for a capture turn that starts after this commit: the
-        webhook answers once its capture ran with the others owed at that moment. Past the
-        wait the capture stays owed and runs all the same."""
-        if self._turn is None:
-            self._turn = asyncio.get_running_loop().create_future()
-        turn = self._turn
-        self._owed.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(turn), CAPTURE_WAIT_S)
 
     async def _run_action(self, action: ledger.PaymentAction) -> str | None:
         if action.payment_id is None:

@@ -18,7 +18,7 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import msgspec
@@ -26,7 +26,9 @@ import pyotp
 import segno
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from msgspec import Meta
 
+from server.core import ids
 from server.core.errors import Conflict, NotFound
 
 Role = Literal["owner", "operator", "viewer", "door"]
@@ -36,19 +38,24 @@ ISSUER = "Boxoffice"
 # ---- emails ---------------------------------------------------------------------------------
 
 MAX_EMAIL = 254
-_EMAIL = re.compile(
-    r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
+# An operator's login: one whole ASCII address, in any case (dot-atom local part, dotted host
+# names, a letters-only top-level domain). The rule of normalise_email and of OperatorEmail.
+EMAIL_BODY = (
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 )
+_EMAIL = re.compile(EMAIL_BODY)
+# An operator's email in a request body (the published schema says the same rule).
+OperatorEmail = Annotated[str, Meta(pattern=ids.schema_pattern(EMAIL_BODY), max_length=MAX_EMAIL)]
 
 
 def normalise_email(raw: str) -> str | None:
-    """The login name: trimmed, lower case, ASCII, one whole address (no NUL, no second line);
+    """The login name: trimmed, one whole ASCII address (no NUL, no second line), lower case;
     None when `raw` is not one."""
-    text = raw.strip().lower()
-    if not text or len(text) > MAX_EMAIL or not text.isascii():
+    text = raw.strip()
+    if len(text) > MAX_EMAIL or not _EMAIL.fullmatch(text):
         return None
-    return text if _EMAIL.fullmatch(text) else None
+    return text.lower()
 
 
 def account_digest(email: str) -> str:

@@ -66,3 +66,7 @@ class PaymentEvent(msgspec.Struct, frozen=True):
     amount: int
     currency: str  # upper case, as orders store it
     livemode: bool
+    # The provider's fingerprint of the card that paid, when the report itself says it (None:
+    # it says the payment method is no card); UNSET when it does not, and settlement asks the
+    # provider (Provider.card_fingerprint) before deciding.
+    card: str | msgspec.UnsetType | None = msgspec.UNSET

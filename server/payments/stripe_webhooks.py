@@ -5,7 +5,13 @@ it; nothing here touches an order.
 Beyond the library's check: the signature header must be ASCII, its timestamp may be neither
 more than TOLERANCE_S old nor more than TOLERANCE_S ahead, a verified event whose strings hold
 a NUL (which PostgreSQL cannot store) is refused and logged, and an event whose own livemode
-and its PaymentIntent's disagree is a mismatch."""
+and its PaymentIntent's disagree is a mismatch.
+
+A `charge.succeeded` event (authorised, or captured already) carries the fingerprint of the card
+that paid in its `payment_method_details`, so settlement confirms it without asking Stripe;
+`payment_intent.amount_capturable_updated` names the PaymentMethod only, and settlement reads
+the card from Stripe before deciding. Whichever of the two arrives first confirms the order;
+the other finds it paid."""
 
 from __future__ import annotations
 
@@ -17,14 +23,30 @@ import stripe
 
 from server.core.errors import BadRequest
 from server.payments import PaymentEvent, PaymentKind
+from server.payments.stripe_provider import FINGERPRINT
 
 KINDS: dict[str, PaymentKind] = {
-    "payment_intent.amount_capturable_updated": "authorised",  # capture after commit
+    # A Charge authorised (captured: false, capture after commit) or captured already; it
+    # carries the card's fingerprint, so no read of the PaymentMethod is needed.
+    "charge.succeeded": "authorised",
+    "payment_intent.amount_capturable_updated": "authorised",  # names the PaymentMethod only
     "payment_intent.succeeded": "captured",  # captured already (e.g. elsewhere)
     "payment_intent.payment_failed": "failed",
     "payment_intent.canceled": "canceled",
     "charge.refunded": "refunded",  # a Charge object: its payment_intent names the payment
 }
+CHARGES = {"charge.succeeded", "charge.refunded"}  # about a Charge: the payment is its intent
+
+
+class Card(msgspec.Struct):
+    fingerprint: str | None = None
+
+
+class MethodDetails(msgspec.Struct):
+    """A Charge's `payment_method_details`: which kind of method paid, and for a card, which."""
+
+    type: str = ""
+    card: Card | None = None
 
 
 class IntentObject(msgspec.Struct):
@@ -38,6 +60,9 @@ class IntentObject(msgspec.Struct):
     livemode: bool = False
     payment_intent: str | None = None
     refunded: bool = False  # a Charge refunded in full
+    captured: bool = False  # a Charge: captured (else authorised only)
+    paid: bool = False  # a Charge: succeeded or authorised for a later capture
+    payment_method_details: MethodDetails | None = None  # a Charge: what paid
 
 
 class EventData(msgspec.Struct):
@@ -81,8 +106,21 @@ def _strings(event: StripeEvent) -> list[str]:
     intent = event.data.object
     return [
         event.id, event.type, intent.id, intent.currency, intent.status,
-        *intent.metadata, *intent.metadata.values(),
+        *intent.metadata, *intent.metadata.values(), intent.payment_intent or "",
     ]  # fmt: skip
+
+
+def _card(charge: IntentObject) -> str | msgspec.UnsetType | None:
+    """The fingerprint of the card that paid a Charge; None if no card paid; UNSET if the
+    Charge does not say (settlement then asks Stripe)."""
+    details = charge.payment_method_details
+    if details is None:
+        return msgspec.UNSET
+    if details.type != "card" or details.card is None or details.card.fingerprint is None:
+        return None  # not a card: the email alone counts, as for a PaymentMethod with no card
+    if not FINGERPRINT.fullmatch(details.card.fingerprint):
+        raise BadRequest("webhook card fingerprint of an unknown shape", code="malformed_webhook")
+    return details.card.fingerprint
 
 
 def parse(raw: bytes, signature: str | None, secret: str) -> PaymentEvent | str:
@@ -103,12 +141,18 @@ def parse(raw: bytes, signature: str | None, secret: str) -> PaymentEvent | str:
         log.error("webhook and its PaymentIntent disagree on livemode", extra={"event": event.id})
         return "mismatch"
     payment_id = intent.id
-    if kind == "refunded":
+    card: str | msgspec.UnsetType | None = msgspec.UNSET
+    if event.type in CHARGES:
         if not intent.payment_intent:
             return "ignored_no_payment_intent"
-        if not intent.refunded:
-            return "ignored_partial_refund"  # only whole orders are refunded
         payment_id = intent.payment_intent
+    if kind == "refunded" and not intent.refunded:
+        return "ignored_partial_refund"  # only whole orders are refunded
+    if event.type == "charge.succeeded":
+        if not intent.paid:
+            return "ignored_unpaid"
+        kind = "captured" if intent.captured else "authorised"
+        card = _card(intent)
     return PaymentEvent(
         provider="stripe",
         event_id=event.id,
@@ -118,4 +162,5 @@ def parse(raw: bytes, signature: str | None, secret: str) -> PaymentEvent | str:
         amount=intent.amount,
         currency=intent.currency.upper(),
         livemode=event.livemode,
+        card=card,
     )

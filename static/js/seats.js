@@ -1055,14 +1055,19 @@
         headers: { "Authorization": "Bearer " + S.access.token },
       });
     } catch (e) {
-      S.busy = false;
-      updateSummary();
-      showError("pick-error", t("seats.unreachable"));
+      pickUnreachable();
       return;
     }
     S.busy = false;
     handleHoldAnswer(r);
     updateSummary();
+  }
+
+  /** A hold or a best-seats call that never reached the box office: the buttons work again. */
+  function pickUnreachable() {
+    S.busy = false;
+    updateSummary();
+    showError("pick-error", t("seats.unreachable"));
   }
 
   function handleHoldAnswer(r) {
@@ -1165,9 +1170,7 @@
         if (!(held.status === 409 && held.body && held.body.error === "seats_unavailable")) break;
       }
     } catch (e) {
-      S.busy = false;
-      updateSummary();
-      showError("pick-error", t("seats.unreachable"));
+      pickUnreachable();
       return;
     }
     S.busy = false;
