@@ -77,7 +77,7 @@ async def test_a_dropped_kept_connection_is_replaced_once(
     call = Batched(client, client.register_script(ECHO))
     assert await call(["bo:test:n"], [1]) == 10
     for client_id in await batcher_ids(admin):
-        await admin.client_kill_filter(_id=client_id)
+        await admin.client_kill_filter(_id=str(client_id))
     caplog.set_level(logging.INFO, logger="boxoffice.redis")
     assert await asyncio.gather(*(call(["bo:test:n"], [i]) for i in range(20, 40))) == [
         i * 10 for i in range(20, 40)
@@ -89,12 +89,12 @@ async def test_a_dropped_kept_connection_is_replaced_once(
 async def test_a_silent_redis_fails_the_batch_then_heals(client: Redis, admin: Redis) -> None:
     call = Batched(client, client.register_script(ECHO))
     assert await call(["bo:test:n"], [1]) == 10
-    await admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+    await admin.client_pause(1500, all=True)
     try:
         with pytest.raises(RedisTimeoutError):
             await call(["bo:test:n"], [2])
     finally:
-        await admin.execute_command("CLIENT", "UNPAUSE")
+        await admin.client_unpause()
     assert await call(["bo:test:n"], [3]) == 30
 
 
