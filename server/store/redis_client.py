@@ -24,7 +24,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 
 from server.core.settings import Settings, parse_nodes
-from server.store.lua import AnyRedis
+from server.store.lua import AnyRedis, close_batcher
 
 SOCKET_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2.0
@@ -152,6 +152,12 @@ def make_redis(settings: Settings) -> AnyRedis:
         health_check_interval=10,
     )
     return Redis(connection_pool=pool)
+
+
+async def close_redis(client: AnyRedis) -> None:
+    """Close a client made here: the connections its Batcher kept, then its pool."""
+    await close_batcher(client)
+    await client.aclose()
 
 
 REDIS: web.AppKey[AnyRedis] = web.AppKey("redis")
