@@ -5,6 +5,7 @@ conversation runs after the handler and its middlewares returned, and the Hub's 
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 from aiohttp import WSMsgType
@@ -13,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from server.core.tokens import new_id
 from server.runtime.listener import JsonErrorHandler
 from server.waiting.fanout import HUB
+from server.waiting.session import Socket
 
 from .helpers import create_event, eventually, join, visitor
 
@@ -103,6 +105,20 @@ async def test_a_socket_that_stops_answering_pings_is_dropped(fans: Client) -> N
     while reply.type != WSMsgType.TEXT or '"pong"' not in reply.data:
         reply = await live.receive(timeout=5)
     await live.close()
+
+
+async def test_a_waiting_socket_keeps_its_attributes_in_the_shared_table(fans: Client) -> None:
+    """Sockets created by the dozen before any is prepared (a crowd's handshakes) must not
+    leave a waiting socket with a dict of its own for the names aiohttp sets later."""
+    crowd = [Socket() for _ in range(40)]
+    ev = await create_event(fans, rate_per_min=0)
+    ws, _ = await _open(fans, ev["id"])
+    waiting = [o for o in gc.get_objects() if type(o) is Socket and o.prepared and not o.closed]
+    assert waiting and crowd
+    for sock in waiting:
+        own = [r for r in gc.get_referents(sock) if isinstance(r, dict) and "_req" in r]
+        assert not own, sorted(own[0])
+    await ws.close()
 
 
 def test_a_connection_handler_has_no_instance_dict() -> None:

@@ -29,6 +29,21 @@ _UNEXPECTED_CLOSE = 1011  # the server met an error: the fan's page reconnects
 
 Conversation = Callable[[], Coroutine[Any, Any, None]]
 
+# The names aiohttp sets on a websocket response after its __init__ and before it waits for
+# the client's next frame (prepare(), then receive()): class defaults until then.
+_SET_BEFORE_WAITING = (
+    "_loop",
+    "_keep_alive",
+    "_must_be_empty_body",
+    "_req",
+    "_payload_writer",
+    "_ws_protocol",
+    "_writer",
+    "_reader",
+    "_parser",
+    "_waiting",
+)
+
 
 class Socket(web.WebSocketResponse):
     """The queue's websocket. aiohttp finishes every response by awaiting its write_eof() after
@@ -47,6 +62,14 @@ class Socket(web.WebSocketResponse):
         # the conversation sees the pongs.
         super().__init__(compress=False, autoping=False, max_msg_size=WS_MAX_MESSAGE)
         self._conversation: Conversation | None = None
+        # CPython 3.11 keeps the attributes of a class's instances in one key table shared by
+        # all of them, which takes new names only while the class has few instances (its room
+        # shrinks by one with each new instance, from 30). A crowd's handshakes create many
+        # Sockets before the first is prepared, so the names aiohttp sets in prepare() and
+        # receive() found no room and every waiting socket carried a dict of its own (0.8 kB).
+        # Set here, they are in the table from the first instance on.
+        for name in _SET_BEFORE_WAITING:
+            setattr(self, name, getattr(Socket, name))
 
     def converse(self, conversation: Conversation) -> None:
         """Run `conversation` once the handler returned; it closes the socket at its end."""
