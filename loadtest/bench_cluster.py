@@ -48,6 +48,7 @@ class Row:
     done: int
     seconds: float
     redis_cpu: float
+    client_us: float  # this process's CPU per operation: what the app pays per script call
 
     @property
     def rate(self) -> float:
@@ -107,12 +108,13 @@ async def measure(
             events = [f"bench-{target}-{n_events}-{i}" for i in range(n_events)]
             for op in ("joins", "holds"):
                 await prepare(client, events)
-                cpu0 = sum(cpu_seconds(p) for p in pids)
+                cpu0, own0 = sum(cpu_seconds(p) for p in pids), time.process_time()
                 started = time.monotonic()
                 done = await run(op, client, events, args.concurrency, args.seconds)
                 wall = time.monotonic() - started
                 cpu = sum(cpu_seconds(p) for p in pids) - cpu0
-                rows.append(Row(target, n_events, op, done, wall, 100 * cpu / wall))
+                own_us = 1e6 * (time.process_time() - own0) / done if done else 0.0
+                rows.append(Row(target, n_events, op, done, wall, 100 * cpu / wall, own_us))
                 print(f"  {target}, {n_events} event(s), {op}: {done / wall:,.0f}/s", flush=True)
     finally:
         await client.aclose()
@@ -207,11 +209,13 @@ def ceiling_report(c: Ceiling) -> str:
 def report(rows: list[Row]) -> str:
     lines = [
         "",
-        f"{'target':<10}{'events':>7}{'op':>7}{'ops':>9}{'per s':>10}{'redis CPU%':>12}",
+        f"{'target':<10}{'events':>7}{'op':>7}{'ops':>9}{'per s':>10}{'redis CPU%':>12}"
+        f"{'client us/op':>14}",
     ]
     for r in rows:
         lines.append(
             f"{r.target:<10}{r.events:>7}{r.op:>7}{r.done:>9}{r.rate:>10,.0f}{r.redis_cpu:>11.0f}%"
+            f"{r.client_us:>14.1f}"
         )
     return "\n".join(lines)
 

@@ -6,11 +6,12 @@ per second; one spike (fans arriving together: join, websocket until admitted, h
 p50/p95/p99 of join, admission delivery (join sent -> `admitted` message) and hold. Beside
 them, per phase: the kernel's listen-queue overflows and NGINX's most frequent error-log lines.
 
-Set-up: private Redis and PostgreSQL (server.embedded) in a temporary folder; two
-`python -m server worker --no-reuse-port` processes, each on its own 127.0.0.1 port (as
-`python -m server up` starts them); NGINX in front of them with the production configuration
-rendered by server.runtime.stack.nginx_params() (rate limits unchanged). "direct" splits the clients
-evenly over the two worker ports; "NGINX" sends every client to NGINX's port. Each figure is
+Set-up: private Redis and PostgreSQL (server.embedded) in a temporary folder; the stack of
+`python -m server up`, started by server.runtime.stack.Stack: two `python -m server worker
+--no-reuse-port` processes, each on its own 127.0.0.1 port, trusting NGINX on 127.0.0.1 to name
+the client, and NGINX in front of them with the production configuration (rate limits
+unchanged). "direct" splits the clients evenly over the two worker ports; "NGINX" sends every
+client to NGINX's port. Each figure is
 measured on a fresh event, direct first then NGINX, on the same two workers.
 
 Rate limits: every join, hold and spike fan carries its own freshly minted, validly signed
@@ -40,7 +41,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 import msgspec
@@ -76,10 +77,12 @@ from loadtest.benchkit.orchestra import (
     run_embedded,
     spawn_wsclients,
     spec_args,
-    wait_listening,
     ws_calls,
 )
 from loadtest.benchkit.report import error_lines, load_line, status_note, table, totals
+
+if TYPE_CHECKING:
+    from server.runtime.stack import Stack
 
 Mode = Literal["direct", "nginx"]
 MODES: tuple[Mode, Mode] = ("direct", "nginx")
@@ -430,15 +433,12 @@ def costs(cell: Cell, what: str, ok: int, latencies: list[float], cpu0: CPU, cpu
 
 
 @dataclass
-class Stack:
+class NginxBench:
     args: argparse.Namespace
     procs: Processes
     bench: Bench
     folder: Path
-    worker_ports: list[int] = field(default_factory=list)
-    nginx_port: int = 0
-    workers: list[Child] = field(default_factory=list)
-    front: Child | None = None
+    stack: Stack | None = None  # the two workers and NGINX, as `up` starts them
     rows: dict[str, dict[Mode, Cell]] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -452,42 +452,40 @@ class Stack:
     # -- start-up ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        from server.core.settings import Settings
+        """Two workers (`server worker --no-reuse-port`, each on its own port) and NGINX in
+        front of them: server.runtime.stack.Stack, as `python -m server up` starts them
+        (imported here: the load-generating children of this module need none of it)."""
         from server.runtime import nginx, stack
 
         binary = nginx.find_nginx()
         if binary is None:
             raise RuntimeError("nginx not found (apt-get install nginx)")
-        self.worker_ports = [free_port(), free_port()]
-        for port in self.worker_ports:
-            child = await self.procs.spawn(
-                f"worker{port}",
-                [sys.executable, "-m", "server", "worker", "--no-reuse-port"],
-                self.bench.settings_env(port),
-            )
-            self.workers.append(child)
-        for child, port in zip(self.workers, self.worker_ports, strict=True):
-            await wait_listening([child], port)
-        self.nginx_port = free_port()
-        prefix = self.folder / "nginx"
-        settings = Settings(host=HOST, port=self.nginx_port)
-        params = stack.nginx_params(settings, self.nginx_port, self.worker_ports, prefix)
-        self.nginx_max_files = params.max_files
-        conf = nginx.write_config(prefix, params)
-        nginx.check_config(binary, prefix, conf)
-        self.front = await self.procs.spawn(
-            "nginx", nginx.command(binary, prefix, conf, "-g", "daemon off;")
-        )
-        await wait_listening([self.front], self.nginx_port, 15)
+        settings = self.bench.settings(free_port())
+        self.stack = stack.Stack(settings, self.folder, binary, free_port())
+        await asyncio.to_thread(self.stack.start)
         for _ in range(200):  # the master forks its workers right after it listens
             if self.nginx_worker_pids():
                 break
             await asyncio.sleep(0.05)
         self.nginx_workers = len(self.nginx_worker_pids())
+        self.nginx_max_files = self.stack.params.max_files if self.stack.params else 0
         log(
             f"workers on {self.worker_ports}, NGINX on {self.nginx_port} "
             f"({self.nginx_workers} NGINX workers)"
         )
+
+    async def stop(self) -> None:
+        """NGINX first, then the workers (Stack.stop), off the event loop."""
+        if self.stack is not None:
+            await asyncio.to_thread(self.stack.stop)
+
+    @property
+    def worker_ports(self) -> list[int]:
+        return self.stack.worker_ports if self.stack is not None else []
+
+    @property
+    def nginx_port(self) -> int:
+        return self.stack.port if self.stack is not None else 0
 
     def diagnose(self, label: str, mode: Mode, overflows: int) -> None:
         """Note what the kernel and NGINX's error log saw during one phase."""
@@ -506,10 +504,11 @@ class Stack:
                 self.nginx_log.append(f"{label}: {summary}")
 
     def nginx_worker_pids(self) -> list[int]:
-        return nginx_workers_of(self.front.pid) if self.front is not None else []
+        front = self.stack.front if self.stack is not None else None
+        return nginx_workers_of(front.pid) if front is not None else []
 
     def app_pids(self) -> list[int]:
-        return [w.pid for w in self.workers]
+        return [w.pid for w in self.stack.workers] if self.stack is not None else []
 
     def base(self, mode: Mode, client: int) -> str:
         port = self.worker_ports[client % 2] if mode == "direct" else self.nginx_port
@@ -843,7 +842,7 @@ async def orchestrate(
 ) -> tuple[str, bool]:
     procs = Processes(folder)
     bench = Bench(args, procs, urls[0], urls[1], redis_pid)
-    stack = Stack(args, procs, bench, folder)
+    stack = NginxBench(args, procs, bench, folder)
     complete = True
     try:
         async with asyncio.timeout(args.max_seconds):
@@ -884,6 +883,7 @@ async def orchestrate(
         stack.errors.append(f"{type(exc).__name__}: {exc}")
         complete = False
     finally:
+        await stack.stop()
         await procs.stop_all()
     return stack.render(), complete
 

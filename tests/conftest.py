@@ -1,5 +1,6 @@
 """Shared fixtures: one pair of real servers (embedded Redis and PostgreSQL) per test session,
-data wiped between tests, and an app built by create_app() on top of them."""
+data wiped between tests, and an app built by create_app() on top of them; for the browser
+tests, that app on a real TCP port, a real headless Chromium and an admin HTTP session."""
 
 from __future__ import annotations
 
@@ -10,18 +11,21 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
-from aiohttp import DummyCookieJar
+from aiohttp import DummyCookieJar, web
 from aiohttp.test_utils import TestClient
+from playwright.async_api import Browser
 from redis.asyncio import Redis
 
 from server.core.settings import Settings
 from server.runtime.app import create_app
 from server.runtime.embedded import EmbeddedServers
 from server.store import db
+from server.store.redis_client import close_redis
 
-from .helpers import ADMIN_TOKEN, SECRET, wipe_database
+from .helpers import ADMIN, ADMIN_TOKEN, CHROMIUM, SECRET, launch, need, wipe_database
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +67,7 @@ async def redis(server_urls: tuple[str, str]) -> AsyncIterator[Redis]:
     client = Redis.from_url(server_urls[0])
     await client.flushall()
     yield client
-    await client.aclose()
+    await close_redis(client)
 
 
 @pytest.fixture
@@ -92,3 +96,38 @@ async def fans(
         create_app(settings), cookie_jar=DummyCookieJar()
     )
     return result
+
+
+# ---- the browser tests: the app on a real port, real headless Chromium, an admin session ------
+
+
+@pytest.fixture
+async def base_url(settings: Settings, redis: Redis, pg: asyncpg.Pool) -> AsyncIterator[str]:
+    """The app on a real TCP port, so the browser can reach it."""
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    need(Path(CHROMIUM).exists(), f"{CHROMIUM} is not installed")
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium_path: str, base_url: str) -> AsyncIterator[Browser]:
+    async for chromium in launch(chromium_path):
+        yield chromium
+
+
+@pytest.fixture
+async def admin(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url, headers=ADMIN) as session:
+        yield session

@@ -8,7 +8,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -17,6 +17,7 @@ import aiohttp
 import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
+from playwright.async_api import Browser, async_playwright
 
 from server.store import db
 
@@ -29,6 +30,17 @@ SECRET = "test-secret-" + "y" * 32
 REQUIRE_ALL = os.environ.get("BOXOFFICE_REQUIRE_ALL") == "1"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CARD_OK = "4242424242424242"
+# The real headless Chromium of the browser tests (conftest's `browser` fixture).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def need(condition: bool, reason: str) -> None:
@@ -38,6 +50,18 @@ def need(condition: bool, reason: str) -> None:
     if REQUIRE_ALL:
         pytest.fail(f"{reason} (BOXOFFICE_REQUIRE_ALL=1)")
     pytest.skip(reason)
+
+
+async def launch(chromium_path: str, *extra: str) -> AsyncIterator[Browser]:
+    """Headless Chromium with the tests' flags (and `extra` ones), closed after use."""
+    async with async_playwright() as p:
+        chromium = await p.chromium.launch(
+            executable_path=chromium_path, args=[*CHROMIUM_ARGS, *extra]
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
 
 
 async def eventually(
@@ -138,7 +162,9 @@ async def join_body(
     async with session.get(f"{base}/api/events/{event_id}/challenge", headers=headers) as r:
         assert r.status == 200, await r.text()
         challenge = await r.json()
-    return {"altcha": solve(challenge)}
+    # Solved off the event loop, as a browser solves in its own worker: the app under test
+    # shares this loop, and hundreds of solves run back to back would stall it for seconds.
+    return {"altcha": await asyncio.to_thread(solve, challenge)}
 
 
 async def join(

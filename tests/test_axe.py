@@ -15,17 +15,8 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, ViewportSize, expect
 
-from .helpers import checkin_token, event_body
-from .test_browser import (  # noqa: F401 (fixtures)
-    PHONE,
-    TIMEOUT_MS,
-    admin,
-    base_url,
-    browser,
-    chromium_path,
-    close_all,
-    others_join,
-)
+from .helpers import checkin_token
+from .test_browser import PHONE, TIMEOUT_MS, close_all, create_event, others_join
 from .test_operators_browser import PASSWORD, code, invite, sign_in
 
 pytestmark = pytest.mark.browser
@@ -46,7 +37,7 @@ _RUN = """async () => {
 }"""
 
 
-async def new_page(browser: Browser, size: str) -> Page:  # noqa: F811
+async def new_page(browser: Browser, size: str) -> Page:
     phone = size == "phone"
     context = await browser.new_context(
         viewport=SIZES[size],
@@ -90,33 +81,35 @@ class Audit:
         assert not self.found, "axe-core found violations:" + self.report()
 
 
-async def make_event(admin: aiohttp.ClientSession, **overrides: Any) -> str:  # noqa: F811
-    body = event_body(challenge="off", **overrides)
-    async with admin.post("/api/admin/events", json=body) as response:
-        assert response.status == 201, await response.text()
-        made: dict[str, Any] = await response.json()
-    return str(made["id"])
+async def make_event(admin: aiohttp.ClientSession, **overrides: Any) -> str:
+    """An event without the bot challenge: the pages are checked, not the solving."""
+    return await create_event(admin, challenge="off", **overrides)
 
 
 def later(**delta: float) -> str:
     return (datetime.now(UTC) + timedelta(**delta)).isoformat()
 
 
-@pytest.mark.parametrize("size", ["phone", "desktop"])
+@pytest.fixture(params=list(SIZES))
+def size(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def audit(size: str) -> Audit:
+    return Audit(size)
+
+
 async def test_fan_pages_have_no_violations(
-    base_url: str,  # noqa: F811
-    browser: Browser,  # noqa: F811
-    admin: aiohttp.ClientSession,  # noqa: F811
-    size: str,
+    base_url: str, browser: Browser, admin: aiohttp.ClientSession, audit: Audit
 ) -> None:
-    audit = Audit(size)
     upcoming = await make_event(
         admin, name="Later Tour", sale_starts_at=later(hours=3), prequeue_opens_at=later(hours=2)
     )
     prequeue = await make_event(admin, name="Soon Tour", sale_starts_at=later(minutes=20))
     line = await make_event(admin, name="Line Tour", rate_per_min=0)
     on_sale = await make_event(admin, name="Seat Tour", rate_per_min=6000)
-    page = await new_page(browser, size)
+    page = await new_page(browser, audit.size)
 
     await page.goto(f"{base_url}/")
     await expect(page.get_by_text("Soon Tour")).to_be_visible()
@@ -176,7 +169,7 @@ async def test_fan_pages_have_no_violations(
     assert missing is not None and missing.status == 404
     await audit.check(page, "404 page")
 
-    door_token = await checkin_token(admin, f"door-{size}")
+    door_token = await checkin_token(admin, f"door-{audit.size}")
     await page.goto(f"{base_url}/door")
     await expect(page.locator("#view-signin")).to_be_visible()
     await audit.check(page, "door, sign-in")
@@ -196,14 +189,9 @@ async def open_view(page: Page, hash_: str, visible: str) -> None:
     await expect(page.locator(visible)).to_be_visible()
 
 
-@pytest.mark.parametrize("size", ["phone", "desktop"])
 async def test_console_views_have_no_violations(
-    base_url: str,  # noqa: F811
-    browser: Browser,  # noqa: F811
-    admin: aiohttp.ClientSession,  # noqa: F811
-    size: str,
+    base_url: str, browser: Browser, admin: aiohttp.ClientSession, audit: Audit, size: str
 ) -> None:
-    audit = Audit(size)
     event_id = await make_event(admin, name="Console Tour", rate_per_min=0)
     made = await invite(admin, f"owner-{size}@example.com", "owner")
     page = await new_page(browser, size)

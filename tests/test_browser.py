@@ -7,83 +7,29 @@ import asyncio
 import base64
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
-from aiohttp import web
 from playwright.async_api import (
     Browser,
     Page,
     Route,
     ViewportSize,
     WebSocketRoute,
-    async_playwright,
     expect,
 )
-from redis.asyncio import Redis
 
-from server.core.settings import Settings
-from server.runtime.app import create_app
-
-from .helpers import ADMIN, event_body, join, need
+from .helpers import event_body, join
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PHONE = ViewportSize(width=390, height=844)
 TIMEOUT_MS = 30_000
 SHOTS = Path("/tmp")
 # expect() waits 5 s by default: too tight when the machine is busy running other suites
 expect.set_options(timeout=15_000)
-
-
-@pytest.fixture
-async def base_url(settings: Settings, redis: Redis, pg: asyncpg.Pool) -> AsyncIterator[str]:
-    """The app on a real TCP port, so the browser can reach it."""
-    runner = web.AppRunner(create_app(settings))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
-@pytest.fixture
-def chromium_path() -> str:
-    need(Path(CHROMIUM).exists(), f"{CHROMIUM} is not installed")
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium_path: str, base_url: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
-@pytest.fixture
-async def admin(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url, headers=ADMIN) as session:
-        yield session
 
 
 async def create_event(admin: aiohttp.ClientSession, **overrides: Any) -> str:
@@ -396,6 +342,25 @@ async def admitted_visitor(base_url: str, event_id: str) -> tuple[aiohttp.Client
     raise AssertionError(f"not admitted: {status}")
 
 
+async def rival_hold(
+    base_url: str, event_id: str, seats: list[str]
+) -> tuple[aiohttp.ClientSession, str]:
+    """Another visitor outside the browser is admitted and holds `seats`: (its session, which
+    the caller closes, and the hold's id)."""
+    session, token = await admitted_visitor(base_url, event_id)
+    try:
+        async with session.post(
+            f"/api/events/{event_id}/holds",
+            json={"seats": seats},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            assert response.status == 201, await response.text()
+            return session, str((await response.json())["hold_id"])
+    except BaseException:
+        await session.close()
+        raise
+
+
 def seat(page: Page, seat_id: str) -> Any:
     return page.locator(f"#seat-{seat_id}")
 
@@ -501,14 +466,8 @@ async def test_seat_taken_while_choosing(
     await seat(page, "A-2-5").click()
     await seat(page, "A-2-6").click()
 
-    rival, token = await admitted_visitor(base_url, event_id)
+    rival, _ = await rival_hold(base_url, event_id, ["A-2-5"])
     try:
-        async with rival.post(
-            f"/api/events/{event_id}/holds",
-            json={"seats": ["A-2-5"]},
-            headers={"Authorization": f"Bearer {token}"},
-        ) as response:
-            assert response.status == 201, await response.text()
         await page.locator("#hold-button").click()
         error = page.locator("#pick-error")
         await expect(error).to_be_visible()
@@ -538,15 +497,8 @@ async def test_the_per_buyer_limit_is_said_in_words(
     device) is paid first: paying is refused and the page says why; a new checkout under that
     email is refused at once, in words, with the seats still held."""
     event_id = await create_event(admin, rate_per_min=6000, max_seats_per_order=4)
-    other, token = await admitted_visitor(base_url, event_id)
+    other, hold_id = await rival_hold(base_url, event_id, ["A-5-1", "A-5-2", "A-5-3"])
     try:
-        async with other.post(
-            f"/api/events/{event_id}/holds",
-            json={"seats": ["A-5-1", "A-5-2", "A-5-3"]},
-            headers={"Authorization": f"Bearer {token}"},
-        ) as response:
-            assert response.status == 201, await response.text()
-            hold_id = (await response.json())["hold_id"]
         async with other.post(
             f"/api/holds/{hold_id}/checkout", json={"email": "limit@example.com"}
         ) as response:

@@ -17,9 +17,6 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 from . import test_browser as tb
 from .test_browser import SHOTS, TIMEOUT_MS, create_event, set_rate
 
-# the browser fixtures of test_browser, shared
-base_url, browser, chromium_path, admin = tb.base_url, tb.browser, tb.chromium_path, tb.admin
-
 pytestmark = pytest.mark.browser
 
 # Records what the page asks of the browser's Notification API, then lets the real one act.

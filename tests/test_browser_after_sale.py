@@ -5,7 +5,6 @@ secret link in a browser with no cookie, and the event page telling a buyer they
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +12,21 @@ import asyncpg
 import pytest
 import segno
 from aiohttp.test_utils import TestClient
-from playwright.async_api import Browser, ViewportSize, async_playwright, expect
+from playwright.async_api import ViewportSize, expect
 
 from server.core.tokens import new_id
 
-from .helpers import ADMIN_TOKEN, Fan, admitted, bearer, checkin_token, create_event, visitor
-from .test_browser import CHROMIUM, CHROMIUM_ARGS, PHONE, TIMEOUT_MS
+from .helpers import (
+    ADMIN_TOKEN,
+    Fan,
+    admitted,
+    bearer,
+    checkin_token,
+    create_event,
+    launch,
+    visitor,
+)
+from .test_browser import PHONE, TIMEOUT_MS
 
 pytestmark = pytest.mark.browser
 
@@ -46,25 +54,6 @@ def qr_clip(code: str, path: Path, frames: int = 5) -> Path:
     header = f"YUV4MPEG2 W{WIDTH} H{HEIGHT} F10:1 Ip A1:1 C420jpeg\n".encode()
     path.write_bytes(header + frame * frames)
     return path
-
-
-@pytest.fixture
-def chromium_path() -> str:
-    from .helpers import need
-
-    need(Path(CHROMIUM).exists(), f"{CHROMIUM} is not installed")
-    return CHROMIUM
-
-
-async def launch(chromium_path: str, *extra: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        chromium = await p.chromium.launch(
-            executable_path=chromium_path, args=[*CHROMIUM_ARGS, *extra]
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 async def bought(client: Client, event_id: str, seats: list[str]) -> tuple[Fan, dict[str, Any]]:

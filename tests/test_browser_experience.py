@@ -17,9 +17,6 @@ from server.waiting.line import Scripts
 from . import test_browser as tb
 from .test_browser import close_all, create_event, phone_page
 
-# the browser fixtures of test_browser, shared
-base_url, browser, chromium_path, admin = tb.base_url, tb.browser, tb.chromium_path, tb.admin
-
 pytestmark = pytest.mark.browser
 
 

@@ -19,9 +19,6 @@ from server import assets
 from . import test_browser as tb
 from .test_browser import create_event
 
-# the browser fixtures of test_browser, shared
-base_url, browser, chromium_path, admin = tb.base_url, tb.browser, tb.chromium_path, tb.admin
-
 pytestmark = pytest.mark.browser
 
 LOCALES = {"en": "en-US", "de": "de-DE", "fr": "fr-FR", "es": "es-ES"}

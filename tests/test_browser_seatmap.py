@@ -13,18 +13,7 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, Route, expect
 
-from .test_browser import (  # noqa: F401 (fixtures)
-    PHONE,
-    SHOTS,
-    admin,
-    admitted_seat_page,
-    admitted_visitor,
-    base_url,
-    browser,
-    chromium_path,
-    create_event,
-    seat,
-)
+from .test_browser import PHONE, SHOTS, admitted_seat_page, create_event, rival_hold, seat
 
 pytestmark = pytest.mark.browser
 
@@ -72,9 +61,9 @@ async def pinch(page: Page, selector: str, spread: float) -> None:
 
 
 async def test_overview_on_the_first_screen_then_zoom(
-    base_url: str,  # noqa: F811
-    browser: Browser,  # noqa: F811
-    admin: aiohttp.ClientSession,  # noqa: F811
+    base_url: str,
+    browser: Browser,
+    admin: aiohttp.ClientSession,
 ) -> None:
     event_id = await create_event(admin, sections=WIDE, rate_per_min=6000)
     page = await admitted_seat_page(browser, base_url, event_id)
@@ -132,21 +121,15 @@ async def test_overview_on_the_first_screen_then_zoom(
 
 
 async def test_best_available_holds_adjacent_seats(
-    base_url: str,  # noqa: F811
-    browser: Browser,  # noqa: F811
-    admin: aiohttp.ClientSession,  # noqa: F811
+    base_url: str,
+    browser: Browser,
+    admin: aiohttp.ClientSession,
 ) -> None:
     event_id = await create_event(admin, rate_per_min=6000)  # Floor: 5 rows of 10
-    rival, token = await admitted_visitor(base_url, event_id)
-    try:
-        async with rival.post(
-            f"/api/events/{event_id}/holds",
-            json={"seats": ["A-1-5", "A-1-6", "A-2-5", "A-3-5", "A-4-5", "A-5-5"]},
-            headers={"Authorization": f"Bearer {token}"},
-        ) as response:
-            assert response.status == 201, await response.text()
-    finally:
-        await rival.close()
+    rival, _ = await rival_hold(
+        base_url, event_id, ["A-1-5", "A-1-6", "A-2-5", "A-3-5", "A-4-5", "A-5-5"]
+    )
+    await rival.close()
     page = await admitted_seat_page(browser, base_url, event_id)
     await page.locator("#best-qty-A").select_option("3")
     await page.get_by_role("button", name="Hold the best seats").click()
@@ -173,9 +156,9 @@ async def test_best_available_holds_adjacent_seats(
 
 
 async def test_price_and_accessible_filters(
-    base_url: str,  # noqa: F811
-    browser: Browser,  # noqa: F811
-    admin: aiohttp.ClientSession,  # noqa: F811
+    base_url: str,
+    browser: Browser,
+    admin: aiohttp.ClientSession,
 ) -> None:
     sections = [
         {"id": "A", "name": "Floor", "price": 5000, "rows": 5, "seats_per_row": 10,
@@ -243,9 +226,9 @@ async def test_price_and_accessible_filters(
 
 
 async def test_per_order_limit_and_the_stepper_says_why(
-    base_url: str,  # noqa: F811
-    browser: Browser,  # noqa: F811
-    admin: aiohttp.ClientSession,  # noqa: F811
+    base_url: str,
+    browser: Browser,
+    admin: aiohttp.ClientSession,
 ) -> None:
     sections = [
         {"id": "A", "name": "Floor", "price": 5000, "rows": 5, "seats_per_row": 10},
@@ -311,9 +294,9 @@ async def test_per_order_limit_and_the_stepper_says_why(
 
 
 async def test_unreachable_hold_and_best_seats_leave_the_buttons_working(
-    base_url: str,  # noqa: F811
-    browser: Browser,  # noqa: F811
-    admin: aiohttp.ClientSession,  # noqa: F811
+    base_url: str,
+    browser: Browser,
+    admin: aiohttp.ClientSession,
 ) -> None:
     """The connection drops under a hold and under a best-seats call: each says so and gives the
     buttons back, and the next try holds."""

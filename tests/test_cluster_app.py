@@ -23,6 +23,7 @@ from server.core.keys import EventKeys
 from server.core.settings import Settings
 from server.runtime.app import create_app
 from server.runtime.redis_local import LocalCluster, client
+from server.store.redis_client import REDIS, PackedConnection
 
 from .helpers import ADMIN, Client, bearer, call, create_event, eventually, visitor
 
@@ -169,6 +170,10 @@ async def test_journey_on_three_shards(fans: Client, rc: RedisCluster, pg: async
         assert client(p).pubsub_numpat() == 0
     unpublished = await pg.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
     assert unpublished == 0
+    # every shard's connections were packed by hiredis, as on one Redis
+    app_redis = fans.app[REDIS]
+    assert isinstance(app_redis, RedisCluster)
+    assert {node.connection_class for node in app_redis.get_nodes()} == {PackedConnection}
 
 
 async def buyer(

@@ -19,7 +19,7 @@ from server.ops.live import LIVE, histogram_quantile
 from server.runtime.app import create_app
 
 from .helpers import ADMIN, ADMIN_TOKEN, create_event, event_body, join, visitor
-from .test_browser import SHOTS, TIMEOUT_MS, admin, base_url, browser, chromium_path  # noqa: F401
+from .test_browser import SHOTS, TIMEOUT_MS
 
 Client = TestClient[Any, Any]
 WRONG = {"Authorization": "Bearer not-the-token"}
@@ -418,9 +418,9 @@ def test_histogram_quantile(cumulative: list[float], q: float, expected: float |
 
 @pytest.mark.browser
 async def test_console_sign_in_create_watch_and_steer(
-    base_url: str,  # noqa: F811 (the fixtures of test_browser.py)
-    browser: Browser,  # noqa: F811
-    admin: aiohttp.ClientSession,  # noqa: F811
+    base_url: str,
+    browser: Browser,
+    admin: aiohttp.ClientSession,
 ) -> None:
     context = await browser.new_context(viewport=ViewportSize(width=1400, height=1000))
     page = await context.new_page()

@@ -13,7 +13,7 @@ from playwright.async_api import Browser, ViewportSize, expect
 from server.core.settings import Settings
 
 from .helpers import ADMIN, ADMIN_TOKEN, event_body, join, visitor
-from .test_browser import SHOTS, TIMEOUT_MS, admin, base_url, browser, chromium_path  # noqa: F401
+from .test_browser import SHOTS, TIMEOUT_MS
 
 pytestmark = pytest.mark.browser
 FARM, FAN = "203.0.113.7", "198.51.100.20"
@@ -25,9 +25,9 @@ def settings(base_settings: Settings) -> Settings:
 
 
 async def test_console_bot_check_purge_and_policy(
-    base_url: str,  # noqa: F811 (the fixtures of test_browser.py)
-    browser: Browser,  # noqa: F811
-    admin: aiohttp.ClientSession,  # noqa: F811
+    base_url: str,
+    browser: Browser,
+    admin: aiohttp.ClientSession,
 ) -> None:
     async with admin.post("/api/admin/events", json=event_body(rate_per_min=0)) as r:
         assert r.status == 201, await r.text()

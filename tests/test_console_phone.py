@@ -17,18 +17,12 @@ from playwright.async_api import Browser, Page, expect
 
 from .helpers import ADMIN_TOKEN
 from .test_axe import new_page
-from .test_browser import (  # noqa: F401 (fixtures)
-    admin,
-    base_url,
-    browser,
-    chromium_path,
-    create_event,
-)
+from .test_browser import create_event
 
 pytestmark = pytest.mark.browser
 
 
-async def console(browser: Browser, base_url: str) -> Page:  # noqa: F811
+async def console(browser: Browser, base_url: str) -> Page:
     page = await new_page(browser, "phone")
     await page.goto(f"{base_url}/admin")
     await page.fill("#token", ADMIN_TOKEN)
@@ -50,9 +44,9 @@ async def confirm(page: Page, text: str) -> None:
 
 
 async def test_new_event_on_a_phone(
-    base_url: str,  # noqa: F811
-    browser: Browser,  # noqa: F811
-    admin: aiohttp.ClientSession,  # noqa: F811
+    base_url: str,
+    browser: Browser,
+    admin: aiohttp.ClientSession,
 ) -> None:
     page = await console(browser, base_url)
     await page.click("#view-events a[href='#new']")
@@ -97,9 +91,9 @@ async def test_new_event_on_a_phone(
 
 
 async def test_edit_postpone_cancel_reopen_on_a_phone(
-    base_url: str,  # noqa: F811
-    browser: Browser,  # noqa: F811
-    admin: aiohttp.ClientSession,  # noqa: F811
+    base_url: str,
+    browser: Browser,
+    admin: aiohttp.ClientSession,
 ) -> None:
     now = datetime.now(UTC)
     sale = (now + timedelta(days=2)).replace(second=0, microsecond=0)
@@ -168,9 +162,9 @@ async def test_edit_postpone_cancel_reopen_on_a_phone(
 
 
 async def test_live_view_on_a_phone(
-    base_url: str,  # noqa: F811
-    browser: Browser,  # noqa: F811
-    admin: aiohttp.ClientSession,  # noqa: F811
+    base_url: str,
+    browser: Browser,
+    admin: aiohttp.ClientSession,
 ) -> None:
     event_id = await create_event(admin, name="Empty Tour", rate_per_min=600)
     for rate in (10, 20, 30):  # audit rows: the audit table must fit too
@@ -205,7 +199,7 @@ async def test_live_view_on_a_phone(
     await page.context.close()
 
 
-async def seat_map_accessible(admin: aiohttp.ClientSession, event_id: str) -> list[str]:  # noqa: F811
+async def seat_map_accessible(admin: aiohttp.ClientSession, event_id: str) -> list[str]:
     async with admin.get(f"/api/events/{event_id}/seats") as r:
         assert r.status == 200
         body: dict[str, Any] = await r.json()
@@ -219,9 +213,9 @@ async def seat_map_accessible(admin: aiohttp.ClientSession, event_id: str) -> li
 
 
 async def test_accessible_seats_marked_and_unmarked_on_a_phone(
-    base_url: str,  # noqa: F811
-    browser: Browser,  # noqa: F811
-    admin: aiohttp.ClientSession,  # noqa: F811
+    base_url: str,
+    browser: Browser,
+    admin: aiohttp.ClientSession,
 ) -> None:
     event_id = await create_event(admin, name="Access Tour", rate_per_min=0)
     page = await console(browser, base_url)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.core.metrics import STALL_PROBE_S
+from server.core.metrics import STALL_PROBE_S, Stalls
 from tests.helpers import create_event, join, visitor
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "nginx" / "grafana-dashboard.json"
@@ -140,12 +143,14 @@ async def test_dashboard_metrics_are_exported(client: TestClient[Any, Any]) -> N
     assert joins == {(event["id"], joined_state): 1.0}, joins
 
 
-async def stall_gauge(client: TestClient[Any, Any]) -> float:
+async def stall_gauge(
+    client: TestClient[Any, Any], name: str = "boxoffice_event_loop_stall_seconds"
+) -> float:
     text = await (await client.get("/metrics")).text()
     for family in text_string_to_metric_families(text):
-        if family.name == "boxoffice_event_loop_stall_seconds":
+        if family.name == name:
             return float(family.samples[0].value)
-    raise AssertionError("no boxoffice_event_loop_stall_seconds in /metrics")
+    raise AssertionError(f"no {name} in /metrics")
 
 
 async def test_stall_gauge_reports_a_loop_blocked_on_purpose(client: TestClient[Any, Any]) -> None:
@@ -154,3 +159,35 @@ async def test_stall_gauge_reports_a_loop_blocked_on_purpose(client: TestClient[
     time.sleep(0.4)  # noqa: ASYNC251 - the point: the loop is blocked, nothing of the app runs
     await asyncio.sleep(0.1)  # the probe wakes late and records it
     assert await stall_gauge(client) >= 0.4 - STALL_PROBE_S
+    # the thread slept, it did not wait for a CPU: the whole stall is the process's own
+    own = await stall_gauge(client, "boxoffice_event_loop_own_stall_seconds")
+    assert own >= 0.4 - STALL_PROBE_S
+
+
+def test_run_delay_counts_the_time_a_thread_waits_for_a_cpu() -> None:
+    """Two busy processes on one CPU take turns: each waits for it about half the time, and
+    that wait (not a stall of its own making) is what the own-stall gauge takes off."""
+    stalls = Stalls()
+    cpu = min(os.sched_getaffinity(0))
+    before_affinity = os.sched_getaffinity(0)
+    hog = subprocess.Popen([sys.executable, "-c", HOG.format(cpu=cpu)], stdout=subprocess.DEVNULL)
+    try:
+        os.sched_setaffinity(0, {cpu})
+        waited = stalls.run_delay()
+        end = time.monotonic() + 0.6
+        while time.monotonic() < end:
+            pass
+        assert stalls.run_delay() > waited
+    finally:
+        os.sched_setaffinity(0, before_affinity)
+        hog.kill()
+        hog.wait()
+
+
+HOG = """
+import os, time
+os.sched_setaffinity(0, {{{cpu}}})
+end = time.monotonic() + 1.5
+while time.monotonic() < end:
+    pass
+"""

@@ -732,15 +732,17 @@ async def test_idle_and_absolute_timeouts(
 async def test_scoped_tokens(client: Client, sessions_of: list[aiohttp.ClientSession]) -> None:
     ev = await create_event(client, rate_per_min=0)
     owner = await operator(client, sessions_of, "owner@example.com", "owner")
-    for body in (
-        {"name": "Bad Name", "scopes": ["events:read"]},
-        {"name": "x", "scopes": ["root"]},
-        {"name": "x", "scopes": []},
+    for body, field in (
+        ({"name": "Bad Name", "scopes": ["events:read"]}, "name"),
+        ({"name": "", "scopes": ["events:read"]}, "name"),
+        ({"name": "x", "scopes": ["root"]}, "scopes[0]"),
+        ({"name": "x", "scopes": []}, "scopes"),
     ):
         status, answer = await owner.call(
             "POST", "/api/admin/tokens", body, otp=code(owner.secret, 1)
         )
         assert status == 422, answer
+        assert [f["path"] for f in answer["fields"]] == [field], answer
     status, made = await owner.call(
         "POST", "/api/admin/tokens", {"name": "dash", "scopes": ["events:read"]}
     )

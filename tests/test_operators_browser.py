@@ -12,15 +12,7 @@ import pyotp
 import pytest
 from playwright.async_api import Browser, Page, ViewportSize, expect
 
-from .test_browser import (  # noqa: F401 (fixtures)
-    SHOTS,
-    TIMEOUT_MS,
-    admin,
-    base_url,
-    browser,
-    chromium_path,
-    create_event,
-)
+from .test_browser import SHOTS, TIMEOUT_MS, create_event
 
 pytestmark = pytest.mark.browser
 PASSWORD = "a fresh passphrase 42"
@@ -37,7 +29,7 @@ async def invite(http: aiohttp.ClientSession, email: str, role: str) -> dict[str
     return made
 
 
-async def console(browser: Browser, base_url: str) -> Page:  # noqa: F811
+async def console(browser: Browser, base_url: str) -> Page:
     context = await browser.new_context(viewport=ViewportSize(width=1400, height=1000))
     page = await context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
@@ -76,9 +68,9 @@ async def first_sign_in(page: Page, made: dict[str, Any], otp: str) -> tuple[str
 
 
 async def test_owner_enrols_steps_up_to_close_and_signs_out_everywhere(
-    base_url: str,  # noqa: F811
-    browser: Browser,  # noqa: F811
-    admin: aiohttp.ClientSession,  # noqa: F811
+    base_url: str,
+    browser: Browser,
+    admin: aiohttp.ClientSession,
 ) -> None:
     made = await invite(admin, "owner@example.com", "owner")
     event_id = await create_event(admin, name="Step-up Tour", rate_per_min=0)
@@ -123,9 +115,9 @@ async def test_owner_enrols_steps_up_to_close_and_signs_out_everywhere(
 
 
 async def test_viewer_sees_no_write_controls(
-    base_url: str,  # noqa: F811
-    browser: Browser,  # noqa: F811
-    admin: aiohttp.ClientSession,  # noqa: F811
+    base_url: str,
+    browser: Browser,
+    admin: aiohttp.ClientSession,
 ) -> None:
     made = await invite(admin, "viewer@example.com", "viewer")
     event_id = await create_event(admin, name="Watch Tour", rate_per_min=0)

@@ -69,8 +69,9 @@ CONFIG: dict[str, Any] = {
     "checks": {"positive_data_acceptance": {"expected-statuses": POSITIVE_DEFAULT}},
     "operations": [
         {
-            "include-method": method,
-            "include-path": path,
+            # One filter, the operation's label: schemathesis ORs separate include-* keys, so
+            # include-method with include-path would pick every operation of that method.
+            "include-name": f"{method} {path}",
             "checks": {
                 "positive_data_acceptance": {"expected-statuses": [*POSITIVE_DEFAULT, "422"]}
             },
@@ -213,6 +214,18 @@ def _exercise(
         # Nothing to make invalid (no parameters, no body): only positive data exists.
         assert mode is GenerationMode.NEGATIVE, operation.label
     return failures
+
+
+def test_only_the_cross_field_operations_may_refuse_valid_data(api_schema: Any) -> None:
+    """The 422 allowance reaches exactly the CROSS_FIELD operations, so positive_data_acceptance
+    judges every other one (a schema looser than its handler fails the test below)."""
+    allowed = []
+    for result in api_schema.get_all_operations():
+        operation = result.ok()
+        config = api_schema.config.checks_config_for(operation=operation, phase="fuzzing")
+        if "422" in config.positive_data_acceptance.expected_statuses:
+            allowed.append((operation.method.upper(), operation.path))
+    assert sorted(allowed) == sorted(CROSS_FIELD)
 
 
 def test_api_conforms_to_its_schema(api_schema: Any, live: LiveApp) -> None:

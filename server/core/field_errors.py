@@ -49,6 +49,8 @@ HINTS = {
     ("SectionIn", "id"): "must be 1 to 8 letters or digits, such as A or GA",
     ("EventCreate", "id"): "must be lower-case letters, digits and dashes, such as spring-tour",
     ("SeatsPatch", "seats"): "must be written section-row-seat, such as A-3-17",
+    ("TokenCreate", "name"): "must be 1 to 40 of a-z, 0-9, '.', '_' or '-', starting with a"
+    " letter or digit",
     ("OperatorCreate", "email"): "must be one email address, such as name@example.com",
 }
 # Checks beyond the schema that belong to one field (they raise ValueError "field: why").

@@ -5,6 +5,7 @@ admission step's event figures, server.waiting.admission)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
 
@@ -64,6 +65,12 @@ class Metrics:
             f" {1000 * STALL_PROBE_S:g} ms timer woke",
             registry=r,
         ).set_function(self.stalls.worst)
+        Gauge(
+            "boxoffice_event_loop_own_stall_seconds",
+            "The same stalls less the time the loop's thread waited for a CPU in them (Linux"
+            " schedstat): what the process itself blocked its loop for",
+            registry=r,
+        ).set_function(self.stalls.worst_own)
 
         # labelled children looked up once (prometheus_client's labels() takes a lock and
         # builds its key on every call): request timers by (method, route, status), joins by
@@ -96,26 +103,51 @@ STALL_WINDOW_S = 10.0  # what the gauge looks back over (scrape at least this of
 class Stalls:
     """Event-loop stalls: a probe sleeps STALL_PROBE_S again and again; how much later than
     asked it wakes is how long the loop was blocked (by CPU work, a blocking call, a long
-    chunk of sockets) while it slept."""
+    chunk of sockets) while it slept, or waited for a CPU. Each stall is also kept less the
+    time the loop's thread waited for a CPU in it (Linux's run delay, /proc/thread-self/
+    schedstat): on a machine with more runnable work than cores that part is the machine's;
+    what is left is the process's own blocking (a long callback, a garbage collection).
+    Without schedstat the two are the same."""
 
     def __init__(self) -> None:
-        self._seen: deque[tuple[float, float]] = deque()  # (when, stall s), oldest first
+        self._seen: deque[tuple[float, float, float]] = deque()  # (when, stall, own), oldest first
+        self._schedstat = True  # False once /proc/thread-self/schedstat could not be read
 
-    def record(self, stall: float, now: float) -> None:
-        self._seen.append((now, stall))
+    def record(self, stall: float, now: float, own: float | None = None) -> None:
+        self._seen.append((now, stall, stall if own is None else min(own, stall)))
         while self._seen and self._seen[0][0] < now - STALL_WINDOW_S:
             self._seen.popleft()
 
     def worst(self) -> float:
         since = time.monotonic() - STALL_WINDOW_S
-        return max((stall for when, stall in self._seen if when >= since), default=0.0)
+        return max((stall for when, stall, _ in self._seen if when >= since), default=0.0)
+
+    def worst_own(self) -> float:
+        since = time.monotonic() - STALL_WINDOW_S
+        return max((own for when, _, own in self._seen if when >= since), default=0.0)
+
+    def run_delay(self) -> float:
+        """Seconds the calling thread has waited for a CPU since it started (0.0 without
+        schedstat)."""
+        if not self._schedstat:
+            return 0.0
+        try:
+            fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+            try:
+                return int(os.read(fd, 128).split()[1]) / 1e9
+            finally:
+                os.close(fd)
+        except (OSError, IndexError, ValueError):
+            self._schedstat = False
+            return 0.0
 
     async def step(self) -> float:
         """One probe (a loop step for server.core.loops: returns no further pause)."""
-        asked = time.monotonic()
+        asked, waited = time.monotonic(), self.run_delay()
         await asyncio.sleep(STALL_PROBE_S)
         now = time.monotonic()
-        self.record(max(0.0, now - asked - STALL_PROBE_S), now)
+        stall = max(0.0, now - asked - STALL_PROBE_S)
+        self.record(stall, now, max(0.0, stall - (self.run_delay() - waited)))
         return 0.0
 
 

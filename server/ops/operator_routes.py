@@ -19,7 +19,7 @@ from server.core.settings import SETTINGS
 from server.ops import accounts, sessions
 from server.ops.accounts import Role
 from server.ops.admin_guard import ADMIN_GUARD, admin_only, route_rule
-from server.ops.permissions import Principal
+from server.ops.permissions import Principal, Scope
 from server.store import audit
 from server.store.db import POOL
 
@@ -79,8 +79,8 @@ class OperatorPatch(Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class TokenCreate(Struct, forbid_unknown_fields=True, frozen=True):
-    name: Text
-    scopes: Annotated[list[Text], Meta(max_length=20)]
+    name: sessions.TokenName
+    scopes: Annotated[list[Scope], Meta(min_length=1, max_length=20)]
 
 
 class Ended(Struct, frozen=True):
@@ -358,11 +358,6 @@ async def create_token(request: web.Request) -> web.Response:
     """A scoped token for automation; its secret is shown this once."""
     p = await admin_only(request)
     body = await read_json(request, TokenCreate)
-    if not sessions.TOKEN_NAME.fullmatch(body.name):
-        raise Invalid("name: 1 to 40 of a-z, 0-9, '.', '_' or '-', starting with a letter or digit")
-    problem = sessions.scopes_problem(body.scopes)
-    if problem is not None:
-        raise Invalid(problem)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         made = await sessions.create_token(conn, body.name, body.scopes, p.who)
         change = {f"token:{body.name}": (None, {"scopes": made.scopes})}

@@ -7,7 +7,7 @@ a route under /api/admin/ without one, and admin_only() refuses such a route wit
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from msgspec import UNSET
 
@@ -16,7 +16,8 @@ from server.core.messages import EventPatch
 Kind = Literal["admin", "token", "session"]
 Risk = Literal["never", "always", "depends"]
 
-SCOPES = ("events:read", "events:write", "checkin", "orders:read", "orders:write")
+Scope = Literal["events:read", "events:write", "checkin", "orders:read", "orders:write"]
+SCOPES: tuple[Scope, ...] = get_args(Scope)
 
 OWNERS = frozenset({"owner"})
 RUNNERS = frozenset({"owner", "operator"})

@@ -39,7 +39,7 @@ from server.runtime.pages import page_errors_middleware
 from server.runtime.tasks import BackgroundTasks
 from server.store import db
 from server.store.db import POOL
-from server.store.redis_client import REDIS, make_redis
+from server.store.redis_client import REDIS, close_redis, make_redis
 from server.waiting import routes as queue_routes
 from server.waiting.admission import ADMISSION, Admission
 from server.waiting.challenge import GUARD, Guard
@@ -56,7 +56,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = client
     yield
     try:
-        await asyncio.wait_for(client.aclose(), CLOSE_SECONDS)
+        await asyncio.wait_for(close_redis(client), CLOSE_SECONDS)
     except TimeoutError:
         log.warning("Redis client did not close in time")
 

@@ -57,6 +57,8 @@ def parse_failure(exc: BaseException | None, status: int) -> tuple[int, str, str
 
 
 class JsonErrorHandler(RequestHandler):
+    __slots__ = ()  # one per connection: no __dict__ each (RequestHandler has slots)
+
     def handle_error(
         self,
         request: Any,

@@ -12,7 +12,7 @@ from server.core.settings import Settings, SettingsError
 from server.notify.transport import make_transport
 from server.ops import catalog
 from server.store import db
-from server.store.redis_client import make_redis
+from server.store.redis_client import close_redis, make_redis
 from server.waiting.room import Room
 
 DEMO_ID = "demo"
@@ -49,7 +49,7 @@ async def prepare(settings: Settings, demo: bool) -> None:
             await catalog.create(room, demo_event(datetime.now(UTC)))
     finally:
         await pool.close()
-        await redis.aclose()
+        await close_redis(redis)
 
 
 async def migrate(settings: Settings) -> list[str]:
@@ -76,7 +76,7 @@ async def rebuild_inventory(settings: Settings, event_id: str) -> int:
         return await Inventory(redis).rebuild(EventKeys(event_id), pool, force=True)
     finally:
         await pool.close()
-        await redis.aclose()
+        await close_redis(redis)
 
 
 def banner(settings: Settings, demo: bool, filled: frozenset[str]) -> str:

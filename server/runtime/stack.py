@@ -94,6 +94,7 @@ class Stack:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     front: subprocess.Popen[bytes] | None = None
     conf: Path | None = None
+    params: nginx.Params | None = None  # what the NGINX configuration was rendered from
 
     def __post_init__(self) -> None:
         if not self.layout:
@@ -140,10 +141,10 @@ class Stack:
 
     def write_config(self) -> Path:
         assert self.binary is not None
-        params = nginx_params(
+        self.params = nginx_params(
             self.settings, self.port, self.web_ports, self.prefix, self.tls_cert, self.tls_key
         )
-        self.conf = nginx.write_config(self.prefix, params)
+        self.conf = nginx.write_config(self.prefix, self.params)
         nginx.check_config(self.binary, self.prefix, self.conf)
         return self.conf
 

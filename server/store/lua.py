@@ -7,6 +7,8 @@ script), so a SCRIPT FLUSH, a Redis restart or a failover to a replica heals by 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import weakref
 from collections.abc import Awaitable
 from functools import cache
@@ -14,12 +16,16 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection as Connection
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server import assets
 
 AnyRedis = Redis | RedisCluster
+log = logging.getLogger("boxoffice.redis")
 
 INCLUDE = "--#include "
 
@@ -51,24 +57,33 @@ def as_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-MAX_IN_FLIGHT = 4  # pipelines of one Batcher on their way to Redis at once
+MAX_IN_FLIGHT = 4  # batches of one Batcher on their way to Redis at once
+IDLE_SECONDS = 2.0  # a kept connection idle longer is closed, not reused
 
 
 class Batcher:
-    """Script calls made in the same event-loop turn travel to Redis in one pipeline, whatever
-    the script: under a crowd, hundreds of joins, rate-limit checks or holds cost a few round
-    trips instead of one each. One batcher per client (`batcher`); `Batched` is one script's
-    handle on it. Each call is a plain EVALSHA in a pipeline without a transaction (redis-py's
-    pipelined script objects would first ask SCRIPT EXISTS, one more round trip per batch); a
-    call that meets NOSCRIPT runs again on its own, which loads the script. On a cluster the
-    pipeline is a cluster pipeline: the calls of a batch may concern several events, and each
-    call's keys share one slot, so it sends each shard its own calls."""
+    """Script calls made in the same event-loop turn travel to Redis in one write, whatever the
+    script: under a crowd, hundreds of joins, rate-limit checks or holds cost a few round trips
+    instead of one each. One batcher per client (`batcher`); `Batched` is one script's handle on
+    it. Each call is a plain EVALSHA (redis-py's pipelined script objects would first ask SCRIPT
+    EXISTS, one more round trip per batch); a call that meets NOSCRIPT runs again on its own,
+    which loads the script.
+
+    On one Redis (directly or through Sentinels) a batch is written on a connection the batcher
+    keeps for itself (at most MAX_IN_FLIGHT) and its replies are read under one deadline: the
+    pool's per-command bookkeeping, a task per write and a timer per reply cost more client CPU
+    than the call (loadtest/bench_booking.py, the race). A connection that fails is dropped,
+    never reused; one reused after a pause that fails before any reply (Redis restarted or
+    failed over meanwhile, so nothing ran) is replaced once. On a cluster the batch is a cluster
+    pipeline: its calls may concern several events, and each call's keys share one slot, so it
+    sends each shard its own calls."""
 
     def __init__(self, client: AnyRedis) -> None:
         self._client = client
         self._pending: list[_Call] = []
         self._flushes: set[asyncio.Task[None]] = set()
         self._scheduled = False
+        self._idle: list[tuple[Connection, float]] = []  # one Redis: (connection, idle since)
 
     def run(
         self, script: AsyncScript, keys: list[str], args: list[str | int]
@@ -110,10 +125,10 @@ class Batcher:
 
     async def _answer(self, batch: list[_Call]) -> None:
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for script, keys, args, _ in batch:
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                results = await pipe.execute(raise_on_error=False)
+            if isinstance(self._client, RedisCluster):
+                results = await self._pipelined(self._client, batch)
+            else:
+                results = await self._direct(self._client, batch)
         except Exception as exc:
             results = [exc] * len(batch)
         for (script, keys, args, future), result in zip(batch, results, strict=True):
@@ -129,6 +144,85 @@ class Batcher:
             else:
                 future.set_result(result)
 
+    @staticmethod
+    async def _pipelined(client: RedisCluster, batch: list[_Call]) -> list[Any]:
+        async with client.pipeline(transaction=False) as pipe:
+            for script, keys, args, _ in batch:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
+
+    async def _direct(self, client: Redis, batch: list[_Call]) -> list[Any]:
+        conn, reused = await self._connection(client)
+        replies: list[Any] = []
+        try:
+            await self._exchange(client, conn, batch, replies)
+        except (ConnectionError, RedisConnectionError) as exc:
+            await conn.disconnect(nowait=True)
+            if not (reused and not replies):
+                raise
+            log.info("a kept Redis connection failed before its first reply (%s); once more", exc)
+            conn, replies = await self._connect(client), []
+            try:
+                await self._exchange(client, conn, batch, replies)
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                raise
+        except BaseException:
+            await conn.disconnect(nowait=True)  # replies may still be on their way: never reuse
+            raise
+        self._idle.append((conn, time.monotonic()))
+        return replies
+
+    @staticmethod
+    async def _exchange(
+        client: Redis, conn: Connection, batch: list[_Call], replies: list[Any]
+    ) -> None:
+        """Write every call at once, then read each reply into `replies` (an error reply is
+        its exception), all under the pool's socket timeout."""
+        packed = [
+            chunk
+            for script, keys, args, _ in batch
+            for chunk in conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        ]
+        deadline = client.connection_pool.connection_kwargs.get("socket_timeout") or None
+        try:
+            async with asyncio.timeout(deadline):
+                await conn.send_packed_command(packed, check_health=False)
+                for _ in batch:
+                    try:
+                        replies.append(await conn.read_response())
+                    except ResponseError as exc:
+                        replies.append(exc)
+        except TimeoutError:
+            raise RedisTimeoutError(f"no reply from Redis in {deadline} s") from None
+
+    async def _connection(self, client: Redis) -> tuple[Connection, bool]:
+        """A kept connection (and True), or a new one: kept ones idle over IDLE_SECONDS are
+        closed rather than trusted."""
+        now = time.monotonic()
+        while self._idle:
+            conn, since = self._idle.pop()
+            if now - since <= IDLE_SECONDS:
+                return conn, True
+            await conn.disconnect(nowait=True)
+        return await self._connect(client), False
+
+    @staticmethod
+    async def _connect(client: Redis) -> Connection:
+        """A connection of the client's kind (one server, or the primary the Sentinels name)
+        outside its pool, with no per-command timeout: a batch has one deadline of its own."""
+        conn: Connection = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        conn.socket_timeout = None
+        await conn.connect()  # type: ignore[no-untyped-call]
+        return conn
+
+    async def close(self) -> None:
+        """Close the kept connections (the client's own pool is closed with the client)."""
+        idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            await conn.disconnect(nowait=True)
+
 
 _Call = tuple[AsyncScript, list[str], list[str | int], "asyncio.Future[Any]"]
 _BATCHERS: weakref.WeakKeyDictionary[AnyRedis, Batcher] = weakref.WeakKeyDictionary()
@@ -140,6 +234,13 @@ def batcher(client: AnyRedis) -> Batcher:
     if found is None:
         found = _BATCHERS[client] = Batcher(client)
     return found
+
+
+async def close_batcher(client: AnyRedis) -> None:
+    """Close the connections the client's Batcher kept (before the client itself closes)."""
+    found = _BATCHERS.pop(client, None)
+    if found is not None:
+        await found.close()
 
 
 class Batched:

@@ -24,7 +24,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 
 from server.core.settings import Settings, parse_nodes
-from server.store.lua import AnyRedis
+from server.store.lua import AnyRedis, close_batcher
 
 SOCKET_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2.0
@@ -90,11 +90,16 @@ class WaitingCluster(RedisCluster):
     """A cluster client whose commands wait for a free connection under a burst, as the
     BlockingConnectionPool of one Redis does: redis-py's cluster node pools raise
     MaxConnectionsError instead. At most `limit` commands are in flight (so no node's pool can
-    be exhausted by them); pipelines and pub/sub use the headroom above that."""
+    be exhausted by them); pipelines and pub/sub use the headroom above that. Its connections
+    are PackedConnections too: redis-py's cluster client takes no connection class (only TLS
+    switches it), so the nodes it knows and the ones it will find are given ours."""
 
     def __init__(self, *args: Any, limit: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._gate = asyncio.Semaphore(limit)
+        self.nodes_manager.connection_kwargs["connection_class"] = PackedConnection
+        for node in self.nodes_manager.startup_nodes.values():
+            node.connection_class = PackedConnection
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self._gate:
@@ -152,6 +157,12 @@ def make_redis(settings: Settings) -> AnyRedis:
         health_check_interval=10,
     )
     return Redis(connection_pool=pool)
+
+
+async def close_redis(client: AnyRedis) -> None:
+    """Close a client made here: the connections its Batcher kept, then its pool."""
+    await close_batcher(client)
+    await client.aclose()
 
 
 REDIS: web.AppKey[AnyRedis] = web.AppKey("redis")

@@ -38,6 +38,10 @@ TOUCH_CHUNK = 1000  # queue ids per sign-of-life write
 # A socket whose unsent bytes pass this skips ticks until its reader catches up: each tick
 # replaces the last, so a slow reader loses nothing but stale positions.
 SLOW_SOCKET_BYTES = 64 * 1024
+# Every socket is pinged this often from one loop; one that sent no frame (a pong, a ping, a
+# message) since the last ping is dropped: a vanished peer is found within 25-50 s.
+PING_SECONDS = 25.0
+PING_FRAME = bytes((0x89, 0))  # a websocket ping with no payload, as a server sends it
 
 
 def text_frame(text: str) -> bytes:
@@ -62,6 +66,7 @@ class Conn:
     admitted: bool = False
     greeted: bool = False  # ticks start after the first status, which they build on
     transport: asyncio.Transport | None = None  # the socket's, for frames built once
+    answered: bool = True  # a frame came in since the last ping (Hub.ping_step)
 
 
 class Hub:
@@ -70,7 +75,7 @@ class Hub:
         self.metrics = metrics
         self.settings = room.settings
         self._by_event: dict[str, set[Conn]] = {}
-        self._by_queue: dict[str, set[Conn]] = {}
+        self._by_queue: dict[str, list[Conn]] = {}  # a place's few sockets: a list is 1/4 a set
         self._last_tick: dict[str, TickMsg] = {}
         self._last_broadcast: dict[str, float] = {}
         self._opening: dict[str, int] = {}
@@ -96,16 +101,20 @@ class Hub:
 
     def add(self, conn: Conn) -> None:
         self._by_event.setdefault(conn.event_id, set()).add(conn)
-        self._by_queue.setdefault(conn.queue_id, set()).add(conn)
+        self._by_queue.setdefault(conn.queue_id, []).append(conn)
         self.metrics.websockets.inc()
 
     def remove(self, conn: Conn) -> None:
-        for index, key in ((self._by_event, conn.event_id), (self._by_queue, conn.queue_id)):
-            conns = index.get(key)
-            if conns is not None:
-                conns.discard(conn)
-                if not conns:
-                    del index[key]
+        conns = self._by_event.get(conn.event_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._by_event[conn.event_id]
+        place = self._by_queue.get(conn.queue_id)
+        if place is not None and conn in place:
+            place.remove(conn)
+            if not place:
+                del self._by_queue[conn.queue_id]
         self.metrics.websockets.dec()
 
     def count(self, event_id: str | None = None) -> int:
@@ -282,7 +291,29 @@ class Hub:
     # ---- loops: signs of life for local sockets, exact ranks at a slow jittered pace ----------
 
     def loops(self) -> list[Loop]:
-        return [("heartbeat", self.heartbeat_step), ("ranks", self.ranks_step)]
+        return [
+            ("heartbeat", self.heartbeat_step),
+            ("ranks", self.ranks_step),
+            ("pings", self.ping_step),
+        ]
+
+    async def ping_step(self) -> float:
+        """Drop every socket that sent nothing since the last ping, then ping the others (one
+        frame built once, as a tick): one loop for all sockets instead of a timer each."""
+        conns = [c for conns in self._by_event.values() for c in conns]
+        for i in range(0, len(conns), CHUNK):
+            for conn in conns[i : i + CHUNK]:
+                transport = conn.transport
+                if transport is None or transport.is_closing():
+                    continue
+                if not conn.answered:
+                    log.debug("no answer to a ping: dropped", extra={"queue_id": conn.queue_id})
+                    transport.abort()  # its conversation sees the end and removes it
+                    continue
+                conn.answered = False
+                transport.write(PING_FRAME)
+            await asyncio.sleep(0)
+        return PING_SECONDS
 
     async def heartbeat_step(self) -> float:
         for event_id, queue_ids in self.waiting_queue_ids().items():
