@@ -16,6 +16,7 @@ import pytest
 
 from server import assets
 from server.runtime import translations
+from server.store import catalogs
 
 LANGUAGES = ("en", "de", "fr", "es")
 # Every page a fan (or the door staff) opens; each declares the catalog scopes it uses.
@@ -59,7 +60,7 @@ def placeholders(message: object) -> set[str]:
 def test_the_supported_languages_are_the_catalogs() -> None:
     listed = json.loads((assets.STATIC / "i18n" / "languages.json").read_text())
     assert set(LANGUAGES) <= set(listed)
-    assert translations.supported() == listed
+    assert catalogs.supported() == listed
     files = {p.stem for p in (assets.STATIC / "i18n").glob("*.json")} - {"languages"}
     assert files == set(listed)
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,16 @@ from server.runtime.prepare import banner
 from server.store import db
 from server.waiting.admission import ADMISSION
 
-from .helpers import ADMIN, Client, admitted_fan, create_event, eventually, need, visitor
+from .helpers import (
+    ADMIN,
+    Client,
+    admitted_fan,
+    checkout,
+    create_event,
+    eventually,
+    need,
+    visitor,
+)
 
 BASE = "https://tickets.example.com"
 SENDER = "Boxoffice Tickets <tickets@example.com>"
@@ -251,6 +261,53 @@ async def test_standing_tickets_say_general_admission(client: Client, inbox: Inb
     assert got["text"].count("Standing (general admission)") == 3
     assert len(pypdf.PdfReader(io.BytesIO(got["pdf"])).pages) == 3
     assert len(got["images"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("prefers", "lang", "subject", "sentence", "order_line"),
+    [
+        ({"Cookie": "bo_lang=de"}, "de", "Ihre Tickets: Tour", "Vielen Dank für Ihre Bestellung.",
+         "2 Tickets, 100.00 EUR"),
+        ({"Accept-Language": "fr-CH, fr;q=0.9, en;q=0.8"}, "fr", "Vos billets : Tour",
+         "Merci pour votre commande.", "2 billets, 100.00 EUR"),
+        ({"Cookie": "bo_lang=xx", "Accept-Language": "es"}, "es", "Tus entradas: Tour",
+         "Gracias por tu pedido.", "2 entradas, 100.00 EUR"),
+        ({"Accept-Language": "ja, *;q=0.1"}, "en", "Your tickets: Tour",
+         "Thank you for your order.", "2 tickets, 100.00 EUR"),
+    ],
+)  # fmt: skip
+async def test_the_confirmation_is_in_the_language_the_fan_checked_out_in(
+    client: Client,
+    inbox: Inbox,
+    pg: asyncpg.Pool,
+    prefers: dict[str, str],
+    lang: str,
+    subject: str,
+    sentence: str,
+    order_line: str,
+) -> None:
+    """The picker's cookie, else Accept-Language, at checkout is recorded on the order; the
+    mail is written in it (paying sends no preference)."""
+    event = await create_event(client, name="Tour")
+    fan = await admitted_fan(client, event["id"])
+    status, held = await fan.hold(event["id"], {"seats": ["A-1-1", "A-1-2"]})
+    assert status == 201, held
+    headers = {**fan.headers, **prefers}
+    if "Cookie" in prefers:
+        headers["Cookie"] = f"{fan.headers['Cookie']}; {prefers['Cookie']}"
+    status, order = await checkout(client, held["hold_id"], headers)
+    assert status == 201, order
+    assert await pg.fetchval("SELECT lang FROM orders WHERE id = $1", order["order_id"]) == lang
+    status, paid = await fan.pay(order["order_id"])
+    assert status == 200 and paid["status"] == "paid", paid
+
+    message = await one_mail(inbox, order["order_id"])
+    assert message["Subject"] == subject
+    assert message["Content-Language"] == lang
+    got = parts(message)
+    assert sentence in got["text"] and order_line in got["text"]
+    assert f'<html lang="{lang}">' in got["html"]
+    assert escape(sentence) in got["html"] and escape(order_line) in got["html"]
 
 
 class ZonedEvent(db.EventRow, frozen=True):

@@ -186,7 +186,7 @@ async def test_live_migration_loses_nothing_and_keeps_every_seat_sold_once(
             holding = blocker.transaction()
             await holding.start()
             await blocker.execute("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE", middle)
-            first = asyncio.create_task(db.migrate(pool))
+            first = asyncio.create_task(db.migrate(pool, until=14))
             # Step 1 waits for a moment between the writers' transactions (lock_timeout, retried)
             await eventually(lambda: copying(pool), "the copy under way", within=120)
             assert await relkind(pool, "orders") == "r"
@@ -200,6 +200,7 @@ async def test_live_migration_loses_nothing_and_keeps_every_seat_sold_once(
             w.events.append("spring-late")
         await asyncio.gather(*(w.order("spring-late") for w in writers))
         # ... and two processes race to finish it: one does, the other finds nothing to do.
+        # (Up to 014: the writers are this release's code, which writes no later column.)
         runs = await asyncio.gather(db.migrate(pool, until=14), db.migrate(pool, until=14))
         assert sorted(runs) == [[], ["v014_partition_by_event.py"]], runs
         done.set()

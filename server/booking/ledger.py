@@ -139,6 +139,12 @@ async def get_order(pool: Pool, order_id: str) -> OrderRow | None:
         return await _load(conn, "id", order_id)
 
 
+async def order_language(pool: Pool, order_id: str) -> str | None:
+    """The language the order was checked out in (migration 015), None if not recorded."""
+    lang: str | None = await pool.fetchval("SELECT lang FROM orders WHERE id = $1", order_id)
+    return lang
+
+
 async def load_for_update(conn: Any, order_id: str, event_id: str | None = None) -> OrderRow | None:
     """The order, its row locked until the caller's transaction ends."""
     return await _load(conn, "id", order_id, lock=True, event_id=event_id)
@@ -242,18 +248,22 @@ async def create_order(
     provider: str,
     expires_at: datetime,
     lines: list[OrderLine],
+    lang: str | None = None,
 ) -> tuple[OrderRow, bool]:
     """One order per hold: a second checkout of the same hold gets the first order back. The
-    order counts against the buyer its email names (rules.buyer_email)."""
+    order counts against the buyer its email names (rules.buyer_email) and keeps the fan's
+    language, for its mails (`lang`, migration 015; None leaves it unset: the default)."""
+    more = (", lang", ",$12", [lang]) if lang is not None else ("", "", [])
     async with pool.acquire() as conn, conn.transaction():
         created = await conn.fetchval(
             "INSERT INTO orders (id, event_id, hold_id, visitor_id, queue_id, email, amount,"
-            " currency, provider, expires_at, buyer) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
+            f" currency, provider, expires_at, buyer{more[0]})"
+            f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11{more[1]})"
             # No conflict target: the hold is unique per event in the partitioned table
             # (migration 014) and on its own before it; this runs on both.
             " ON CONFLICT DO NOTHING RETURNING id",
             order_id, event_id, hold_id, visitor_id, queue_id, email, amount, currency,
-            provider, expires_at, rules.buyer_email(email),
+            provider, expires_at, rules.buyer_email(email), *more[2],
         )  # fmt: skip
         if created is not None:
             await conn.executemany(

@@ -55,7 +55,10 @@ class Orders:
         self.providers = providers
         self.settlement = settlement
 
-    async def checkout(self, hold_id: str, visitor_id: str, body: CheckoutRequest) -> Order:
+    async def checkout(
+        self, hold_id: str, visitor_id: str, body: CheckoutRequest, lang: str | None = None
+    ) -> Order:
+        """The hold's order (created once), in the fan's language `lang` for its mails."""
         event_id = parse_hold_id(hold_id)
         ev = await self.cache.require(event_id)
         k = EventKeys(ev.id)
@@ -94,6 +97,7 @@ class Orders:
             provider=provider.name,
             expires_at=from_ms(expires),
             lines=lines,
+            lang=lang,
         )
         if order.payment_id is None and order.status == "pending":
             order = await self._create_intent(order)

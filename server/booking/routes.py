@@ -20,6 +20,7 @@ from server.core.messages import (
     ResendRequest,
 )
 from server.payments import stripe_webhooks
+from server.store import catalogs
 
 routes = web.RouteTableDef()
 webhook_routes = web.RouteTableDef()  # served by the web and the payments role
@@ -72,7 +73,8 @@ async def checkout(request: web.Request) -> web.Response:
     # The body is checked before anything else: a refused checkout must not spend the hold's
     # one-time extension (Orders.checkout extends it).
     body = await read_json(request, CheckoutRequest)
-    order = await orders.checkout(request.match_info["hold_id"], visitor_id(request), body)
+    lang = catalogs.language_of(request)  # the order's mails are written in it
+    order = await orders.checkout(request.match_info["hold_id"], visitor_id(request), body, lang)
     return json_response(order, status=201)
 
 

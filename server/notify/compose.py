@@ -1,6 +1,8 @@
 """The mails themselves (email.message.EmailMessage): the confirmation of a paid order — plain
 text and HTML (every value escaped), one inline QR image per ticket (cid:), the tickets as a
-PDF and the event as an .ics — and the resend that lists an address's orders with links."""
+PDF and the event as an .ics — and the resend that lists an address's orders with links. The
+confirmation's own sentences come from the catalogs (static/i18n, keys mail.*) in the language
+the order was checked out in."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from email.utils import formatdate, parseaddr
 from html import escape
 
 from server.booking.tickets import ticket_png
+from server.core import languages
 from server.notify.documents import calendar, tickets_pdf
 from server.notify.views import OrderView
+from server.store.catalogs import text
 
 
 class InvalidAddress(Exception):
@@ -56,26 +60,30 @@ def _base(subject: str, sender: str, to: Address, msg_id: str) -> EmailMessage:
     return msg
 
 
-def confirmation_text(view: OrderView) -> str:
+def _order_line(view: OrderView, lang: str) -> str:
     count = len(view.tickets)
+    return text(lang, "mail.order", order=view.order_id, count=count, amount=view.amount)
+
+
+def confirmation_text(view: OrderView, lang: str = languages.DEFAULT) -> str:
     lines = [
-        "Thank you for your order. Your tickets are below and attached.",
+        text(lang, "mail.thanks"),
         "",
         view.event_name,
         view.venue,
         view.when,
         "",
-        f"Your order (open it on any device): {view.link}",
-        f"Order {view.order_id}: {count} ticket{'s' if count != 1 else ''}, {view.amount}",
+        text(lang, "mail.open_order", link=view.link),
+        _order_line(view, lang),
         "",
     ]
     for t in view.tickets:
-        lines += [f"Ticket {t.number}: {t.place}", f"  Code: {t.code}", ""]
-    lines += [
-        "The attached PDF has one page per ticket with its QR code: show it at the door.",
-        "The attached calendar entry (.ics) adds the event to your calendar.",
-        "",
-    ]
+        ticket, code = (
+            text(lang, "mail.ticket", number=t.number),
+            text(lang, "mail.code", code=t.code),
+        )
+        lines += [f"{ticket}: {t.place}", f"  {code}", ""]
+    lines += [text(lang, "mail.pdf_note"), text(lang, "mail.ics_note"), ""]
     return "\n".join(lines)
 
 
@@ -83,39 +91,41 @@ def _cid(view: OrderView, number: int, domain: str) -> str:
     return f"qr{number}.{view.order_id}@{domain}"
 
 
-def confirmation_html(view: OrderView, domain: str) -> str:
+def confirmation_html(view: OrderView, domain: str, lang: str = languages.DEFAULT) -> str:
     e = escape
     tickets = "".join(
         f'<tr><td style="padding:12px 0;border-top:1px solid #ddd">'
         f'<img src="cid:{e(_cid(view, t.number, domain))}" width="180" height="180"'
-        f' alt="QR code of ticket {t.number}"></td>'
+        f' alt="{e(text(lang, "mail.qr_alt", number=t.number))}"></td>'
         f'<td style="padding:12px;border-top:1px solid #ddd;vertical-align:top">'
-        f"<strong>Ticket {t.number}</strong><br>{e(t.place)}<br>"
+        f"<strong>{e(text(lang, 'mail.ticket', number=t.number))}</strong><br>{e(t.place)}<br>"
         f'<code style="font-size:13px">{e(t.code)}</code></td></tr>'
         for t in view.tickets
     )
     return (
-        '<!doctype html><html><head><meta charset="utf-8">'
+        f'<!doctype html><html lang="{e(lang)}"><head><meta charset="utf-8">'
         f"<title>{e(view.event_name)}</title></head>"
         '<body style="font-family:sans-serif;color:#222;max-width:600px">'
-        "<p>Thank you for your order. Your tickets are below and attached.</p>"
+        f"<p>{e(text(lang, 'mail.thanks'))}</p>"
         f'<h1 style="font-size:22px">{e(view.event_name)}</h1>'
         f"<p>{e(view.venue)}<br>{e(view.when)}</p>"
-        f'<p><a href="{e(view.link)}">Open your order on any device</a></p>'
-        f"<p>Order {e(view.order_id)}: {len(view.tickets)} ticket(s), {e(view.amount)}</p>"
+        f'<p><a href="{e(view.link)}">{e(text(lang, "mail.open_order_link"))}</a></p>'
+        f"<p>{e(_order_line(view, lang))}</p>"
         f'<table style="border-collapse:collapse">{tickets}</table>'
-        "<p>The attached PDF has one page per ticket with its QR code: show it at the door. "
-        "The attached calendar entry adds the event to your calendar.</p>"
+        f"<p>{e(text(lang, 'mail.pdf_note'))} {e(text(lang, 'mail.ics_note'))}</p>"
         "</body></html>"
     )
 
 
-def confirmation(view: OrderView, sender: str, msg_id: str) -> EmailMessage:
-    """The mail for one paid order."""
+def confirmation(
+    view: OrderView, sender: str, msg_id: str, lang: str = languages.DEFAULT
+) -> EmailMessage:
+    """The mail for one paid order, in the fan's language `lang` (one of the catalogs')."""
     domain = domain_of(sender)
-    msg = _base(f"Your tickets: {view.event_name}", sender, recipient(view.email), msg_id)
-    msg.set_content(confirmation_text(view))
-    msg.add_alternative(confirmation_html(view, domain), subtype="html")
+    subject = text(lang, "mail.subject", event=view.event_name)
+    msg = _base(subject, sender, recipient(view.email), msg_id)
+    msg.set_content(confirmation_text(view, lang))
+    msg.add_alternative(confirmation_html(view, domain, lang), subtype="html")
     html_part = msg.get_body(("html",))
     assert isinstance(html_part, EmailMessage)
     qr = {
@@ -142,6 +152,7 @@ def confirmation(view: OrderView, sender: str, msg_id: str) -> EmailMessage:
         filename="event.ics",
         params={"method": "PUBLISH"},
     )
+    msg["Content-Language"] = lang  # last: making the parts moves Content-* headers into them
     return msg
 
 

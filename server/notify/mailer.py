@@ -46,7 +46,7 @@ from server.core.settings import Settings, mail_from
 from server.notify import compose, ledger
 from server.notify.transport import Transport, is_permanent, retry_delay
 from server.notify.views import OrderView, order_view
-from server.store import db
+from server.store import catalogs, db
 from server.store.lua import AnyRedis
 from server.store.streams import read_group
 
@@ -186,7 +186,8 @@ class Mailer:
         view = await self._view(order_id)
         if view is None:
             return None
-        return await asyncio.to_thread(compose.confirmation, view, self.sender, msg_id)
+        lang = catalogs.known(await orders_ledger.order_language(self.pool, order_id))
+        return await asyncio.to_thread(compose.confirmation, view, self.sender, msg_id, lang)
 
     async def send_resend(self, email: str, msg_id: str | None = None) -> bool:
         """Mail `email` the list of its paid orders with their links; False (nothing sent) if

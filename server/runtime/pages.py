@@ -11,7 +11,7 @@ import html
 from aiohttp import hdrs, web
 
 from server.core.errors import Handler
-from server.runtime.translations import language_of, text
+from server.store.catalogs import language_of, text
 
 JSON_PATHS = ("/healthz", "/readyz", "/metrics")
 KEPT_HEADERS = ("Allow", "Retry-After")

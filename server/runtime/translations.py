@@ -1,5 +1,6 @@
 """Fan pages in the fan's language. The message catalogs are static/i18n/<lang>.json (one per
-language, the same keys in each; static/i18n/languages.json lists them with their own names).
+language, the same keys in each; static/i18n/languages.json lists them with their own names;
+server.store.catalogs reads them).
 A page is served rendered: `<html lang>` set to the language chosen for the request
 (server.core.languages), the text of every element marked `data-i18n="key"` and every attribute
 marked `data-i18n-<attribute>="key"` replaced from the catalog, and the catalog's part the page
@@ -7,7 +8,6 @@ names in `data-i18n-scopes` inlined as JSON for static/js/i18n.js (its `t(key, p
 
 from __future__ import annotations
 
-import functools
 import html
 import re
 
@@ -16,10 +16,7 @@ from aiohttp import web
 
 from server import assets
 from server.core import languages
-
-FOLDER = assets.STATIC / "i18n"
-Message = str | dict[str, str]  # a text, or its plural forms by Intl.PluralRules category
-Catalog = dict[str, Message]
+from server.store.catalogs import Catalog, catalog, language_of, supported
 
 _HTML_LANG = re.compile(r'<html lang="[^"]*"')
 _SCOPES = re.compile(r'<html\b[^>]*\bdata-i18n-scopes="([a-z ]+)"')
@@ -28,36 +25,6 @@ _SCOPES = re.compile(r'<html\b[^>]*\bdata-i18n-scopes="([a-z ]+)"')
 _ELEMENT = re.compile(r'(<([a-z0-9]+)\b[^<>]*?\sdata-i18n="([a-z0-9_.-]+)"[^<>]*>)([^<]*)(</\2>)')
 _TAG = re.compile(r"<[a-z0-9]+\b[^<>]*\sdata-i18n-(?!scopes)[a-z-]+=[^<>]*>")
 _ATTRIBUTE_KEY = re.compile(r'\sdata-i18n-([a-z-]+)="([a-z0-9_.-]+)"')
-
-
-@functools.cache
-def supported() -> dict[str, str]:
-    """The languages there are catalogs for: code → its name in itself ("de" → "Deutsch")."""
-    names = msgspec.json.decode((FOLDER / "languages.json").read_bytes(), type=dict[str, str])
-    return {code: name for code, name in names.items() if (FOLDER / f"{code}.json").is_file()}
-
-
-@functools.cache
-def catalog(lang: str) -> Catalog:
-    return msgspec.json.decode((FOLDER / f"{lang}.json").read_bytes(), type=Catalog)
-
-
-def language_of(request: web.Request) -> str:
-    """The language of this request's pages: the picker's cookie, else Accept-Language."""
-    return languages.choose(
-        request.cookies.get(languages.COOKIE),
-        request.headers.get("Accept-Language"),
-        supported(),
-    )
-
-
-def text(lang: str, key: str, **params: str) -> str:
-    """One plain message, its {placeholders} filled (for pages the server writes itself)."""
-    message = catalog(lang)[key]
-    assert isinstance(message, str), key
-    for name, value in params.items():
-        message = message.replace("{" + name + "}", value)
-    return message
 
 
 def _attributes(tag: str, messages: Catalog) -> str:
