@@ -54,6 +54,12 @@ async def test_a_waiting_socket_keeps_no_handler_or_middleware_frame(fans: Clien
     # and sub-app middleware, the handler, an `async for`).
     assert len(chain) <= 5, chain
     assert not any("middleware" in name or name == "websocket" for name in chain), chain
+    # the visitor cookie was read from the header's text: the request (kept as long as the
+    # socket) holds no parsed dict of every cookie
+    task = next(t for t in asyncio.all_tasks() if "_converse" in _await_chain(t))
+    request = task.get_coro().cr_frame.f_locals["request"]  # type: ignore[union-attr]
+    assert "bo_visitor" in request.headers["Cookie"]
+    assert "cookies" not in request._cache
     # still a full conversation: a ping is answered, a close ends it and frees its place
     await ws.send_str('{"type": "ping"}')
     reply = await ws.receive_json(timeout=5)

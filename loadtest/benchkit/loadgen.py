@@ -146,7 +146,8 @@ def run_raw_ws(port: int, chunk: int) -> None:
     """The floor one tick can cost: websockets accepted by aiohttp (as the app accepts them),
     then POST /tick writes one pre-framed message to every socket with transport.write, `chunk`
     sockets between two yields as the app's Hub does - no framing per socket, no send path,
-    no per-socket state. Answers {"seconds", "sockets"}; any path upgrades (/api/queue/…/ws)."""
+    no per-socket state. Answers {"seconds", "cpu" (the loop thread's, user and system),
+    "sockets"}; any path upgrades (/api/queue/…/ws)."""
     transports: list[asyncio.Transport] = []
 
     async def socket(request: web.Request) -> web.WebSocketResponse:
@@ -165,13 +166,13 @@ def run_raw_ws(port: int, chunk: int) -> None:
 
     async def tick(request: web.Request) -> web.Response:
         frame = text_frame(await request.read())
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         for i in range(0, len(transports), chunk):
             for transport in transports[i : i + chunk]:
                 transport.write(frame)
             await asyncio.sleep(0)
-        seconds = time.perf_counter() - started
-        return web.json_response({"seconds": seconds, "sockets": len(transports)})
+        seconds, cpu = time.perf_counter() - started, time.thread_time() - cpu
+        return web.json_response({"seconds": seconds, "cpu": cpu, "sockets": len(transports)})
 
     app = web.Application()
     app.router.add_post("/tick", tick)

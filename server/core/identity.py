@@ -16,15 +16,22 @@ VISITOR_KEY = web.RequestKey("visitor_id", str)
 COOKIE_MAX_AGE = 30 * 24 * 3600
 
 
-def visitor_cookie_count(cookie_headers: list[str]) -> int:
-    """How many bo_visitor cookies the raw Cookie header(s) carry. aiohttp keeps one of them
-    (and NGINX reads another), so a second one could escape per-visitor limits."""
-    return sum(
-        1
-        for header in cookie_headers
-        for part in header.split(";")
-        if part.partition("=")[0].strip() == VISITOR_COOKIE
-    )
+def visitor_cookies(cookie_headers: list[str]) -> list[str]:
+    """The values of every bo_visitor cookie the raw Cookie header(s) carry (quotes around a
+    value removed, as aiohttp's parser does). More than one is refused: aiohttp keeps one of
+    them (and NGINX reads another), so a second one could escape per-visitor limits. Read from
+    the header's text, not request.cookies: that parses every cookie into a dict the request
+    keeps, for as long as a websocket lives."""
+    found = []
+    for header in cookie_headers:
+        for part in header.split(";"):
+            name, _, value = part.partition("=")
+            if name.strip() == VISITOR_COOKIE:
+                value = value.strip()
+                if len(value) > 1 and value[0] == value[-1] == '"':
+                    value = value[1:-1]
+                found.append(value)
+    return found
 
 
 def visitor_middleware(signer: Signer, secure: bool) -> Middleware:
@@ -35,13 +42,12 @@ def visitor_middleware(signer: Signer, secure: bool) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         cookies = request.headers.getall(hdrs.COOKIE, ())
-        if cookies and visitor_cookie_count(cookies) > 1:
+        found = visitor_cookies(cookies) if cookies else []
+        if len(found) > 1:
             raise BadRequest(
                 f"more than one {VISITOR_COOKIE} cookie in the request", code="duplicate_cookie"
             )
-        visitor_id = signer.visitor_from_cookie(
-            request.cookies.get(VISITOR_COOKIE) if cookies else None
-        )
+        visitor_id = signer.visitor_from_cookie(found[0] if found else None)
         fresh = visitor_id is None
         if visitor_id is None:
             visitor_id = new_id()

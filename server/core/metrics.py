@@ -47,6 +47,12 @@ class Metrics:
             registry=r,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        self.broadcast_cpu = Counter(
+            "boxoffice_broadcast_cpu_seconds",
+            "CPU time (user and system) of the event loop's thread while pushing ticks: their"
+            " socket writes, and whatever the loop ran between their chunks",
+            registry=r,
+        )
         self.tick_errors = Counter("boxoffice_tick_errors", "Failed admission steps", registry=r)
         self.roles = Gauge(
             "boxoffice_process_roles", "Roles this process runs (1 each)", ["role"], registry=r

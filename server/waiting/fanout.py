@@ -171,13 +171,14 @@ class Hub:
         never blocks the event loop for the whole send."""
         conns = list(self._by_event.get(event_id, ()))
         frame = text_frame(text)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         for i in range(0, len(conns), CHUNK):
             for conn in conns[i : i + CHUNK]:
                 if conn.greeted and not conn.admitted:
                     self._write_frame(conn, frame)
             await asyncio.sleep(0)
         self.metrics.broadcast.observe(time.perf_counter() - started)
+        self.metrics.broadcast_cpu.inc(time.thread_time() - cpu)
         return len(conns)
 
     def status_for(self, conn: Conn, place: Place) -> StatusMsg:
