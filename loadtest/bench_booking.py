@@ -240,6 +240,7 @@ class WebhookRow:
     captured_seconds: float = 0.0  # first webhook sent -> last capture recorded
     capture_cpu: float = 0.0  # app CPU s after the posting ended, until every capture was done
     pg_ms: float = 0.0  # PostgreSQL CPU ms per paid order, posting and captures
+    duplicate_pg_ms: float = 0.0  # PostgreSQL CPU ms per duplicate answered
     duplicates: HttpRow | None = None
     note: str = ""
 
@@ -593,8 +594,12 @@ class BookingBench(Bench):
             row.captures = len(fake.captures()) - captures0
             # The same-run reference: every webhook again, now a duplicate (signature checked,
             # one PostgreSQL lookup, answered) - the route's own cost without a confirmation.
+            pg0 = cpu_of(postgres_pids(self.procs.folder))
             again, cpu, redis = await self.generate(
                 port, [reqs], a.webhook_connections, a.webhook_seconds, [200], servers[:1], 60.0
+            )
+            row.duplicate_pg_ms = (
+                1000 * (cpu_of(postgres_pids(self.procs.folder)) - pg0) / len(reqs)
             )
             row.duplicates = self.http_row(HttpRow("duplicates", len(orders), 0), again, cpu, redis)
             if row.paid != len(orders):
@@ -957,7 +962,8 @@ class BookingBench(Bench):
                 out.append(
                     f"    reference, same run: the {d.visitors:,} webhooks posted again "
                     f"(duplicates: verified, looked up, answered) {d.rate:,.0f}/s, p50 "
-                    f"{d.p50:.1f} ms, app CPU {d.cpu_ms:.2f} ms each {d.statuses}; confirmations "
+                    f"{d.p50:.1f} ms, app CPU {d.cpu_ms:.2f} ms, PostgreSQL "
+                    f"{w.duplicate_pg_ms:.2f} ms each {d.statuses}; confirmations "
                     f"at {w.confirm_rate / d.rate if d.rate else 0:.2f}x of it"
                 )
             out.append("")

@@ -561,6 +561,38 @@ async def test_postgres_refuses_a_seat_sold_twice_and_voids_the_loser(
 # ---- payments after the hold expired -----------------------------------------------------------
 
 
+async def test_postgres_refuses_standing_places_past_capacity_and_voids_the_loser(
+    shop: Client, fake: FakeStripe, redis: Redis, pg: asyncpg.Pool
+) -> None:
+    """Redis loses the count of standing places held, so two fans hold 3 of 4 each. Both pay;
+    the confirming statement takes no place past the capacity: the second order is voided at
+    Stripe, nothing of it stays taken, and the first keeps its 3."""
+    standing = {"id": "GA", "name": "Standing", "price": 3500, "capacity": 4}
+    ev = await create_event(shop, rate_per_min=60000, sections=[standing])
+    sales = []
+    for _ in range(2):
+        fan = await admitted_headers(shop, ev["id"])
+        held = created(await helpers.hold(shop, ev["id"], fan, {"section": "GA", "quantity": 3}))
+        order = await checkout(shop, held["hold_id"], fan)
+        intent = fake.intent_for_order(order["order_id"])["id"]
+        sales.append(Sale(ev["id"], fan, held, order, intent))
+        assert await redis.hdel(EventKeys(ev["id"]).gaheld, "GA") == 1  # the lost count
+    first, second = sales
+    fake.authorize(first.intent_id, CARD)
+    fake.authorize(second.intent_id, OTHER_CARD)  # two buyers: the buyer limit plays no part
+    paid = await deliver(shop, fake, fake.charge_event(CHARGED, first.intent_id))
+    assert paid["result"] == "paid"
+    lost = await deliver(shop, fake, fake.charge_event(CHARGED, second.intent_id))
+    assert lost["result"] == "voided"
+    loser = await order_row(pg, second.order_id)
+    assert (loser.status, loser.status_reason, loser.tickets) == ("voided", "seats_taken", [])
+    assert await pg.fetchval("SELECT sold FROM ga_sales WHERE event_id = $1", ev["id"]) == 3
+    assert await pg.fetchval("SELECT count(*) FROM tickets WHERE event_id = $1", ev["id"]) == 3
+    await intent_status(fake, second.intent_id, "canceled")
+    assert not fake.captures(second.intent_id)
+    await captures_recorded(pg, first.order_id)
+
+
 async def test_late_payment_with_seats_still_free_is_honoured(
     shop: Client, fake: FakeStripe, redis: Redis, pg: asyncpg.Pool
 ) -> None:

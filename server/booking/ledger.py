@@ -415,9 +415,9 @@ async def confirm(
     its buyer (email) or its card past the event's per-buyer limit, the order becomes voided
     instead, and the payment is voided (or refunded if it was already captured); a refusal by
     the limit is audited (by `who`: the provider's report, or the dev payment). The paid path
-    is four statements: the locks, the order with its buyer's and its card's counts, the
-    inventory, and one statement for every write, which also records the provider's `report`
-    (id, kind) that paid it. Given the order's `event_id`, it touches that event's partitions
+    is three statements: the locks, the order with its buyer's and its card's counts, and one
+    statement that takes the inventory and, if all of it was free, makes every write and
+    records the provider's `report` (id, kind) that paid it. Given the order's `event_id`, it touches that event's partitions
     alone."""
     async with pool.acquire() as conn, conn.transaction():
         order, check = await _lock_for_confirmation(conn, order_id, card, event_id)
@@ -436,14 +436,15 @@ async def confirm(
             change = {f"order:{order_id}": ("pending", "voided")}
             await audit.record(conn, order.event_id, who, "buyer_limit", change, check.note)
             return "buyer_limit", await _void(conn, order, "buyer_limit", lost)
-        if not await _take_inventory(conn, order):
+        paid = await _mark_paid(conn, order, ticket_code, not captured, report)
+        if paid is None:  # a seat or a standing unit was gone: what it took goes back
             await conn.execute(
                 "DELETE FROM sold_seats WHERE event_id = $1 AND order_id = $2",
                 order.event_id,
                 order_id,
             )
             return "seats_taken", await _void(conn, order, "seats_taken", lost)
-        return "paid", await _mark_paid(conn, order, ticket_code, not captured, report)
+        return "paid", paid
 
 
 async def _void(conn: Any, order: OrderRow, reason: str, action: str) -> OrderRow | None:
@@ -466,9 +467,12 @@ async def _mark_paid(
     ticket_code: Callable[[str, int], str],
     capture: bool,
     report: tuple[str, str] | None,
-) -> OrderRow:
-    """pending -> paid with its tickets, the outbox row, the capture owed and the report that
-    paid it: one statement."""
+) -> OrderRow | None:
+    """One statement: the order's seats into sold_seats (primary key (event, seat)) and its
+    standing units under the capacity CHECK; then, only if every one was free, pending -> paid
+    with its tickets, the outbox row, the capture owed and the report that paid it. None if
+    any was gone (the seats it did insert are the caller's to delete, in the same
+    transaction)."""
     numbered = _ticket_lines(order)
     codes = [ticket_code(order.id, n) for n in range(1, len(numbered) + 1)]
     ga_section, quantity = order.ga
@@ -481,21 +485,30 @@ async def _mark_paid(
         "ga_section": ga_section,
         "quantity": quantity,
     }
+    # A seat named twice inserts once and fails the count, as a taken one does; the standing
+    # units are taken only if every seat was.
     row = await conn.fetchrow(
-        "WITH paid AS (UPDATE orders SET status = 'paid', paid_at = now(), status_reason = NULL,"
+        "WITH seated AS (INSERT INTO sold_seats (event_id, seat_id, order_id)"
+        "  SELECT $3, s, $1 FROM unnest($13::text[]) AS s ON CONFLICT DO NOTHING RETURNING 1),"
+        " standing AS (UPDATE ga_sales SET sold = sold + $15 WHERE $15 > 0 AND event_id = $3"
+        "  AND section_id = $14 AND sold + $15 <= capacity"
+        "  AND (SELECT count(*) FROM seated) = cardinality($13::text[]) RETURNING 1),"
+        " sold AS (SELECT (SELECT count(*) FROM seated) = cardinality($13::text[])"
+        "  AND ($15 = 0 OR EXISTS (SELECT FROM standing)) AS ok),"
+        " paid AS (UPDATE orders SET status = 'paid', paid_at = now(), status_reason = NULL,"
         "  order_key = coalesce(order_key, $2), card_fingerprint = coalesce($12, card_fingerprint),"
-        "  updated_at = now() WHERE id = $1 AND event_id = $3"
+        "  updated_at = now() WHERE id = $1 AND event_id = $3 AND (SELECT ok FROM sold)"
         "  RETURNING paid_at, order_key),"
         " issued AS (INSERT INTO tickets (code, order_id, event_id, section_id, seat_id, number)"
         "  SELECT t.code, $1, $3, t.section_id, t.seat_id, t.number"
         "  FROM unnest($4::text[], $5::text[], $6::text[], $7::int[])"
-        "  AS t(code, section_id, seat_id, number)),"
+        "  AS t(code, section_id, seat_id, number) WHERE (SELECT ok FROM sold)),"
         " announced AS (INSERT INTO outbox (event_id, kind, payload)"
-        "  VALUES ($3, 'order_paid', $8::jsonb)),"
+        "  SELECT $3, 'order_paid', $8::jsonb WHERE (SELECT ok FROM sold)),"
         " owed AS (INSERT INTO payment_actions (order_id, action) SELECT $1, 'capture'"
-        "  WHERE $9 ON CONFLICT DO NOTHING),"
+        "  WHERE $9 AND (SELECT ok FROM sold) ON CONFLICT DO NOTHING),"
         " noted AS (INSERT INTO stripe_events (id, type) SELECT $10, $11"
-        "  WHERE $10::text IS NOT NULL ON CONFLICT DO NOTHING)"
+        "  WHERE $10::text IS NOT NULL AND (SELECT ok FROM sold) ON CONFLICT DO NOTHING)"
         " SELECT paid_at, order_key FROM paid",
         order.id,
         new_id(),  # 128 random bits: the secret of the order's link
@@ -508,7 +521,12 @@ async def _mark_paid(
         capture and order.provider != "dev",  # nothing to capture without a real payment
         *(report or (None, None)),
         order.card_fingerprint,
+        order.seats,
+        ga_section,
+        quantity,
     )
+    if row is None:
+        return None
     tickets = [
         TicketRow(code, section, seat, n)
         for n, (code, (section, seat)) in enumerate(zip(codes, numbered, strict=True), start=1)
@@ -521,34 +539,6 @@ async def _mark_paid(
         order_key=row["order_key"],
         tickets=tickets,
     )
-
-
-async def _take_inventory(conn: Any, order: OrderRow) -> bool:
-    """The order's seats into sold_seats and its standing units under the capacity; False if
-    any is gone (what was inserted then is the caller's to delete, in the same transaction)."""
-    seats = order.seats
-    if seats:
-        status = await conn.execute(
-            "INSERT INTO sold_seats (event_id, seat_id, order_id)"
-            " SELECT $1, s, $3 FROM unnest($2::text[]) AS s ON CONFLICT DO NOTHING",
-            order.event_id,
-            seats,
-            order.id,
-        )
-        if int(status.rsplit(" ", 1)[1]) != len(seats):  # a seat named twice fails too
-            return False
-    section, quantity = order.ga
-    if quantity:
-        taken = await conn.fetchval(
-            "UPDATE ga_sales SET sold = sold + $3 WHERE event_id = $1 AND section_id = $2"
-            " AND sold + $3 <= capacity RETURNING sold",
-            order.event_id,
-            section,
-            quantity,
-        )
-        if taken is None:
-            return False
-    return True
 
 
 def _ticket_lines(order: OrderRow) -> list[tuple[str, str | None]]:

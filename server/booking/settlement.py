@@ -27,6 +27,7 @@ from server.store import db
 log = logging.getLogger("boxoffice.settlement")
 
 CAPTURE_BATCH = 50  # payment actions claimed and run together by one background turn
+CAPTURE_GATHER_S = 0.05  # after a turn, captures committed meanwhile gather for the next
 
 
 class Settlement:
@@ -278,7 +279,8 @@ class Settlement:
     async def captures_step(self) -> float:
         """The capture queue, batched: woken when a confirmation commits a capture, one turn
         claims every capture owed (50 at a time), runs them together and records them in one
-        statement. The queue is PostgreSQL's payment_actions: a capture exists only once its
+        statement; the next turn starts CAPTURE_GATHER_S later at the earliest, so under load
+        the captures of many confirmations share a claim and a record. The queue is PostgreSQL's payment_actions: a capture exists only once its
         sale is committed, runs once (claimed under a row lock), and survives a crash
         (orders_step, or the first turn of a restarted process, runs it)."""
         self._capturing = True
@@ -286,7 +288,7 @@ class Settlement:
         self._owed.clear()
         while (await self._run_due()) == (CAPTURE_BATCH, CAPTURE_BATCH):
             pass  # a full batch, all done: more may be waiting
-        return 0.0
+        return CAPTURE_GATHER_S
 
     async def _run_action(self, action: ledger.PaymentAction) -> str | None:
         if action.payment_id is None:
