@@ -365,6 +365,17 @@ async def test_two_orders_forced_onto_one_seat_postgres_refuses_the_second(
     status, order = await second.checkout(h["hold_id"])
     paid_ga = (await second.pay(order["order_id"]))[1]
     assert paid_ga["status"] == "paid"
+    # The relay re-applies each paid order to Redis from the outbox; let it finish first, or
+    # it could put the sales back after the loss below
+
+    async def relayed() -> bool:
+        if await pg.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"):
+            return False
+        groups = await redis.xinfo_groups(k.reservations)
+        sync = [g for g in groups if txt(g["name"]) == "seat-sync"]
+        return bool(sync) and int(sync[0]["pending"]) == 0 and int(sync[0]["lag"] or 0) == 0
+
+    await eventually(relayed, "the relay applied both orders")
 
     # Redis is lost and comes back wrong: seat state marked built, but nothing sold in it
     async with redis.pipeline(transaction=True) as pipe:
@@ -516,6 +527,14 @@ async def test_bad_input_is_refused_and_changes_nothing(
     assert status == 201
     status, spare = await stranger.hold(eid, {"seats": ["A-5-5"]})
     assert status == 201
+    # The availability loop builds each live event's seat state within a second: wait for the
+    # other event's, so that the snapshot below does not race it
+    other_keys = EventKeys(other["id"])
+
+    async def built() -> bool:
+        return bool(await redis.exists(other_keys.inventory))
+
+    await eventually(built, "the other event's seat state built")
     before = await state_of(redis, pg, [eid, other["id"]])
 
     holds = f"/api/events/{eid}/holds"
