@@ -26,6 +26,7 @@ from server.store import db
 from server.store.redis_client import close_redis
 
 from .helpers import ADMIN, ADMIN_TOKEN, CHROMIUM, SECRET, launch, need, wipe_database
+from .world import World, open_world
 
 
 @pytest.fixture(scope="session")
@@ -131,3 +132,16 @@ async def browser(chromium_path: str, base_url: str) -> AsyncIterator[Browser]:
 async def admin(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(base_url, headers=ADMIN) as session:
         yield session
+
+
+@pytest.fixture
+async def world(
+    client: TestClient[Any, Any], redis: Redis, pg: asyncpg.Pool
+) -> AsyncIterator[World]:
+    """A paused on-sale event with one fan waiting (tests/world.py)."""
+    sessions: list[aiohttp.ClientSession] = []
+    try:
+        yield await open_world(client, redis, pg, sessions)
+    finally:
+        for session in sessions:
+            await session.close()

@@ -34,7 +34,7 @@ from server.store.redis_client import make_redis
 from server.waiting.fanout import MAX_SOCKETS_PER_PLACE
 
 from .helpers import ADMIN, admitted_fan, create_event, event_body, visitor
-from .test_bad_input import World, expect_error, pg_state, world  # noqa: F401 (fixture)
+from .world import World, expect_error, pg_state
 
 Client = TestClient[Any, Any]
 JSON = {"Content-Type": "application/json"}
@@ -43,7 +43,7 @@ JSON = {"Content-Type": "application/json"}
 # ---- item 3: NUL bytes and odd values ----------------------------------------------------------
 
 
-async def test_nul_and_odd_values_are_4xx_and_write_nothing(world: World) -> None:  # noqa: F811
+async def test_nul_and_odd_values_are_4xx_and_write_nothing(world: World) -> None:
     before = await world.state()
     c = world.client
     for path in ("/api/orders/%00", "/api/orders/%00/tickets/1.svg", "/api/orders/a%0Ab"):
@@ -145,7 +145,7 @@ def test_origin_rule(origin: str | None, public_url: str, host: str | None, allo
     assert origin_allowed(origin, public_url, host) is allowed
 
 
-async def test_csrf_second_line(world: World) -> None:  # noqa: F811
+async def test_csrf_second_line(world: World) -> None:
     before = await world.state()
     c = world.client
     # A cross-site form can post text/plain or a form; the API refuses both with 415.
@@ -282,7 +282,7 @@ async def test_slow_headers_and_connection_floods_are_cut(listener: int) -> None
     writer.close()
 
 
-async def test_one_place_holds_a_bounded_number_of_sockets(world: World) -> None:  # noqa: F811
+async def test_one_place_holds_a_bounded_number_of_sockets(world: World) -> None:
     before = await world.state()
     path = f"/api/queue/{world.queue_id}/ws"
     sockets = [await world.fan.ws_connect(path) for _ in range(MAX_SOCKETS_PER_PLACE)]

@@ -40,13 +40,7 @@ from server.payments.registry import make_providers
 from server.runtime.prepare import banner
 
 from .helpers import ADMIN, ADMIN_TOKEN, SECRET
-from .test_bad_input import (
-    AUTH_FAILURES,
-    Client,
-    World,
-    expect_error,
-    world,  # noqa: F401 (the fixture)
-)
+from .world import AUTH_FAILURES, Client, World, expect_error
 
 STRONG_SECRET = "Qm3v_Zr8-kT1xW9pLc4Hs7Nd2Jf6Bg0Ya5Ue"
 STRONG_TOKEN = "p7Kq-2Rx_9Vm4Lz8Tw1Nc6Hj3Fs0Dg5Yb-Ea"
@@ -307,7 +301,7 @@ def json_error(status: int, body: bytes, expected_status: int, code: str) -> Non
 
 
 async def test_non_ascii_visitor_cookie_is_a_new_visitor(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     fan_cookie = next(c.value for c in world.fan.cookie_jar if c.key == VISITOR_COOKIE)
     fan_id, mac = fan_cookie.split(".")
@@ -335,7 +329,7 @@ async def test_non_ascii_visitor_cookie_is_a_new_visitor(
 
 
 async def test_non_ascii_bearer_token_on_the_admin_api_is_401(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     before = await world.state()
     for token in (b"\xff", b"\xc3\xa9" * 20, ADMIN_TOKEN.encode()[:-1] + b"\xff"):
@@ -352,7 +346,7 @@ async def test_non_ascii_bearer_token_on_the_admin_api_is_401(
 
 
 async def test_access_token_with_non_ascii_mac_on_holds_is_403(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     fan_cookie = next(c.value for c in world.fan.cookie_jar if c.key == VISITOR_COOKIE)
     fan_id = fan_cookie.split(".")[0]
@@ -375,7 +369,7 @@ async def test_access_token_with_non_ascii_mac_on_holds_is_403(
 
 
 async def test_non_ascii_bearer_subprotocol_on_the_admin_live_socket_is_401(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     before = await world.state()
     for offered in (b"bearer.\xff", b"boxoffice.admin, bearer.\xc3\xa9"):
@@ -409,7 +403,7 @@ def guess(i: int) -> dict[str, str]:
 
 
 async def test_admin_guessing_is_throttled_per_address(
-    world: World,  # noqa: F811
+    world: World,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     c, attacker = world.client, {"X-Forwarded-For": "203.0.113.9"}  # from the trusted proxy
@@ -449,7 +443,7 @@ async def test_admin_guessing_is_throttled_per_address(
 
 
 async def test_admin_throttle_counts_the_peer_address_directly(
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     """Without a proxy the peer's own address counts: 127.0.0.2 is throttled, 127.0.0.1 is not."""
     url = world.client.make_url("/api/admin/events")
