@@ -25,20 +25,15 @@ return tonumber(ARGV[1]) * 10
 """
 
 
-async def clients_connected(admin: Redis) -> int:
-    info = await admin.info("clients")
+async def clients_connected(redis: Redis) -> int:
+    info = await redis.info("clients")
     return int(info["connected_clients"])
 
 
-async def batcher_ids(admin: Redis) -> list[int]:
-    """The ids of every client connection but the admin's own."""
-    own = await admin.client_id()
-    return [int(c["id"]) for c in await admin.client_list() if int(c["id"]) != own]
-
-
-@pytest.fixture
-async def admin(redis: Redis) -> Redis:
-    return redis  # flushed by the fixture; one connection for inspection
+async def batcher_ids(redis: Redis) -> list[int]:
+    """The ids of every client connection but the one asking."""
+    own = await redis.client_id()
+    return [int(c["id"]) for c in await redis.client_list() if int(c["id"]) != own]
 
 
 @pytest.fixture
@@ -49,19 +44,19 @@ async def client(server_urls: tuple[str, str]) -> AsyncIterator[Redis]:
 
 
 async def test_each_caller_gets_its_own_reply_over_few_connections(
-    client: Redis, admin: Redis
+    client: Redis, redis: Redis
 ) -> None:
     call = Batched(client, client.register_script(ECHO))
-    before = await clients_connected(admin)
+    before = await clients_connected(redis)
     answers = await asyncio.gather(
         *(call(["bo:test:n"], [i]) for i in range(600) if i != 13), return_exceptions=True
     )
     assert answers == [i * 10 for i in range(600) if i != 13]
-    assert await admin.get("bo:test:n") == b"599"
-    assert await clients_connected(admin) - before <= MAX_IN_FLIGHT
+    assert await redis.get("bo:test:n") == b"599"
+    assert await clients_connected(redis) - before <= MAX_IN_FLIGHT
 
 
-async def test_an_error_reply_fails_its_caller_only(client: Redis, admin: Redis) -> None:
+async def test_an_error_reply_fails_its_caller_only(client: Redis, redis: Redis) -> None:
     call = Batched(client, client.register_script(ECHO))
     answers = await asyncio.gather(
         *(call(["bo:test:n"], [i]) for i in (12, 13, 14)), return_exceptions=True
@@ -72,46 +67,46 @@ async def test_an_error_reply_fails_its_caller_only(client: Redis, admin: Redis)
 
 
 async def test_a_dropped_kept_connection_is_replaced_once(
-    client: Redis, admin: Redis, caplog: pytest.LogCaptureFixture
+    client: Redis, redis: Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     call = Batched(client, client.register_script(ECHO))
     assert await call(["bo:test:n"], [1]) == 10
-    for client_id in await batcher_ids(admin):
-        await admin.client_kill_filter(_id=str(client_id))
+    for client_id in await batcher_ids(redis):
+        await redis.client_kill_filter(_id=str(client_id))
     caplog.set_level(logging.INFO, logger="boxoffice.redis")
     assert await asyncio.gather(*(call(["bo:test:n"], [i]) for i in range(20, 40))) == [
         i * 10 for i in range(20, 40)
     ]
     assert any("failed before its first reply" in r.getMessage() for r in caplog.records)
-    assert await admin.get("bo:test:n") == b"21"  # every call ran exactly once
+    assert await redis.get("bo:test:n") == b"21"  # every call ran exactly once
 
 
-async def test_a_silent_redis_fails_the_batch_then_heals(client: Redis, admin: Redis) -> None:
+async def test_a_silent_redis_fails_the_batch_then_heals(client: Redis, redis: Redis) -> None:
     call = Batched(client, client.register_script(ECHO))
     assert await call(["bo:test:n"], [1]) == 10
-    await admin.client_pause(1500, all=True)
+    await redis.client_pause(1500, all=True)
     try:
         with pytest.raises(RedisTimeoutError):
             await call(["bo:test:n"], [2])
     finally:
-        await admin.client_unpause()
+        await redis.client_unpause()
     assert await call(["bo:test:n"], [3]) == 30
 
 
 async def test_closing_the_client_closes_the_kept_connections(
-    server_urls: tuple[str, str], admin: Redis
+    server_urls: tuple[str, str], redis: Redis
 ) -> None:
-    before = await clients_connected(admin)
+    before = await clients_connected(redis)
     made = Redis(connection_pool=blocking_pool(server_urls[0], 8))
     call = Batched(made, made.register_script(ECHO))
     assert await asyncio.gather(*(call(["bo:test:n"], [i]) for i in range(14, 64))) == [
         i * 10 for i in range(14, 64)
     ]
     assert batcher(made) is batcher(made)
-    assert await clients_connected(admin) > before
+    assert await clients_connected(redis) > before
     await close_redis(made)
     for _ in range(50):
-        if await clients_connected(admin) == before:
+        if await clients_connected(redis) == before:
             break
         await asyncio.sleep(0.05)
-    assert await clients_connected(admin) == before
+    assert await clients_connected(redis) == before

@@ -154,25 +154,22 @@ class Batcher:
 
     async def _direct(self, client: Redis, batch: list[_Call]) -> list[Any]:
         conn, reused = await self._connection(client)
-        replies: list[Any] = []
-        try:
-            await self._exchange(client, conn, batch, replies)
-        except (ConnectionError, RedisConnectionError) as exc:
-            await conn.disconnect(nowait=True)
-            if not (reused and not replies):
-                raise
-            log.info("a kept Redis connection failed before its first reply (%s); once more", exc)
-            conn, replies = await self._connect(client), []
+        while True:
+            replies: list[Any] = []
             try:
                 await self._exchange(client, conn, batch, replies)
-            except BaseException:
-                await conn.disconnect(nowait=True)
-                raise
-        except BaseException:
-            await conn.disconnect(nowait=True)  # replies may still be on their way: never reuse
-            raise
-        self._idle.append((conn, time.monotonic()))
-        return replies
+            except BaseException as exc:
+                await conn.disconnect(nowait=True)  # replies may still be on their way: never reuse
+                dropped = isinstance(exc, ConnectionError | RedisConnectionError)
+                if not (dropped and reused and not replies):
+                    raise
+                log.info(
+                    "a kept Redis connection failed before its first reply (%s); once more", exc
+                )
+                conn, reused = await self._connect(client), False
+                continue
+            self._idle.append((conn, time.monotonic()))
+            return replies
 
     @staticmethod
     async def _exchange(
