@@ -253,17 +253,18 @@ async def create_order(
     """One order per hold: a second checkout of the same hold gets the first order back. The
     order counts against the buyer its email names (rules.buyer_email) and keeps the fan's
     language, for its mails (`lang`, migration 015; None leaves it unset: the default)."""
-    more = (", lang", ",$12", [lang]) if lang is not None else ("", "", [])
+    # lang is written only when given: the same insert then runs on a database before 015
+    column, value, more = (", lang", ",$12", [lang]) if lang is not None else ("", "", [])
     async with pool.acquire() as conn, conn.transaction():
         created = await conn.fetchval(
             "INSERT INTO orders (id, event_id, hold_id, visitor_id, queue_id, email, amount,"
-            f" currency, provider, expires_at, buyer{more[0]})"
-            f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11{more[1]})"
+            f" currency, provider, expires_at, buyer{column})"
+            f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11{value})"
             # No conflict target: the hold is unique per event in the partitioned table
             # (migration 014) and on its own before it; this runs on both.
             " ON CONFLICT DO NOTHING RETURNING id",
             order_id, event_id, hold_id, visitor_id, queue_id, email, amount, currency,
-            provider, expires_at, rules.buyer_email(email), *more[2],
+            provider, expires_at, rules.buyer_email(email), *more,
         )  # fmt: skip
         if created is not None:
             await conn.executemany(
@@ -417,8 +418,8 @@ async def confirm(
     the limit is audited (by `who`: the provider's report, or the dev payment). The paid path
     is three statements: the locks, the order with its buyer's and its card's counts, and one
     statement that takes the inventory and, if all of it was free, makes every write and
-    records the provider's `report` (id, kind) that paid it. Given the order's `event_id`, it touches that event's partitions
-    alone."""
+    records the provider's `report` (id, kind) that paid it. Given the order's `event_id`, it
+    touches that event's partitions alone."""
     async with pool.acquire() as conn, conn.transaction():
         order, check = await _lock_for_confirmation(conn, order_id, card, event_id)
         if order is None:

@@ -234,9 +234,9 @@ class Settlement:
 
     async def _card(self, order: ledger.OrderRow, payment_id: str) -> str | None:
         """The fingerprint of the card that paid, asked of the order's provider before the sale
-        is final when the report does not carry it. If the provider cannot say, nothing is decided: the report is answered 503
-        and the provider sends it again (the order expires, and its payment is voided, if it
-        never can)."""
+        is final when the report does not carry it. If the provider cannot say, nothing is
+        decided: the report is answered 503 and the provider sends it again (the order expires,
+        and its payment is voided, if it never can)."""
         provider = self.providers.of(order.provider)
         if provider is None:
             return None  # _matches() refused reports of providers this server lacks
@@ -280,9 +280,10 @@ class Settlement:
         """The capture queue, batched: woken when a confirmation commits a capture, one turn
         claims every capture owed (50 at a time), runs them together and records them in one
         statement; the next turn starts CAPTURE_GATHER_S later at the earliest, so under load
-        the captures of many confirmations share a claim and a record. The queue is PostgreSQL's payment_actions: a capture exists only once its
-        sale is committed, runs once (claimed under a row lock), and survives a crash
-        (orders_step, or the first turn of a restarted process, runs it)."""
+        the captures of many confirmations share a claim and a record. The queue is
+        PostgreSQL's payment_actions: a capture exists only once its sale is committed, runs
+        once (claimed under a row lock), and survives a crash (orders_step, or the first turn
+        of a restarted process, runs it)."""
         self._capturing = True
         await self._owed.wait()
         self._owed.clear()
