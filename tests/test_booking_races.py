@@ -16,6 +16,7 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from server.booking import relay
 from server.core.clock import now_ms
 from server.core.keys import EventKeys
 from server.core.tokens import new_id
@@ -294,21 +295,8 @@ async def test_redis_flushed_mid_sale_is_rebuilt_from_postgres(
     # the outbox relay has published and consumed the three sales before Redis is lost
     k = EventKeys(eid)
 
-    async def consumed() -> bool:
-        if await redis.xlen(k.reservations) < 1:
-            return False
-        groups: list[dict[Any, Any]] = await redis.xinfo_groups(k.reservations)
-        stream: dict[Any, Any] = await redis.xinfo_stream(k.reservations)
-        # the seat-sync group; the mailer reads the same stream in a group of its own
-        seat_sync = [g for g in groups if txt(g["name"]) == "seat-sync"]
-        return (
-            len(seat_sync) == 1
-            and seat_sync[0]["pending"] == 0
-            and txt(seat_sync[0]["last-delivered-id"]) == txt(stream["last-generated-id"])
-        )
-
     async def three_consumed() -> bool:
-        return await redis.xlen(k.reservations) == 3 and await consumed()
+        return await relay_caught_up(redis, pg, k, 3)
 
     await eventually(three_consumed)
     await redis.flushall()
@@ -346,7 +334,11 @@ async def test_redis_flushed_mid_sale_is_rebuilt_from_postgres(
     await check_ledger(pg, eid)
 
     # the outbox relay keeps working on the rebuilt Redis: the new reservation is consumed
-    await eventually(consumed)
+
+    async def one_consumed() -> bool:
+        return await relay_caught_up(redis, pg, k, 1)
+
+    await eventually(one_consumed)
     assert await redis.xlen(k.reservations) == 1
 
 
@@ -369,11 +361,7 @@ async def test_two_orders_forced_onto_one_seat_postgres_refuses_the_second(
     # it could put the sales back after the loss below
 
     async def relayed() -> bool:
-        if await pg.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"):
-            return False
-        groups = await redis.xinfo_groups(k.reservations)
-        sync = [g for g in groups if txt(g["name"]) == "seat-sync"]
-        return bool(sync) and int(sync[0]["pending"]) == 0 and int(sync[0]["lag"] or 0) == 0
+        return await relay_caught_up(redis, pg, k, 2)
 
     await eventually(relayed, "the relay applied both orders")
 
@@ -491,6 +479,24 @@ async def test_late_payment_honoured_if_seats_free_voided_if_taken(
 
 
 # ---- bad input ---------------------------------------------------------------------------------
+
+
+async def relay_caught_up(redis: Redis, pg: asyncpg.Pool, k: EventKeys, sales: int) -> bool:
+    """The outbox relay published every row, and the event's stream holds `sales` sales, each
+    delivered to the seat-sync group and acknowledged (the mailer reads the same stream in a
+    group of its own)."""
+    if await pg.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"):
+        return False
+    if await redis.xlen(k.reservations) != sales:
+        return False
+    groups: list[dict[Any, Any]] = await redis.xinfo_groups(k.reservations)
+    stream: dict[Any, Any] = await redis.xinfo_stream(k.reservations)
+    seat_sync = [g for g in groups if txt(g["name"]) == relay.GROUP]
+    return (
+        len(seat_sync) == 1
+        and seat_sync[0]["pending"] == 0
+        and txt(seat_sync[0]["last-delivered-id"]) == txt(stream["last-generated-id"])
+    )
 
 
 async def state_of(redis: Redis, pg: asyncpg.Pool, event_ids: list[str]) -> dict[str, Any]:
