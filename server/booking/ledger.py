@@ -286,14 +286,15 @@ async def tickets_bought(
     """Tickets in the event's paid orders of one buyer (normalised email) or one card (the
     provider's fingerprint)."""
     column, value = ("buyer", buyer) if buyer is not None else ("card_fingerprint", card)
-    got = await conn.fetchval(
-        "SELECT coalesce(sum(l.quantity), 0) FROM orders o JOIN order_lines l"
-        " ON l.order_id = o.id AND l.event_id = o.event_id"
-        f" WHERE o.event_id = $1 AND o.status = 'paid' AND o.{column} = $2",
-        event_id,
-        value,
-    )
+    got = await conn.fetchval(TICKETS_BOUGHT.format(column=column), event_id, value)
     return int(got)
+
+
+TICKETS_BOUGHT = (  # by one {column} of the event's paid orders: $1 the event, $2 the value
+    "SELECT coalesce(sum(l.quantity), 0) FROM orders o JOIN order_lines l"
+    " ON l.order_id = o.id AND l.event_id = o.event_id"
+    " WHERE o.event_id = $1 AND o.status = 'paid' AND o.{column} = $2"
+)
 
 
 async def visitors_tickets_bought(

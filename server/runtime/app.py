@@ -37,7 +37,7 @@ from server.payments.registry import make_providers
 from server.runtime import site_routes
 from server.runtime.pages import page_errors_middleware
 from server.runtime.tasks import BackgroundTasks
-from server.store import db
+from server.store import db, planner_stats
 from server.store.db import POOL
 from server.store.redis_client import REDIS, close_redis, make_redis
 from server.waiting import routes as queue_routes
@@ -103,8 +103,9 @@ async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
     loops = role_loops(
         settings.role_set, admission, hub, News(room, hub, admission), booking, pilot, mailer
     )
-    # Every role probes its loop: /metrics says how long it was blocked.
-    tasks.start([("stalls", metrics.stalls.step), *loops])
+    # Every role probes its loop (/metrics says how long it was blocked) and may analyze the
+    # event partitions that grew (one process at a time does).
+    tasks.start([("stalls", metrics.stalls.step), *planner_stats.loops(pool), *loops])
     yield
     await tasks.stop()
     with contextlib.suppress(Exception):

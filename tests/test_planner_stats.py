@@ -1,0 +1,85 @@
+"""The event partitions get planner statistics as they grow (server/store/planner_stats.py):
+grown partitions are analyzed, once, by one process at a time, and the confirming transaction's
+count of a buyer's paid tickets then reads the buyer's index instead of every paid order."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+
+from server.booking import ledger
+from server.store import db, planner_stats
+
+EVENT = "stats-ev"
+PARTITION = "public.orders__stats_ev"
+
+
+async def grow(pool: asyncpg.Pool, orders: int) -> None:
+    """An event with its partitions and `orders` paid orders of as many buyers, then pending
+    ones: nothing has analyzed the partition yet."""
+    await pool.execute(
+        "INSERT INTO events (id, name, venue, starts_at, sale_starts_at, prequeue_opens_at,"
+        " currency, rate_per_min, max_active, session_minutes, hold_minutes,"
+        " max_seats_per_order) VALUES ($1, 'Stats', 'Hall', now() + interval '1 day', now(),"
+        " now(), 'EUR', 100, 100, 10, 5, 6)",
+        EVENT,
+    )
+    await db.add_event_partitions(pool, EVENT)
+    await pool.execute(
+        "INSERT INTO orders (id, event_id, hold_id, visitor_id, queue_id, email, status, amount,"
+        " currency, provider, expires_at, buyer, paid_at) SELECT 'o' || i, $1, 'h' || i,"
+        " 'v' || i, 'q' || i, 'b' || i || '@example.com', CASE WHEN i < $2 THEN 'paid' ELSE"
+        " 'pending' END, 100, 'EUR', 'stripe', now(), 'b' || i || '@example.com', now()"
+        " FROM generate_series(0, 2 * $2 - 1) AS i",
+        EVENT,
+        orders,
+    )
+
+
+async def analyzed_once(pool: asyncpg.Pool) -> list[str]:
+    """analyze_grown's names once the server's statistics show the inserts (a backend reports
+    them within a second or so); at most 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        names = await planner_stats.analyze_grown(pool)
+        if PARTITION in names or time.monotonic() > deadline:
+            return names
+        await asyncio.sleep(0.2)
+
+
+async def test_a_grown_partition_is_analyzed_once(pg: asyncpg.Pool) -> None:
+    await grow(pg, 300)
+    assert PARTITION in await analyzed_once(pg)
+    analyzed = await pg.fetchval(
+        "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'orders__stats_ev'"
+    )
+    assert analyzed is not None
+    assert PARTITION not in await planner_stats.analyze_grown(pg)  # nothing changed since
+
+
+async def test_one_process_at_a_time(pg: asyncpg.Pool) -> None:
+    await grow(pg, 300)
+    async with pg.acquire() as other, other.transaction():  # another process's round
+        assert await other.fetchval("SELECT pg_try_advisory_xact_lock($1)", planner_stats.LOCK)
+        assert await planner_stats.analyze_grown(pg) == []
+    assert PARTITION in await analyzed_once(pg)
+
+
+async def test_the_buyer_count_reads_the_buyer_index_once_analyzed(pg: asyncpg.Pool) -> None:
+    """The plan a connection keeps for the count (generic: the one a prepared statement keeps)
+    finds the buyer's orders by the buyer, not by walking the event's paid orders."""
+    await grow(pg, 2000)
+    await analyzed_once(pg)
+    async with pg.acquire() as conn:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        count = ledger.TICKETS_BOUGHT.format(column="buyer")
+        await conn.execute(f"PREPARE count_of(text, text) AS {count}")
+        plan = "\n".join(
+            r[0] for r in await conn.fetch("EXPLAIN EXECUTE count_of('stats-ev', 'b7@example.com')")
+        )
+        await conn.execute("DEALLOCATE count_of; RESET plan_cache_mode")
+    assert "buyer = $2" in plan and "Index Cond" in plan, plan
+    assert "Filter: (buyer" not in plan, plan
+    assert await ledger.tickets_bought(pg, EVENT, buyer="b7@example.com") == 0  # no lines
