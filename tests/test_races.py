@@ -30,6 +30,7 @@ from server.core.keys import EventKeys
 from server.core.settings import Settings, to_env
 from server.runtime.app import create_app
 from server.runtime.embedded import free_port
+from server.waiting.fanout import RANK_CHUNK
 
 from .helpers import ADMIN, create_event, event_body, eventually, join_body
 
@@ -640,3 +641,46 @@ async def test_max_active_is_never_exceeded(
         assert sorted(tickets[q] for q in active) == [2, 3, 4]
         assert (await people[3].status(joined[3]["queue_id"]))["state"] == "admitted"
         assert (await people[4].status(joined[4]["queue_id"]))["position"] == 1
+
+
+async def test_every_waiting_socket_gets_its_exact_rank(
+    short_grace_client: Client, redis: Redis
+) -> None:
+    """More sockets than one rank look-up takes at a time (fanout.RANK_CHUNK): once the first
+    fans leave, every socket behind them is sent its new exact position within a few refresh
+    periods (1 s here), whichever chunk it fell in."""
+    client = short_grace_client
+    ev = await create_event(client, challenge="off")
+    await set_paused(client, ev["id"], True)
+    size, leaving = RANK_CHUNK * 2 + 44, 10
+    async with crowd([base_of(client)], size) as fans:
+
+        async def arrive(fan: Visitor) -> tuple[dict[str, Any], aiohttp.ClientWebSocketResponse]:
+            place = await fan.join(ev["id"])  # then its socket at once: a silent fan steps away
+            return place, await fan.websocket(place["queue_id"])
+
+        arrived = await asyncio.gather(*(arrive(fan) for fan in fans))
+        joined = [place for place, _ in arrived]
+        sockets = [ws for _, ws in arrived]
+        greetings = [await first_status(ws) for ws in sockets]
+        before = [g["position"] for g in greetings]
+        assert sorted(before) == list(range(1, size + 1))
+        front = sorted(range(size), key=lambda i: before[i])[:leaving]
+        await asyncio.gather(
+            *(
+                fans[i].call("DELETE", f"/api/queue/{joined[i]['queue_id']}", expect=204)
+                for i in front
+            )
+        )
+
+        async def moved_up(i: int) -> None:
+            while True:
+                msg = await sockets[i].receive_json(timeout=15)
+                if msg["type"] != "tick" and msg.get("position") == before[i] - leaving:
+                    return
+
+        behind = [i for i in range(size) if i not in front]
+        await asyncio.wait_for(asyncio.gather(*(moved_up(i) for i in behind)), 60)
+        for ws in sockets:
+            await ws.close()
+    assert await redis.zcard(EventKeys(ev["id"]).line) == size - leaving

@@ -10,7 +10,7 @@ from redis.asyncio.connection import Connection
 
 from server.core.errors import redis_transport_race
 from server.core.settings import SettingsError, from_env, parse_nodes
-from server.store.redis_client import make_redis, sharded
+from server.store.redis_client import DRIVER, make_redis, sharded
 
 
 @pytest.mark.parametrize(
@@ -76,6 +76,13 @@ async def test_client_for_each_way_of_naming_redis(
     try:
         assert isinstance(client, kind)
         assert sharded(client) is is_sharded
+        # every connection it opens names its client from one DriverInfo, resolved once
+        pool_kwargs = (
+            client.nodes_manager.connection_kwargs
+            if isinstance(client, RedisCluster)
+            else client.connection_pool.connection_kwargs
+        )
+        assert pool_kwargs["driver_info"] is DRIVER
     finally:
         await client.aclose()
 
