@@ -83,3 +83,31 @@ async def test_the_buyer_count_reads_the_buyer_index_once_analyzed(pg: asyncpg.P
     assert "buyer = $2" in plan and "Index Cond" in plan, plan
     assert "Filter: (buyer" not in plan, plan
     assert await ledger.tickets_bought(pg, EVENT, buyer="b7@example.com") == 0  # no lines
+
+
+async def test_partitions_it_may_not_analyze_are_left_to_autovacuum(
+    pg: asyncpg.Pool, server_urls: tuple[str, str]
+) -> None:
+    """A database user that owns no partition (ANALYZE would skip them with a warning) analyzes
+    nothing, rather than reporting the same partitions analyzed every round."""
+    await grow(pg, 300)
+    deadline = time.monotonic() + 30
+    while not await pg.fetchval(  # the inserts have reached the statistics: it has grown
+        "SELECT n_mod_since_analyze >= 300 FROM pg_stat_user_tables"
+        " WHERE relname = 'orders__stats_ev'"
+    ):
+        assert time.monotonic() < deadline, "the inserts never reached the statistics"
+        await asyncio.sleep(0.2)
+    await pg.execute("DROP ROLE IF EXISTS bo_stats_reader")
+    await pg.execute("CREATE ROLE bo_stats_reader LOGIN")
+    try:
+        reader = await asyncpg.create_pool(
+            server_urls[1], user="bo_stats_reader", min_size=1, max_size=1
+        )
+        try:
+            assert await planner_stats.analyze_grown(reader) == []
+        finally:
+            await reader.close()
+        assert PARTITION in await analyzed_once(pg)  # the owner does analyze it
+    finally:
+        await pg.execute("DROP ROLE IF EXISTS bo_stats_reader")

@@ -31,12 +31,15 @@ PARTITIONED = ("orders", "order_lines", "sold_seats", "tickets", "outbox")
 MOST_PER_ROUND = 20  # partitions analyzed by one round at most (the most grown first)
 
 # Autovacuum's analyze rule with its default settings (autovacuum_analyze_threshold 50,
-# autovacuum_analyze_scale_factor 0.1), over the partitions of the partitioned tables.
+# autovacuum_analyze_scale_factor 0.1), over the partitions of the partitioned tables that this
+# database user may analyze (it owns them, or is a superuser: otherwise ANALYZE skips a table
+# with a warning and autovacuum alone keeps its statistics).
 _GROWN = (
     "SELECT format('%I.%I', s.schemaname, s.relname) AS name FROM pg_stat_user_tables s"
-    " JOIN pg_inherits i ON i.inhrelid = s.relid"
+    " JOIN pg_inherits i ON i.inhrelid = s.relid JOIN pg_class c ON c.oid = s.relid"
     " WHERE i.inhparent = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) AS t)"
     " AND s.n_mod_since_analyze >= 50 + 0.1 * greatest(s.n_live_tup, 0)"
+    " AND pg_has_role(c.relowner, 'USAGE')"
     " ORDER BY s.n_mod_since_analyze DESC LIMIT $2"
 )
 
