@@ -19,6 +19,7 @@ a transaction pooler)."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from server.core.loops import Loop
 from server.store.db import Pool
@@ -26,7 +27,7 @@ from server.store.db import Pool
 log = logging.getLogger("boxoffice.db")
 
 EVERY_S = 5.0  # how often a process looks for grown partitions
-LOCK = 0x626F7861  # advisory lock id: one ANALYZE round at a time across processes
+LOCK = 0x626F7861  # advisory lock id: one ANALYZE at a time across processes
 PARTITIONED = ("orders", "order_lines", "sold_seats", "tickets", "outbox")
 MOST_PER_ROUND = 20  # partitions analyzed by one round at most (the most grown first)
 
@@ -40,24 +41,35 @@ _GROWN = (
     " WHERE i.inhparent = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) AS t)"
     " AND s.n_mod_since_analyze >= 50 + 0.1 * greatest(s.n_live_tup, 0)"
     " AND pg_has_role(c.relowner, 'USAGE')"
+    " AND ($3::text IS NULL OR s.relid = to_regclass($3::text))"  # one partition, by name
     " ORDER BY s.n_mod_since_analyze DESC LIMIT $2"
 )
 
 
 async def analyze_grown(pool: Pool) -> list[str]:
     """ANALYZE the event partitions grown past the rule since their last ANALYZE; their names.
-    Nothing if another process is at it."""
-    async with pool.acquire() as conn, conn.transaction():
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK):
-            return []
-        names: list[str] = [
-            r["name"] for r in await conn.fetch(_GROWN, list(PARTITIONED), MOST_PER_ROUND)
-        ]
-        for name in names:  # quoted by format('%I.%I') from the catalog, never from input
-            await conn.execute(f"ANALYZE {name}")
-    if names:
-        log.info("analyzed grown partitions", extra={"partitions": names})
-    return names
+    Each in a transaction of its own under the lock (nothing if another process holds it), and
+    only if no other process analyzed it meanwhile: an ANALYZE keeps its partition locked (SHARE
+    UPDATE EXCLUSIVE) to the commit, and one transaction over many partitions could deadlock
+    with DDL that takes them in another order (dropping a deleted event's partitions)."""
+    async with pool.acquire() as conn:
+        done: list[str] = []
+        for name in await _grown(conn, MOST_PER_ROUND):
+            async with conn.transaction():
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK):
+                    break
+                if await _grown(conn, 1, name):
+                    # quoted by format('%I.%I') from the catalog, never from input
+                    await conn.execute(f"ANALYZE {name}")
+                    done.append(name)
+    if done:
+        log.info("analyzed grown partitions", extra={"partitions": done})
+    return done
+
+
+async def _grown(conn: Any, most: int, name: str | None = None) -> list[str]:
+    rows = await conn.fetch(_GROWN, list(PARTITIONED), most, name)
+    return [r["name"] for r in rows]
 
 
 def loops(pool: Pool) -> list[Loop]:
