@@ -37,7 +37,8 @@ MAX_SOCKETS_PER_PLACE = 8
 TOUCH_CHUNK = 1000  # queue ids per sign-of-life write
 # Sockets whose rank is looked up and sent in one go. With 10,000 sockets and the default 30 s
 # refresh, 300-700 come due each second (more after a burst of opens); all of them at once held
-# the loop 20-27 ms (the bench's longest own stall), 128 take about 6 ms.
+# the loop 20-27 ms (the bench's longest own stall); this many at a time, a quarter of that or
+# less.
 RANK_CHUNK = 128
 # A socket whose unsent bytes pass this skips ticks until its reader catches up: each tick
 # replaces the last, so a slow reader loses nothing but stale positions.
