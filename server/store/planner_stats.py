@@ -23,12 +23,12 @@ from typing import Any
 
 from server.core.loops import Loop
 from server.store.db import Pool
+from server.store.migrations.v014_partition_by_event import NAMES as PARTITIONED
 
 log = logging.getLogger("boxoffice.db")
 
 EVERY_S = 5.0  # how often a process looks for grown partitions
 LOCK = 0x626F7861  # advisory lock id: one ANALYZE at a time across processes
-PARTITIONED = ("orders", "order_lines", "sold_seats", "tickets", "outbox")
 MOST_PER_ROUND = 20  # partitions analyzed by one round at most (the most grown first)
 
 # Autovacuum's analyze rule with its default settings (autovacuum_analyze_threshold 50,
