@@ -6,6 +6,7 @@ without BOXOFFICE_SMTP_URL (dev) they land as .eml files. Plus the pure rules, t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import io
 import shutil
@@ -26,6 +27,7 @@ import icalendar
 import msgspec
 import pypdf
 import pytest
+from aiohttp import DummyCookieJar
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from redis.asyncio import Redis
@@ -42,7 +44,8 @@ from server.core.settings import (
     smtp_target,
 )
 from server.notify import compose, documents, ledger
-from server.notify.mailer import MAILER, Mailer
+from server.notify import transport as transport_module
+from server.notify.mailer import MAILER, SEND_CONCURRENCY, Mailer
 from server.notify.transport import (
     FolderTransport,
     SmtpTransport,
@@ -604,6 +607,131 @@ async def test_starttls_and_tls_with_auth(scheme: str, certificate: tuple[Path, 
             await SmtpTransport(wrong, client_tls).send(sample_message("a@b.example"), "a@b.c")
         assert not is_permanent(refused.value)  # our credentials: ops fix them, mail waits
         assert len(inbox.received) == 1
+
+
+# ---- many mails: side by side, over connections kept open ------------------------------------
+
+
+class Sessions(Inbox):
+    """Also says which SMTP session (connection) carried each message; with `per_connection`
+    it answers 421 to MAIL once a connection has carried that many, as relays with a message
+    limit per connection do."""
+
+    def __init__(self, per_connection: int = 0) -> None:
+        super().__init__()
+        self.per_connection = per_connection
+        self.carried: dict[int, int] = {}  # id(session) -> messages accepted on it
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if self.per_connection and self.carried.get(id(session), 0) >= self.per_connection:
+            return "421 Too many messages on this connection, closing"
+        envelope.mail_from, envelope.mail_options = address, options
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.carried[id(session)] = self.carried.get(id(session), 0) + 1
+        return await super().handle_DATA(server, session, envelope)
+
+
+class Gate(Inbox):
+    """Holds each message in DATA until `width` messages are inside at once (or 20 s passed),
+    and notes the most that were: a sender that sends one at a time never fills it."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.width, self.inside, self.most = width, 0, 0
+        self.full: asyncio.Event | None = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.full = self.full or asyncio.Event()  # the server's own loop (its thread)
+        self.inside += 1
+        self.most = max(self.most, self.inside)
+        if self.inside >= self.width:
+            self.full.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.full.wait(), 20)
+        self.inside -= 1
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_sends_share_open_connections_side_by_side(
+    smtp_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transport = SmtpTransport(smtp_target(f"smtp://127.0.0.1:{smtp_port}"))
+
+    async def send(n: int) -> None:
+        await transport.send(sample_message(f"fan{n}@b.example"), f"fan{n}@b.example")
+
+    try:
+        with SmtpServer(smtp_port, Sessions()) as inbox:
+            assert isinstance(inbox, Sessions)
+            await asyncio.gather(*(send(n) for n in range(5)))  # five at once: five connections
+            assert transport.opened == 5
+            for n in range(5, 25):  # then one after another, each on one of them
+                await send(n)
+            assert transport.opened == 5 and len(inbox.received) == 25
+            assert len(inbox.carried) == 5 and sum(inbox.carried.values()) == 25
+            monkeypatch.setattr(transport_module, "IDLE_SECONDS", 0.0)  # every one idle too long
+            await send(25)
+            assert transport.opened == 6 and len(inbox.carried) == 6
+    finally:
+        await transport.close()
+
+
+async def test_a_server_that_closes_connections_costs_no_mail(smtp_port: int) -> None:
+    """A relay allowing one message per connection (421 on the next), and a server restarted
+    between two mails (every open connection dropped): each mail still goes out on the first
+    try, on a new connection."""
+    transport = SmtpTransport(smtp_target(f"smtp://127.0.0.1:{smtp_port}"))
+    message = sample_message("a@b.example")
+    try:
+        with SmtpServer(smtp_port, Sessions(per_connection=1)) as inbox:
+            for _ in range(4):
+                await transport.send(message, "a@b.example")
+            assert len(inbox.received) == 4 and transport.opened == 4
+        with SmtpServer(smtp_port) as inbox:
+            await transport.send(message, "a@b.example")
+        with SmtpServer(smtp_port) as inbox:  # a restart: the connection above is gone
+            await transport.send(message, "a@b.example")
+            assert len(inbox.received) == 1 and transport.opened == 6
+    finally:
+        await transport.close()
+
+
+async def test_the_mailer_sends_side_by_side_over_few_connections(
+    aiohttp_client: Any, settings: Settings, smtp_port: int, redis: Redis, pg: asyncpg.Pool
+) -> None:
+    """Orders paid while no process mails, then one mailer: its mails are in the SMTP server
+    at the same time (the gate opens only once three are), each order gets one, every row is
+    sent on its first try, and no more connections are opened than mails are in flight."""
+    quiet = msgspec.structs.replace(settings, roles="web,admission,relay,payments")
+    client = await aiohttp_client(create_app(quiet), cookie_jar=DummyCookieJar())  # a fan each
+    event = await create_event(client)
+    orders = [
+        await paid_order(
+            client, event["id"], {"seats": [f"A-{1 + n // 10}-{1 + n % 10}"]}, f"fan{n}@example.com"
+        )
+        for n in range(12)
+    ]
+    transport = SmtpTransport(smtp_target(settings.smtp_url))
+    mailer = Mailer(settings, redis, pg, lambda: [], transport)
+    try:
+        with SmtpServer(smtp_port, Gate(3)) as inbox:
+            assert isinstance(inbox, Gate)
+            assert await ledger.sweep(pg, ledger.RECENT) == len(orders)
+            while await mailer.send_due():
+                pass
+            assert inbox.most >= 3
+            for order in orders:
+                assert len(inbox.of("confirmation", order["order_id"])) == 1
+                row = await mail_row(pg, order["order_id"])
+                assert row is not None and (row["state"], row["attempts"]) == ("sent", 1)
+            assert len(inbox.received) == len(orders)
+            assert transport.opened <= SEND_CONCURRENCY < len(orders)
+    finally:
+        await mailer.close()
 
 
 # ---- settings --------------------------------------------------------------------------------

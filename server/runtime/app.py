@@ -111,6 +111,7 @@ async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(Exception):
         await pilot.release()
     await providers.close()
+    await mailer.close()
 
 
 def role_loops(
