@@ -52,6 +52,7 @@ from loadtest.benchkit.orchestra import (
     role_args,
     run_embedded,
     run_parts,
+    wait_listening,
 )
 from loadtest.benchkit.report import error_lines, load_line, table
 
@@ -196,6 +197,37 @@ async def bounded(items: Sequence[Any], work: Callable[[Any], Awaitable[None]], 
     await asyncio.gather(*(worker() for _ in range(min(width, len(items)) or 1)))
 
 
+def compose_cpu_ms(count: int = 40) -> float:
+    """CPU ms to compose one two-ticket confirmation (text, HTML, 2 QR PNGs, the PDF, the .ics)
+    in this process: the ceiling of one notifier process is 1000 / this, mails a second."""
+    from datetime import UTC, datetime
+
+    from server.core.tokens import Signer, new_id
+    from server.notify import compose
+    from server.notify.views import OrderView, TicketView
+
+    signer = Signer(new_id() * 2)
+
+    def view(n: int) -> OrderView:
+        order_id = new_id()  # as the app's: 22 characters, so the codes and QR sizes are too
+        tickets = [
+            TicketView(k, signer.ticket_code(order_id, k), f"Paid, row {n}, seat {k}")
+            for k in (1, 2)
+        ]
+        return OrderView(
+            order_id=order_id, event_id="bench-webhooks", event_name="Bench night",
+            venue="The bench hall", starts_at=datetime(2027, 6, 1, 20, tzinfo=UTC), zone="UTC",
+            link=f"http://{HOST}/orders/{order_id}?key={new_id()}", amount="EUR 90.00",
+            email=f"fan{n}@example.com", tickets=tickets,
+        )  # fmt: skip
+
+    views = [view(n) for n in range(count)]
+    started = time.process_time()
+    for v in views:
+        compose.confirmation(v, "Boxoffice <tickets@example.com>", f"<c.{v.order_id}@x>").as_bytes()
+    return 1000 * (time.process_time() - started) / count
+
+
 def postgres_pids(folder: Path) -> list[int]:
     """The embedded postmaster (its command line names our data folder) and its children."""
     procs = proc_parents()
@@ -242,7 +274,30 @@ class WebhookRow:
     pg_ms: float = 0.0  # PostgreSQL CPU ms per paid order, posting and captures
     duplicate_pg_ms: float = 0.0  # PostgreSQL CPU ms per duplicate answered
     duplicates: HttpRow | None = None
+    mail: MailRow | None = None
     note: str = ""
+
+
+@dataclass
+class MailRow:
+    """The confirmations mailed by the one notifier process to the bench's SMTP server."""
+
+    delay_ms: float  # the SMTP server's answer to each message waits this long (a relay away)
+    owed: int = 0
+    mailed: int = 0  # rows `sent` when the wait ended
+    seconds: float = 0.0  # first mail sent -> last mail sent
+    p50_s: float = 0.0  # paid_at -> sent_at, per order
+    p99_s: float = 0.0
+    max_s: float = 0.0
+    cpu_ms: float = 0.0  # the notifier's CPU per mail (its whole life in the run)
+    connections: int = 0  # SMTP connections the server saw
+    messages: int = 0  # messages it accepted
+    compose_ms: float = 0.0  # reference: composing one confirmation, CPU, in the bench process
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.mailed / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass
@@ -510,7 +565,16 @@ class BookingBench(Bench):
             self.extra_env["BOXOFFICE_ROLES"] = "web,admission,relay,payments"
             port = free_port()
             servers = await self.start_app(1, port)
+            # Mail goes to an SMTP server of its own (loadtest/smtp_sink.py) that answers each
+            # message after --smtp-delay-ms, as a relay that far away would.
+            smtp_port, sink_stats = free_port(), self.procs.folder / "smtp-sink.json"
+            sink = [await self.procs.spawn("smtp-sink", [
+                sys.executable, "-m", "loadtest.smtp_sink", "--port", str(smtp_port),
+                "--delay-ms", str(a.smtp_delay_ms), "--stats", str(sink_stats),
+            ])]  # fmt: skip
+            await wait_listening(sink, smtp_port)
             self.extra_env["BOXOFFICE_ROLES"] = "notifier"
+            self.extra_env["BOXOFFICE_SMTP_URL"] = f"smtp://{HOST}:{smtp_port}"
             mailer = await self.start_app(1, free_port())
             event_id = "bench-webhooks"
             fans = new_fans(a.orders)
@@ -605,12 +669,49 @@ class BookingBench(Bench):
             if row.paid != len(orders):
                 row.note = f"only {row.paid}/{len(orders)} orders paid"
             log(f"(b) {row.paid} orders paid, {row.confirm_rate:,.0f}/s")
+            row.mail = await self.mails_done(pool, event_id, row.paid, a.mail_seconds, mailer[0])
+            await self.procs.stop(sink)
+            if sink_stats.exists():
+                counts = msgspec.json.decode(sink_stats.read_bytes())
+                row.mail.connections, row.mail.messages = counts["connections"], counts["messages"]
+            row.mail.compose_ms = compose_cpu_ms()
+            log(f"(b) {row.mail.mailed} mails sent, {row.mail.rate:,.0f}/s")
         finally:
             self.extra_env = {}
-            await self.procs.stop(servers + mailer)
+            await self.procs.stop(servers + mailer + sink)
             if pool is not None:
                 await pool.close()
             await fake.close()
+
+    async def mails_done(
+        self, pool: Any, event_id: str, owed: int, within: float, notifier: Child
+    ) -> MailRow:
+        """Wait (at most `within` s) until the event's `owed` confirmations are sent; then how
+        fast and how soon after each payment they went."""
+        row = MailRow(self.args.smtp_delay_ms, owed)
+        query = (
+            "SELECT count(*) AS n, min(m.sent_at) AS first, max(m.sent_at) AS last,"
+            " percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP"
+            "   (ORDER BY extract(epoch FROM m.sent_at - o.paid_at)) AS p,"
+            " max(extract(epoch FROM m.sent_at - o.paid_at)) AS worst"
+            " FROM mails m JOIN orders o ON o.id = m.order_id"
+            " WHERE o.event_id = $1 AND m.kind = 'confirmation' AND m.state = 'sent'"
+        )
+        deadline = time.monotonic() + within
+        while True:
+            record = await pool.fetchrow(query, event_id)
+            if record["n"] >= owed or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.25)
+        row.mailed = int(record["n"])
+        if row.mailed:
+            row.seconds = (record["last"] - record["first"]).total_seconds()
+            row.p50_s, row.p99_s = (float(x) for x in record["p"])
+            row.max_s = float(record["worst"])
+        row.cpu_ms = 1000 * cpu_of([notifier.pid]) / max(row.mailed, 1)
+        if row.mailed < owed:
+            row.note = f"only {row.mailed}/{owed} mailed within {within:.0f} s"
+        return row
 
     @staticmethod
     async def captures_done(pool: Any, event_id: str, orders: int, within: float) -> Any:
@@ -966,6 +1067,22 @@ class BookingBench(Bench):
                     f"{w.duplicate_pg_ms:.2f} ms each {d.statuses}; confirmations "
                     f"at {w.confirm_rate / d.rate if d.rate else 0:.2f}x of it"
                 )
+            m = w.mail
+            if m is not None:
+                one_at_a_time = 1000 / (m.delay_ms + m.compose_ms) if m.compose_ms else 0.0
+                out += [
+                    f"    mail: the notifier process (up to 8 mails in flight) sent {m.mailed:,}"
+                    f" of {m.owed:,} confirmations to an SMTP server answering after "
+                    f"{m.delay_ms:.0f} ms, over {m.connections:,} connections ({m.messages:,} "
+                    f"messages): {m.rate:,.0f} mails/s (first mail -> last), paid -> mailed "
+                    f"p50 {m.p50_s:.1f} s, p99 {m.p99_s:.1f} s, max {m.max_s:.1f} s; its CPU "
+                    f"{m.cpu_ms:.1f} ms a mail" + (f"; {m.note}" if m.note else ""),
+                    f"    reference, same run: composing one confirmation takes {m.compose_ms:.1f}"
+                    f" ms of CPU (a ceiling of {1000 / m.compose_ms if m.compose_ms else 0:,.0f}"
+                    f" mails/s for one process); one mail at a time with this server would be at"
+                    f" most {one_at_a_time:,.0f}/s; mails at {m.rate / one_at_a_time if one_at_a_time else 0:.1f}x"
+                    " of that",
+                ]
             out.append("")
         if self.races:
             first = self.races[0]
@@ -1090,6 +1207,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default=WEBHOOK_KINDS[0],
         help="(b) the report that confirms: the Charge (card in it) or the PaymentIntent's (card read)",
     )
+    add("--smtp-delay-ms", type=float, default=50.0, help="(b) the SMTP server's answer delay")
+    add("--mail-seconds", type=float, default=180.0, help="(b) cap on waiting for the mails")
     add("--pool-size", type=int, default=10, help="app database pool (production default 10)")
     add("--race-clients", type=int, default=50, help="(c) concurrent clients")
     add("--race-seats", type=int, default=1000, help="(c) seats to exhaust")

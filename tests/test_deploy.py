@@ -33,7 +33,12 @@ KUBERNETES = "1.33.0"  # the API version validated against (kubernetes-validate 
 KUSTOMIZATIONS = {"base": DEPLOY / "base", "production": DEPLOY / "overlays" / "production"}
 KUSTOMIZE_FIELDS = {"apiVersion", "kind", "resources", "namespace", "images", "patches"}
 CLUSTER_SCOPED = {"Namespace"}
-SCALABLE = {"web", "relay", "payments"}  # roles whose work grows with load (see hpa.yaml)
+SCALABLE = {
+    "web",
+    "relay",
+    "payments",
+    "notifier",
+}  # roles whose work grows with load (see hpa.yaml)
 SECRET_NAME = "boxoffice-secrets"
 Doc = dict[str, Any]
 

@@ -1,5 +1,6 @@
 """Ticket QR codes: GET /api/orders/{id}/tickets/{n}.svg through the real app, Redis and
-PostgreSQL — only for the order's own visitor, only once paid, only for its own tickets."""
+PostgreSQL — only for the order's own visitor, only once paid, only for its own tickets; and the
+PNG of the mail and PDF, module for module segno's."""
 
 from __future__ import annotations
 
@@ -7,13 +8,41 @@ import io
 from typing import Any
 from xml.etree import ElementTree
 
+import pytest
 import segno
 from aiohttp.test_utils import TestClient
+from PIL import Image
+
+from server.booking.tickets import ticket_png
 
 from .helpers import admitted_headers, checkout, create_event, created, hold, pay, visitor
 
 Client = TestClient[Any, Any]
 SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "A",
+        "ord-1-abcdefghijklmnop",
+        "Q2xFr0m-Real-1d_xx-12-" + "x" * 16,
+        "Z" * 64 + "-999999-" + "m" * 16,
+    ],
+)
+@pytest.mark.parametrize("scale", [1, 8])
+def test_the_png_has_segnos_own_pixels(code: str, scale: int) -> None:
+    """Pillow draws the PNG (segno's writer is pure Python): the same image as segno's, pixel for
+    pixel, a 1-bit PNG with the 2-module quiet zone."""
+    ours = Image.open(io.BytesIO(ticket_png(code, scale)))
+    buf = io.BytesIO()
+    segno.make(code, error="m").save(buf, kind="png", scale=scale, border=2)
+    reference = Image.open(buf).convert("1")
+    assert ours.format == "PNG" and ours.mode == "1"
+    assert (
+        ours.size == reference.size == ((len(segno.make(code, error="m").matrix) + 4) * scale,) * 2
+    )
+    assert ours.tobytes() == reference.tobytes()
 
 
 async def _order(fans: Client, seats: list[str]) -> tuple[dict[str, str], dict[str, Any]]:

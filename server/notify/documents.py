@@ -63,8 +63,14 @@ class _Tickets(FPDF):
         return value.encode("latin-1", "replace").decode("latin-1")
 
     def say(self, value: str, size: float, bold: bool = False, height: float = 7) -> None:
+        """One line of text, or as many as it needs. A line that fits is a cell: fpdf2's line
+        breaking measures character by character (2.5 of a two-ticket PDF's 7 ms here)."""
         self.set_font(self.face, "B" if bold else "", size)
-        self.multi_cell(0, height, self.text_of(value), new_x="LMARGIN", new_y="NEXT")
+        line = self.text_of(value)
+        if self.get_string_width(line) <= self.epw:
+            self.cell(0, height, line, new_x="LMARGIN", new_y="NEXT")
+        else:
+            self.multi_cell(0, height, line, new_x="LMARGIN", new_y="NEXT")
 
 
 def tickets_pdf(view: OrderView, qr: dict[int, bytes] | None = None) -> bytes:
