@@ -293,6 +293,7 @@ class MailRow:
     connections: int = 0  # SMTP connections the server saw
     messages: int = 0  # messages it accepted
     compose_ms: float = 0.0  # reference: composing one confirmation, CPU, in the bench process
+    in_flight: int = 1  # mails the notifier sends side by side (its SEND_CONCURRENCY)
     note: str = ""
 
     @property
@@ -675,6 +676,9 @@ class BookingBench(Bench):
                 counts = msgspec.json.decode(sink_stats.read_bytes())
                 row.mail.connections, row.mail.messages = counts["connections"], counts["messages"]
             row.mail.compose_ms = compose_cpu_ms()
+            from server.notify import mailer as mailer_module  # the app's, as compose_cpu_ms
+
+            row.mail.in_flight = getattr(mailer_module, "SEND_CONCURRENCY", 1)
             log(f"(b) {row.mail.mailed} mails sent, {row.mail.rate:,.0f}/s")
         finally:
             self.extra_env = {}
@@ -1071,7 +1075,8 @@ class BookingBench(Bench):
             if m is not None:
                 one_at_a_time = 1000 / (m.delay_ms + m.compose_ms) if m.compose_ms else 0.0
                 out += [
-                    f"    mail: the notifier process (up to 8 mails in flight) sent {m.mailed:,}"
+                    f"    mail: the notifier process (up to {m.in_flight} mails in flight) sent"
+                    f" {m.mailed:,}"
                     f" of {m.owed:,} confirmations to an SMTP server answering after "
                     f"{m.delay_ms:.0f} ms, over {m.connections:,} connections ({m.messages:,} "
                     f"messages): {m.rate:,.0f} mails/s (first mail -> last), paid -> mailed "
