@@ -284,12 +284,13 @@ class MailRow:
 
     delay_ms: float  # the SMTP server's answer to each message waits this long (a relay away)
     owed: int = 0
+    processes: int = 1  # notifier processes
     mailed: int = 0  # rows `sent` when the wait ended
     seconds: float = 0.0  # first mail sent -> last mail sent
     p50_s: float = 0.0  # paid_at -> sent_at, per order
     p99_s: float = 0.0
     max_s: float = 0.0
-    cpu_ms: float = 0.0  # the notifier's CPU per mail (its whole life in the run)
+    cpu_ms: float = 0.0  # the notifiers' CPU per mail (their whole life in the run)
     connections: int = 0  # SMTP connections the server saw
     messages: int = 0  # messages it accepted
     compose_ms: float = 0.0  # reference: composing one confirmation, CPU, in the bench process
@@ -576,7 +577,7 @@ class BookingBench(Bench):
             await wait_listening(sink, smtp_port)
             self.extra_env["BOXOFFICE_ROLES"] = "notifier"
             self.extra_env["BOXOFFICE_SMTP_URL"] = f"smtp://{HOST}:{smtp_port}"
-            mailer = await self.start_app(1, free_port())
+            mailer = await self.start_app(a.notifiers, free_port())
             event_id = "bench-webhooks"
             fans = new_fans(a.orders)
             base = f"http://{HOST}:{port}"
@@ -670,7 +671,7 @@ class BookingBench(Bench):
             if row.paid != len(orders):
                 row.note = f"only {row.paid}/{len(orders)} orders paid"
             log(f"(b) {row.paid} orders paid, {row.confirm_rate:,.0f}/s")
-            row.mail = await self.mails_done(pool, event_id, row.paid, a.mail_seconds, mailer[0])
+            row.mail = await self.mails_done(pool, event_id, row.paid, a.mail_seconds, mailer)
             await self.procs.stop(sink)
             if sink_stats.exists():
                 counts = msgspec.json.decode(sink_stats.read_bytes())
@@ -688,11 +689,11 @@ class BookingBench(Bench):
             await fake.close()
 
     async def mails_done(
-        self, pool: Any, event_id: str, owed: int, within: float, notifier: Child
+        self, pool: Any, event_id: str, owed: int, within: float, notifiers: list[Child]
     ) -> MailRow:
         """Wait (at most `within` s) until the event's `owed` confirmations are sent; then how
         fast and how soon after each payment they went."""
-        row = MailRow(self.args.smtp_delay_ms, owed)
+        row = MailRow(self.args.smtp_delay_ms, owed, processes=len(notifiers))
         query = (
             "SELECT count(*) AS n, min(m.sent_at) AS first, max(m.sent_at) AS last,"
             " percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP"
@@ -712,7 +713,7 @@ class BookingBench(Bench):
             row.seconds = (record["last"] - record["first"]).total_seconds()
             row.p50_s, row.p99_s = (float(x) for x in record["p"])
             row.max_s = float(record["worst"])
-        row.cpu_ms = 1000 * cpu_of([notifier.pid]) / max(row.mailed, 1)
+        row.cpu_ms = 1000 * cpu_of([n.pid for n in notifiers]) / max(row.mailed, 1)
         if row.mailed < owed:
             row.note = f"only {row.mailed}/{owed} mailed within {within:.0f} s"
         return row
@@ -1075,12 +1076,13 @@ class BookingBench(Bench):
             if m is not None:
                 one_at_a_time = 1000 / (m.delay_ms + m.compose_ms) if m.compose_ms else 0.0
                 out += [
-                    f"    mail: the notifier process (up to {m.in_flight} mails in flight) sent"
+                    f"    mail: {m.processes} notifier process{'es' if m.processes > 1 else ''}"
+                    f" (up to {m.in_flight} mails in flight each) sent"
                     f" {m.mailed:,}"
                     f" of {m.owed:,} confirmations to an SMTP server answering after "
                     f"{m.delay_ms:.0f} ms, over {m.connections:,} connections ({m.messages:,} "
                     f"messages): {m.rate:,.0f} mails/s (first mail -> last), paid -> mailed "
-                    f"p50 {m.p50_s:.1f} s, p99 {m.p99_s:.1f} s, max {m.max_s:.1f} s; its CPU "
+                    f"p50 {m.p50_s:.1f} s, p99 {m.p99_s:.1f} s, max {m.max_s:.1f} s; their CPU "
                     f"{m.cpu_ms:.1f} ms a mail" + (f"; {m.note}" if m.note else ""),
                     f"    reference, same run: composing one confirmation takes {m.compose_ms:.1f}"
                     f" ms of CPU (a ceiling of {1000 / m.compose_ms if m.compose_ms else 0:,.0f}"
@@ -1214,6 +1216,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     add("--smtp-delay-ms", type=float, default=50.0, help="(b) the SMTP server's answer delay")
     add("--mail-seconds", type=float, default=180.0, help="(b) cap on waiting for the mails")
+    add("--notifiers", type=int, default=1, help="(b) notifier processes (1..8)")
     add("--pool-size", type=int, default=10, help="app database pool (production default 10)")
     add("--race-clients", type=int, default=50, help="(c) concurrent clients")
     add("--race-seats", type=int, default=1000, help="(c) seats to exhaust")
@@ -1249,6 +1252,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--contention-seats: a multiple of 5 between 10 and 5000")
     if not 1 <= args.clients <= 8 or not 1 <= args.connections <= 1000:
         parser.error("--clients 1..8 and --connections 1..1000")
+    if not 1 <= args.notifiers <= 8:
+        parser.error("--notifiers 1..8")
     if min(args.contention_visitors, args.own_visitors, args.orders) < 1:
         parser.error("visitor and order counts must be positive")
     if args.own_visitors > 50_000 or args.orders > 50_000:
