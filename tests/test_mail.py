@@ -409,6 +409,8 @@ async def test_duplicate_stream_delivery_two_consumers_and_a_restart_send_one_ma
     assert (await _sent(pg, order["order_id"]))["attempts"] == 1
     pending: Any = await redis.xpending(stream, "notify")
     assert pending["pending"] == 0  # every entry acknowledged, the malformed one too
+    for other in others:
+        await other.close()
 
 
 async def _sent(pg: asyncpg.Pool, order_id: str) -> Any:  # the row once sent, else None
