@@ -35,6 +35,7 @@ from redis.asyncio import Redis
 from server.booking.ledger import OrderRow, TicketRow
 from server.booking.tickets import ticket_png
 from server.core.keys import EventKeys
+from server.core.metrics import METRICS
 from server.core.settings import (
     SETTINGS,
     Settings,
@@ -428,16 +429,32 @@ async def test_smtp_down_then_back_delivers_later_once(
         lambda: _failed_once(pg, order["order_id"]), "a failed attempt recorded", within=30
     )
     assert failed["state"] == "due" and failed["last_error"]
+    mailer = client.app[MAILER]
+    # /metrics: the failure counted, the mail owed (the sweep's count of what is owed).
+    await mailer.sweep_step()
+    assert mail_metric(client, "boxoffice_mails_total", kind="confirmation", outcome="retry") >= 1
+    assert mail_metric(client, "boxoffice_mail_backlog") == 1
+    assert mail_metric(client, "boxoffice_mail_oldest_owed_seconds") > 0
     with SmtpServer(smtp_port) as inbox:
         message = await one_mail(inbox, order["order_id"])
         row = await eventually(lambda: _sent(pg, order["order_id"]), "marked sent", within=30)
         assert row["attempts"] >= 2
         assert all(t["code"] in parts(message)["text"] for t in order["tickets"])
         # Nothing is owed any more: another round of every path sends nothing.
-        mailer = client.app[MAILER]
         await mailer.sweep_step()
         assert await mailer.send_due() == 0
         assert len(inbox.received) == 1
+    assert mail_metric(client, "boxoffice_mails_total", kind="confirmation", outcome="sent") == 1
+    # Owed -> sent: at least the 2 s the first retry waited.
+    assert mail_metric(client, "boxoffice_mail_delivery_seconds_count", kind="confirmation") == 1
+    assert mail_metric(client, "boxoffice_mail_delivery_seconds_sum", kind="confirmation") >= 2
+    assert mail_metric(client, "boxoffice_mail_backlog") == 0
+    assert mail_metric(client, "boxoffice_mail_oldest_owed_seconds") == 0
+
+
+def mail_metric(client: Client, name: str, **labels: str) -> float:
+    """A figure of the app's /metrics registry, 0.0 if never set."""
+    return client.app[METRICS].registry.get_sample_value(name, labels) or 0.0
 
 
 async def _failed_once(pg: asyncpg.Pool, order_id: str) -> Any:  # the row after a failure

@@ -1,5 +1,5 @@
 """Prometheus metrics of one process: request latency, joins, admissions, websockets, broadcasts,
-event-loop stalls. Domain objects register their own collectors on the same registry (e.g. the
+mail, event-loop stalls. Domain objects register their own collectors on the same registry (e.g. the
 admission step's event figures, server.waiting.admission)."""
 
 from __future__ import annotations
@@ -63,6 +63,33 @@ class Metrics:
         )  # fmt: skip
         self.refunds = Counter(
             "boxoffice_refunds", "Refund requests by outcome", ["outcome"], registry=r
+        )
+        self.mails = Counter(
+            "boxoffice_mails",
+            "Mail deliveries by kind and outcome: sent, retry (a failure that may pass, tried"
+            " again later), failed (refused for good), skipped (no longer owed)",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.mail_delivery = Histogram(
+            "boxoffice_mail_delivery_seconds",
+            "From a mail being owed (its row made, within a second of the payment through the"
+            " stream, within 5 s through the sweep) to the SMTP server accepting it",
+            ["kind"],
+            registry=r,
+            buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 900),
+        )
+        self.mail_backlog = Gauge(
+            "boxoffice_mail_backlog",
+            "Mails owed and not yet sent (due or being sent), all processes together, as this"
+            " notifier last counted them (every 5 s)",
+            registry=r,
+        )
+        self.mail_oldest = Gauge(
+            "boxoffice_mail_oldest_owed_seconds",
+            "Age of the oldest mail owed and not yet sent (0 when none): past 30 s the promise"
+            " of API.md's Mail section is being missed",
+            registry=r,
         )
         self.stalls = Stalls()
         Gauge(

@@ -103,13 +103,30 @@ async def claim(pool: Pool, limit: int = 10) -> list[MailJob]:
     return [msgspec.convert(dict(r), MailJob) for r in sorted(rows, key=lambda r: r["id"])]
 
 
-async def sent(pool: Pool, job: MailJob, message_id: str) -> None:
-    await pool.execute(
+async def sent(pool: Pool, job: MailJob, message_id: str) -> float:
+    """Marked sent; the seconds since the mail was owed (its row made)."""
+    waited = await pool.fetchval(
         "UPDATE mails SET state = 'sent', sent_at = now(), lease_until = NULL, last_error = NULL,"
-        " message_id = $2 WHERE id = $1",
+        " message_id = $2 WHERE id = $1 RETURNING extract(epoch FROM sent_at - created_at)",
         job.id,
         message_id,
     )
+    return float(waited or 0.0)
+
+
+class Backlog(msgspec.Struct, frozen=True):
+    owed: int  # mails due or being sent
+    oldest_seconds: float  # how long the oldest of them has been owed (0.0 when none)
+
+
+async def backlog(pool: Pool) -> Backlog:
+    """What is owed and not yet sent, read through the partial index of open mails."""
+    row = await pool.fetchrow(
+        "SELECT count(*) AS owed, coalesce(extract(epoch FROM now() - min(created_at)), 0)"
+        " AS oldest FROM mails WHERE state IN ('due', 'sending')"
+    )
+    assert row is not None
+    return Backlog(int(row["owed"]), float(row["oldest"]))
 
 
 async def retry(pool: Pool, job: MailJob, error: str, delay_seconds: int) -> None:

@@ -45,6 +45,7 @@ from aiohttp import web
 from server.booking import ledger as orders_ledger
 from server.core.keys import EventKeys
 from server.core.loops import Loop
+from server.core.metrics import Metrics
 from server.core.settings import Settings, mail_from
 from server.notify import compose, ledger
 from server.notify.transport import Transport, is_permanent, retry_delay
@@ -75,8 +76,10 @@ class Mailer:
         pool: db.Pool,
         live: Callable[[], list[db.EventRow]],
         transport: Transport,
+        metrics: Metrics | None = None,
     ) -> None:
         self.redis = redis
+        self.metrics = metrics or Metrics()
         self.pool = pool
         self.live = live
         self.transport = transport
@@ -141,6 +144,9 @@ class Mailer:
             self._full_swept_at = now
         if added:
             log.info("mail owed, found by the sweep", extra={"mails": added})
+        owed = await ledger.backlog(self.pool)
+        self.metrics.mail_backlog.set(owed.owed)
+        self.metrics.mail_oldest.set(owed.oldest_seconds)
         return SWEEP_SECONDS
 
     # ---- sending -----------------------------------------------------------------------------
@@ -177,10 +183,12 @@ class Mailer:
                 message = await self.confirmation(job.order_id, msg_id)
                 if message is None:
                     await ledger.finish(self.pool, job, "skipped", "order is no longer paid")
+                    self.metrics.mails.labels(job.kind, "skipped").inc()
                     return
                 await self.transport.send(message, compose.recipient(job.email).addr_spec)
             elif not await self.send_resend(job.email, msg_id):
                 await ledger.finish(self.pool, job, "skipped", "no paid orders for this address")
+                self.metrics.mails.labels(job.kind, "skipped").inc()
                 return
         except Exception as exc:
             why = f"{type(exc).__name__}: {exc}"
@@ -188,12 +196,16 @@ class Mailer:
             if is_permanent(exc):
                 log.warning("mail refused for good: %s", why, extra=extra)
                 await ledger.finish(self.pool, job, "failed", why)
+                self.metrics.mails.labels(job.kind, "failed").inc()
             else:
                 delay = retry_delay(job.attempts)
                 log.warning("mail not sent, retry in %s s: %s", delay, why, extra=extra)
                 await ledger.retry(self.pool, job, why, delay)
+                self.metrics.mails.labels(job.kind, "retry").inc()
             return
-        await ledger.sent(self.pool, job, msg_id)
+        waited = await ledger.sent(self.pool, job, msg_id)
+        self.metrics.mails.labels(job.kind, "sent").inc()
+        self.metrics.mail_delivery.labels(job.kind).observe(waited)
         log.info("mail sent", extra={"mail": job.id, "kind": job.kind, "order_id": job.order_id})
 
     async def _view(self, order_id: str) -> OrderView | None:

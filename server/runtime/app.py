@@ -95,7 +95,9 @@ async def _domains_ctx(app: web.Application) -> AsyncIterator[None]:
     live = LiveHub(room, booking, metrics)
     metrics.registry.register(LiveCollector(live, lambda: admission.live))
     pilot = Autopilot(room)
-    mailer = Mailer(settings, redis, pool, lambda: admission.live, make_transport(settings))
+    mailer = Mailer(
+        settings, redis, pool, lambda: admission.live, make_transport(settings), metrics
+    )
     app[ROOM], app[METRICS], app[HUB], app[ADMISSION] = room, metrics, hub, admission
     app[BOOKING], app[LIVE], app[AUTOPILOT], app[MAILER] = booking, live, pilot, mailer
     app[GUARD] = Guard(app[REDIS], room.signer.subkey("altcha"))
