@@ -10,8 +10,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-import segno
+import zxingcpp
 from aiohttp.test_utils import TestClient
+from PIL import Image
 from playwright.async_api import ViewportSize, expect
 
 from server.core.tokens import new_id
@@ -37,7 +38,11 @@ WIDTH, HEIGHT = 640, 480
 def qr_clip(code: str, path: Path, frames: int = 5) -> Path:
     """A YUV4MPEG2 (4:2:0) clip whose every frame shows the code's QR, black on white, centred:
     what Chromium's fake camera plays in a loop."""
-    matrix = segno.make(code, error="m").matrix
+    symbol = zxingcpp.create_barcode(code, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
+    drawn = Image.fromarray(zxingcpp.write_barcode_to_image(symbol, add_quiet_zones=False))
+    matrix = [
+        [drawn.getpixel((c, r)) == 0 for c in range(drawn.width)] for r in range(drawn.height)
+    ]
     modules = len(matrix) + 8  # a 4-module quiet zone each side
     scale = min(WIDTH, HEIGHT) * 9 // 10 // modules
     left, top = (WIDTH - modules * scale) // 2, (HEIGHT - modules * scale) // 2

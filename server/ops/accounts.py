@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import io
 import re
 import secrets
 import time
@@ -23,12 +22,11 @@ from typing import Annotated, Any, Literal
 import asyncpg
 import msgspec
 import pyotp
-import segno
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from msgspec import Meta
 
-from server.core import ids
+from server.core import ids, qr
 from server.core.errors import Conflict, NotFound
 
 Role = Literal["owner", "operator", "viewer", "door"]
@@ -159,9 +157,7 @@ def provisioning_uri(secret: str, email: str) -> str:
 
 
 def qr_svg(uri: str) -> str:
-    buf = io.BytesIO()
-    segno.make(uri, error="m").save(buf, kind="svg", scale=4, border=2, xmldecl=False)
-    return buf.getvalue().decode()
+    return qr.svg(uri)
 
 
 # ---- recovery codes -------------------------------------------------------------------------
