@@ -1,4 +1,4 @@
-"""Settings, clock, ids and keys, pure rules, wire types, errors, tokens, logs, metrics.
+"""Settings, clock, ids and keys, pure rules, wire types, errors, tokens, QR codes, logs, metrics.
 
 May import: nothing.
 """
