@@ -159,6 +159,17 @@ async def outbox_published(pg: asyncpg.Pool) -> bool:
     return bool(left == 0)
 
 
+async def stream_read_by(redis: Any, event_id: str, groups: set[str]) -> bool:
+    """Every one of these consumer groups has been handed the last entry of the event's
+    reservations stream (a process of that role reads the live events' streams)."""
+    stream = EventKeys(event_id).reservations
+    last = await redis.xrevrange(stream, count=1)
+    if not last:
+        return False
+    info = {g["name"]: g["last-delivered-id"] for g in await redis.xinfo_groups(stream)}
+    return all(info.get(group.encode()) == last[0][0] for group in groups)
+
+
 async def sold_seats(pg: asyncpg.Pool, event_id: str) -> dict[str, str]:
     rows = await pg.fetch("SELECT seat_id, order_id FROM sold_seats WHERE event_id = $1", event_id)
     return {r["seat_id"]: r["order_id"] for r in rows}
@@ -247,6 +258,14 @@ async def test_notifier_killed_mid_sale_mails_each_order_once_when_back(
         first = await web.buy(event_id, await web.fan(event_id), ["A-1-1"], "one@example.com")
         await eventually(
             lambda: mails_sent(pg, [first["order_id"]]), "the first mail sent", within=30
+        )
+        # The relay and the notifier, each a process of that role alone, read the sale from the
+        # stream (not only through the sweeps): each knows the live events without an
+        # admission step of its own.
+        await eventually(
+            lambda: stream_read_by(redis, event_id, {"seat-sync", "notify"}),
+            "the sale read from the stream by the relay and the notifier",
+            within=20,
         )
 
         roles.kill("notifier")

@@ -131,6 +131,8 @@ def role_loops(
         loops += [*hub.loops(), *news.loops()]
     if "admission" in roles or "web" in roles:
         loops += admission.loops(admit="admission" in roles)
+    elif "relay" in roles or "notifier" in roles:
+        loops.append(admission.events_loop())  # their stream consumers read the live events'
     if "admission" in roles:
         loops += [*booking.availability.loops(), *pilot.loops()]
     if "relay" in roles:

@@ -53,6 +53,15 @@ class Admission:
         self.max_batch = MAX_BATCH if admit else 0
         return [("admission" if admit else "admission-observer", self.step)]
 
+    def events_loop(self) -> Loop:
+        """For a process that reads the live events' streams (relay, notifier) but runs no
+        admission step, which is what keeps `live` current elsewhere: the refresh alone."""
+        return ("live-events", self.events_step)
+
+    async def events_step(self) -> float:
+        await self.refresh_events()
+        return EVENTS_REFRESH_S
+
     def refresh_soon(self) -> None:
         """Re-read the events at the next step (their settings changed)."""
         self._refreshed_at = 0.0
