@@ -212,10 +212,18 @@ class Mailer:
         order = await orders_ledger.get_order(self.pool, order_id)
         if order is None or order.status != "paid":
             return None
-        event = await db.get_event(self.pool, order.event_id)
+        event = await self._event(order.event_id)
         if event is None:
             return None
         return order_view(order, event, self.base)
+
+    async def _event(self, event_id: str) -> db.EventRow | None:
+        """A live event from the process's list (refreshed every 5 s), else from PostgreSQL:
+        a sale's mails do not each read their event and its sections again."""
+        for event in self.live():
+            if event.id == event_id:
+                return event
+        return await db.get_event(self.pool, event_id)
 
     async def confirmation(self, order_id: str, msg_id: str) -> EmailMessage | None:
         """The confirmation of a paid order (None if it is not paid, e.g. refunded since).
