@@ -197,6 +197,19 @@ async def bounded(items: Sequence[Any], work: Callable[[Any], Awaitable[None]], 
     await asyncio.gather(*(worker() for _ in range(min(width, len(items)) or 1)))
 
 
+async def poll_count(
+    pool: Any, query: str, args: list[Any], target: int, within: float, pause: float
+) -> Any:
+    """Run `query` (its row counts something as `n`) every `pause` s until `n` reaches `target`
+    or `within` s have passed; its last row."""
+    deadline = time.monotonic() + within
+    while True:
+        record = await pool.fetchrow(query, *args)
+        if record["n"] >= target or time.monotonic() > deadline:
+            return record
+        await asyncio.sleep(pause)
+
+
 def compose_cpu_ms(count: int = 40) -> float:
     """CPU ms to compose one two-ticket confirmation (text, HTML, 2 QR PNGs, the PDF, the .ics)
     in this process: the ceiling of one notifier process is 1000 / this, mails a second."""
@@ -280,7 +293,7 @@ class WebhookRow:
 
 @dataclass
 class MailRow:
-    """The confirmations mailed by the one notifier process to the bench's SMTP server."""
+    """The confirmations mailed by the notifier process(es) to the bench's SMTP server."""
 
     delay_ms: float  # the SMTP server's answer to each message waits this long (a relay away)
     owed: int = 0
@@ -677,9 +690,9 @@ class BookingBench(Bench):
                 counts = msgspec.json.decode(sink_stats.read_bytes())
                 row.mail.connections, row.mail.messages = counts["connections"], counts["messages"]
             row.mail.compose_ms = compose_cpu_ms()
-            from server.notify import mailer as mailer_module  # the app's, as compose_cpu_ms
+            from server.notify.mailer import SEND_CONCURRENCY  # imported late, as compose_cpu_ms
 
-            row.mail.in_flight = getattr(mailer_module, "SEND_CONCURRENCY", 1)
+            row.mail.in_flight = SEND_CONCURRENCY
             log(f"(b) {row.mail.mailed} mails sent, {row.mail.rate:,.0f}/s")
         finally:
             self.extra_env = {}
@@ -702,12 +715,7 @@ class BookingBench(Bench):
             " FROM mails m JOIN orders o ON o.id = m.order_id"
             " WHERE o.event_id = $1 AND m.kind = 'confirmation' AND m.state = 'sent'"
         )
-        deadline = time.monotonic() + within
-        while True:
-            record = await pool.fetchrow(query, event_id)
-            if record["n"] >= owed or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.25)
+        record = await poll_count(pool, query, [event_id], owed, within, 0.25)
         row.mailed = int(record["n"])
         if row.mailed:
             row.seconds = (record["last"] - record["first"]).total_seconds()
@@ -722,19 +730,13 @@ class BookingBench(Bench):
     async def captures_done(pool: Any, event_id: str, orders: int, within: float) -> Any:
         """Wait until the event's `orders` captures are recorded done (at most `within` s);
         when the last was (a datetime), or None if they were not all done in time."""
-        deadline = time.monotonic() + within
-        while True:
-            record = await pool.fetchrow(
-                "SELECT count(*) AS n, max(a.done_at) AS last FROM payment_actions a"
-                " JOIN orders o ON o.id = a.order_id WHERE o.event_id = $1"
-                " AND a.action = 'capture' AND a.done_at IS NOT NULL",
-                event_id,
-            )
-            if record["n"] >= orders:
-                return record["last"]
-            if time.monotonic() > deadline:
-                return None
-            await asyncio.sleep(0.05)
+        query = (
+            "SELECT count(*) AS n, max(a.done_at) AS last FROM payment_actions a"
+            " JOIN orders o ON o.id = a.order_id WHERE o.event_id = $1"
+            " AND a.action = 'capture' AND a.done_at IS NOT NULL"
+        )
+        record = await poll_count(pool, query, [event_id], orders, within, 0.05)
+        return record["last"] if record["n"] >= orders else None
 
     # -- (d) a big venue's seat map, refreshed after every change ---------------------------
 
