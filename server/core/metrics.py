@@ -1,6 +1,6 @@
 """Prometheus metrics of one process: request latency, joins, admissions, websockets, broadcasts,
-mail, event-loop stalls. Domain objects register their own collectors on the same registry (e.g. the
-admission step's event figures, server.waiting.admission)."""
+mail, event-loop stalls. Domain objects register their own collectors on the same registry (e.g.
+the admission step's event figures, server.waiting.admission)."""
 
 from __future__ import annotations
 

@@ -17,8 +17,9 @@ Design — "within 30 s of paid, one mail per order across redelivery and restar
 * Sending: a process claims due rows (`UPDATE … FOR UPDATE SKIP LOCKED`, state `sending`, a
   lease of ledger.LEASE) before any SMTP traffic and marks the row `sent` once the server
   accepted the message. Up to SEND_CONCURRENCY mails are in flight at once, over SMTP
-  connections kept open between mails (transport.py). A transient failure (server down, 4xx, timeout) puts the row back
-  `due` after a growing pause (2, 4, 8 … 300 s), so "SMTP down, then back" delivers once, later.
+  connections kept open between mails (transport.py). A transient failure (server down, 4xx,
+  timeout) puts the row back `due` after a growing pause (2, 4, 8 … 300 s), so "SMTP down,
+  then back" delivers once, later.
   A 5xx for the recipient or message is final (`failed`).
 * The edge that remains is SMTP's own: if the server accepted the message and this process
   died (or lost the connection before reading the server's "250") before marking it sent, the
