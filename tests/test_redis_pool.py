@@ -1,0 +1,35 @@
+"""The app's pool of connections to one real Redis (server.store.redis_client.blocking_pool): a
+kept connection the server closed (Redis restarted, or CLIENT KILL) is reconnected when the pool
+hands it out, so no command fails on it. redis-py 8.1 skips that check when maintenance
+notifications are on, which it does by default (redis/redis-py#4252): after Redis came back
+empty, requests answered 503 until every idle connection had failed once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from server.store.redis_client import blocking_pool, close_redis
+
+KEPT = 12
+
+
+async def test_a_kept_connection_the_server_closed_is_replaced_before_use(
+    server_urls: tuple[str, str], redis: Redis
+) -> None:
+    client = Redis(connection_pool=blocking_pool(server_urls[0], 32))
+    try:
+        # KEPT commands at once: the pool keeps KEPT idle connections afterwards.
+        await asyncio.gather(*(client.blpop(["bo:test:never"], 0.05) for _ in range(KEPT)))
+        assert len(client.connection_pool._available_connections) == KEPT
+        own = await redis.client_id()
+        kept = [int(c["id"]) for c in await redis.client_list() if int(c["id"]) != own]
+        assert len(kept) == KEPT
+        for client_id in kept:
+            await redis.client_kill_filter(_id=str(client_id))
+        await asyncio.sleep(0.2)  # the servers' FINs reach this process's sockets
+        answers = [await client.incr("bo:test:n") for _ in range(KEPT)]  # one per kept connection
+        assert answers == list(range(1, KEPT + 1))
+    finally:
+        await close_redis(client)
