@@ -6,11 +6,13 @@ the order was checked out in."""
 
 from __future__ import annotations
 
+from email import policy
 from email.errors import HeaderParseError
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from html import escape
+from typing import Any
 
 from server.booking.tickets import ticket_png
 from server.core import languages
@@ -50,8 +52,27 @@ def message_id(kind: str, ref: str, sender: str) -> str:
     return f"<{kind}.{ref}@{domain_of(sender)}>"
 
 
+class _Registry(HeaderRegistry):
+    """The standard header classes, each made once: email's registry makes a new class for
+    every header it is asked for (about 18 us each, some 40 headers a confirmation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+POLICY = policy.default.clone(header_factory=_Registry())
+
+
 def _base(subject: str, sender: str, to: Address, msg_id: str) -> EmailMessage:
-    msg = EmailMessage()
+    msg = EmailMessage(policy=POLICY)
     msg["Subject"] = header_text(subject)
     msg["From"] = sender
     msg["To"] = to
@@ -120,40 +141,63 @@ def confirmation_html(view: OrderView, domain: str, lang: str = languages.DEFAUL
 def confirmation(
     view: OrderView, sender: str, msg_id: str, lang: str = languages.DEFAULT
 ) -> EmailMessage:
-    """The mail for one paid order, in the fan's language `lang` (one of the catalogs')."""
+    """The mail for one paid order, in the fan's language `lang` (one of the catalogs'):
+
+        multipart/mixed
+          multipart/alternative: text/plain, multipart/related (text/html, a QR PNG a ticket)
+          application/pdf (the tickets), text/calendar (the event)
+
+    Built from the leaves up: filling one message in place (`add_related`, `add_attachment`)
+    turns it into a multipart three times, moving and parsing its headers again each time
+    (2-3 ms of the ~6 ms the mail's MIME structure cost)."""
     domain = domain_of(sender)
-    subject = text(lang, "mail.subject", event=view.event_name)
-    msg = _base(subject, sender, recipient(view.email), msg_id)
-    msg.set_content(confirmation_text(view, lang))
-    msg.add_alternative(confirmation_html(view, domain, lang), subtype="html")
-    html_part = msg.get_body(("html",))
-    assert isinstance(html_part, EmailMessage)
-    qr = {
-        t.number: ticket_png(t.code) for t in view.tickets
-    }  # the same image inline and in the PDF
+    qr = {t.number: ticket_png(t.code) for t in view.tickets}  # inline and in the PDF
+    related = _multipart("related", _part(confirmation_html(view, domain, lang), subtype="html"))
     for t in view.tickets:
-        html_part.add_related(
-            qr[t.number],
-            maintype="image",
-            subtype="png",
-            cid=f"<{_cid(view, t.number, domain)}>",
-            filename=f"ticket-{t.number}.png",
-            disposition="inline",
+        related.attach(
+            _part(
+                qr[t.number], "image", "png",
+                cid=f"<{_cid(view, t.number, domain)}>",
+                filename=f"ticket-{t.number}.png",
+                disposition="inline",
+            )
+        )  # fmt: skip
+    msg = _base(
+        text(lang, "mail.subject", event=view.event_name), sender, recipient(view.email), msg_id
+    )
+    msg.make_mixed()
+    msg["MIME-Version"] = "1.0"
+    msg["Content-Language"] = lang
+    msg.attach(_multipart("alternative", _part(confirmation_text(view, lang)), related))
+    msg.attach(
+        _part(
+            tickets_pdf(view, qr), "application", "pdf",
+            filename=f"tickets-{view.order_id}.pdf", disposition="attachment",
         )
-    msg.add_attachment(
-        tickets_pdf(view, qr),
-        maintype="application",
-        subtype="pdf",
-        filename=f"tickets-{view.order_id}.pdf",
-    )
-    msg.add_attachment(
-        calendar(view, domain).decode(),
-        subtype="calendar",
-        filename="event.ics",
-        params={"method": "PUBLISH"},
-    )
-    msg["Content-Language"] = lang  # last: making the parts moves Content-* headers into them
+    )  # fmt: skip
+    msg.attach(
+        _part(
+            calendar(view, domain).decode(), subtype="calendar",
+            filename="event.ics", disposition="attachment", params={"method": "PUBLISH"},
+        )
+    )  # fmt: skip
     return msg
+
+
+def _part(content: str | bytes, *args: str, **kwargs: Any) -> EmailMessage:
+    """One leaf of a mail: `EmailMessage.set_content`'s arguments."""
+    part = EmailMessage(policy=POLICY)
+    part.set_content(content, *args, **kwargs)
+    return part
+
+
+def _multipart(subtype: str, *parts: EmailMessage) -> EmailMessage:
+    """A multipart/`subtype` holding `parts`."""
+    made = EmailMessage(policy=POLICY)
+    made["Content-Type"] = f"multipart/{subtype}"
+    for part in parts:
+        made.attach(part)
+    return made
 
 
 def resend_text(views: list[OrderView]) -> str:
