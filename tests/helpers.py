@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 import aiohttp
 import msgspec
 import pytest
+import zxingcpp
 from aiohttp.test_utils import TestClient
+from PIL import Image
 from playwright.async_api import Browser, async_playwright
 
 from server.store import db
@@ -78,6 +80,16 @@ async def eventually(
             raise AssertionError(f"timed out waiting for: {what}")
         await asyncio.sleep(every)
     return value
+
+
+def read_qr(image: Image.Image) -> tuple[str, str]:
+    """What a QR decoder (zxing-cpp's reader) reads in the image: its text and error
+    correction level."""
+    found = zxingcpp.read_barcode(
+        image.convert("L"), formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
+    )
+    assert found is not None, "no QR code found"
+    return found.text, found.ec_level
 
 
 # ---- the database -----------------------------------------------------------------------------

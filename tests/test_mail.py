@@ -68,6 +68,7 @@ from .helpers import (
     create_event,
     eventually,
     need,
+    read_qr,
     visitor,
 )
 
@@ -249,6 +250,8 @@ async def test_a_paid_order_is_mailed_with_its_link_codes_qr_images_pdf_and_cale
         words = page_text(page)
         assert code in words and seat in words
         assert "Rock & <Roll> Night" in words and "(UTC)" in words
+        [qr] = page.images  # the page's QR code, as the PDF holds it, reads as its code
+        assert qr.image is not None and read_qr(qr.image) == (code, "M")
 
     cal = icalendar.Calendar.from_ical(got["ics"])
     [vevent] = cal.walk("VEVENT")
