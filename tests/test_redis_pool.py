@@ -8,6 +8,7 @@ client (close_redis) closes the pool's connections: a client given its pool leav
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from redis.asyncio import Redis
 
@@ -16,7 +17,8 @@ from server.store.redis_client import blocking_pool, close_redis
 from .helpers import eventually
 
 KEPT = 12
-NAME = "bo-test-kept-pool"
+RUN = uuid.uuid4().hex[:8]  # the names are this run's alone
+NAME, CLOSED = f"bo-test-kept-{RUN}", f"bo-test-closed-{RUN}"
 
 
 async def test_a_kept_connection_the_server_closed_is_replaced_before_use(
@@ -32,9 +34,11 @@ async def test_a_kept_connection_the_server_closed_is_replaced_before_use(
         assert len(kept) == KEPT
         for client_id in kept:
             await redis.client_kill_filter(_id=str(client_id))
-        await asyncio.sleep(0.2)  # the servers' FINs reach this process's sockets
-        answers = [await client.incr("bo:test:n") for _ in range(KEPT)]  # one per kept connection
-        assert answers == list(range(1, KEPT + 1))
+        # Gone on the server's side; the loop turns of these polls read the closes on ours.
+        await eventually(lambda: named(redis, 0), "the kept connections killed")
+        # At once, so that each command is handed a kept connection of its own.
+        answers = await asyncio.gather(*(client.incr("bo:test:n") for _ in range(KEPT)))
+        assert sorted(answers) == list(range(1, KEPT + 1))
     finally:
         await close_redis(client)
 
@@ -42,13 +46,15 @@ async def test_a_kept_connection_the_server_closed_is_replaced_before_use(
 async def test_closing_the_client_closes_its_pools_connections(
     server_urls: tuple[str, str], redis: Redis
 ) -> None:
-    name = "bo-test-closed-pool"
-    client = Redis(connection_pool=blocking_pool(server_urls[0], 32, client_name=name))
-    await asyncio.gather(*(client.blpop(["bo:test:never"], 0.05) for _ in range(4)))
+    client = Redis(connection_pool=blocking_pool(server_urls[0], 32, client_name=CLOSED))
+    try:
+        await asyncio.gather(*(client.blpop(["bo:test:never"], 0.05) for _ in range(4)))
+        assert await named(redis, 4, CLOSED)
+    finally:
+        await close_redis(client)
+    await eventually(lambda: named(redis, 0, CLOSED), "the pool's connections closed")
 
-    async def left(count: int) -> bool:
-        return sum(1 for c in await redis.client_list() if c["name"] == name) == count
 
-    assert await left(4)
-    await close_redis(client)
-    await eventually(lambda: left(0), "the pool's connections closed")
+async def named(redis: Redis, count: int, name: str = NAME) -> bool:
+    """Whether the server has `count` connections of that name."""
+    return sum(1 for c in await redis.client_list() if c["name"] == name) == count

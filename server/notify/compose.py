@@ -148,7 +148,8 @@ def confirmation(
           application/pdf (the tickets), text/calendar (the event)
 
     Built from the leaves up: filling one message in place (`add_related`, `add_attachment`)
-    turns it into a multipart three times, moving and parsing its headers again each time.
+    turns it into a multipart three times, moving its headers into a new part and parsing a
+    new Content-Type each time.
     With the header classes made once (POLICY), the MIME structure of a two-ticket
     confirmation costs 2.4 ms of CPU here instead of 4.2 (its PDF, QR codes and .ics apart)."""
     domain = domain_of(sender)

@@ -20,7 +20,7 @@ from redis import exceptions
 from redis.asyncio import BlockingConnectionPool, Connection, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.driver_info import DriverInfo
 from redis.maint_notifications import MaintNotificationsConfig
@@ -86,13 +86,15 @@ class PackedConnection(Connection):
 # opens one after an idle spell; the bench's longest stalls beside 10,000 sockets).
 DRIVER = DriverInfo()
 
-# redis-py 8.1 turns maintenance notifications on ("auto") for every RESP3 pool, and while they
-# are on, its pool stops checking a kept connection when handing it out (redis/redis-py#4252,
-# fixed by #4260 after 8.1.0): a connection the server closed (Redis restarted, CLIENT KILL) is
-# handed out and fails its command with "Connection closed by server", one per idle connection
-# (test_faults: a request after Redis came back empty answered 503). The notifications are a
-# feature of managed Redis (Enterprise, Cloud) planned maintenance; Redis and Valkey send none.
-# Off, the check is back: such a connection is reconnected before use.
+# redis-py 8.1 turns maintenance notifications on ("auto") for a RESP3 pool whose connections
+# name a host, as the one-Redis pool's do, and while they are on, its pool stops checking a kept
+# connection when handing it out (redis/redis-py#4252, fixed by #4260 after 8.1.0): a connection
+# the server closed (Redis restarted, CLIENT KILL) is handed out and fails its command with
+# "Connection closed by server", one per idle connection (test_faults: a request after Redis
+# came back empty answered 503). The notifications are a feature of managed Redis (Enterprise,
+# Cloud) planned maintenance; Redis and Valkey send none. Off, the check is back: such a
+# connection is reconnected before use. The Sentinels' primary's pool (no host until it
+# connects) never turned them on; it is told the same, so that no later redis-py does.
 NO_MAINT_NOTIFICATIONS = MaintNotificationsConfig(enabled=False)
 
 
@@ -187,15 +189,17 @@ def make_redis(settings: Settings) -> AnyRedis:
 
 
 async def close_redis(client: AnyRedis) -> None:
-    """Close a client made here: the connections its Batcher kept, then its pool. A client
-    given its pool (one Redis, and the Sentinels' primary) leaves the pool open when closed
-    unless told: each app that stopped left its idle connections open (in the test suite's
-    shared Redis, hundreds)."""
+    """Close a client made here: the connections its Batcher kept, then its pool, and for the
+    Sentinels' primary the clients that asked the Sentinels. A client given its pool (one
+    Redis) leaves the pool open when closed unless told: each app that stopped left its idle
+    connections open (in the test suite's shared Redis, hundreds)."""
     await close_batcher(client)
     if isinstance(client, RedisCluster):
         await client.aclose()
-    else:
-        await client.aclose(close_connection_pool=True)
+        return
+    await client.aclose(close_connection_pool=True)
+    if isinstance(client.connection_pool, SentinelConnectionPool):
+        await client.connection_pool.sentinel_manager.aclose()
 
 
 REDIS: web.AppKey[AnyRedis] = web.AppKey("redis")
