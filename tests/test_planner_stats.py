@@ -5,14 +5,18 @@ count of a buyer's paid tickets then reads the buyer's index instead of every pa
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from typing import Any, cast
 
 import asyncpg
+import pytest
 
 from server.booking import ledger
 from server.store import db, planner_stats
 
 EVENT = "stats-ev"
+Conn = asyncpg.pool.PoolConnectionProxy[Any]
 PARTITION = "public.orders__stats_ev"
 
 
@@ -74,7 +78,7 @@ async def test_the_buyer_count_reads_the_buyer_index_once_analyzed(pg: asyncpg.P
     await analyzed_once(pg)
     async with pg.acquire() as conn:
         await conn.execute("SET plan_cache_mode = force_generic_plan")
-        count = ledger.TICKETS_BOUGHT.format(column="buyer")
+        count = ledger.paid_tickets("buyer", "$1", "$2")
         await conn.execute(f"PREPARE count_of(text, text) AS {count}")
         plan = "\n".join(
             r[0] for r in await conn.fetch("EXPLAIN EXECUTE count_of('stats-ev', 'b7@example.com')")
@@ -111,3 +115,65 @@ async def test_partitions_it_may_not_analyze_are_left_to_autovacuum(
         assert PARTITION in await analyzed_once(pg)  # the owner does analyze it
     finally:
         await pg.execute("DROP ROLE IF EXISTS bo_stats_reader")
+
+
+async def blocks(conn: Conn, query: str, types: str, args: str) -> int:
+    """Buffers read by the generic plan of `query` (the plan a prepared statement keeps)."""
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    await conn.execute(f"PREPARE q({types}) AS {query}")
+    try:
+        plan = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE q({args})")
+    finally:
+        await conn.execute("DEALLOCATE q; RESET plan_cache_mode")
+    top = json.loads(plan)[0]["Plan"]
+    return int(top["Shared Hit Blocks"]) + int(top["Shared Read Blocks"])
+
+
+async def logged(conn: Conn, call: Any) -> str:
+    """The one query `call` runs on `conn`."""
+    queries: list[str] = []
+    with conn.query_logger(lambda q: queries.append(q.query)):
+        await call
+        await asyncio.sleep(0)  # the logger is called soon after the query, not within it
+    assert len(queries) == 1, queries
+    return queries[0]
+
+
+@pytest.mark.parametrize("count", ["buyer", "card", "visitors", "visitor_orders"])
+async def test_counts_of_paid_orders_do_not_walk_them_on_stale_statistics(
+    pg: asyncpg.Pool, count: str
+) -> None:
+    """Statistics taken before the sale's first payment (every order pending) say no order is
+    paid. The per-buyer counts (the confirming read's, the checkout's, the hold's) and a
+    visitor's paid orders must still read one buyer's orders, not every paid order of the
+    event (migration 017): 1,000 paid orders, a few buffers per count."""
+    await grow(pg, 0)
+    await pg.execute(
+        "INSERT INTO orders (id, event_id, hold_id, visitor_id, queue_id, email, status, amount,"
+        " currency, provider, expires_at, buyer) SELECT 'o' || i, $1, 'h' || i, 'v' || i,"
+        " 'q' || i, 'b' || i || '@example.com', 'pending', 100, 'EUR', 'stripe', now(),"
+        " 'b' || i || '@example.com' FROM generate_series(0, 1999) AS i",
+        EVENT,
+    )
+    await pg.execute(f"ALTER TABLE {PARTITION} SET (autovacuum_enabled = false)")
+    await pg.execute(f"ANALYZE {PARTITION}")  # every order pending
+    await pg.execute(
+        "UPDATE orders SET status = 'paid', paid_at = now(), card_fingerprint = 'c' || substr(id, 2)"
+        " WHERE event_id = $1 AND substr(id, 2)::int < 1000",
+        EVENT,
+    )
+    async with pg.acquire() as conn:
+        if count in ("buyer", "card"):
+            column = {"buyer": "buyer", "card": "card_fingerprint"}[count]
+            query, types = ledger.paid_tickets(column, "$1", "$2"), "text, text"
+            value = {"buyer": "b7@example.com", "card": "c7"}[count]
+            args = f"'{EVENT}', '{value}'"
+        elif count == "visitors":
+            query = await logged(conn, ledger.visitors_tickets_bought(conn, EVENT, ["v7"]))
+            types, args = "text, text[]", f"'{EVENT}', '{{v7}}'"
+        else:
+            pool = cast(asyncpg.Pool, conn)  # one statement: the lookup (no order found)
+            query = await logged(conn, ledger.paid_orders_of_visitor(pool, EVENT, "v-none"))
+            types, args = "text, text", f"'{EVENT}', 'v7'"
+        read = await blocks(conn, query, types, args)
+    assert read < 50, f"{read} buffers for one buyer's count among 1,000 paid orders"
