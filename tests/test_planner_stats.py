@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import asyncpg
 import pytest
@@ -16,7 +16,7 @@ from server.booking import ledger
 from server.store import db, planner_stats
 
 EVENT = "stats-ev"
-Conn = asyncpg.pool.PoolConnectionProxy[Any]
+Conn: TypeAlias = "asyncpg.pool.PoolConnectionProxy[Any]"
 PARTITION = "public.orders__stats_ev"
 
 
