@@ -21,9 +21,14 @@ class Coalesced(Generic[K, V]):
         self._missing = missing
         self._pending: dict[K, list[asyncio.Future[V]]] = {}
         self._runs: set[asyncio.Task[None]] = set()
+        # Found at the first call: CPython 3.11's asyncio.get_running_loop() is a getpid()
+        # system call each time. One instance serves one app, on one loop.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def get(self, key: K) -> V:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         if not self._pending:
             loop.call_soon(self._start)
         future: asyncio.Future[V] = loop.create_future()

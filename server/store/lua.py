@@ -84,22 +84,30 @@ class Batcher:
         self._flushes: set[asyncio.Task[None]] = set()
         self._scheduled = False
         self._idle: list[tuple[Connection, float]] = []  # one Redis: (connection, idle since)
+        # The loop of the client's connections, found at the first call: CPython 3.11's
+        # asyncio.get_running_loop() makes a getpid() system call each time (2-3 us here).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def run(
         self, script: AsyncScript, keys: list[str], args: list[str | int]
     ) -> asyncio.Future[Any]:
         """The script's answer, to await (a future: no task or coroutine per call)."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = self._loop or self._bind()
+        future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((script, keys, args, future))
-        self._schedule()
+        self._schedule(loop)
         return future
 
-    def _schedule(self) -> None:
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         """A flush at the next loop turn, unless one is due or MAX_IN_FLIGHT pipelines are on
         their way (then the calls wait for the first of them to come back: a bigger batch)."""
         if not self._scheduled and len(self._flushes) < MAX_IN_FLIGHT:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._start_flush)
+            loop.call_soon(self._start_flush)
 
     def _start_flush(self) -> None:
         self._scheduled = False
@@ -113,7 +121,7 @@ class Batcher:
     def _flushed(self, task: asyncio.Task[None]) -> None:
         self._flushes.discard(task)
         if self._pending:
-            self._schedule()
+            self._schedule(task.get_loop())
 
     async def _flush(self, batch: list[_Call]) -> None:
         try:
@@ -208,15 +216,19 @@ class Batcher:
     @staticmethod
     async def _connect(client: Redis) -> Connection:
         """A connection of the client's kind (one server, or the primary the Sentinels name)
-        outside its pool, with no per-command timeout: a batch has one deadline of its own."""
+        outside its pool, with no per-command timeout (a batch has one deadline of its own) and
+        no health check (a kept connection idle over IDLE_SECONDS is closed, not checked): each
+        reply read would otherwise reset the check's clock."""
         conn: Connection = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         conn.socket_timeout = None
+        conn.health_check_interval = 0
         await conn.connect()  # type: ignore[no-untyped-call]
         return conn
 
     async def close(self) -> None:
         """Close the kept connections (the client's own pool is closed with the client)."""
         idle, self._idle = self._idle, []
+        self._loop = None
         for conn, _ in idle:
             await conn.disconnect(nowait=True)
 
