@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 # ---- orchestrator: the benchmarks --------------------------------------------------------------
 
 
+JOIN_TARGET = 0.75  # issue #14: joins at this fraction of the bare handler's rate, 1 process
 STALL_WATCH_S = 4.0  # how often (b) reads the stall gauge while sockets open: under its window
 
 
@@ -90,6 +91,19 @@ class JoinRow:
     redis_cpu: float = 0.0
     client_cpu: float = 0.0
     note: str = ""
+
+    @property
+    def box_cpu_ms(self) -> float:
+        """CPU milliseconds of every process per request: server, Redis and load generators."""
+        if not self.ok:
+            return 0.0
+        percent = self.server_cpu + self.redis_cpu + self.client_cpu
+        return 10 * percent * self.seconds / self.ok
+
+    @property
+    def ceiling(self) -> float:
+        """Requests per second this machine's cores would allow at `box_cpu_ms` each."""
+        return 1000 * (os.cpu_count() or 1) / self.box_cpu_ms if self.box_cpu_ms else 0.0
 
 
 @dataclass
@@ -457,6 +471,31 @@ class Bench:
 
     # -- report -----------------------------------------------------------------------------
 
+    def join_budget(self) -> list[str]:
+        """What a join at JOIN_TARGET x the bare handler (1 process) would have to cost here: the
+        machine's CPU per join at that rate, less the Redis and load-generator CPU a join costs."""
+        bare = next(
+            (r for r in self.joins if r.processes == 1 and r.target.startswith("bare")), None
+        )
+        join = next((r for r in self.joins if r.processes == 1 and r.target.endswith("join")), None)
+        if bare is None or join is None or not (bare.rate and join.ok):
+            return []
+        rate = JOIN_TARGET * bare.rate
+        box_ms = 1000 * (os.cpu_count() or 1) / rate
+        others_ms = 10 * (join.redis_cpu + join.client_cpu) * join.seconds / join.ok
+        server_ms = box_ms - others_ms
+        verdict = (
+            f"the server may spend at most {server_ms:.3f} ms a join "
+            f"(now {join.server_cpu_ms:.3f}; the bare handler {bare.server_cpu_ms:.3f})"
+            if server_ms > 0
+            else "more than the machine has, whatever the server spends"
+        )
+        return [
+            f"    {JOIN_TARGET:g}x the bare handler, 1 process, is {rate:,.0f} joins/s: at most "
+            f"{box_ms:.3f} ms of this machine's CPU a join; Redis and the load generators take "
+            f"{others_ms:.3f} ms of it now, so {verdict}."
+        ]
+
     def render(self) -> str:
         a = self.args
         out = [
@@ -475,13 +514,16 @@ class Bench:
                 "    Every request carries no cookie: a new visitor joins an on-sale event at "
                 "rate 0 (nobody admitted). App processes share one port (SO_REUSEPORT).",
                 "    CPU% is per core (a 2-process server can reach 200%); 'CPU ms/req' is "
-                "server CPU time per successful request.",
+                "server CPU time per successful request; 'box ms/req' adds Redis's and the load "
+                "generators' (all on this machine), and 'ceiling/s' is the rate the machine's "
+                f"{os.cpu_count()} cores would allow at that cost.",
                 "",
             ]
             header = (
                 f"    {'target':<22}{'procs':>5}{'req/s':>9}{'vs bare':>9}{'ok':>8}"
                 f"{'errors':>7}{'p50 ms':>8}{'p99 ms':>8}{'server CPU%':>12}"
                 f"{'CPU ms/req':>11}{'redis CPU%':>11}{'client CPU%':>12}"
+                f"{'box ms/req':>11}{'ceiling/s':>10}"
             )
             out += table(header)
             bare = {r.processes: r.rate for r in self.joins if r.target.startswith("bare")}
@@ -495,8 +537,9 @@ class Bench:
                     f"    {r.target:<22}{r.processes:>5}{r.rate:>9,.0f}{ratio:>9}{r.ok:>8}"
                     f"{r.errors:>7}{r.p50:>8.1f}{r.p99:>8.1f}{r.server_cpu:>11.0f}%"
                     f"{r.server_cpu_ms:>11.3f}{r.redis_cpu:>10.0f}%{r.client_cpu:>11.0f}%"
-                    + (f"  {r.note}" if r.note else "")
+                    f"{r.box_cpu_ms:>11.3f}{r.ceiling:>10,.0f}" + (f"  {r.note}" if r.note else "")
                 )
+            out += self.join_budget()
             app = {r.processes: r.rate for r in self.joins if not r.target.startswith("bare")}
             if app.get(1) and app.get(2):
                 out.append(

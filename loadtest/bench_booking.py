@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import random
 import sys
 import time
@@ -60,6 +61,7 @@ STRIPE_KEY = "sk_test_bench_" + "k" * 24
 STRIPE_WEBHOOK_SECRET = "whsec_bench_" + "w" * 24
 # The report that confirms: the Charge (its card's fingerprint in it), or the PaymentIntent's
 # (the card read from Stripe before deciding).
+CONFIRM_TARGET = 500  # issue #14: confirmations a second through signed webhooks
 WEBHOOK_KINDS = ("charge.succeeded", "payment_intent.amount_capturable_updated")
 SCRATCH_SCHEMA = "bench_scratch"
 JSON = {"Content-Type": "application/json"}
@@ -286,6 +288,9 @@ class WebhookRow:
     capture_cpu: float = 0.0  # app CPU s after the posting ended, until every capture was done
     pg_ms: float = 0.0  # PostgreSQL CPU ms per paid order, posting and captures
     duplicate_pg_ms: float = 0.0  # PostgreSQL CPU ms per duplicate answered
+    redis_ms: float = 0.0  # Redis CPU ms per paid order, posting and captures
+    loadgen_ms: float = 0.0  # the load generator's CPU ms per paid order
+    stripe_ms: float = 0.0  # the bench process's (the fake Stripe's) CPU ms per paid order
     duplicates: HttpRow | None = None
     mail: MailRow | None = None
     note: str = ""
@@ -646,10 +651,11 @@ class BookingBench(Bench):
             captures0 = len(fake.captures())
             offset = time.time() - time.monotonic()
             pg0 = cpu_of(postgres_pids(self.procs.folder))
+            bench0 = time.process_time()
             results, cpu, redis = await self.generate(
                 port, [reqs], a.webhook_connections, a.webhook_seconds, [200], servers[:1], 60.0
             )
-            tail0 = cpu_of([servers[0].pid])
+            tail0, redis0 = cpu_of([servers[0].pid]), cpu_seconds(self.redis_pid)
             # Confirmations land in PostgreSQL within the request; read them back from paid_at.
             record = await pool.fetchrow(
                 "SELECT count(*) AS n, max(paid_at) AS last FROM orders"
@@ -664,6 +670,10 @@ class BookingBench(Bench):
             row.capture_cpu = cpu_of([servers[0].pid]) - tail0
             if row.paid:
                 row.pg_ms = 1000 * (cpu_of(postgres_pids(self.procs.folder)) - pg0) / row.paid
+                redis += cpu_seconds(self.redis_pid) - redis0
+                row.redis_ms = 1000 * redis / row.paid
+                row.loadgen_ms = 1000 * sum(r.cpu_seconds for r in results) / row.paid
+                row.stripe_ms = 1000 * (time.process_time() - bench0) / row.paid
             row.http = self.http_row(HttpRow("webhooks", len(orders), 0), results, cpu, redis)
             answered = sum(len(v) for r in results for v in r.latencies_ms.values())
             if answered:
@@ -990,6 +1000,28 @@ class BookingBench(Bench):
 
     # -- report ------------------------------------------------------------------------------
 
+    def confirmation_budget(self) -> list[str]:
+        """What a confirmation would have to cost for CONFIRM_TARGET a second on this machine:
+        its cores' CPU per confirmation at that rate, less what the other processes of the run
+        spent per confirmation (PostgreSQL, Redis, the load generator, the fake Stripe)."""
+        w = self.webhook
+        if w is None or w.http is None or not w.paid:
+            return []
+        box_ms = 1000 * (os.cpu_count() or 1) / CONFIRM_TARGET
+        others_ms = w.pg_ms + w.redis_ms + w.loadgen_ms + w.stripe_ms
+        app_ms = box_ms - others_ms
+        verdict = (
+            f"the app may spend at most {app_ms:.2f} ms a confirmation (now {w.http.cpu_ms:.2f})"
+            if app_ms > 0
+            else "more than the machine has, whatever the app spends"
+        )
+        return [
+            f"    {CONFIRM_TARGET:,} confirmations/s is at most {box_ms:.2f} ms of this machine's"
+            f" CPU ({os.cpu_count()} cores) a confirmation; PostgreSQL ({w.pg_ms:.2f}), Redis"
+            f" ({w.redis_ms:.2f}), the load generator ({w.loadgen_ms:.2f}) and the fake Stripe"
+            f" with the bench ({w.stripe_ms:.2f}) take {others_ms:.2f} ms of it now, so {verdict}."
+        ]
+
     def render(self) -> str:
         a = self.args
         out = [
@@ -1071,6 +1103,7 @@ class BookingBench(Bench):
                 f"{w.captures:>14,}{w.captured_seconds:>11.2f}{h.server_cpu:>8.0f}%"
                 f"{h.cpu_ms:>7.2f}{w.pg_ms:>6.2f}  {h.statuses}" + (f"  {notes}" if notes else "")
             )
+            out += self.confirmation_budget()
             d = w.duplicates
             if d is not None:
                 out.append(
