@@ -106,8 +106,8 @@ class Writers:
 
 
 async def relay(pool: db.Pool, until: asyncio.Event, seen: Counter[int]) -> None:
-    async def publish(item: ledger.OutboxItem) -> None:
-        seen[item.id] += 1
+    async def publish(items: list[ledger.OutboxItem]) -> None:
+        seen.update(item.id for item in items)
 
     while not until.is_set():
         await ledger.relay_outbox(pool, publish, limit=20)

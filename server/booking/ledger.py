@@ -675,17 +675,21 @@ class OutboxItem(msgspec.Struct, frozen=True):
     payload: str
 
 
-async def relay_outbox(pool: Pool, publish: Callable[[OutboxItem], Any], limit: int = 100) -> int:
-    """Publish unpublished outbox rows; safe with several processes (SKIP LOCKED)."""
+async def relay_outbox(
+    pool: Pool, publish: Callable[[list[OutboxItem]], Awaitable[None]], limit: int = 100
+) -> int:
+    """Publish unpublished outbox rows, all claimed ones in one call of `publish` (in id
+    order); safe with several processes (SKIP LOCKED). If it fails, none is marked published
+    and the next turn publishes them again, as after a crash between the two: what the stream's
+    consumers do with an entry is idempotent per order (queue/sell.lua, return_seats.lua)."""
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
             "SELECT id, event_id, kind, payload::text AS payload FROM outbox"
             " WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
             limit,
         )
-        for r in rows:
-            await publish(msgspec.convert(dict(r), OutboxItem))
         if rows:
+            await publish([msgspec.convert(dict(r), OutboxItem) for r in rows])
             await conn.execute(
                 "UPDATE outbox SET published_at = now() WHERE id = ANY($1)", [r["id"] for r in rows]
             )
