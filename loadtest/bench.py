@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ import uvloop
 from loadtest.benchkit.common import ADMIN_TOKEN, HOST, SECRET, LoadResult, LoadSpec, WsSpec, log
 from loadtest.benchkit.loadgen import loadgen, run_bare, run_raw_ws, wsclient
 from loadtest.benchkit.measure import (
+    cores,
     cpu_of,
     cpu_seconds,
     free_port,
@@ -103,7 +103,7 @@ class JoinRow:
     @property
     def ceiling(self) -> float:
         """Requests per second this machine's cores would allow at `box_cpu_ms` each."""
-        return 1000 * (os.cpu_count() or 1) / self.box_cpu_ms if self.box_cpu_ms else 0.0
+        return 1000 * cores() / self.box_cpu_ms if self.box_cpu_ms else 0.0
 
 
 @dataclass
@@ -481,7 +481,7 @@ class Bench:
         if bare is None or join is None or not (bare.rate and join.ok):
             return []
         rate = JOIN_TARGET * bare.rate
-        box_ms = 1000 * (os.cpu_count() or 1) / rate
+        box_ms = 1000 * cores() / rate
         others_ms = 10 * (join.redis_cpu + join.client_cpu) * join.seconds / join.ok
         server_ms = box_ms - others_ms
         verdict = (
@@ -516,7 +516,7 @@ class Bench:
                 "    CPU% is per core (a 2-process server can reach 200%); 'CPU ms/req' is "
                 "server CPU time per successful request; 'box ms/req' adds Redis's and the load "
                 "generators' (all on this machine), and 'ceiling/s' is the rate the machine's "
-                f"{os.cpu_count()} cores would allow at that cost.",
+                f"{cores()} cores would allow at that cost.",
                 "",
             ]
             header = (
@@ -544,7 +544,7 @@ class Bench:
             if app.get(1) and app.get(2):
                 out.append(
                     f"    two app processes / one: {app[2] / app[1]:.2f}x "
-                    f"(on {os.cpu_count()} cores shared with the load generators and Redis)"
+                    f"(on {cores()} cores shared with the load generators and Redis)"
                 )
             out.append("")
         if self.ws:

@@ -26,6 +26,7 @@ from server.core.messages import EventCreate
 from server.core.tokens import new_id
 from server.store import db
 from server.store.migrations import v014_partition_by_event as partitioning
+from server.store.migrations import v017_buyer_count_indexes as buyer_counts
 
 from .helpers import SECRET, event_body, eventually
 from .test_booking_races import check_ledger
@@ -323,3 +324,64 @@ async def test_a_new_event_gets_its_partitions_and_queries_read_only_them(
     ) == 0  # fmt: skip
     await add_event(pg, "part-one")  # and come back with an event of the same id
     assert await pg.fetchval("SELECT count(*) FROM orders__part_one") == 0
+
+
+async def test_buyer_count_indexes_are_built_while_orders_are_written(live: str) -> None:
+    """Migration 017 (online) on a database with events and orders, writers going on: each new
+    index valid on the parent and attached on every partition, the paid-only ones gone. A run
+    stopped after its first index resumes, a partition made meanwhile gets its index from the
+    parent, and a second run finds nothing to do."""
+    pool = await db.create_pool(live, 8)
+    try:
+        assert len(await db.migrate(pool, until=16)) == 3
+        events = ["autumn-a", "autumn-b"]
+        for ev in events:
+            await add_event(pool, ev)
+        writers = [Writers(pool, events, seed) for seed in range(3)]
+        for w in writers:
+            for _ in range(30):
+                await w.order()
+        before = await index_shapes(pool, "orders")
+        assert len([s for s in before if re.search(buyer_counts.OLD, s)]) == 3, before
+        async with pool.acquire() as conn:  # a run that stopped after its first index
+            await buyer_counts._build(conn, *buyer_counts.INDEXES[0])
+        await add_event(pool, "autumn-late")
+        for w in writers:
+            w.events.append("autumn-late")
+        done = asyncio.Event()
+        traffic = [asyncio.create_task(w.run(done, 5, 200)) for w in writers]
+        assert await db.migrate(pool) == ["v017_buyer_count_indexes.py"]
+        done.set()
+        await asyncio.gather(*traffic)
+        for w in writers:
+            assert w.errors == [], w.errors
+
+        names = [name for name, _, _ in buyer_counts.INDEXES]
+        valid = await pool.fetch(
+            "SELECT indexrelid::regclass::text AS name, indisvalid FROM pg_index"
+            " WHERE indexrelid = ANY($1::text[]::regclass[])",
+            names,
+        )
+        assert {r["name"]: r["indisvalid"] for r in valid} == dict.fromkeys(names, True)
+        partitions = await pool.fetchval(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'orders'::regclass"
+        )
+        assert partitions == 3
+        for name in names:
+            assert await pool.fetchval(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = $1::text::regclass", name
+            ) == partitions  # fmt: skip
+        shapes = await index_shapes(pool, "orders")
+        assert {
+            "USING btree (event_id, buyer)",
+            "USING btree (event_id, visitor_id)",
+            "USING btree (event_id, card_fingerprint) WHERE (card_fingerprint IS NOT NULL)",
+        } <= shapes, shapes
+        assert not [s for s in shapes if re.search(buyer_counts.OLD, s)], shapes
+        async with pool.acquire() as conn:  # again: nothing left to do
+            await buyer_counts.apply(conn)
+        assert await index_shapes(pool, "orders") == shapes
+        for ev in [*events, "autumn-late"]:
+            await check_ledger(pool, ev)
+    finally:
+        await pool.close()

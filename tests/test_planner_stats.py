@@ -155,6 +155,11 @@ async def test_counts_of_paid_orders_do_not_walk_them_on_stale_statistics(
         " 'b' || i || '@example.com' FROM generate_series(0, 1999) AS i",
         EVENT,
     )
+    await pg.execute(  # a line each, so that every count has rows to sum
+        "INSERT INTO order_lines (order_id, line_no, event_id, section_id, quantity, price)"
+        " SELECT id, 1, event_id, 'A', 2, 100 FROM orders WHERE event_id = $1",
+        EVENT,
+    )
     await pg.execute(f"ALTER TABLE {PARTITION} SET (autovacuum_enabled = false)")
     await pg.execute(f"ANALYZE {PARTITION}")  # every order pending
     await pg.execute(
@@ -176,4 +181,6 @@ async def test_counts_of_paid_orders_do_not_walk_them_on_stale_statistics(
             query = await logged(conn, ledger.paid_orders_of_visitor(pool, EVENT, "v-none"))
             types, args = "text, text", f"'{EVENT}', 'v7'"
         read = await blocks(conn, query, types, args)
+        if count == "buyer":  # and the count is right: b7's one paid order of 2 tickets
+            assert await ledger.tickets_bought(conn, EVENT, buyer="b7@example.com") == 2
     assert read < 50, f"{read} buffers for one buyer's count among 1,000 paid orders"

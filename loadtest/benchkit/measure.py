@@ -65,6 +65,11 @@ def listens_on(pid: int, port: int) -> bool:
     return False
 
 
+def cores() -> int:
+    """The CPUs this process may run on (its affinity), which the whole run shares."""
+    return len(os.sched_getaffinity(0))
+
+
 def machine() -> str:
     model = "unknown CPU"
     with contextlib.suppress(OSError):
@@ -77,7 +82,7 @@ def machine() -> str:
         kib = int(Path("/proc/meminfo").read_text().split()[1])
         mem = f", {kib / 2**20:.0f} GiB RAM"
     return (
-        f"{os.cpu_count()} CPU(s), {model}{mem}, Linux {platform.release()}, "
+        f"{cores()} CPU(s), {model}{mem}, Linux {platform.release()}, "
         f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}, "
         f"uvloop {version('uvloop')}"
     )

@@ -296,16 +296,24 @@ async def tickets_bought(
 
 def paid_tickets(column: str, event: str, value: str) -> str:
     """The query of the tickets in the paid orders of the event (`event`, SQL) whose `column`
-    is `value` (SQL): the orders are found by that column's index (migration 017) and their
-    status is a filter of the sum, not of the WHERE. A WHERE on status = 'paid' lets the
+    is `value` (SQL). The orders are found by that column's index (migration 017) and their
+    status is a filter of the sum, not of the WHERE: a WHERE on status = 'paid' lets the
     planner reach the paid orders through `orders (event_id, status)` too, and when its
     statistics were taken before the sale's first payment (every order pending) both paths
-    look one row long: the plan it keeps may then walk every paid order of the event."""
+    look one row long, so the plan it keeps may walk every paid order of the event. Each
+    order's lines are summed by a subquery of their own, so that no plan starts from the
+    event's lines either (a join did, on an order_lines partition without statistics)."""
     return (
-        "SELECT coalesce(sum(l.quantity) FILTER (WHERE p.status = 'paid'), 0) FROM orders p"
-        " JOIN order_lines l ON l.order_id = p.id AND l.event_id = p.event_id"
-        f" WHERE p.event_id = {event} AND p.{column} = {value}"
+        f"SELECT coalesce(sum(({_LINE_TICKETS.format(o='p')})) FILTER (WHERE p.status = 'paid'),"
+        f" 0) FROM orders p WHERE p.event_id = {event} AND p.{column} = {value}"
     )
+
+
+# The tickets of the order `{o}` (an alias of orders), by the lines' primary key.
+_LINE_TICKETS = (
+    "SELECT sum(l.quantity) FROM order_lines l WHERE l.order_id = {o}.id"
+    " AND l.event_id = {o}.event_id"
+)
 
 
 async def visitors_tickets_bought(
@@ -314,8 +322,8 @@ async def visitors_tickets_bought(
     """Tickets in the event's paid orders of each of these visitors, in one query (a visitor
     with none is left out); found as `paid_tickets` finds them."""
     rows = await conn.fetch(
-        "SELECT o.visitor_id, sum(l.quantity) FILTER (WHERE o.status = 'paid') AS n"
-        " FROM orders o JOIN order_lines l ON l.order_id = o.id AND l.event_id = o.event_id"
+        f"SELECT o.visitor_id, sum(({_LINE_TICKETS.format(o='o')})) FILTER"
+        " (WHERE o.status = 'paid') AS n FROM orders o"
         " WHERE o.event_id = $1 AND o.visitor_id = ANY($2::text[]) GROUP BY o.visitor_id",
         event_id,
         visitor_ids,

@@ -20,21 +20,19 @@ event_id, and are dropped in the swap.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import asyncpg
 import msgspec
+
+from server.store.migrations import short_transaction
 
 log = logging.getLogger("boxoffice.db")
 
 ONLINE = True  # this release's code runs on the schema before and after (db.require_current)
 BATCH = 1000
-LOCK_TIMEOUT = "500ms"  # below deadlock_timeout (1 s): our wait gives way, never a writer's
-TRIES = 100
 T = TypeVar("T")
 
 
@@ -168,7 +166,7 @@ CREATE TRIGGER bo_event_partitions AFTER INSERT ON events
 """
 
 
-async def apply(conn: asyncpg.Connection) -> None:
+async def apply(conn: Any) -> None:
     """Run (or resume) the conversion on `conn`, a direct connection outside any transaction;
     the caller holds the migration lock (server.store.db.migrate)."""
     if await _swapped(conn):
@@ -302,16 +300,7 @@ async def _backfill(conn: Any, table: Table) -> int:
 
 
 async def _short(conn: Any, run: Callable[[], Awaitable[T]]) -> T:
-    """`run` in its own transaction that gives way to the app's writers (lock_timeout below
-    deadlock_timeout), retried with a growing pause."""
-    for attempt in range(TRIES):
-        try:
-            async with conn.transaction():
-                await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-                return await run()
-        except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
-            await asyncio.sleep(min(1.0, 0.01 * 2**attempt))
-    raise RuntimeError("partitioning: kept waiting on locks; run migrate again to resume")
+    return await short_transaction(conn, run, "partitioning")
 
 
 async def _swap(conn: Any) -> None:
