@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import re
+import time
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -29,6 +31,7 @@ MIGRATION_NAME = re.compile(r"^v?(\d{3})_[a-z0-9_]+\.(sql|py)$")
 # ones commit in steps under this session lock.
 MIGRATION_LOCK = 0x626F78
 MIGRATION_WAIT_SECONDS = 6 * 3600  # how long a process waits for another one's migrations
+MIGRATION_POLL_SECONDS = 0.5  # ... asking for the lock this often
 
 Pool = asyncpg.Pool
 
@@ -156,12 +159,21 @@ async def migrate(pool: Pool, until: int | None = None) -> list[str]:
                 conn.terminate()
 
 
+async def _take_migration_lock(conn: Any) -> None:
+    """The migration lock, asked for every MIGRATION_POLL_SECONDS rather than waited for (for
+    up to MIGRATION_WAIT_SECONDS: an online migration copies whole tables or builds indexes).
+    A statement waiting on the lock would hold a snapshot, which the running migration's
+    CREATE INDEX CONCURRENTLY waits for in turn: a deadlock PostgreSQL breaks by killing one."""
+    deadline = time.monotonic() + MIGRATION_WAIT_SECONDS
+    while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the migration lock was held for {MIGRATION_WAIT_SECONDS} s")
+        await asyncio.sleep(MIGRATION_POLL_SECONDS)
+
+
 async def _migrate(conn: Any, until: int | None) -> list[str]:
     applied = []
-    # Waited for past the pool's command timeout: an online migration copies whole tables.
-    await conn.execute(
-        "SELECT pg_advisory_lock($1)", MIGRATION_LOCK, timeout=MIGRATION_WAIT_SECONDS
-    )
+    await _take_migration_lock(conn)
     try:
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("

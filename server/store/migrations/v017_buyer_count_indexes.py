@@ -26,6 +26,9 @@ from server.store.migrations import short_transaction
 log = logging.getLogger("boxoffice.db")
 
 ONLINE = True  # this release's code runs on the schema before and after (db.require_current)
+# A partition's index build may take minutes (a big event): past the connection's command
+# timeout. The builds block no writer.
+BUILD_SECONDS = 6 * 3600
 
 # name, columns and predicate of each new index on the parent
 INDEXES = (
@@ -53,9 +56,11 @@ async def apply(conn: Any) -> None:
         log.info("buyer count indexes: dropped %s", old["name"])
 
 
-async def _build(conn: Any, name: str, columns: str, where: str) -> None:
+async def _build(conn: Any, name: str, columns: str, where: str, again: bool = True) -> None:
     """The index on the parent, built partition by partition. A partition made meanwhile (a new
-    event) gets its own from the parent at once, attached."""
+    event) gets its own from the parent at once, attached. The parent is valid once every
+    partition's index is attached; if a partition that lacked one was dropped meanwhile (its
+    event deleted), no attach will make it valid: it is built again, once."""
     await conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON ONLY orders {columns}{where}")
     for part in await conn.fetch(
         "SELECT c.oid, c.oid::regclass::text AS name, (SELECT NOT x.indisvalid FROM pg_index x"
@@ -68,10 +73,21 @@ async def _build(conn: Any, name: str, columns: str, where: str) -> None:
     ):
         child = f"{name}_{part['oid']}"  # short and unique, whatever the partition's name
         if part["invalid"]:  # a build a killed run left half done
-            await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {child}")
+            await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {child}", timeout=BUILD_SECONDS)
         await conn.execute(
-            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {child} ON {part['name']} {columns}{where}"
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {child} ON {part['name']} {columns}{where}",
+            timeout=BUILD_SECONDS,
         )
         attach = f"ALTER INDEX {name} ATTACH PARTITION {child}"
         await short_transaction(conn, lambda: conn.execute(attach), "buyer count indexes")  # noqa: B023
+    valid = await conn.fetchval(
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = $1::text::regclass", name
+    )
+    if not valid:
+        if not again:
+            raise RuntimeError(f"buyer count indexes: {name} stayed invalid; run migrate again")
+        drop = f"DROP INDEX {name}"
+        await short_transaction(conn, lambda: conn.execute(drop), "buyer count indexes")
+        await _build(conn, name, columns, where, again=False)
+        return
     log.info("buyer count indexes: %s built", name)
