@@ -188,6 +188,8 @@ async def _migrate(conn: Any, until: int | None) -> list[str]:
             applied.append(migration.name)
             log.info("migration applied", extra={"migration": migration.name})
     finally:
+        if conn.is_in_transaction():  # stopped (cancelled) inside a migration's transaction
+            await conn.execute("ROLLBACK")
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return applied
 
