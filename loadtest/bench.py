@@ -482,7 +482,7 @@ class Bench:
             return []
         rate = JOIN_TARGET * bare.rate
         box_ms = 1000 * cores() / rate
-        others_ms = 10 * (join.redis_cpu + join.client_cpu) * join.seconds / join.ok
+        others_ms = join.box_cpu_ms - join.server_cpu_ms
         server_ms = box_ms - others_ms
         verdict = (
             f"the server may spend at most {server_ms:.3f} ms a join "
