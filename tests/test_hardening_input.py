@@ -19,6 +19,7 @@ import redis as sync_redis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 
 from server.booking.service import BOOKING
 from server.core.bodies import media_type_problem
@@ -30,7 +31,7 @@ from server.core.tokens import new_id
 from server.ops.catalog import MAX_ASSIGNED_SEATS_PER_EVENT
 from server.runtime.embedded import EmbeddedRedis
 from server.runtime.listener import ConnectionLimits, Runner
-from server.store.redis_client import make_redis
+from server.store.redis_client import PackedSSLConnection, make_redis
 from server.waiting.fanout import MAX_SOCKETS_PER_PLACE
 
 from .helpers import ADMIN, admitted_fan, create_event, event_body, visitor
@@ -329,7 +330,14 @@ def test_redis_urls_with_passwords_and_tls_are_kept_whole() -> None:
     pool = client.connection_pool
     assert pool.connection_kwargs["password"] == "s3cret"
     assert pool.connection_kwargs["db"] == 2
-    assert "SSL" in pool.connection_class.__name__
+    # TLS kept, and its commands packed by hiredis like the rest (redis-py 8.2 lets a given
+    # connection class win over the scheme's: a plain TCP class here would drop TLS)
+    assert issubclass(pool.connection_class, SSLConnection)
+    assert pool.connection_class is PackedSSLConnection
+    unix = make_redis(Settings(redis_url="unix:///run/redis/redis.sock?db=1", database_url="x"))
+    assert isinstance(unix, Redis)
+    assert issubclass(unix.connection_pool.connection_class, UnixDomainSocketConnection)
+    assert unix.connection_pool.connection_kwargs["path"] == "/run/redis/redis.sock"
     for bad in ("http://cache.example", "cache.example:6379"):
         with pytest.raises(SettingsError, match="redis_url"):
             Settings(redis_url=bad)

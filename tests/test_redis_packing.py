@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Connection
 from redis.exceptions import DataError
 
-from server.store.redis_client import PackedConnection
+from server.store.redis_client import PackedConnection, PackedSSLConnection, PackedUnixConnection
 
 COMMANDS: list[tuple[Any, ...]] = [
     ("GET", "bo:{ev:spring}:cfg"),
@@ -24,9 +24,13 @@ COMMANDS: list[tuple[Any, ...]] = [
 ]
 
 
+PACKED = [PackedConnection, PackedSSLConnection, PackedUnixConnection]
+
+
+@pytest.mark.parametrize("packed", PACKED)
 @pytest.mark.parametrize("command", COMMANDS)
-def test_packed_like_redis_py(command: tuple[Any, ...]) -> None:
-    ours = b"".join(PackedConnection().pack_command(*command))
+def test_packed_like_redis_py(packed: type[Any], command: tuple[Any, ...]) -> None:
+    ours = b"".join(packed().pack_command(*command))
     theirs = b"".join(bytes(chunk) for chunk in Connection().pack_command(*command))
     assert ours == theirs
 

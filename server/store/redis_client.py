@@ -19,6 +19,11 @@ from aiohttp import web
 from redis import exceptions
 from redis.asyncio import BlockingConnectionPool, Connection, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import (
+    AbstractConnection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
@@ -58,11 +63,11 @@ async def publish_news(client: AnyRedis, channel: str, data: bytes) -> None:
 PIPELINE_HEADROOM = 16  # connections per server left for pipelines and pub/sub beyond the gate
 
 
-class PackedConnection(Connection):
-    """A connection whose commands are packed by hiredis in C, as redis-py's blocking client
-    does when hiredis is installed: its asyncio connection packs every argument in Python, a
-    third of a pipelined script call's client CPU (loadtest/bench_booking.py, the race). Values
-    redis-py would refuse (a bool, None) are refused here too (DataError)."""
+class _Packing:
+    """Commands packed by hiredis in C, as redis-py's blocking client does when hiredis is
+    installed: its asyncio connection packs every argument in Python, a third of a pipelined
+    script call's client CPU (loadtest/bench_booking.py, the race). Values redis-py would
+    refuse (a bool, None) are refused here too (DataError)."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
         if isinstance(args[0], str) and " " in args[0]:  # "SCRIPT LOAD": two words on the wire
@@ -78,6 +83,30 @@ class PackedConnection(Connection):
             return [hiredis.pack_command(as_bytes)]
         except TypeError as exc:
             raise exceptions.DataError(str(exc)) from None
+
+
+class PackedConnection(_Packing, Connection):
+    """TCP (redis://)."""
+
+
+class PackedSSLConnection(_Packing, SSLConnection):
+    """TLS (rediss://)."""
+
+
+class PackedUnixConnection(_Packing, UnixDomainSocketConnection):
+    """A Unix socket (unix://)."""
+
+
+def packed_class(url: str) -> type[AbstractConnection]:
+    """The packed connection for a Redis URL's scheme. Chosen here, not by redis-py: since 8.2
+    a connection class given to from_url wins over the one the scheme implies, so a rediss://
+    URL would otherwise get a plain TCP connection (no TLS)."""
+    scheme = url.partition("://")[0].lower()
+    if scheme == "rediss":
+        return PackedSSLConnection
+    if scheme == "unix":
+        return PackedUnixConnection
+    return PackedConnection
 
 
 # What every connection tells Redis about its client (CLIENT SETINFO), resolved once: left to
@@ -104,7 +133,7 @@ def blocking_pool(url: str, max_connections: int, **options: Any) -> BlockingCon
     return BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
-        connection_class=PackedConnection,
+        connection_class=packed_class(url),
         driver_info=DRIVER,
         maint_notifications_config=NO_MAINT_NOTIFICATIONS,
         **options,
