@@ -582,7 +582,7 @@ async def test_admit_snapshot_figures_and_news(redis: Redis, scripts: Scripts) -
     news = json.loads(message["data"])
     assert news["type"] == "admitted"
     assert [e[0] for e in news["entries"]] == ids[:3]
-    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    await pubsub.aclose()
     snap = await scripts.admit(k, now_ms=SALE + 61_001)  # the first batch left the window
     assert (snap.admitted_last_window, snap.window_ms) == (len(snap.admitted), 60_000)
     assert len(snap.admitted) == math.floor(rules.bucket_capacity(6000, 200))

@@ -187,7 +187,7 @@ def make_redis(settings: Settings) -> AnyRedis:
             driver_info=DRIVER,
         )
     if settings.redis_sentinels:
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             parse_nodes(settings.redis_sentinels),
             socket_timeout=CONNECT_TIMEOUT,
             socket_connect_timeout=CONNECT_TIMEOUT,

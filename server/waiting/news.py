@@ -50,7 +50,7 @@ class News:
                     continue
                 await self.on_news(message["channel"], message["data"])
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
         return 0.5
 
     def wanted_events(self) -> set[str]:
