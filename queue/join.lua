@@ -14,6 +14,8 @@
 -- KEYS[12] sources  ZSET  source -> places taken (kept to ARGV[6] sources: the fewest go first)
 -- KEYS[13] srcq     ZSET  "<source>|<queue_id>", score 0: the places each source took
 -- KEYS[14] away     ZSET  queue_id -> last sign of life ms of visitors out of the line (reap.lua)
+-- KEYS[15] count1   STRING a fixed-window attempt counter (queue/lib/window.lua): the visitor's
+-- KEYS[16] count2   STRING another: the client address's
 -- ARGV[1] visitor_id
 -- ARGV[2] queue_id to use if the visitor has no live place
 -- ARGV[3] now in ms, or "" to use Redis TIME
@@ -24,13 +26,21 @@
 -- ARGV[6] most sources KEYS[12] keeps
 -- ARGV[7] return window in ms: a visitor away (KEYS[14]) for less comes back in at their own
 --         ticket; after it the old place is gone and the visitor gets a new one
+-- ARGV[8], ARGV[9]    most attempts KEYS[15] allows, and its window in ms; most 0: not counted
+-- ARGV[10], ARGV[11]  the same for KEYS[16]
 --
 -- Returns {state, queue_id, ticket, rank, session_expires_ms, epoch} (epoch: see new_epoch.lua):
 --   state "prequeue" | "waiting" | "admitted"      the visitor's place (rank is 0-based or -1)
 --   state "closed" | "sold_out" | "not_open"       no place given
 --   state "nocfg"                                  the event is not mirrored in Redis yet
 --   state "challenge" | "spent"                    no place: no solution, or one already used
+--   state "limited"                                nothing done: an attempt counter is over its
+--                                                  limit; session_expires_ms is then the ms until
+--                                                  the later of the two windows resets
+-- Both counters are counted before anything else (once the event is mirrored), as
+-- rate_limit.lua would count them: the route needs no call of its own.
 --#include clock
+--#include window
 local now = now_ms(ARGV[3])
 
 local visitor = ARGV[1]
@@ -39,6 +49,20 @@ local cfg = redis.call('HMGET', KEYS[1], 'closed', 'sold_out', 'opened', 'preque
 local epoch = tonumber(cfg[5] or '0')
 if not cfg[1] then
   return {'nocfg', '', -1, -1, 0}
+end
+
+local refused, wait_ms = false, 0
+for i = 0, 1 do
+  local most = tonumber(ARGV[8 + 2 * i])
+  if most > 0 then
+    local counted = count_attempt(KEYS[15 + i], most, tonumber(ARGV[9 + 2 * i]))
+    if counted[1] == 0 then
+      refused, wait_ms = true, math.max(wait_ms, counted[2])
+    end
+  end
+end
+if refused then
+  return {'limited', '', -1, -1, wait_ms, epoch}
 end
 
 local existing = redis.call('HGET', KEYS[2], visitor)

@@ -404,6 +404,29 @@ async def test_join_and_status_limits_per_visitor(fans: TestClient[Any, Any], re
     await expect(await fans.get(ws, headers=visitor()), 400, "websocket_expected")
 
 
+async def test_a_join_is_counted_once_whichever_counts_it(
+    fans: TestClient[Any, Any], redis: Redis
+) -> None:
+    """A join that restores a kept place is counted before the restore (rate_limit.lua), one
+    with nothing to check or restore by join.lua itself: either way once."""
+    ev = await create_event(fans, challenge="off")
+    url, per_visitor = f"/api/events/{ev['id']}/queue", LIMITS["join"][0]
+    fan_id = "f" * 22
+    fan = visitor(fan_id)
+    first = await fans.post(url, headers=fan)
+    assert first.status == 200
+    kept = first.cookies[f"bo_place_{ev['id']}"].value
+    with_kept = {"Cookie": f"{fan['Cookie']}; bo_place_{ev['id']}={kept}"}
+    for n in range(1, per_visitor):
+        r = await fans.post(url, headers=with_kept if n % 2 else fan)
+        assert r.status == 200, await r.text()
+    counter = EventKeys(ev["id"]).rate("join", fan_id)
+    assert int(await redis.get(counter) or 0) == per_visitor
+    for headers in (with_kept, fan):
+        await expect(await fans.post(url, headers=headers), 429, "rate_limited")
+    assert int(await redis.get(counter) or 0) == per_visitor + 2
+
+
 async def test_limits_per_address(behind_proxy: TestClient[Any, Any]) -> None:
     ev = await create_event(behind_proxy, challenge="off")
     guard = behind_proxy.app[GUARD]

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from server.core import rules
 from server.core.keys import EventKeys
-from server.waiting.line import Place, Reaped, Scripts
+from server.waiting.line import Count, Place, Reaped, Scripts
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z: real-sized epoch milliseconds
 PRE = T0  # the pre-queue opens
@@ -171,6 +171,37 @@ async def test_not_open_before_the_prequeue_opens(redis: Redis, scripts: Scripts
     assert await redis.hlen(k.visitors) == 0
     assert await redis.zcard(k.seen) == 0
     assert (await scripts.join(k, "alice", qid(k, "a"), now_ms=PRE)).state == "prequeue"
+
+
+async def test_join_counts_its_attempts_before_it_acts(redis: Redis, scripts: Scripts) -> None:
+    k = EventKeys("counted")
+    await write_cfg(redis, k)
+    alice = Count(k.rate("join", "alice"), 2, 60_000)
+    address = Count(k.rate("join", "a:203.0.113.7"), 3, 60_000)
+    for n in range(2):  # a new place, then the same one again
+        place = await scripts.join(k, "alice", qid(k, f"a{n}"), SALE + n, counts=[alice, address])
+        assert (place.state, place.queue_id) == ("prequeue", qid(k, "a0"))
+    refused = await scripts.join(k, "alice", qid(k, "a2"), SALE + 2, counts=[alice, address])
+    assert (refused.state, refused.queue_id) == ("limited", "")
+    assert 0 < refused.retry_ms <= 60_000
+    # Bob's own counter is fine, the address's is over (its 4th attempt): nothing is done, and
+    # both were counted, as two rate_limit.lua calls would have.
+    bob = Count(k.rate("join", "bob"), 2, 60_000)
+    assert (await scripts.join(k, "bob", qid(k, "b"), SALE + 3, counts=[bob, address])).state == (
+        "limited"
+    )
+    assert await redis.hget(k.visitors, "bob") is None
+    assert await redis.zcard(k.pre) == 1
+    assert [int(await redis.get(c.key) or 0) for c in (alice, address, bob)] == [3, 4, 1]
+    # Without counts nothing is counted; an unmirrored event counts nothing either (the join
+    # made again once the event is mirrored counts once).
+    assert (await scripts.join(k, "carol", qid(k, "c"), now_ms=SALE + 4)).state == "prequeue"
+    ghost = EventKeys("counted-ghost")
+    ghosts = [Count(ghost.rate("join", "alice"), 2, 60_000)]
+    assert (await scripts.join(ghost, "alice", "x", SALE, counts=ghosts)).state == "nocfg"
+    assert await redis.exists(ghosts[0].key) == 0
+    with pytest.raises(ValueError, match="at most two"):
+        await scripts.join(k, "dave", qid(k, "d"), SALE, counts=[alice, address, bob])
 
 
 async def test_unmirrored_event(redis: Redis, scripts: Scripts) -> None:

@@ -216,10 +216,11 @@ async def test_source_counts_are_bounded(redis: Redis, client: Client) -> None:
     k = EventKeys(ev["id"])
     script = lua.register(redis, "join")["join"]
     keys = [k.cfg, k.visitors, k.owner, k.tickets, k.pre, k.line, k.seen, k.active, k.seq,
-            k.stats, k.spent("-"), k.sources, k.source_places]  # fmt: skip
+            k.stats, k.spent("-"), k.sources, k.source_places, k.away, k.stats, k.stats]  # fmt: skip
     plan = ["a"] * 3 + ["b"] * 2 + ["c", "d", "e"]
     for i, src in enumerate(plan):
-        answer = await script(keys=keys, args=[f"v{i}", f"{ev['id']}.q{i}", "", "", src, 3])
+        args: list[str | int] = [f"v{i}", f"{ev['id']}.q{i}", "", "", src, 3, 60_000, 0, 0, 0, 0]
+        answer = await script(keys=keys, args=args)
         assert answer[0] in (b"waiting", b"prequeue"), answer
     pairs: Any = await redis.zrange(k.sources, 0, -1, withscores=True)
     kept = {m.decode(): int(s) for m, s in pairs}

@@ -32,6 +32,7 @@ from server.core.keys import EventKeys
 from server.core.messages import ChallengePolicy
 from server.store import lua
 from server.store.lua import AnyRedis, Batched, time_arg
+from server.waiting.line import Count
 
 ALGORITHM = "PBKDF2/SHA-256"
 EXPIRES_SECONDS = 300  # a challenge must be solved and spent within five minutes
@@ -118,6 +119,11 @@ def retry_after(reset_ms: int) -> int:
     return max(1, math.ceil(reset_ms / 1000))
 
 
+def too_many(kind: LimitKind, reset_ms: int) -> RateLimited:
+    """The refusal of an attempt over its limit, whoever counted it."""
+    return RateLimited(f"too many {kind} requests; slow down", retry_after=retry_after(reset_ms))
+
+
 # ---- solutions -------------------------------------------------------------------------------
 
 
@@ -192,20 +198,23 @@ class Guard:
 
     # ---- limits ----
 
-    async def limit(self, kind: LimitKind, event_id: str, visitor_id: str, address: str) -> None:
-        """Count one attempt per visitor and per address; 429 with Retry-After over a limit."""
+    def counts(self, kind: LimitKind, event_id: str, visitor_id: str, address: str) -> list[Count]:
+        """The attempt one request of this kind makes: per visitor, and per address when it is
+        a real client address. Counted by `limit`, or by join.lua with the join itself."""
         k = EventKeys(event_id)
         per_visitor, per_address = LIMITS[kind]
-        checks = [(k.rate(kind, visitor_id), per_visitor)]
+        found = [Count(k.rate(kind, visitor_id), per_visitor, WINDOW_MS)]
         if counts_address(address):
-            checks.append((k.rate(kind, f"a:{address}"), per_address))
-        calls = [self._rate(keys=[key], args=[most, WINDOW_MS]) for key, most in checks]
+            found.append(Count(k.rate(kind, f"a:{address}"), per_address, WINDOW_MS))
+        return found
+
+    async def limit(self, kind: LimitKind, event_id: str, visitor_id: str, address: str) -> None:
+        """Count one attempt per visitor and per address; 429 with Retry-After over a limit."""
+        counts = self.counts(kind, event_id, visitor_id, address)
+        calls = [self._rate(keys=[c.key], args=[c.most, c.window_ms]) for c in counts]
         answers = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
-        refused = max((int(reset) for allowed, reset in answers if not allowed), default=0)
-        if refused:
-            raise RateLimited(
-                f"too many {kind} requests; slow down", retry_after=retry_after(refused)
-            )
+        if any(not allowed for allowed, _ in answers):
+            raise too_many(kind, max(int(reset) for allowed, reset in answers if not allowed))
 
     # ---- challenges ----
 

@@ -7,7 +7,8 @@ event-loop turn share one pipeline (server.store.lua.Batcher)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -37,6 +38,18 @@ class Place(msgspec.Struct, frozen=True):
     rank: int
     session_expires_ms: int
     epoch: int = 0  # the event's Redis epoch when this was read (queue/new_epoch.lua)
+    retry_ms: int = 0  # state "limited": ms until the attempt may be made again
+
+
+class Count(NamedTuple):
+    """An attempt a script counts in a fixed window before it acts (queue/lib/window.lua)."""
+
+    key: str  # the counter (EventKeys.rate)
+    most: int  # attempts allowed in a window
+    window_ms: int
+
+
+NOT_COUNTED = Count("", 0, 0)  # a slot of join.lua's counters left unused (most 0)
 
 
 def _place(r: list[Any], queue_id: str, visitor_id: str) -> Place:
@@ -129,13 +142,22 @@ class Scripts:
         proof: str = "",
         nonce: str = "-",
         source: str = "",
+        counts: Sequence[Count] = (),
     ) -> Place:
         """proof and nonce: see join.lua ARGV[4] and server.waiting.challenge.Proof; source:
-        the client address a new place is counted under ("" for none)."""
+        the client address a new place is counted under ("" for none); counts: at most two
+        attempt counters the script counts first (state "limited" if one is over)."""
+        if len(counts) > 2:
+            raise ValueError("join.lua counts at most two attempts")
+        padded = [*counts, NOT_COUNTED, NOT_COUNTED]
+        first, second = padded[0], padded[1]
         before, after = self._join_keys(k)
-        keys = [*before, k.spent(nonce), *after]
+        keys = [*before, k.spent(nonce), *after, first.key or k.stats, second.key or k.stats]
         args: list[str | int] = [visitor_id, new_queue_id, time_arg(now_ms), proof, source]
-        r = await self._run("join", keys, [*args, SOURCES_KEPT, self.return_window_ms])
+        args += [SOURCES_KEPT, self.return_window_ms, first.most, first.window_ms]
+        r = await self._run("join", keys, [*args, second.most, second.window_ms])
+        if as_text(r[0]) == "limited":
+            return Place("limited", "", visitor_id, -1, -1, 0, int(r[5]), retry_ms=int(r[4]))
         return _place(r, as_text(r[1]), visitor_id)
 
     async def status(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 
 import msgspec
 from aiohttp import web
@@ -18,8 +19,8 @@ from server.core.tokens import AccessClaims, PlaceClaims, Signer, new_id
 from server.store import audit, db
 from server.store.events import EventCache
 from server.store.lua import AnyRedis
-from server.waiting.challenge import NOT_ASKED, Proof, refusal
-from server.waiting.line import Place, Scripts, Snapshot
+from server.waiting.challenge import NOT_ASKED, Proof, refusal, too_many
+from server.waiting.line import Count, Place, Scripts, Snapshot
 
 
 class Standing(msgspec.Struct, frozen=True):
@@ -111,27 +112,32 @@ class Room:
 
     async def join(
         self,
-        event_id: str,
+        ev: db.EventRow,
         visitor_id: str,
         proof: Proof = NOT_ASKED,
         kept: PlaceClaims | None = None,
         source: str = "",
+        counts: Sequence[Count] = (),
     ) -> Standing:
         """A place for this visitor: the one its kept place cookie names if that can be
         restored, else its live one, else a new one counted under `source`, the client
-        address ("" for none)."""
-        ev = await self.cache.require(event_id)
-        keys = EventKeys(ev.id)
+        address ("" for none). `counts`: the join's attempt, counted by the join script itself
+        (429 over a limit), when no kept place is to be restored first."""
         if kept is not None:
+            if counts:
+                raise ValueError("a kept place is restored first: count the attempt before")
             restored = await self.restore(ev, kept)
             if restored is not None:
                 return self.standing(ev.id, restored)
+        keys = EventKeys(ev.id)
         queue_id = f"{ev.id}.{new_id()}"
-        args = (None, proof.arg, proof.nonce, source)
+        args = (None, proof.arg, proof.nonce, source, counts)
         place = await self.scripts.join(keys, visitor_id, queue_id, *args)
         if place.state == "nocfg":
             await self.mirror(ev)
             place = await self.scripts.join(keys, visitor_id, queue_id, *args)
+        if place.state == "limited":
+            raise too_many("join", place.retry_ms)
         if place.state in ("challenge", "spent"):
             raise refusal(ev.id, proof, place.state)
         if place.state == "not_open":

@@ -45,13 +45,19 @@ async def join(request: web.Request) -> web.Response:
     room, guard, visitor = request.app[ROOM], request.app[GUARD], visitor_id(request)
     ev = await room.cache.require(request.match_info["event_id"])
     address = guard.address(request)
-    await guard.limit("join", ev.id, visitor, address)
+    counts = guard.counts("join", ev.id, visitor, address)
     raw = await request.read()
     solution = _join_body.decode(raw).altcha if raw.strip() else None
+    kept = _kept(request, ev.id, visitor)
+    if solution is not None or kept is not None:
+        # Checking a solution costs a PBKDF2 derivation, restoring a kept place a script of its
+        # own: the attempt is counted before them. Otherwise join.lua counts it.
+        await guard.limit("join", ev.id, visitor, address)
+        counts = []
     proof = guard.proof(ev.id, ev.challenge, solution)
     try:
-        kept = _kept(request, ev.id, visitor)
-        standing = await room.join(ev.id, visitor, proof, kept, sources.recorded(address))
+        source = sources.recorded(address)
+        standing = await room.join(ev, visitor, proof, kept, source, counts)
     except DomainError as exc:
         if exc.code == "challenge_failed":
             await guard.failed(ev.id)
