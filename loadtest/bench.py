@@ -31,7 +31,7 @@ import msgspec
 import uvloop
 
 from loadtest.benchkit.common import ADMIN_TOKEN, HOST, SECRET, LoadResult, LoadSpec, WsSpec, log
-from loadtest.benchkit.loadgen import loadgen, run_bare, run_raw_ws, wsclient
+from loadtest.benchkit.loadgen import loadgen, run_bare, run_floor, run_raw_ws, wsclient
 from loadtest.benchkit.measure import (
     cores,
     cpu_of,
@@ -73,6 +73,12 @@ if TYPE_CHECKING:
 
 
 JOIN_TARGET = 0.75  # issue #14: joins at this fraction of the bare handler's rate, 1 process
+JoinKind = Literal["bare", "app", "floor"]
+JOIN_ROWS: dict[JoinKind, str] = {
+    "bare": "bare aiohttp handler",
+    "app": "Boxoffice join",
+    "floor": "floor of a join",  # loadgen.run_floor
+}
 STALL_WATCH_S = 4.0  # how often (b) reads the stall gauge while sockets open: under its window
 
 
@@ -189,17 +195,26 @@ class Bench:
         await wait_listening(children, port)
         return children
 
+    async def start_floor(self, port: int, event_id: str) -> list[Child]:
+        args = role_args("floor", "--port", str(port), "--event", event_id)
+        children = [await self.procs.spawn("floor", args, self.settings_env(port))]
+        await wait_listening(children, port)
+        return children
+
     async def create_event(self, port: int, event_id: str) -> None:
         sections = [{"id": "GA", "name": "Standing", "price": 3500, "capacity": 1000}]
         await create_event(port, event_body(event_id, sections, rate_per_min=0, max_active=1000))
 
     # -- (a) joins --------------------------------------------------------------------------
 
-    async def joins_run(self, kind: Literal["bare", "app"], count: int) -> JoinRow:
-        row = JoinRow("bare aiohttp handler" if kind == "bare" else "Boxoffice join", count)
+    async def joins_run(self, kind: JoinKind, count: int) -> JoinRow:
+        row = JoinRow(JOIN_ROWS[kind], count)
         port = free_port()
-        event_id = f"bench-join-{count}p"
-        servers = await (self.start_bare if kind == "bare" else self.start_app)(count, port)
+        event_id = f"bench-join-{count}p"  # the floor joins the event of the app's run before
+        if kind == "floor":
+            servers = await self.start_floor(port, event_id)
+        else:
+            servers = await (self.start_bare if kind == "bare" else self.start_app)(count, port)
         try:
             if kind == "app":
                 await self.create_event(port, event_id)
@@ -246,15 +261,17 @@ class Bench:
         return row
 
     async def bench_joins(self) -> None:
-        for count in (1, 2):
-            for kind in ("bare", "app"):
-                try:
-                    self.joins.append(await self.joins_run(kind, count))
-                except Exception as exc:
-                    name = "bare aiohttp handler" if kind == "bare" else "Boxoffice join"
-                    self.joins.append(JoinRow(name, count, note=f"FAILED: {exc}"))
-                    self.errors.append(f"(a) {name} x{count}: {exc}")
-                    log(f"(a) {name} x{count} failed: {exc}")
+        """One process: the bare handler, the app, the floor (after the app, whose event it
+        joins); then two processes: the bare handler and the app."""
+        runs: list[tuple[JoinKind, int]] = [("bare", 1), ("app", 1), ("floor", 1)]
+        for kind, count in [*runs, ("bare", 2), ("app", 2)]:
+            try:
+                self.joins.append(await self.joins_run(kind, count))
+            except Exception as exc:
+                name = JOIN_ROWS[kind]
+                self.joins.append(JoinRow(name, count, note=f"FAILED: {exc}"))
+                self.errors.append(f"(a) {name} x{count}: {exc}")
+                log(f"(a) {name} x{count} failed: {exc}")
 
     # -- (b) and (c) websockets ------------------------------------------------------------
 
@@ -474,10 +491,7 @@ class Bench:
     def join_budget(self) -> list[str]:
         """What a join at JOIN_TARGET x the bare handler (1 process) would have to cost here: the
         machine's CPU per join at that rate, less the Redis and load-generator CPU a join costs."""
-        bare = next(
-            (r for r in self.joins if r.processes == 1 and r.target.startswith("bare")), None
-        )
-        join = next((r for r in self.joins if r.processes == 1 and r.target.endswith("join")), None)
+        bare, join, floor = (self.one_process(kind) for kind in ("bare", "app", "floor"))
         if bare is None or join is None or not (bare.rate and join.ok):
             return []
         rate = JOIN_TARGET * bare.rate
@@ -490,11 +504,25 @@ class Bench:
             if server_ms > 0
             else "more than the machine has, whatever the server spends"
         )
-        return [
+        lines = [
             f"    {JOIN_TARGET:g}x the bare handler, 1 process, is {rate:,.0f} joins/s: at most "
             f"{box_ms:.3f} ms of this machine's CPU a join; Redis and the load generators take "
             f"{others_ms:.3f} ms of it now, so {verdict}."
         ]
+        if floor is not None and floor.ok:
+            lines.append(
+                f"    The floor of a join (the bare handler plus one join.lua call through the "
+                f"Batcher and two signed cookies: loadgen.run_floor) took {floor.server_cpu_ms:.3f}"
+                f" ms a join and reached {floor.rate / bare.rate:.2f}x the bare handler; the "
+                f"app's join reached {join.rate / floor.rate:.2f}x the floor."
+            )
+        return lines
+
+    def one_process(self, kind: JoinKind) -> JoinRow | None:
+        """The row of a 1-process run of this kind, if it ran."""
+        return next(
+            (r for r in self.joins if r.processes == 1 and r.target == JOIN_ROWS[kind]), None
+        )
 
     def render(self) -> str:
         a = self.args
@@ -512,7 +540,8 @@ class Bench:
                 f"{a.clients} aiohttp client process(es) (127.0.0.2+), after one uncounted "
                 "warm-up request per connection.",
                 "    Every request carries no cookie: a new visitor joins an on-sale event at "
-                "rate 0 (nobody admitted). App processes share one port (SO_REUSEPORT).",
+                "rate 0 (nobody admitted). App processes share one port (SO_REUSEPORT). "
+                "'floor of a join' is the least a join costs with these parts (last line).",
                 "    CPU% is per core (a 2-process server can reach 200%); 'CPU ms/req' is "
                 "server CPU time per successful request; 'box ms/req' adds Redis's and the load "
                 "generators' (all on this machine), and 'ceiling/s' is the rate the machine's "
@@ -540,7 +569,7 @@ class Bench:
                     f"{r.box_cpu_ms:>11.3f}{r.ceiling:>10,.0f}" + (f"  {r.note}" if r.note else "")
                 )
             out += self.join_budget()
-            app = {r.processes: r.rate for r in self.joins if not r.target.startswith("bare")}
+            app = {r.processes: r.rate for r in self.joins if r.target == JOIN_ROWS["app"]}
             if app.get(1) and app.get(2):
                 out.append(
                     f"    two app processes / one: {app[2] / app[1]:.2f}x "
@@ -723,9 +752,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--chunk", type=int, default=256, help=argparse.SUPPRESS)
     parser.add_argument(
-        "--role", choices=["bare", "rawws", "loadgen", "wsclient"], help=argparse.SUPPRESS
+        "--role", choices=["bare", "floor", "rawws", "loadgen", "wsclient"], help=argparse.SUPPRESS
     )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--event", help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -743,6 +773,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     if args.role == "bare":
         run_bare(args.port)
+        return 0
+    if args.role == "floor":
+        run_floor(args.port, args.event)
         return 0
     if args.role == "rawws":
         run_raw_ws(args.port, args.chunk)

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -119,6 +119,75 @@ def run_bare(port: int) -> None:
     app = web.Application()
     app.router.add_post("/api/events/{event_id}/queue", handler)
     app.router.add_get("/healthz", handler)
+    web.run_app(
+        app,
+        host=HOST,
+        port=port,
+        reuse_port=True,
+        loop=uvloop.new_event_loop(),
+        print=None,
+        access_log=None,
+        shutdown_timeout=2,
+    )
+
+
+# ---- child role: the floor of a join -------------------------------------------------------
+
+
+def run_floor(port: int, event_id: str) -> None:
+    """The least a join can cost in this stack, built from the app's own parts: a bare aiohttp
+    handler (no middleware, no event lookup) that makes a new visitor, puts it in line at
+    `event_id` (mirrored in Redis by the app's run) with one join.lua call through the Batcher,
+    its attempt counted by the script, and answers the status with the visitor's and the
+    place's signed cookies, as a join does. What a join does beyond this (the event, the
+    client address, the middlewares, metrics) is the app's own cost. Its settings come from
+    the environment, as the app's do."""
+    from server.core.clock import from_ms, now_ms
+    from server.core.http import json_response
+    from server.core.identity import COOKIE_MAX_AGE, VISITOR_COOKIE, add_cookie
+    from server.core.keys import EventKeys
+    from server.core.messages import QueueStatus
+    from server.core.settings import from_env
+    from server.core.tokens import PlaceClaims, Signer, new_id
+    from server.store.redis_client import close_redis, make_redis
+    from server.waiting.challenge import LIMITS, WINDOW_MS
+    from server.waiting.line import Count, Scripts
+    from server.waiting.routes import PLACE_COOKIE_MAX_AGE, place_cookie
+
+    k = EventKeys(event_id)
+    settings = from_env()
+    signer = Signer(settings.secret)
+    cookie, per_visitor = place_cookie(event_id), LIMITS["join"][0]
+    app = web.Application()
+    scripts: list[Scripts] = []
+
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        client = make_redis(settings)
+        scripts.append(Scripts(client))
+        yield
+        await close_redis(client)
+
+    async def join(request: web.Request) -> web.Response:
+        visitor = new_id()
+        count = Count(k.rate("join", visitor), per_visitor, WINDOW_MS)
+        place = await scripts[0].join(k, visitor, f"{event_id}.{new_id()}", counts=[count])
+        status = QueueStatus(
+            place.queue_id,
+            event_id,
+            "waiting",
+            place.rank + 1,
+            ticket=place.ticket,
+            return_window_seconds=settings.return_window_seconds,
+            server_time=from_ms(now_ms()),  # as every status answer carries
+        )
+        response = json_response(status)
+        add_cookie(response, VISITOR_COOKIE, signer.visitor_cookie(visitor), COOKIE_MAX_AGE, False)
+        claims = PlaceClaims(event_id, visitor, place.queue_id, place.ticket, 0, place.epoch)
+        add_cookie(response, cookie, signer.place_token(claims), PLACE_COOKIE_MAX_AGE, False)
+        return response
+
+    app.cleanup_ctx.append(redis_ctx)
+    app.router.add_post("/api/events/{event_id}/queue", join)
     web.run_app(
         app,
         host=HOST,
