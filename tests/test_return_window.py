@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from server.core.keys import EventKeys
 from server.core.settings import SettingsError, from_env
-from server.waiting.line import Reaped, Scripts
+from server.waiting.line import Count, Reaped, Scripts
 from tests.test_scripts import GRACE, SALE, join, members, opened, text, write_cfg
 
 WINDOW = 1_800_000  # the default return window, 30 minutes
@@ -166,3 +166,36 @@ def test_return_window_setting(value: str, ok: bool) -> None:
     else:
         with pytest.raises(SettingsError, match="return_window_seconds"):
             from_env(env)
+
+
+async def test_only_the_owner_signs_life_and_a_status_counts_first(
+    redis: Redis, scripts: Scripts
+) -> None:
+    """status.lua with an owner: a stranger's touch reads and changes nothing (not even an away
+    place's return); the owner's brings the place back. Its counters are counted before it
+    reads anything, and over a limit it does nothing at all."""
+    k = await opened(redis, scripts, "owned", rate_per_min=0)
+    a = await join(scripts, k, "a", SALE + 1)
+    b = await join(scripts, k, "b", SALE + 2)
+    stamp = await redis.zscore(k.seen, b.queue_id)
+    stranger = await scripts.status(k, b.queue_id, True, SALE + 50, owner="mallory")
+    assert (stranger.state, stranger.visitor_id) == ("waiting", "b")
+    assert await redis.zscore(k.seen, b.queue_id) == stamp
+    mine = await scripts.status(k, b.queue_id, True, SALE + 60, owner="b")
+    assert (mine.state, await redis.zscore(k.seen, b.queue_id)) == ("waiting", SALE + 60)
+    assert await scripts.reap(k, GRACE, now_ms=SALE + 3 * MINUTE) == Reaped(0, 2)
+    assert (await scripts.status(k, a.queue_id, True, SALE + 4 * MINUTE, owner="b")).state == (
+        "away"
+    )
+    assert await members(redis, k.line) == []
+    back = await scripts.status(k, a.queue_id, True, SALE + 4 * MINUTE, owner="a")
+    assert (back.state, back.rank) == ("waiting", 0)
+    counter = Count(k.rate("status", "b"), 1, MINUTE)
+    assert (
+        await scripts.status(k, b.queue_id, now_ms=SALE + 5 * MINUTE, counts=[counter])
+    ).state == ("away")
+    over = await scripts.status(k, b.queue_id, True, SALE + 5 * MINUTE, "b", [counter])
+    assert (over.state, over.visitor_id) == ("limited", "")
+    assert 0 < over.retry_ms <= MINUTE
+    assert await members(redis, k.line) == [a.queue_id]  # b did not come back
+    assert await redis.get(counter.key) == b"2"

@@ -49,7 +49,22 @@ class Count(NamedTuple):
     window_ms: int
 
 
-NOT_COUNTED = Count("", 0, 0)  # a slot of join.lua's counters left unused (most 0)
+NOT_COUNTED = Count("", 0, 0)  # a counter slot of a script left unused (most 0)
+
+
+def _count_slots(k: EventKeys, counts: Sequence[Count]) -> tuple[list[str], list[int]]:
+    """The two counter KEYS and their four ARGV (most, window ms each) of join.lua and
+    status.lua; an unused slot names the event's stats hash, never touched (most 0)."""
+    if len(counts) > 2:
+        raise ValueError("a script counts at most two attempts")
+    first, second = [*counts, NOT_COUNTED, NOT_COUNTED][:2]
+    keys = [first.key or k.stats, second.key or k.stats]
+    return keys, [first.most, first.window_ms, second.most, second.window_ms]
+
+
+def _limited(r: list[Any], visitor_id: str) -> Place:
+    """The answer of a script that counted an attempt over its limit and did nothing."""
+    return Place("limited", "", visitor_id, -1, -1, 0, int(r[5]), retry_ms=int(r[4]))
 
 
 def _place(r: list[Any], queue_id: str, visitor_id: str) -> Place:
@@ -147,30 +162,37 @@ class Scripts:
         """proof and nonce: see join.lua ARGV[4] and server.waiting.challenge.Proof; source:
         the client address a new place is counted under ("" for none); counts: at most two
         attempt counters the script counts first (state "limited" if one is over)."""
-        if len(counts) > 2:
-            raise ValueError("join.lua counts at most two attempts")
-        padded = [*counts, NOT_COUNTED, NOT_COUNTED]
-        first, second = padded[0], padded[1]
+        count_keys, count_args = _count_slots(k, counts)
         before, after = self._join_keys(k)
-        keys = [*before, k.spent(nonce), *after, first.key or k.stats, second.key or k.stats]
+        keys = [*before, k.spent(nonce), *after, *count_keys]
         args: list[str | int] = [visitor_id, new_queue_id, time_arg(now_ms), proof, source]
-        args += [SOURCES_KEPT, self.return_window_ms, first.most, first.window_ms]
-        r = await self._run("join", keys, [*args, second.most, second.window_ms])
+        r = await self._run("join", keys, [*args, SOURCES_KEPT, self.return_window_ms, *count_args])
         if as_text(r[0]) == "limited":
-            return Place("limited", "", visitor_id, -1, -1, 0, int(r[5]), retry_ms=int(r[4]))
+            return _limited(r, visitor_id)
         return _place(r, as_text(r[1]), visitor_id)
 
     async def status(
-        self, k: EventKeys, queue_id: str, touch: bool = False, now_ms: int | None = None
+        self,
+        k: EventKeys,
+        queue_id: str,
+        touch: bool = False,
+        now_ms: int | None = None,
+        owner: str = "",
+        counts: Sequence[Count] = (),
     ) -> Place:
+        """touch: record a sign of life; with `owner`, only if that visitor owns the place.
+        counts: at most two attempt counters the script counts first (state "limited")."""
         keys = self._status_keys.get(k.event_id)
         if keys is None:
             if len(self._status_keys) >= MAX_EVENTS_KEPT:
                 self._status_keys.clear()
             keys = [k.cfg, k.owner, k.tickets, k.pre, k.line, k.seen, k.active, k.away, k.stats]
             self._status_keys[k.event_id] = keys
-        args = [queue_id, "1" if touch else "0", time_arg(now_ms), self.return_window_ms]
-        r = await self._run("status", keys, args)
+        count_keys, count_args = _count_slots(k, counts)
+        args = [queue_id, "1" if touch else "0", time_arg(now_ms), self.return_window_ms, owner]
+        r = await self._run("status", [*keys, *count_keys], [*args, *count_args])
+        if as_text(r[0]) == "limited":
+            return _limited(r, "")
         return _place(r, queue_id, as_text(r[1]))
 
     async def restore(

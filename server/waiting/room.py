@@ -149,37 +149,46 @@ class Room:
             raise Unavailable("the queue is being rebuilt, retry", retry_after=1)
         return self.standing(ev.id, place)
 
-    async def place(self, queue_id: str, visitor_id: str | None, touch: bool) -> Place:
-        event_id = parse_queue_id(queue_id)
-        # Only the owner's requests are a sign of life: a stranger's refused request must
-        # change nothing, nor keep someone else's abandoned place alive.
-        owned = visitor_id is not None
-        k = EventKeys(event_id)
-        place = await self.scripts.status(k, queue_id, touch=touch and not owned)
+    async def place(
+        self,
+        queue_id: str,
+        visitor_id: str | None,
+        touch: bool,
+        counts: Sequence[Count] = (),
+    ) -> Place:
+        """Where a place stands, read by one status.lua call. With `touch` it records a sign of
+        life (a visitor away comes back in at their ticket), but only the owner's requests are
+        one: a stranger's refused request changes nothing, nor keeps someone else's abandoned
+        place alive. `counts`: a status request's attempt, counted first (429 over a limit)."""
+        k = EventKeys(parse_queue_id(queue_id))
+        owner = visitor_id or ""
+        place = await self.scripts.status(k, queue_id, touch, owner=owner, counts=counts)
+        if place.state == "limited":
+            raise too_many("status", place.retry_ms)
         if place.state == "unknown":
             raise NotFound("no such place in the queue", code="queue_not_found")
         if visitor_id is not None and place.visitor_id != visitor_id:
             raise Forbidden("this place in the queue belongs to another visitor")
-        if touch and owned and place.state == "away":
-            place = await self.scripts.status(k, queue_id, touch=True)  # back at their ticket
-        elif touch and owned and place.state in ("waiting", "prequeue"):
-            await self.touch(event_id, [queue_id])
         return place
 
     async def status(
-        self, queue_id: str, visitor_id: str | None, kept: PlaceClaims | None = None
+        self,
+        queue_id: str,
+        visitor_id: str | None,
+        kept: PlaceClaims | None = None,
+        counts: Sequence[Count] = (),
     ) -> Standing:
         event_id = parse_queue_id(queue_id)
         if kept is not None and kept.q == queue_id:
             try:
-                place = await self.place(queue_id, visitor_id, touch=True)
+                place = await self.place(queue_id, visitor_id, touch=True, counts=counts)
             except NotFound:
                 restored = await self.restore(await self.cache.require(event_id), kept)
                 if restored is None:
                     raise
                 place = restored
         else:
-            place = await self.place(queue_id, visitor_id, touch=True)
+            place = await self.place(queue_id, visitor_id, touch=True, counts=counts)
         return self.standing(event_id, place)
 
     async def restore(self, ev: db.EventRow, kept: PlaceClaims) -> Place | None:

@@ -71,9 +71,9 @@ async def status(request: web.Request) -> web.Response:
     room, guard, visitor = request.app[ROOM], request.app[GUARD], visitor_id(request)
     queue_id = request.match_info["queue_id"]
     event_id = parse_queue_id(queue_id)
-    await guard.limit("status", event_id, visitor, guard.address(request))
+    counts = guard.counts("status", event_id, visitor, guard.address(request))  # by status.lua
     kept = _kept(request, event_id, visitor)
-    return _answer(request, await room.status(queue_id, visitor, kept))
+    return _answer(request, await room.status(queue_id, visitor, kept, counts))
 
 
 def place_cookie(event_id: str) -> str:
