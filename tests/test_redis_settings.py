@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 
-from server.core.errors import redis_transport_race
+from server.core.errors import REDIS_DOWN
 from server.core.settings import SettingsError, from_env, parse_nodes
 from server.store.redis_client import DRIVER, make_redis, sharded
 
@@ -93,13 +93,9 @@ def test_no_redis_named_means_embedded() -> None:
 
 
 async def test_a_write_on_a_connection_closed_underneath_is_redis_down() -> None:
-    """redis-py's own connection object, closed (no writer), written to: the AttributeError it
-    leaks is recognised as a dropped connection; the same error raised elsewhere is not."""
+    """redis-py's own connection, closed (no writer), written to: a ConnectionError, which the
+    error middleware answers 503 redis_unavailable (REDIS_DOWN). redis-py 8.1 leaked an
+    AttributeError here (redis/redis-py#4287), fixed in 8.2, the least the project takes."""
     connection = Connection(host="127.0.0.1", port=1)
-    with pytest.raises(AttributeError) as leaked:
+    with pytest.raises(REDIS_DOWN):
         await connection._send_packed_command([b"PING\r\n"])
-    assert redis_transport_race(leaked.value)
-    with pytest.raises(AttributeError) as ours:
-        None.writelines  # type: ignore[attr-defined]  # noqa: B018
-    assert not redis_transport_race(ours.value)
-    assert not redis_transport_race(ValueError("x"))

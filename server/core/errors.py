@@ -134,24 +134,6 @@ REDIS_DOWN = (
     redis.exceptions.ReadOnlyError,
 )
 
-_REDIS_CONNECTION = "/redis/asyncio/connection.py"
-
-
-def redis_transport_race(exc: BaseException) -> bool:
-    """redis-py 8.1's asyncio connection leaks an AttributeError / TypeError (instead of its
-    ConnectionError) when a connection is closed under a write — as a cluster client does to
-    every connection while it recovers from a failover (redis/redis-py#4287, #3546). It means
-    the same as a dropped connection."""
-    if not isinstance(exc, AttributeError | TypeError):
-        return False
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename.endswith(_REDIS_CONNECTION):
-            return True
-        tb = tb.tb_next
-    return False
-
-
 DATABASE_DOWN = (
     OSError,
     TimeoutError,
@@ -227,9 +209,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except DATABASE_DOWN as exc:
         log.warning("database unavailable", extra={"path": request.path, "error": str(exc)})
         return error_response(503, "database_unavailable", "database unavailable, retry", 5)
-    except Exception as exc:
-        if redis_transport_race(exc):
-            log.warning("redis unavailable", extra={"path": request.path, "error": repr(exc)})
-            return error_response(503, "redis_unavailable", "queue store unavailable, retry", 5)
+    except Exception:
         log.exception("unhandled error", extra={"path": request.path})
         return error_response(500, "internal", "internal error; it has been logged")
