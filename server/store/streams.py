@@ -5,12 +5,15 @@ gets them created again on the next read."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.exceptions
 
 from server.store.lua import AnyRedis
+
+log = logging.getLogger("boxoffice.streams")
 
 Handler = Callable[[str, bytes, dict[bytes, bytes]], Awaitable[int]]
 
@@ -54,7 +57,10 @@ async def read_group(
                 for entry_id, fields in entries:
                     done += await handle(stream, entry_id, fields)
     except redis.exceptions.ResponseError as exc:
-        if "NOGROUP" in str(exc):
-            known.clear()  # Redis lost the groups (restart, flush): create them again
-        raise
+        if "NOGROUP" not in str(exc):
+            raise
+        # Redis lost the groups (a restart, a flush): an expected turn of events, not a fault
+        # with a traceback; they are created again on the next read.
+        known.clear()
+        log.info("consumer group %s lost with Redis's data; made again on the next read", group)
     return done
