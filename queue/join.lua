@@ -51,16 +51,7 @@ if not cfg[1] then
   return {'nocfg', '', -1, -1, 0}
 end
 
-local refused, wait_ms = false, 0
-for i = 0, 1 do
-  local most = tonumber(ARGV[8 + 2 * i])
-  if most > 0 then
-    local counted = count_attempt(KEYS[15 + i], most, tonumber(ARGV[9 + 2 * i]))
-    if counted[1] == 0 then
-      refused, wait_ms = true, math.max(wait_ms, counted[2])
-    end
-  end
-end
+local refused, wait_ms = count_attempts(KEYS, 15, ARGV, 8)
 if refused then
   return {'limited', '', -1, -1, wait_ms, epoch}
 end

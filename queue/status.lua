@@ -30,16 +30,7 @@
 --#include window
 local now = now_ms(ARGV[3])
 
-local refused, wait_ms = false, 0
-for i = 0, 1 do
-  local most = tonumber(ARGV[6 + 2 * i])
-  if most > 0 then
-    local counted = count_attempt(KEYS[10 + i], most, tonumber(ARGV[7 + 2 * i]))
-    if counted[1] == 0 then
-      refused, wait_ms = true, math.max(wait_ms, counted[2])
-    end
-  end
-end
+local refused, wait_ms = count_attempts(KEYS, 10, ARGV, 6)
 
 local queue_id = ARGV[1]
 local epoch = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')

@@ -110,15 +110,8 @@ class Tally:
 # ---- child role: bare aiohttp handler ---------------------------------------------------------
 
 
-def run_bare(port: int) -> None:
-    body = b'{"ok":true}'
-
-    async def handler(request: web.Request) -> web.Response:
-        return web.Response(body=body, content_type="application/json")
-
-    app = web.Application()
-    app.router.add_post("/api/events/{event_id}/queue", handler)
-    app.router.add_get("/healthz", handler)
+def serve(app: web.Application, port: int) -> None:
+    """Run a child's server on the bench's host and `port` (shared: SO_REUSEPORT), quietly."""
     web.run_app(
         app,
         host=HOST,
@@ -129,6 +122,18 @@ def run_bare(port: int) -> None:
         access_log=None,
         shutdown_timeout=2,
     )
+
+
+def run_bare(port: int) -> None:
+    body = b'{"ok":true}'
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/api/events/{event_id}/queue", handler)
+    app.router.add_get("/healthz", handler)
+    serve(app, port)
 
 
 # ---- child role: the floor of a join -------------------------------------------------------
@@ -188,16 +193,7 @@ def run_floor(port: int, event_id: str) -> None:
 
     app.cleanup_ctx.append(redis_ctx)
     app.router.add_post("/api/events/{event_id}/queue", join)
-    web.run_app(
-        app,
-        host=HOST,
-        port=port,
-        reuse_port=True,
-        loop=uvloop.new_event_loop(),
-        print=None,
-        access_log=None,
-        shutdown_timeout=2,
-    )
+    serve(app, port)
 
 
 # ---- child role: the raw-write floor of a tick ------------------------------------------------
