@@ -5,7 +5,8 @@
 -- KEYS[3] tickets  HASH  queue_id -> ticket
 -- KEYS[4] pre      ZSET  pre-queue
 -- KEYS[5] line     ZSET  waiting line
--- KEYS[6] seen     ZSET  queue_id -> last sign of life ms
+-- KEYS[6] seen     ZSET  queue_id -> last sign of life ms (never moved back: GT, as the
+--                        websocket heartbeats write it with the app's clock)
 -- KEYS[7] active   ZSET  queue_id -> session expiry ms
 -- KEYS[8] away     ZSET  queue_id -> last sign of life ms of visitors out of the line (reap.lua)
 -- KEYS[9] stats    HASH  counters (expired)
@@ -60,16 +61,16 @@ if last then
   end
   redis.call('ZREM', KEYS[8], queue_id)
   redis.call('ZADD', KEYS[5], ticket, queue_id)
-  redis.call('ZADD', KEYS[6], now, queue_id)
+  redis.call('ZADD', KEYS[6], 'GT', now, queue_id)
   return {'waiting', visitor, ticket, redis.call('ZRANK', KEYS[5], queue_id), 0, epoch}
 end
 local rank = redis.call('ZRANK', KEYS[5], queue_id)
 if rank then
-  if touch then redis.call('ZADD', KEYS[6], now, queue_id) end
+  if touch then redis.call('ZADD', KEYS[6], 'GT', now, queue_id) end
   return {'waiting', visitor, ticket, rank, 0, epoch}
 end
 if redis.call('ZSCORE', KEYS[4], queue_id) then
-  if touch then redis.call('ZADD', KEYS[6], now, queue_id) end
+  if touch then redis.call('ZADD', KEYS[6], 'GT', now, queue_id) end
   return {'prequeue', visitor, -1, -1, 0, epoch}
 end
 return {'expired', visitor, ticket, -1, tonumber(expires or '0'), epoch}

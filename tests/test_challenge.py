@@ -427,6 +427,15 @@ async def test_a_join_is_counted_once_whichever_counts_it(
     assert int(await redis.get(counter) or 0) == per_visitor + 2
 
 
+async def test_a_refused_join_body_counts_as_an_attempt(fans: TestClient[Any, Any]) -> None:
+    ev = await create_event(fans, challenge="off")
+    url, fan = f"/api/events/{ev['id']}/queue", visitor()
+    bad = {**fan, "Content-Type": "application/json"}
+    for _ in range(LIMITS["join"][0]):
+        await expect(await fans.post(url, data=b"{not json", headers=bad), 400, "malformed_json")
+    await expect(await fans.post(url, headers=fan), 429, "rate_limited")
+
+
 async def test_limits_per_address(behind_proxy: TestClient[Any, Any]) -> None:
     ev = await create_event(behind_proxy, challenge="off")
     guard = behind_proxy.app[GUARD]

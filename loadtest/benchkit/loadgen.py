@@ -176,6 +176,8 @@ def run_floor(port: int, event_id: str) -> None:
         visitor = new_id()
         count = Count(k.rate("join", visitor), per_visitor, WINDOW_MS)
         place = await scripts[0].join(k, visitor, f"{event_id}.{new_id()}", counts=[count])
+        if place.state != "waiting":  # the app's run did not leave its event on sale in Redis
+            raise web.HTTPServiceUnavailable(text=f"join.lua answered {place.state}")
         status = QueueStatus(
             place.queue_id,
             event_id,

@@ -106,7 +106,8 @@ def cost_level(policy: ChallengePolicy, pressure: Pressure) -> int:
 LimitKind = Literal["join", "status", "ws", "challenge"]
 WINDOW_MS = 60_000
 # Attempts per minute: (per visitor, per client address). Per visitor about what NGINX allows at
-# its edge; per address generous, since a carrier NAT puts thousands of fans behind one.
+# its edge; per address generous, since a carrier NAT puts thousands of fans behind one. Each is
+# above 0: join.lua and status.lua read a most of 0 as "not counted here".
 LIMITS: dict[LimitKind, tuple[int, int]] = {
     "join": (60, 3000),
     "status": (600, 30000),

@@ -47,7 +47,11 @@ async def join(request: web.Request) -> web.Response:
     address = guard.address(request)
     counts = guard.counts("join", ev.id, visitor, address)
     raw = await request.read()
-    solution = _join_body.decode(raw).altcha if raw.strip() else None
+    try:
+        solution = _join_body.decode(raw).altcha if raw.strip() else None
+    except msgspec.MsgspecError:  # refused (400/422), and an attempt all the same
+        await guard.limit("join", ev.id, visitor, address)
+        raise
     kept = _kept(request, ev.id, visitor)
     if solution is not None or kept is not None:
         # Checking a solution costs a PBKDF2 derivation, restoring a kept place a script of its
