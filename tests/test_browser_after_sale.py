@@ -19,6 +19,7 @@ from server.core import qr
 from server.core.tokens import new_id
 
 from .helpers import (
+    ADMIN,
     ADMIN_TOKEN,
     Fan,
     admitted,
@@ -127,7 +128,10 @@ async def test_order_page_opens_from_its_link_without_a_cookie_and_event_page_kn
     fans: Client, chromium_path: str
 ) -> None:
     ev = await create_event(fans, rate_per_min=60000)
-    fan, order = await bought(fans, ev["id"], ["A-2-1", "A-2-2"])
+    vid = new_id()
+    queue_id, token = await admitted(fans, ev["id"], visitor(vid))
+    fan = Fan(fans, vid, bearer(visitor(vid), token))
+    order = await fan.buy(ev["id"], {"seats": ["A-2-1", "A-2-2"]})
     async for browser in launch(chromium_path):
         stranger = await browser.new_context(viewport=PHONE)  # another device: no cookie
         page = await stranger.new_page()
@@ -148,7 +152,15 @@ async def test_order_page_opens_from_its_link_without_a_cookie_and_event_page_kn
         await page.click("#resend-button")
         await expect(page.locator("#resend-done")).to_be_visible()
 
-        # The buyer's own browser (its cookie) on the event page: "you have tickets".
+        # The buyer's own browser (its cookie) on the event page: "you have tickets". The buyer
+        # left the line and the sale is paused, so the page waits in line (an admitted buyer's
+        # page would move on to the seat map by itself, taking the notice with it).
+        paused = await fans.patch(
+            f"/api/admin/events/{ev['id']}", json={"paused": True}, headers=ADMIN
+        )
+        assert paused.status == 200, await paused.text()
+        left = await fans.delete(f"/api/queue/{queue_id}", headers=visitor(vid))
+        assert left.status == 204, await left.text()
         buyer = await browser.new_context(viewport=PHONE)
         cookie = fan.headers["Cookie"].split("=", 1)[1]
         await buyer.add_cookies(
@@ -159,6 +171,7 @@ async def test_order_page_opens_from_its_link_without_a_cookie_and_event_page_kn
         link = page.locator("#my-tickets a")
         await expect(link).to_have_attribute("href", order["order_url"])
         await expect(page.locator("#my-tickets")).to_be_visible()
+        await expect(page.locator("#view-waiting")).to_be_visible()
 
 
 async def test_console_finds_refunds_and_bulk_cancels_orders(
