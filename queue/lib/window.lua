@@ -16,9 +16,9 @@ local function count_attempt(key, most, window_ms)
 end
 
 -- Count one attempt on each of two counters, keys[first_key] and keys[first_key + 1], whose
--- most attempts and window ms are argv[first_arg], argv[first_arg + 1] and the two after (most
--- 0 or missing: that counter is not counted). Returns whether one is over its limit, and the ms until the
--- later of their windows resets.
+-- most attempts and window ms are argv[first_arg], argv[first_arg + 1] and the two after
+-- (most 0 or missing: that counter is not counted). Returns whether one is over its limit,
+-- and the ms until the later of their windows resets.
 local function count_attempts(keys, first_key, argv, first_arg)
   local refused, wait_ms = false, 0
   for i = 0, 1 do

@@ -211,7 +211,10 @@ class Guard:
 
     async def limit(self, kind: LimitKind, event_id: str, visitor_id: str, address: str) -> None:
         """Count one attempt per visitor and per address; 429 with Retry-After over a limit."""
-        counts = self.counts(kind, event_id, visitor_id, address)
+        await self.count(kind, self.counts(kind, event_id, visitor_id, address))
+
+    async def count(self, kind: LimitKind, counts: list[Count]) -> None:
+        """Count these attempts (rate_limit.lua, one call each); 429 over a limit."""
         calls = [self._rate(keys=[c.key], args=[c.most, c.window_ms]) for c in counts]
         answers = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
         if any(not allowed for allowed, _ in answers):

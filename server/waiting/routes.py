@@ -50,13 +50,13 @@ async def join(request: web.Request) -> web.Response:
     try:
         solution = _join_body.decode(raw).altcha if raw.strip() else None
     except msgspec.MsgspecError:  # refused (400/422), and an attempt all the same
-        await guard.limit("join", ev.id, visitor, address)
+        await guard.count("join", counts)
         raise
     kept = _kept(request, ev.id, visitor)
     if solution is not None or kept is not None:
         # Checking a solution costs a PBKDF2 derivation, restoring a kept place a script of its
         # own: the attempt is counted before them. Otherwise join.lua counts it.
-        await guard.limit("join", ev.id, visitor, address)
+        await guard.count("join", counts)
         counts = []
     proof = guard.proof(ev.id, ev.challenge, solution)
     try:
